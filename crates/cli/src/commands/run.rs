@@ -1,0 +1,219 @@
+//! `wasi-observe run`: run a `wasi:cli/command` component.
+
+use std::path::PathBuf;
+use std::process;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasmtime::Result;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::common::{ExportOptions, engine, load_component, parse_dir, parse_env};
+
+/// Run a command component (`wasi:cli/command`) and export its telemetry.
+#[derive(Parser)]
+pub struct RunCommand {
+    /// Grant the guest a host directory, optionally under another name.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    dirs: Vec<(PathBuf, String)>,
+
+    /// Set a guest environment variable (`KEY` alone passes the host's value).
+    #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    envs: Vec<(String, String)>,
+
+    #[command(flatten)]
+    export: ExportOptions,
+
+    /// The component to run.
+    component: PathBuf,
+
+    /// Arguments for the component.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+struct Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    observe: WasiObserveCtx,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiObserveView for Host {
+    fn observe(&mut self) -> &mut WasiObserveCtx {
+        &mut self.observe
+    }
+}
+
+/// Which signal stopped the guest: 0 none, else the signal number.
+static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
+
+/// How long a guest blocked in a host call gets to notice Ctrl-C before the
+/// process flushes and exits without it.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+impl RunCommand {
+    /// Runs the component; never returns on success (the guest's exit code
+    /// becomes the process's).
+    pub fn execute(self) -> Result<()> {
+        if !self.component.exists() {
+            wasmtime::bail!("no such file: {}", self.component.display());
+        }
+        let engine = engine()?;
+        let component = load_component(&engine, &self.component)?;
+        let mut linker = Linker::<Host>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi_observe_host::add_to_linker(&mut linker)?;
+        let pre = linker.instantiate_pre(&component).with_context(|| {
+            format!(
+                "cannot run {}: an import is missing",
+                self.component.display()
+            )
+        })?;
+        let pre = CommandPre::new(pre).with_context(|| {
+            format!(
+                "{} is not a wasi:cli/command component",
+                self.component.display()
+            )
+        })?;
+
+        let telemetry = self.export.telemetry(&self.component)?;
+
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdio().inherit_network();
+        let name = self.component.display().to_string();
+        wasi.args(
+            &std::iter::once(name)
+                .chain(self.args.iter().cloned())
+                .collect::<Vec<_>>(),
+        );
+        for (k, v) in &self.envs {
+            wasi.env(k, v);
+        }
+        for (host, guest) in &self.dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .with_context(|| format!("cannot open directory {}", host.display()))?;
+        }
+        let host = Host {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            observe: WasiObserveCtx::new(&telemetry),
+        };
+        let mut store = Store::new(&engine, host);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_trap();
+
+        install_interrupt_handler(&engine, &telemetry)?;
+
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+
+        let (code, reason) = match &result {
+            Ok(Ok(())) => (0, "the guest returned while this span was open".to_string()),
+            Ok(Err(())) => (
+                1,
+                "the guest returned an error while this span was open".to_string(),
+            ),
+            Err(e) => match (
+                e.downcast_ref::<I32Exit>(),
+                INTERRUPTED.load(Ordering::SeqCst),
+            ) {
+                (_, sig) if sig != 0 => (
+                    128 + i32::from(sig),
+                    format!("the guest was interrupted by {}", signal_name(sig)),
+                ),
+                (Some(exit), _) => (
+                    exit.0,
+                    format!(
+                        "the guest exited with code {} while this span was open",
+                        exit.0
+                    ),
+                ),
+                (None, _) => (134, format!("the guest trapped: {}", trap_summary(e))),
+            },
+        };
+        store.data_mut().observe.end_open_spans(&reason);
+        drop(store);
+
+        if let Err(e) = &result
+            && e.downcast_ref::<I32Exit>().is_none()
+        {
+            eprintln!("Error: {e:?}");
+        }
+        finish(&telemetry);
+        process::exit(code);
+    }
+}
+
+/// Flushes and stops the pipeline, and says what was lost, if anything.
+fn finish(telemetry: &Telemetry) {
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("wasi-observe: {e}");
+    }
+    let stats = telemetry.stats();
+    if stats.has_losses() {
+        let losses: Vec<String> = stats.losses().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!(
+            "wasi-observe: telemetry was dropped or cut: {}",
+            losses.join(", ")
+        );
+    }
+}
+
+fn trap_summary(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    }
+}
+
+fn signal_name(sig: u8) -> &'static str {
+    match sig {
+        2 => "SIGINT",
+        15 => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// On Ctrl-C or SIGTERM: interrupt the guest at its next epoch check (its
+/// open spans are then ended and everything flushed by `execute`). A guest
+/// blocked in a host call gets a grace period, after which telemetry is
+/// flushed and the process exits.
+fn install_interrupt_handler(engine: &wasmtime::Engine, telemetry: &Telemetry) -> Result<()> {
+    let engine = engine.clone();
+    let telemetry = Arc::new(Mutex::new(Some(telemetry.clone())));
+    ctrlc::set_handler(move || {
+        // ctrlc does not tell which signal; SIGINT is by far the common one,
+        // and SIGTERM is reported the same way.
+        if INTERRUPTED.swap(2, Ordering::SeqCst) != 0 {
+            return;
+        }
+        engine.increment_epoch();
+        let telemetry = telemetry.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(INTERRUPT_GRACE);
+            if let Some(t) = telemetry.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                eprintln!("wasi-observe: the guest did not stop; flushing telemetry and exiting");
+                finish(&t);
+            }
+            process::exit(130);
+        });
+    })
+    .context("installing the Ctrl-C handler")
+}

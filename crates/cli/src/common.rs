@@ -1,0 +1,102 @@
+//! Options and helpers shared by the commands.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use wasi_observe_host::export::{Exporter, Signal, parse_exporters};
+use wasi_observe_host::{Telemetry, TelemetryBuilder};
+use wasmtime::component::Component;
+use wasmtime::error::Context as _;
+use wasmtime::{Config, Engine};
+use wasmtime::{Result, bail};
+
+/// Where telemetry goes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ExportOptions {
+    /// Exporters for every signal, comma separated: `otlp`, `console`,
+    /// `jsonl:PATH` (OTLP/JSON lines), `none`. Overrides OTEL_TRACES_EXPORTER,
+    /// OTEL_LOGS_EXPORTER and OTEL_METRICS_EXPORTER. Default: `otlp` when an
+    /// OTLP endpoint is configured, else `console`.
+    #[arg(long, value_name = "LIST")]
+    pub exporter: Option<String>,
+}
+
+impl ExportOptions {
+    /// Builds the telemetry pipeline, named after `component` unless the
+    /// environment names the service.
+    pub fn telemetry(&self, component: &Path) -> Result<Telemetry> {
+        let service = component
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("wasm-component");
+        let builder = Telemetry::builder().with_default_service_name(service);
+        let builder: TelemetryBuilder = match &self.exporter {
+            Some(list) => {
+                let exporters = parse_exporters(list).map_err(wasmtime::Error::msg)?;
+                if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+                {
+                    builder.with_enabled(false)
+                } else {
+                    let mut b = builder;
+                    for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+                        for e in &exporters {
+                            b = b.with_exporter(signal, e)?;
+                        }
+                    }
+                    b
+                }
+            }
+            None => builder.from_env(&[Exporter::Console])?,
+        };
+        builder.build()
+    }
+}
+
+/// The engine every command uses: epoch interruption lets Ctrl-C stop a
+/// running guest so its telemetry can be closed and flushed.
+pub fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    // No component-model-async is needed; without it host calls are cheaper.
+    config.concurrency_support(false);
+    Engine::new(&config)
+}
+
+/// Loads a component, with clear errors for a missing file, a core module,
+/// and a file that is not WebAssembly at all.
+pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => bail!(
+            "{} is a core WebAssembly module, not a component; \
+             build it for wasm32-wasip2 or wrap it with `wasm-tools component new`",
+            path.display()
+        ),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+        _ if path.extension().is_some_and(|e| e == "wat") => {}
+        _ => bail!("{} is not a WebAssembly component", path.display()),
+    }
+    Component::new(engine, &bytes).with_context(|| format!("cannot compile {}", path.display()))
+}
+
+/// `HOST[::GUEST]` as `--dir` takes it.
+pub fn parse_dir(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once("::") {
+        Some((host, guest)) if !host.is_empty() && !guest.is_empty() => {
+            Ok((host.into(), guest.to_string()))
+        }
+        Some(_) => Err(format!("`{s}`: expected HOST or HOST::GUEST")),
+        None => Ok((s.into(), s.to_string())),
+    }
+}
+
+/// `KEY=VALUE`, or `KEY` to pass the host's value through.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, _)) if k.is_empty() => Err(format!("`{s}`: empty variable name")),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => std::env::var(s)
+            .map(|v| (s.to_string(), v))
+            .map_err(|_| format!("`{s}` is not set in the host environment")),
+    }
+}

@@ -1,0 +1,15 @@
+//! Host bindings generated from `wit/` (the one source of WIT for host and guests).
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "wasi:observe/observe",
+    imports: { default: trappable },
+    with: {
+        "wasi:observe/tracer.span": crate::tracer::GuestSpan,
+        "wasi:observe/metrics.instrument": crate::metrics::GuestInstrument,
+    },
+});
+
+pub use wasi::clocks::wall_clock::Datetime;
+pub use wasi::logging::logging;
+pub use wasi::observe::{metrics, tracer};

@@ -1,0 +1,296 @@
+//! From the pipeline to the outside: exporter selection, and the adapters
+//! that run OpenTelemetry exporters on the export threads.
+//!
+//! Every signal can go to any number of exporters: OTLP (gRPC or
+//! http/protobuf, configured entirely by the standard `OTEL_EXPORTER_OTLP_*`
+//! variables), a readable console printer, or a file of OTLP/JSON lines.
+
+pub mod batch;
+pub mod console;
+pub mod file;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use tokio::runtime::Handle;
+
+/// Where a signal goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exporter {
+    /// OTLP, configured by the `OTEL_EXPORTER_OTLP_*` variables.
+    Otlp,
+    /// A readable line per span, log record and metric, on standard error.
+    Console,
+    /// OTLP/JSON, one export request per line, appended to a file.
+    JsonLines(PathBuf),
+}
+
+impl FromStr for Exporter {
+    type Err = String;
+
+    /// `otlp`, `console`, or `jsonl:PATH`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "otlp" => Ok(Exporter::Otlp),
+            "console" => Ok(Exporter::Console),
+            other => match other.strip_prefix("jsonl:") {
+                Some(path) if !path.is_empty() => Ok(Exporter::JsonLines(path.into())),
+                _ => Err(format!(
+                    "unknown exporter `{other}` (expected otlp, console, jsonl:PATH or none)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exporter::Otlp => f.write_str("otlp"),
+            Exporter::Console => f.write_str("console"),
+            Exporter::JsonLines(p) => write!(f, "jsonl:{}", p.display()),
+        }
+    }
+}
+
+/// The three signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Log records.
+    Logs,
+    /// Metrics.
+    Metrics,
+}
+
+impl Signal {
+    /// The OpenTelemetry variable that selects this signal's exporters.
+    pub fn exporter_var(self) -> &'static str {
+        match self {
+            Signal::Traces => "OTEL_TRACES_EXPORTER",
+            Signal::Logs => "OTEL_LOGS_EXPORTER",
+            Signal::Metrics => "OTEL_METRICS_EXPORTER",
+        }
+    }
+
+    fn endpoint_var(self) -> &'static str {
+        match self {
+            Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            Signal::Logs => "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        }
+    }
+}
+
+/// Parses a comma-separated exporter list as `OTEL_*_EXPORTER` takes it;
+/// `none` (alone) means no exporter.
+pub fn parse_exporters(list: &str) -> Result<Vec<Exporter>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item == "none" {
+            continue;
+        }
+        let e: Exporter = item.parse()?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The exporters the environment selects for `signal`: `OTEL_<SIGNAL>_EXPORTER`
+/// when set; otherwise OTLP if an OTLP endpoint is configured for the signal,
+/// else `fallback`.
+pub fn exporters_from_env(signal: Signal, fallback: &[Exporter]) -> Result<Vec<Exporter>, String> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if let Ok(list) = std::env::var(signal.exporter_var()) {
+        return parse_exporters(&list).map_err(|e| format!("{}: {e}", signal.exporter_var()));
+    }
+    if set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(signal.endpoint_var()) {
+        return Ok(vec![Exporter::Otlp]);
+    }
+    Ok(fallback.to_vec())
+}
+
+/// An object-safe span exporter, so a pipeline can hold several kinds.
+pub(crate) trait DynSpanExporter: Send + Sync + fmt::Debug {
+    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
+    fn set_resource(&mut self, resource: &Resource);
+}
+
+impl<E: SpanExporter + 'static> DynSpanExporter for E {
+    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
+        Box::pin(SpanExporter::export(self, batch))
+    }
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        SpanExporter::shutdown_with_timeout(self, timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        SpanExporter::set_resource(self, resource)
+    }
+}
+
+/// An object-safe log exporter.
+pub(crate) trait DynLogExporter: Send + Sync + fmt::Debug {
+    fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult>;
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
+    fn set_resource(&mut self, resource: &Resource);
+}
+
+impl<E: LogExporter + 'static> DynLogExporter for E {
+    fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult> {
+        Box::pin(LogExporter::export(self, batch))
+    }
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        LogExporter::shutdown_with_timeout(self, timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        LogExporter::set_resource(self, resource)
+    }
+}
+
+/// Runs `fut` on the export runtime with a deadline.
+fn run(
+    rt: &Handle,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = OTelSdkResult>,
+) -> Result<(), String> {
+    rt.block_on(async {
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("export timed out after {timeout:?}")),
+        }
+    })
+}
+
+/// Exports span batches to every exporter; a batch counts as delivered only
+/// if every exporter took it.
+pub(crate) struct SpanSink {
+    pub rt: Handle,
+    pub exporters: Vec<Box<dyn DynSpanExporter>>,
+}
+
+impl batch::Sink<SpanData> for SpanSink {
+    fn export(&mut self, batch: Vec<SpanData>, timeout: Duration) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let n = self.exporters.len();
+        let mut batch = Some(batch);
+        for (i, e) in self.exporters.iter().enumerate() {
+            let b = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            if let Err(err) = run(&self.rt, timeout, e.export(b)) {
+                errors.push(format!("{e:?}: {err}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) {
+        for e in &self.exporters {
+            let _ = e.shutdown(timeout);
+        }
+    }
+}
+
+/// A log record and the scope that emitted it, as queued.
+pub(crate) type QueuedLog = (SdkLogRecord, InstrumentationScope);
+
+/// Exports log batches to every exporter.
+pub(crate) struct LogSink {
+    pub rt: Handle,
+    pub exporters: Vec<Box<dyn DynLogExporter>>,
+}
+
+impl batch::Sink<QueuedLog> for LogSink {
+    fn export(&mut self, batch: Vec<QueuedLog>, timeout: Duration) -> Result<(), String> {
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            batch.iter().map(|(r, s)| (r, s)).collect();
+        let mut errors = Vec::new();
+        for e in &self.exporters {
+            if let Err(err) = run(&self.rt, timeout, e.export(LogBatch::new(&refs))) {
+                errors.push(format!("{e:?}: {err}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) {
+        for e in &self.exporters {
+            let _ = e.shutdown(timeout);
+        }
+    }
+}
+
+/// Runs a metric exporter's futures on the export runtime: the SDK's periodic
+/// reader polls them on a plain thread, where the tonic and reqwest clients
+/// of the OTLP exporter would find no runtime.
+#[derive(Debug)]
+pub(crate) struct OnRuntime<E> {
+    pub rt: Handle,
+    pub inner: E,
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        if Handle::try_current().is_ok() {
+            // Already on a runtime thread (a flush called from async code).
+            return self.inner.export(metrics).await;
+        }
+        self.rt.block_on(self.inner.export(metrics))
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_lists_parse() {
+        assert_eq!(
+            parse_exporters("otlp, console,jsonl:/tmp/x.jsonl").unwrap(),
+            vec![
+                Exporter::Otlp,
+                Exporter::Console,
+                Exporter::JsonLines("/tmp/x.jsonl".into())
+            ]
+        );
+        assert_eq!(parse_exporters("none").unwrap(), vec![]);
+        assert_eq!(parse_exporters("otlp,otlp").unwrap(), vec![Exporter::Otlp]);
+        assert!(parse_exporters("zipkin").is_err());
+        assert!(parse_exporters("jsonl:").is_err());
+    }
+}

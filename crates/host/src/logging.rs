@@ -1,0 +1,79 @@
+//! `wasi:logging/logging`: log records as OpenTelemetry log records.
+//!
+//! Severity: trace, debug, info, warn, error and critical become severity
+//! numbers 1, 5, 9, 13, 17 and 21, with the level's name as severity text.
+//! The body is the message. The `context` string is the record's target, which
+//! OTLP exports as the name of the record's instrumentation scope (the
+//! logger name, in OpenTelemetry's terms). A record made while the guest has a
+//! span open carries that span's trace and span ids.
+
+use std::time::SystemTime;
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+use wasmtime::component::Linker;
+
+use crate::bindings::logging::{Host, Level};
+use crate::convert::Checker;
+use crate::ctx::{WasiObserveCtx, WasiObserveView};
+use crate::stats::Stats;
+
+/// The version of `wasi:logging` that existing components import.
+const DRAFT: &str = "wasi:logging/logging@0.1.0-draft";
+
+fn severity(level: Level) -> (Severity, &'static str) {
+    match level {
+        Level::Trace => (Severity::Trace, "TRACE"),
+        Level::Debug => (Severity::Debug, "DEBUG"),
+        Level::Info => (Severity::Info, "INFO"),
+        Level::Warn => (Severity::Warn, "WARN"),
+        Level::Error => (Severity::Error, "ERROR"),
+        Level::Critical => (Severity::Fatal, "CRITICAL"),
+    }
+}
+
+impl Host for WasiObserveCtx {
+    fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
+        let inner = &self.telemetry.inner;
+        let Some(logger) = &inner.logger else {
+            return Ok(());
+        };
+        let check = Checker {
+            limits: &inner.limits,
+            stats: &inner.stats,
+        };
+        let mut record = logger.create_log_record();
+        let (number, text) = severity(level);
+        record.set_severity_number(number);
+        record.set_severity_text(text);
+        record.set_body(AnyValue::String(check.string(message).into()));
+        if !context.is_empty() {
+            record.set_target(check.string(context));
+        }
+        let now = SystemTime::now();
+        record.set_timestamp(now);
+        record.set_observed_timestamp(now);
+        if let Some(cx) = self.current_span_context() {
+            record.set_trace_context(cx.trace_id(), cx.span_id(), Some(cx.trace_flags()));
+        }
+        logger.emit(record);
+        Stats::add(&inner.stats.logs_emitted, 1);
+        Ok(())
+    }
+}
+
+/// Serves `wasi:logging/logging@0.1.0-draft` with the same implementation:
+/// the interface is identical, but a prerelease version never matches another
+/// version, so it needs its own name in the linker.
+pub(crate) fn add_draft_to_linker<T: WasiObserveView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    let mut root = linker.root();
+    let mut instance = root.instance(DRAFT)?;
+    instance.func_wrap(
+        "log",
+        |mut store, (level, context, message): (Level, String, String)| {
+            Host::log(store.data_mut().observe(), level, context, message)
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Counters of what the host dropped, cut or rejected, so that nothing is lost
+//! silently.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters, shared by every store of one [`Telemetry`](crate::Telemetry).
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub(crate) fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [$((stringify!($name), self.$name),)*].into_iter()
+            }
+        }
+    };
+}
+
+stats! {
+    /// Spans ended by guests and handed to the export pipeline.
+    spans_ended,
+    /// Spans delivered to every exporter.
+    spans_exported,
+    /// Spans dropped because the export queue stayed full (overload).
+    spans_dropped_queue_full,
+    /// Spans an exporter failed to deliver.
+    spans_export_failed,
+    /// Spans not recorded because the store had too many open spans.
+    spans_dropped_open_limit,
+    /// Span attributes dropped by the count limits (span, event and link attributes).
+    attributes_dropped,
+    /// Span events dropped by the count limit.
+    events_dropped,
+    /// Span links dropped by the count limit or for an invalid span context.
+    links_dropped,
+    /// Strings and arrays cut to the length limits.
+    values_truncated,
+    /// Guest values rejected as malformed (bad ids, trace-state, timestamps, keys).
+    invalid_input,
+    /// Log records handed to the export pipeline.
+    logs_emitted,
+    /// Log records delivered to every exporter.
+    logs_exported,
+    /// Log records dropped because the export queue stayed full.
+    logs_dropped_queue_full,
+    /// Log records an exporter failed to deliver.
+    logs_export_failed,
+    /// Measurements recorded.
+    measurements,
+    /// Measurements dropped (invalid value or name, instrument limit).
+    measurements_dropped,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Whether any telemetry was dropped, cut or rejected.
+    pub fn has_losses(&self) -> bool {
+        self.losses().next().is_some()
+    }
+
+    /// The non-zero loss counters, by name.
+    pub fn losses(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        self.fields().filter(|(name, n)| {
+            *n > 0
+                && !matches!(
+                    *name,
+                    "spans_ended"
+                        | "spans_exported"
+                        | "logs_emitted"
+                        | "logs_exported"
+                        | "measurements"
+                )
+        })
+    }
+}
+
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (name, n) in self.fields().filter(|(_, n)| *n > 0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{name}={n}")?;
+        }
+        if first {
+            f.write_str("nothing recorded")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,428 @@
+//! `wasi:observe/tracer`: span state held by the host for its guests.
+//!
+//! A span's parent is the innermost span of the same store that was started
+//! and not yet ended; if there is none, the store's ambient parent; with
+//! `new-root`, none. A recording span is a lean record that becomes
+//! OpenTelemetry `SpanData` when it ends. Spans that are sampled out, started
+//! while telemetry is disabled, or started beyond the open-span limit are
+//! non-recording, and every call on them is a cheap no-op.
+
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, SamplingDecision, SpanData, SpanEvents, SpanLinks,
+};
+use wasmtime::component::Resource;
+
+use crate::bindings::Datetime;
+use crate::bindings::tracer::{self as wit, Host, HostSpan, StartOptions};
+use crate::convert::{Checker, to_wit_span_context};
+use crate::ctx::WasiObserveCtx;
+use crate::stats::Stats;
+use crate::telemetry::Telemetry;
+
+/// The host side of a guest's `span` resource. Its state lives in the
+/// store's [`WasiObserveCtx`]; the handle's rep indexes it.
+pub struct GuestSpan;
+
+/// The rep of every span that records nothing and has no state: spans started
+/// while telemetry is disabled or beyond the open-span limit.
+const NOOP: u32 = u32::MAX;
+
+/// One span handle's state.
+pub(crate) enum SpanSlot {
+    Open {
+        cx: SpanContext,
+        record: Option<Box<SpanRecord>>,
+    },
+    Ended {
+        cx: SpanContext,
+    },
+}
+
+impl SpanSlot {
+    pub(crate) fn context(&self) -> &SpanContext {
+        match self {
+            SpanSlot::Open { cx, .. } | SpanSlot::Ended { cx } => cx,
+        }
+    }
+
+    /// Marks the span ended; returns its context and record the first time.
+    pub(crate) fn end(&mut self) -> Option<(SpanContext, Option<Box<SpanRecord>>)> {
+        let SpanSlot::Open { cx, .. } = self else {
+            return None;
+        };
+        let ended = SpanSlot::Ended { cx: cx.clone() };
+        match std::mem::replace(self, ended) {
+            SpanSlot::Open { cx, record } => Some((cx, record)),
+            SpanSlot::Ended { .. } => None,
+        }
+    }
+
+    fn record(&mut self) -> Option<&mut SpanRecord> {
+        match self {
+            SpanSlot::Open {
+                record: Some(r), ..
+            } => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// What a recording span has collected until it ends.
+pub(crate) struct SpanRecord {
+    name: String,
+    kind: SpanKind,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    dropped_attributes: u32,
+    events: Vec<opentelemetry::trace::Event>,
+    dropped_events: u32,
+    links: Vec<opentelemetry::trace::Link>,
+    dropped_links: u32,
+    pub(crate) status: Status,
+    /// Sampled: exported when it ends (a record-only span is not).
+    sampled: bool,
+}
+
+impl SpanRecord {
+    /// Hands the finished span to the pipeline.
+    pub(crate) fn export(record: Box<SpanRecord>, cx: SpanContext, end: SystemTime, t: &Telemetry) {
+        let inner = &t.inner;
+        let Some(queue) = &inner.spans else { return };
+        if !record.sampled {
+            return;
+        }
+        let r = *record;
+        let end = if end < r.start {
+            Stats::add(&inner.stats.invalid_input, 1);
+            r.start
+        } else {
+            end
+        };
+        // Both are non-exhaustive, with public fields.
+        let mut events = SpanEvents::default();
+        events.events = r.events;
+        events.dropped_count = r.dropped_events;
+        let mut links = SpanLinks::default();
+        links.links = r.links;
+        links.dropped_count = r.dropped_links;
+        let data = SpanData {
+            span_context: cx,
+            parent_span_id: r.parent_span_id,
+            parent_span_is_remote: r.parent_is_remote,
+            span_kind: r.kind,
+            name: r.name.into(),
+            start_time: r.start,
+            end_time: end,
+            attributes: r.attributes,
+            dropped_attributes_count: r.dropped_attributes,
+            events,
+            links,
+            status: r.status,
+            instrumentation_scope: inner.scope.clone(),
+        };
+        Stats::add(&inner.stats.spans_ended, 1);
+        queue.push(data);
+    }
+}
+
+fn kind(k: wit::SpanKind) -> SpanKind {
+    match k {
+        wit::SpanKind::Client => SpanKind::Client,
+        wit::SpanKind::Server => SpanKind::Server,
+        wit::SpanKind::Producer => SpanKind::Producer,
+        wit::SpanKind::Consumer => SpanKind::Consumer,
+        wit::SpanKind::Internal => SpanKind::Internal,
+    }
+}
+
+impl WasiObserveCtx {
+    fn checker(&self) -> Checker<'_> {
+        Checker {
+            limits: &self.telemetry.inner.limits,
+            stats: &self.telemetry.inner.stats,
+        }
+    }
+
+    /// Converts guest links, applying the count limits and dropping links to
+    /// malformed span contexts.
+    fn links(&self, links: Vec<wit::Link>, room: usize) -> (Vec<opentelemetry::trace::Link>, u32) {
+        let check = self.checker();
+        let limits = &self.telemetry.inner.limits;
+        let mut out = Vec::new();
+        let mut dropped = 0u32;
+        for link in links {
+            let Some(cx) = check.span_context(link.span_context) else {
+                dropped = dropped.saturating_add(1);
+                continue;
+            };
+            if out.len() >= room {
+                dropped = dropped.saturating_add(1);
+                continue;
+            }
+            let (attrs, attrs_dropped) =
+                check.attributes(link.attributes, limits.attributes_per_link);
+            out.push(opentelemetry::trace::Link::new(cx, attrs, attrs_dropped));
+        }
+        Stats::add(&self.telemetry.inner.stats.links_dropped, dropped.into());
+        (out, dropped)
+    }
+
+    fn slot(&mut self, span: &Resource<GuestSpan>) -> Option<&mut SpanSlot> {
+        self.spans.get_mut(span.rep() as usize)
+    }
+
+    fn end_span(&mut self, key: u32, timestamp: Option<Datetime>) {
+        let end = self.checker().timestamp_or_now(timestamp);
+        let Some((cx, record)) = self.spans.get_mut(key as usize).and_then(SpanSlot::end) else {
+            return;
+        };
+        if let Some(pos) = self.open.iter().rposition(|&k| k == key) {
+            self.open.remove(pos);
+        }
+        if let Some(record) = record {
+            SpanRecord::export(record, cx, end, &self.telemetry);
+        }
+    }
+}
+
+impl Host for WasiObserveCtx {
+    fn start(
+        &mut self,
+        name: String,
+        options: Option<StartOptions>,
+    ) -> wasmtime::Result<Resource<GuestSpan>> {
+        let inner = self.telemetry.inner.clone();
+        if !inner.enabled {
+            return Ok(Resource::new_own(NOOP));
+        }
+        if self.open.len() >= inner.limits.open_spans_per_store {
+            Stats::add(&inner.stats.spans_dropped_open_limit, 1);
+            return Ok(Resource::new_own(NOOP));
+        }
+        let options = options.unwrap_or(StartOptions {
+            new_root: false,
+            span_kind: None,
+            attributes: None,
+            links: None,
+            timestamp: None,
+        });
+        let parent = if options.new_root {
+            None
+        } else {
+            self.current_span_context()
+        };
+        let check = self.checker();
+        let name = check.string(name);
+        let kind = kind(options.span_kind.unwrap_or(wit::SpanKind::Internal));
+        let (mut attributes, dropped_attributes) = check.attributes(
+            options.attributes.unwrap_or_default(),
+            inner.limits.attributes_per_span,
+        );
+        let start = check.timestamp_or_now(options.timestamp);
+        let (links, dropped_links) = self.links(
+            options.links.unwrap_or_default(),
+            inner.limits.links_per_span,
+        );
+
+        let trace_id = match &parent {
+            Some(p) => p.trace_id(),
+            None => inner.ids.new_trace_id(),
+        };
+        let parent_cx = parent
+            .as_ref()
+            .map(|p| Context::new().with_remote_span_context(p.clone()));
+        let sampling = inner.sampler.should_sample(
+            parent_cx.as_ref(),
+            trace_id,
+            &name,
+            &kind,
+            &attributes,
+            &links,
+        );
+        let sampled = sampling.decision == SamplingDecision::RecordAndSample;
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        };
+        let cx = SpanContext::new(
+            trace_id,
+            inner.ids.new_span_id(),
+            flags,
+            false,
+            sampling.trace_state,
+        );
+        let record = (sampling.decision != SamplingDecision::Drop).then(|| {
+            for kv in sampling.attributes {
+                if attributes.len() < inner.limits.attributes_per_span {
+                    attributes.push(kv);
+                }
+            }
+            Box::new(SpanRecord {
+                name,
+                kind,
+                parent_span_id: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
+                parent_is_remote: parent.as_ref().is_some_and(|p| p.is_remote()),
+                start,
+                attributes,
+                dropped_attributes,
+                events: Vec::new(),
+                dropped_events: 0,
+                links,
+                dropped_links,
+                status: Status::Unset,
+                sampled,
+            })
+        });
+        let key = self.spans.insert(SpanSlot::Open { cx, record }) as u32;
+        self.open.push(key);
+        Ok(Resource::new_own(key))
+    }
+}
+
+impl HostSpan for WasiObserveCtx {
+    fn span_context(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<wit::SpanContext> {
+        let cx = self
+            .slot(&span)
+            .map_or(SpanContext::NONE, |s| s.context().clone());
+        Ok(to_wit_span_context(&cx))
+    }
+
+    fn is_recording(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<bool> {
+        Ok(self.slot(&span).and_then(SpanSlot::record).is_some())
+    }
+
+    fn set_attributes(
+        &mut self,
+        span: Resource<GuestSpan>,
+        attributes: Vec<wit::KeyValue>,
+    ) -> wasmtime::Result<()> {
+        let inner = self.telemetry.inner.clone();
+        let check = Checker {
+            limits: &inner.limits,
+            stats: &inner.stats,
+        };
+        if let Some(r) = self.slot(&span).and_then(SpanSlot::record) {
+            let dropped = check.merge_attributes(
+                &mut r.attributes,
+                attributes,
+                inner.limits.attributes_per_span,
+            );
+            r.dropped_attributes = r.dropped_attributes.saturating_add(dropped);
+        }
+        Ok(())
+    }
+
+    fn add_event(
+        &mut self,
+        span: Resource<GuestSpan>,
+        name: String,
+        timestamp: Option<Datetime>,
+        attributes: Option<Vec<wit::KeyValue>>,
+    ) -> wasmtime::Result<()> {
+        let inner = self.telemetry.inner.clone();
+        let check = Checker {
+            limits: &inner.limits,
+            stats: &inner.stats,
+        };
+        let Some(r) = self.slot(&span).and_then(SpanSlot::record) else {
+            return Ok(());
+        };
+        if r.events.len() >= inner.limits.events_per_span {
+            r.dropped_events = r.dropped_events.saturating_add(1);
+            Stats::add(&inner.stats.events_dropped, 1);
+            return Ok(());
+        }
+        let time = check.timestamp_or_now(timestamp);
+        let (attrs, dropped) = check.attributes(
+            attributes.unwrap_or_default(),
+            inner.limits.attributes_per_event,
+        );
+        r.events.push(opentelemetry::trace::Event::new(
+            check.string(name),
+            time,
+            attrs,
+            dropped,
+        ));
+        Ok(())
+    }
+
+    fn add_link(&mut self, span: Resource<GuestSpan>, link: wit::Link) -> wasmtime::Result<()> {
+        let Some(held) = self
+            .slot(&span)
+            .and_then(SpanSlot::record)
+            .map(|r| r.links.len())
+        else {
+            return Ok(());
+        };
+        let room = self
+            .telemetry
+            .inner
+            .limits
+            .links_per_span
+            .saturating_sub(held);
+        let (links, dropped) = self.links(vec![link], room);
+        if let Some(r) = self.slot(&span).and_then(SpanSlot::record) {
+            r.links.extend(links);
+            r.dropped_links = r.dropped_links.saturating_add(dropped);
+        }
+        Ok(())
+    }
+
+    fn set_status(
+        &mut self,
+        span: Resource<GuestSpan>,
+        status: wit::Status,
+    ) -> wasmtime::Result<()> {
+        let limit = self.telemetry.inner.limits.value_length;
+        let Some(r) = self.slot(&span).and_then(SpanSlot::record) else {
+            return Ok(());
+        };
+        // OpenTelemetry: setting Unset is ignored, and Ok is final.
+        match status {
+            wit::Status::Unset => {}
+            _ if r.status == Status::Ok => {}
+            wit::Status::Ok => r.status = Status::Ok,
+            wit::Status::Error(mut description) => {
+                crate::limits::truncate(&mut description, limit);
+                r.status = Status::error(description);
+            }
+        }
+        Ok(())
+    }
+
+    fn update_name(&mut self, span: Resource<GuestSpan>, name: String) -> wasmtime::Result<()> {
+        let name = self.checker().string(name);
+        if let Some(r) = self.slot(&span).and_then(SpanSlot::record) {
+            r.name = name;
+        }
+        Ok(())
+    }
+
+    fn end(
+        &mut self,
+        span: Resource<GuestSpan>,
+        timestamp: Option<Datetime>,
+    ) -> wasmtime::Result<()> {
+        self.end_span(span.rep(), timestamp);
+        Ok(())
+    }
+
+    fn drop(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
+        let key = span.rep();
+        if key == NOOP {
+            return Ok(());
+        }
+        self.end_span(key, None);
+        self.spans.try_remove(key as usize);
+        Ok(())
+    }
+}
