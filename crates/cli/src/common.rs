@@ -93,7 +93,7 @@ pub fn parse_dir(s: &str) -> Result<(PathBuf, String), String> {
 /// `KEY=VALUE`, or `KEY` to pass the host's value through.
 pub fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(format!("`{s}`: empty variable name")),
+        Some(("", _)) => Err(format!("`{s}`: empty variable name")),
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
         None => std::env::var(s)
             .map(|v| (s.to_string(), v))

@@ -36,7 +36,11 @@ fn cli_http(receiver: &OtlpHttpReceiver) -> Command {
 }
 
 fn run(mut cmd: Command, args: &[&str]) -> Output {
-    let out = cmd.arg("run").args(args).output().expect("running wasi-observe");
+    let out = cmd
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("running wasi-observe");
     eprintln!("stdout: {}", String::from_utf8_lossy(&out.stdout));
     eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
     out
@@ -52,7 +56,10 @@ fn printed_ids(stdout: &[u8]) -> HashMap<String, (String, String)> {
         .lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), (it.next()?.to_string(), it.next()?.to_string())))
+            Some((
+                it.next()?.to_string(),
+                (it.next()?.to_string(), it.next()?.to_string()),
+            ))
         })
         .collect()
 }
@@ -84,7 +91,11 @@ fn http_protobuf_delivers_spans_logs_and_metrics_as_emitted() {
     assert_eq!(detached.parent_span_id, "");
     assert_ne!(detached.trace_id, root.trace_id);
     assert_eq!(root.trace_id.len(), 32);
-    assert!(root.trace_id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        root.trace_id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
 
     // Kinds, attributes with their OTLP types, overwrite semantics.
     assert_eq!(root.kind, SpanKind::Server);
@@ -97,11 +108,40 @@ fn http_protobuf_delivers_spans_logs_and_metrics_as_emitted() {
     assert_eq!(root.attr_bool("bool"), Some(true));
     assert_eq!(root.attr_f64("f64"), Some(1.5));
     assert_eq!(root.attr_i64("s64"), Some(-42));
-    let array = |k: &str| root.attr(k).and_then(|v| v.as_array()).map(|a| a.to_vec()).unwrap();
-    assert_eq!(array("str-array").iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(), ["a", "b"]);
-    assert_eq!(array("bool-array").iter().map(|v| v.as_bool().unwrap()).collect::<Vec<_>>(), [true, false]);
-    assert_eq!(array("f64-array").iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>(), [0.25, -2.0]);
-    assert_eq!(array("s64-array").iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    let array = |k: &str| {
+        root.attr(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.to_vec())
+            .unwrap()
+    };
+    assert_eq!(
+        array("str-array")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        array("bool-array")
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(
+        array("f64-array")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        [0.25, -2.0]
+    );
+    assert_eq!(
+        array("s64-array")
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert_eq!(root.start_time_unix_nano, 1_700_000_000_000_000_000);
 
     // Events with explicit and current timestamps.
@@ -154,7 +194,11 @@ fn http_protobuf_delivers_spans_logs_and_metrics_as_emitted() {
     assert_eq!(logs[7].trace_id, "");
 
     // Metrics: each instrument kind, aggregated by the host.
-    let metric = |name: &str| receiver.wait_for_metric(name, WAIT).unwrap_or_else(|| panic!("{name}"));
+    let metric = |name: &str| {
+        receiver
+            .wait_for_metric(name, WAIT)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
     let requests = metric("requests");
     assert_eq!(requests.unit, "{request}");
     let mut values: Vec<(String, f64)> = requests
@@ -187,7 +231,10 @@ fn grpc_delivers_spans_and_logs() {
     assert_eq!(spans.len(), 5, "{names:?}");
     let root = spans.iter().find(|s| s.name == "root").unwrap();
     let child = spans.iter().find(|s| s.name == "child").unwrap();
-    let grandchild = spans.iter().find(|s| s.name == "grandchild-renamed").unwrap();
+    let grandchild = spans
+        .iter()
+        .find(|s| s.name == "grandchild-renamed")
+        .unwrap();
     assert_eq!(child.parent_span_id, root.span_id);
     assert_eq!(grandchild.parent_span_id, child.span_id);
     let logs = collector.wait_for_logs(8, WAIT);
@@ -222,7 +269,11 @@ fn open_spans_of_a_trapping_guest_arrive_with_error_status() {
     let s = by_name(&spans);
     for name in ["outer", "inner"] {
         assert_eq!(s[name].status.code, SpanStatusCode::Error, "{name}");
-        assert!(s[name].status.message.starts_with("the guest trapped"), "{}", s[name].status.message);
+        assert!(
+            s[name].status.message.starts_with("the guest trapped"),
+            "{}",
+            s[name].status.message
+        );
     }
     assert_eq!(s["inner"].parent_span_id, s["outer"].span_id);
     assert_eq!(s["done-before-trap"].status.code, SpanStatusCode::Unset);
@@ -257,7 +308,12 @@ fn a_burst_of_100k_spans_is_delivered_whole() {
     let spans = receiver.spans();
     assert_eq!(spans.len(), 100_001);
     let root = spans.iter().find(|s| s.name == "burst").unwrap();
-    assert!(spans.iter().filter(|s| s.name == "item").all(|s| s.parent_span_id == root.span_id));
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == "item")
+            .all(|s| s.parent_span_id == root.span_id)
+    );
 }
 
 #[test]
@@ -271,11 +327,19 @@ fn malformed_guest_input_never_crashes_the_host() {
     let ok = s["valid-after-malformed"];
     assert_eq!(ok.attr_str("still"), Some("works"));
     // The malformed span: renamed to a (cut) huge name, so find it by elimination.
-    let bad = spans.iter().find(|s| s.name != "valid-after-malformed").unwrap();
+    let bad = spans
+        .iter()
+        .find(|s| s.name != "valid-after-malformed")
+        .unwrap();
     assert_eq!(bad.name.len(), 65536);
     assert_eq!(bad.attr_str("huge").map(str::len), Some(65536));
     assert!(bad.attr("").is_none());
-    assert_eq!(bad.attr("big-array").and_then(|v| v.as_array()).map(|a| a.len()), Some(1024));
+    assert_eq!(
+        bad.attr("big-array")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len()),
+        Some(1024)
+    );
     // Only the link with valid ids survives, with its bad trace-state emptied.
     assert_eq!(bad.links.len(), 1);
     assert_eq!(bad.links[0].trace_state, "");
@@ -302,7 +366,10 @@ fn sdk_disabled_records_nothing_and_runs_the_guest() {
     // tracer_features asserts root.is_recording(); a disabled host says no.
     let out = run(cmd, &[OPEN_SPANS_COMPONENT, "1000"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recording 0 of 1000");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "recording 0 of 1000"
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert!(receiver.requests().is_empty());
 }
@@ -313,7 +380,10 @@ fn sampler_from_the_environment_is_honoured() {
     let mut cmd = cli_http(&receiver);
     cmd.env("OTEL_TRACES_SAMPLER", "always_off");
     let out = run(cmd, &[OPEN_SPANS_COMPONENT, "10"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recording 0 of 10");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "recording 0 of 10"
+    );
     assert!(receiver.spans().is_empty());
 }
 
@@ -321,8 +391,10 @@ fn sampler_from_the_environment_is_honoured() {
 fn service_name_and_resource_attributes_from_the_environment() {
     let receiver = OtlpHttpReceiver::start();
     let mut cmd = cli_http(&receiver);
-    cmd.env("OTEL_SERVICE_NAME", "checkout")
-        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=obs");
+    cmd.env("OTEL_SERVICE_NAME", "checkout").env(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment=test,team=obs",
+    );
     let out = run(cmd, &[EXIT_CODE_COMPONENT]);
     assert_eq!(out.status.code(), Some(3));
     let span = &receiver.spans()[0];
@@ -336,8 +408,18 @@ fn console_is_the_default_exporter() {
     let out = run(cli(), &[EXIT_CODE_COMPONENT]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.lines().any(|l| l.starts_with("span ") && l.contains(" finished ")), "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("log ") && l.contains("exiting with 3")), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("span ") && l.contains(" finished ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("log ") && l.contains("exiting with 3")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -348,11 +430,18 @@ fn jsonl_exporter_writes_otlp_json_lines() {
     let _ = std::fs::remove_file(&file);
     let out = run(
         cli(),
-        &["--exporter", &format!("jsonl:{}", file.display()), EXIT_CODE_COMPONENT],
+        &[
+            "--exporter",
+            &format!("jsonl:{}", file.display()),
+            EXIT_CODE_COMPONENT,
+        ],
     );
     assert_eq!(out.status.code(), Some(3));
     let text = std::fs::read_to_string(&file).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let spans: Vec<&serde_json::Value> = lines
         .iter()
         .filter_map(|l| l.get("resourceSpans"))
@@ -400,8 +489,47 @@ fn clear_errors_for_bad_inputs() {
     assert!(stderr_of(&text).contains("is not a WebAssembly component"));
 
     let unknown = dir.join("unknown.wat");
-    std::fs::write(&unknown, r#"(component (import "acme:missing/thing" (instance (export "f" (func)))))"#).unwrap();
+    std::fs::write(
+        &unknown,
+        r#"(component (import "acme:missing/thing" (instance (export "f" (func)))))"#,
+    )
+    .unwrap();
     let err = stderr_of(&unknown);
     assert!(err.contains("acme:missing/thing"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_interrupts_the_guest_and_flushes_its_telemetry() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let receiver = OtlpHttpReceiver::start();
+    let mut cmd = cli_http(&receiver);
+    let mut child = cmd
+        .args(["run", SPIN_COMPONENT])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "spinning");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "spinning");
+    assert_eq!(spans[0].status.code, SpanStatusCode::Error);
+    assert_eq!(
+        spans[0].status.message,
+        "the guest was interrupted by SIGINT"
+    );
+    assert_eq!(receiver.logs().len(), 1);
 }

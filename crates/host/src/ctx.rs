@@ -8,7 +8,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::metrics::Instrument;
 use crate::telemetry::Telemetry;
-use crate::tracer::{SpanRecord, SpanSlot};
+use crate::tracer::SpanSlot;
 
 /// The state one store keeps for `wasi:observe`: its spans (the host holds
 /// span state for guests, as the proposal says), which of them are open, and
@@ -84,7 +84,7 @@ impl WasiObserveCtx {
                 && let Some(mut record) = record
             {
                 record.status = opentelemetry::trace::Status::error(reason.to_string());
-                SpanRecord::export(record, cx, end, &self.telemetry);
+                record.export(cx, end, &self.telemetry);
             }
         }
         n

@@ -93,13 +93,13 @@ pub(crate) struct SpanRecord {
 
 impl SpanRecord {
     /// Hands the finished span to the pipeline.
-    pub(crate) fn export(record: Box<SpanRecord>, cx: SpanContext, end: SystemTime, t: &Telemetry) {
+    pub(crate) fn export(self, cx: SpanContext, end: SystemTime, t: &Telemetry) {
         let inner = &t.inner;
         let Some(queue) = &inner.spans else { return };
-        if !record.sampled {
+        if !self.sampled {
             return;
         }
-        let r = *record;
+        let r = self;
         let end = if end < r.start {
             Stats::add(&inner.stats.invalid_input, 1);
             r.start
@@ -188,7 +188,7 @@ impl WasiObserveCtx {
             self.open.remove(pos);
         }
         if let Some(record) = record {
-            SpanRecord::export(record, cx, end, &self.telemetry);
+            record.export(cx, end, &self.telemetry);
         }
     }
 }

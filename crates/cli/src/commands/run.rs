@@ -151,10 +151,15 @@ impl RunCommand {
         store.data_mut().observe.end_open_spans(&reason);
         drop(store);
 
-        if let Err(e) = &result
-            && e.downcast_ref::<I32Exit>().is_none()
-        {
-            eprintln!("Error: {e:?}");
+        match INTERRUPTED.load(Ordering::SeqCst) {
+            0 => {
+                if let Err(e) = &result
+                    && e.downcast_ref::<I32Exit>().is_none()
+                {
+                    eprintln!("Error: {e:?}");
+                }
+            }
+            sig => eprintln!("wasi-observe: interrupted by {}", signal_name(sig)),
         }
         finish(&telemetry);
         process::exit(code);

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::limits::var_usize;
 use crate::stats::Stats;
@@ -293,15 +293,10 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
 
     /// Exports what is queued now, in batches.
     fn drain(&mut self, batch: &mut Vec<T>) {
-        loop {
-            match self.items.recv_timeout(Duration::ZERO) {
-                Ok(item) => {
-                    batch.push(item);
-                    if batch.len() >= self.batch_size {
-                        self.export(batch);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        while let Ok(item) = self.items.try_recv() {
+            batch.push(item);
+            if batch.len() >= self.batch_size {
+                self.export(batch);
             }
         }
         self.export(batch);
