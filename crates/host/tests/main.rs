@@ -64,16 +64,14 @@ fn engine() -> &'static Engine {
 
 fn linker() -> &'static Linker<Host> {
     static LINKER: OnceLock<Linker<Host>> = OnceLock::new();
-    LINKER.get_or_init(|| {
-        let mut linker = Linker::<Host>::new(engine());
-        // As the documentation example, plus the (unstable) `exit-with-code`
-        // that `exit_code` uses.
-        let mut options = wasmtime_wasi::p2::bindings::sync::LinkOptions::default();
-        options.cli_exit_with_code(true);
-        wasmtime_wasi::p2::add_to_linker_with_options_sync(&mut linker, &options).unwrap();
-        wasi_observe_host::add_to_linker(&mut linker).unwrap();
-        linker
-    })
+    LINKER.get_or_init(|| new_linker(engine()))
+}
+
+fn new_linker(engine: &Engine) -> Linker<Host> {
+    let mut linker = Linker::<Host>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    wasi_observe_host::add_to_linker(&mut linker).unwrap();
+    linker
 }
 
 /// Compiles each guest once for all tests.
@@ -122,21 +120,29 @@ impl Run {
     }
 }
 
-fn run(program: &'static str, observe: WasiObserveCtx, args: &[&str]) -> Run {
-    let stdout = MemoryOutputPipe::new(1 << 20);
+/// A store's data: the guest's stdout goes to `stdout`.
+fn host(observe: WasiObserveCtx, stdout: &MemoryOutputPipe, args: &[&str]) -> Host {
     let mut wasi = WasiCtx::builder();
     wasi.stdout(stdout.clone()).inherit_stderr().args(args);
-    let host = Host {
+    Host {
         wasi: wasi.build(),
         table: ResourceTable::new(),
         observe,
-    };
-    let mut store = Store::new(engine(), host);
+    }
+}
+
+fn stdout_text(stdout: &MemoryOutputPipe) -> String {
+    String::from_utf8(stdout.contents().to_vec()).unwrap()
+}
+
+fn run(program: &'static str, observe: WasiObserveCtx, args: &[&str]) -> Run {
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let mut store = Store::new(engine(), host(observe, &stdout, args));
     let command = Command::instantiate(&mut store, &component(program), linker()).unwrap();
     let result = command.wasi_cli_run().call_run(&mut store);
     Run {
         result,
-        stdout: String::from_utf8(stdout.contents().to_vec()).unwrap(),
+        stdout: stdout_text(&stdout),
         store,
     }
 }
@@ -1053,4 +1059,58 @@ fn burst() {
         );
     }
     assert!(seen.iter().all(|&s| s));
+}
+
+#[test]
+fn spin() {
+    // The embedder interrupts a guest that does not stop, as the CLI does on
+    // Ctrl-C, then ends its open span with the reason.
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).unwrap();
+    let linker = new_linker(&engine);
+    let component = Component::from_file(&engine, test_programs_artifacts::SPIN_COMPONENT).unwrap();
+    let p = Pipeline::new();
+    let stdout = MemoryOutputPipe::new(1 << 16);
+    let mut store = Store::new(&engine, host(p.ctx(), &stdout, &["spin"]));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_trap();
+    let command = Command::instantiate(&mut store, &component, &linker).unwrap();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Interrupt once the span is open (or give up waiting, so that a
+            // broken guest cannot hang the test).
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !stdout_text(&stdout).contains("spinning") && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            engine.increment_epoch();
+        });
+        command.wasi_cli_run().call_run(&mut store)
+    });
+    assert_eq!(stdout_text(&stdout), "spinning\n");
+    let err = result.expect_err("the guest was interrupted");
+    assert!(
+        matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ),
+        "{err:?}"
+    );
+    assert!(p.spans().is_empty(), "the span is still open");
+
+    let reason = "the guest was interrupted";
+    assert_eq!(store.data_mut().observe.end_open_spans(reason), 1);
+    drop(store);
+    let spans = p.spans();
+    assert_eq!(names(&spans), ["spinning"]);
+    assert_eq!(spans[0].status, Status::error(reason));
+    let logs = p.logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(body(&logs[0]), "spinning until interrupted");
+    assert_eq!(
+        logs[0].trace_context().map(|tc| tc.span_id),
+        Some(spans[0].span_context.span_id())
+    );
 }
