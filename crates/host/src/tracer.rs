@@ -382,19 +382,18 @@ impl HostSpan for WasiObserveCtx {
         span: Resource<GuestSpan>,
         status: wit::Status,
     ) -> wasmtime::Result<()> {
-        let limit = self.telemetry.inner.limits.value_length;
+        let status = match status {
+            // Cut (and count) before borrowing the span, as for every string.
+            wit::Status::Error(description) => Status::error(self.checker().string(description)),
+            wit::Status::Ok => Status::Ok,
+            wit::Status::Unset => Status::Unset,
+        };
         let Some(r) = self.slot(&span).and_then(SpanSlot::record) else {
             return Ok(());
         };
         // OpenTelemetry: setting Unset is ignored, and Ok is final.
-        match status {
-            wit::Status::Unset => {}
-            _ if r.status == Status::Ok => {}
-            wit::Status::Ok => r.status = Status::Ok,
-            wit::Status::Error(mut description) => {
-                crate::limits::truncate(&mut description, limit);
-                r.status = Status::error(description);
-            }
+        if status != Status::Unset && r.status != Status::Ok {
+            r.status = status;
         }
         Ok(())
     }
