@@ -12,4 +12,4 @@ wasmtime::component::bindgen!({
 
 pub use wasi::clocks::wall_clock::Datetime;
 pub use wasi::logging::logging;
-pub use wasi::observe::{metrics, tracer};
+pub use wasi::observe::{metrics, sdk, tracer};

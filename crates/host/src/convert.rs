@@ -193,7 +193,7 @@ pub(crate) fn to_wit_span_context(sc: &SpanContext) -> wit::SpanContext {
     }
 }
 
-fn trace_state_entries(state: &TraceState) -> Vec<(String, String)> {
+pub(crate) fn trace_state_entries(state: &TraceState) -> Vec<(String, String)> {
     let header = state.header();
     if header.is_empty() {
         return Vec::new();

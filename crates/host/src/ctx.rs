@@ -131,7 +131,8 @@ impl HasData for WasiObserve {
     type Data<'a> = &'a mut WasiObserveCtx;
 }
 
-/// Adds `wasi:observe/tracer`, `wasi:observe/metrics` and `wasi:logging/logging`
+/// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk` and
+/// `wasi:logging/logging`
 /// (unversioned, as the proposal names it, and `@0.1.0-draft`, as existing
 /// components import it) to `linker`.
 ///
@@ -139,12 +140,13 @@ impl HasData for WasiObserve {
 /// `wasi:clocks/wall-clock@0.2.x`; `wasmtime_wasi::p2::add_to_linker_sync` (or
 /// `_async`) provides it.
 pub fn add_to_linker<T: WasiObserveView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    use crate::bindings::{logging, metrics, tracer};
+    use crate::bindings::{logging, metrics, sdk, tracer};
     fn get<T: WasiObserveView>(t: &mut T) -> &mut WasiObserveCtx {
         t.observe()
     }
     tracer::add_to_linker::<T, WasiObserve>(linker, get)?;
     metrics::add_to_linker::<T, WasiObserve>(linker, get)?;
+    sdk::add_to_linker::<T, WasiObserve>(linker, get)?;
     logging::add_to_linker::<T, WasiObserve>(linker, get)?;
     crate::logging::add_draft_to_linker(linker)?;
     Ok(())

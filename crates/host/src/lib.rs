@@ -87,6 +87,7 @@ pub mod export;
 mod limits;
 pub mod logging;
 pub mod metrics;
+mod sdk;
 mod stats;
 mod telemetry;
 pub mod tracer;

@@ -20,6 +20,9 @@ pub struct Limits {
     pub attributes_per_event: usize,
     /// Attributes kept per link (`OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`, default 128).
     pub attributes_per_link: usize,
+    /// Attributes kept per log record (`OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`,
+    /// default 128).
+    pub attributes_per_log: usize,
     /// Bytes kept of a string value, a span, event or instrument name, and a
     /// log message (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, then
     /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`). The specification leaves this
@@ -46,6 +49,7 @@ impl Default for Limits {
             links_per_span: 128,
             attributes_per_event: 128,
             attributes_per_link: 128,
+            attributes_per_log: 128,
             value_length: 64 * 1024,
             array_length: 1024,
             open_spans_per_store: 10_000,
@@ -73,6 +77,9 @@ impl Limits {
             attributes_per_link: var_usize("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")
                 .or(general_count)
                 .unwrap_or(d.attributes_per_link),
+            attributes_per_log: var_usize("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT")
+                .or(general_count)
+                .unwrap_or(d.attributes_per_log),
             value_length: var_usize("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT")
                 .or(general_len)
                 .unwrap_or(d.value_length),

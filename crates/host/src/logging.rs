@@ -10,9 +10,12 @@
 use std::time::SystemTime;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+use opentelemetry::trace::SpanContext;
+use opentelemetry::{Array, Value};
 use wasmtime::component::Linker;
 
 use crate::bindings::logging::{Host, Level};
+use crate::bindings::tracer::KeyValue;
 use crate::convert::Checker;
 use crate::ctx::{WasiObserveCtx, WasiObserveView};
 use crate::stats::Stats;
@@ -20,7 +23,7 @@ use crate::stats::Stats;
 /// The version of `wasi:logging` that existing components import.
 const DRAFT: &str = "wasi:logging/logging@0.1.0-draft";
 
-fn severity(level: Level) -> (Severity, &'static str) {
+pub(crate) fn severity(level: Level) -> (Severity, &'static str) {
     match level {
         Level::Trace => (Severity::Trace, "TRACE"),
         Level::Debug => (Severity::Debug, "DEBUG"),
@@ -33,9 +36,25 @@ fn severity(level: Level) -> (Severity, &'static str) {
 
 impl Host for WasiObserveCtx {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
+        let cx = self.current_span_context();
+        self.emit_log(level, context, Some(message), Vec::new(), cx.as_ref());
+        Ok(())
+    }
+}
+
+impl WasiObserveCtx {
+    /// Makes one log record and hands it to the pipeline.
+    pub(crate) fn emit_log(
+        &self,
+        level: Level,
+        context: String,
+        message: Option<String>,
+        attributes: Vec<KeyValue>,
+        cx: Option<&SpanContext>,
+    ) {
         let inner = &self.telemetry.inner;
         let Some(logger) = &inner.logger else {
-            return Ok(());
+            return;
         };
         let check = Checker {
             limits: &inner.limits,
@@ -45,19 +64,43 @@ impl Host for WasiObserveCtx {
         let (number, text) = severity(level);
         record.set_severity_number(number);
         record.set_severity_text(text);
-        record.set_body(AnyValue::String(check.string(message).into()));
+        if let Some(message) = message {
+            record.set_body(AnyValue::String(check.string(message).into()));
+        }
         if !context.is_empty() {
             record.set_target(check.string(context));
         }
         let now = SystemTime::now();
         record.set_timestamp(now);
         record.set_observed_timestamp(now);
-        if let Some(cx) = self.current_span_context() {
+        if let Some(cx) = cx.filter(|cx| cx.is_valid()) {
             record.set_trace_context(cx.trace_id(), cx.span_id(), Some(cx.trace_flags()));
+        }
+        if !attributes.is_empty() {
+            let (attrs, _) = check.attributes(attributes, inner.limits.attributes_per_log);
+            record.add_attributes(attrs.into_iter().map(|kv| (kv.key, any_value(kv.value))));
         }
         logger.emit(record);
         Stats::add(&inner.stats.logs_emitted, 1);
-        Ok(())
+    }
+}
+
+/// An attribute value as a log record holds it.
+fn any_value(v: Value) -> AnyValue {
+    fn list<T>(items: Vec<T>, f: impl Fn(T) -> AnyValue) -> AnyValue {
+        AnyValue::ListAny(Box::new(items.into_iter().map(f).collect()))
+    }
+    match v {
+        Value::Bool(b) => AnyValue::Boolean(b),
+        Value::I64(i) => AnyValue::Int(i),
+        Value::F64(f) => AnyValue::Double(f),
+        Value::String(s) => AnyValue::String(s),
+        Value::Array(Array::Bool(a)) => list(a, AnyValue::Boolean),
+        Value::Array(Array::I64(a)) => list(a, AnyValue::Int),
+        Value::Array(Array::F64(a)) => list(a, AnyValue::Double),
+        Value::Array(Array::String(a)) => list(a, AnyValue::String),
+        // `Value` is non-exhaustive; a future kind is kept as its text.
+        other => AnyValue::String(other.to_string().into()),
     }
 }
 

@@ -193,19 +193,46 @@ impl WasiObserveCtx {
     }
 }
 
-impl Host for WasiObserveCtx {
-    fn start(
+/// Where a new span hangs in its trace.
+pub(crate) enum ParentChoice {
+    /// `tracer.start`: the innermost open span, else the ambient parent.
+    Implicit,
+    /// The ambient parent, if any.
+    Ambient,
+    /// This context (a span of the store, or a remote one).
+    Given(SpanContext),
+}
+
+/// A span just started: its handle rep, context and whether it records.
+pub(crate) struct Started {
+    pub(crate) rep: u32,
+    pub(crate) cx: SpanContext,
+    pub(crate) recording: bool,
+}
+
+impl Started {
+    const NOOP: Started = Started {
+        rep: NOOP,
+        cx: SpanContext::NONE,
+        recording: false,
+    };
+}
+
+impl WasiObserveCtx {
+    /// Starts a span: applies the limits, samples, and keeps its state.
+    pub(crate) fn start_span(
         &mut self,
         name: String,
         options: Option<StartOptions>,
-    ) -> wasmtime::Result<Resource<GuestSpan>> {
+        parent: ParentChoice,
+    ) -> Started {
         let inner = self.telemetry.inner.clone();
         if !inner.enabled {
-            return Ok(Resource::new_own(NOOP));
+            return Started::NOOP;
         }
         if self.open.len() >= inner.limits.open_spans_per_store {
             Stats::add(&inner.stats.spans_dropped_open_limit, 1);
-            return Ok(Resource::new_own(NOOP));
+            return Started::NOOP;
         }
         let options = options.unwrap_or(StartOptions {
             new_root: false,
@@ -217,7 +244,7 @@ impl Host for WasiObserveCtx {
         let parent = if options.new_root {
             None
         } else {
-            self.current_span_context()
+            self.resolve(parent)
         };
         let check = self.checker();
         let name = check.string(name);
@@ -236,31 +263,23 @@ impl Host for WasiObserveCtx {
             Some(p) => p.trace_id(),
             None => inner.ids.new_trace_id(),
         };
-        let parent_cx = parent
-            .as_ref()
-            .map(|p| Context::new().with_remote_span_context(p.clone()));
-        let sampling = inner.sampler.should_sample(
-            parent_cx.as_ref(),
+        let sampling = sample(
+            &inner,
+            parent.as_ref(),
             trace_id,
             &name,
             &kind,
             &attributes,
             &links,
         );
-        let sampled = sampling.decision == SamplingDecision::RecordAndSample;
-        let flags = if sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::NOT_SAMPLED
-        };
         let cx = SpanContext::new(
             trace_id,
             inner.ids.new_span_id(),
-            flags,
+            sampling.flags,
             false,
             sampling.trace_state,
         );
-        let record = (sampling.decision != SamplingDecision::Drop).then(|| {
+        let record = sampling.recording.then(|| {
             for kv in sampling.attributes {
                 if attributes.len() < inner.limits.attributes_per_span {
                     attributes.push(kv);
@@ -279,12 +298,132 @@ impl Host for WasiObserveCtx {
                 links,
                 dropped_links,
                 status: Status::Unset,
-                sampled,
+                sampled: sampling.flags.is_sampled(),
             })
         });
-        let key = self.spans.insert(SpanSlot::Open { cx, record }) as u32;
+        let recording = record.is_some();
+        let key = self.spans.insert(SpanSlot::Open {
+            cx: cx.clone(),
+            record,
+        }) as u32;
         self.open.push(key);
-        Ok(Resource::new_own(key))
+        Started {
+            rep: key,
+            cx,
+            recording,
+        }
+    }
+
+    fn resolve(&self, parent: ParentChoice) -> Option<SpanContext> {
+        match parent {
+            ParentChoice::Implicit => self.current_span_context(),
+            ParentChoice::Ambient => self.ambient.clone(),
+            ParentChoice::Given(cx) => Some(cx).filter(SpanContext::is_valid),
+        }
+    }
+
+    /// The context of a span handle of this store (ended or not); `None` for
+    /// a non-recording handle without state.
+    pub(crate) fn span_context_of(&self, rep: u32) -> Option<&SpanContext> {
+        self.spans.get(rep as usize).map(SpanSlot::context)
+    }
+
+    /// Moves an open span under `parent`: a new trace id (the parent's, or a
+    /// fresh one), parent id and sampling flags; the span id stays. Returns
+    /// the span's context, changed or not.
+    pub(crate) fn reparent(&mut self, rep: u32, parent: ParentChoice) -> SpanContext {
+        let inner = self.telemetry.inner.clone();
+        let parent = self.resolve(parent);
+        let Some(SpanSlot::Open { cx, record }) = self.spans.get_mut(rep as usize) else {
+            return self
+                .span_context_of(rep)
+                .cloned()
+                .unwrap_or(SpanContext::NONE);
+        };
+        let trace_id = match &parent {
+            Some(p) => p.trace_id(),
+            None => inner.ids.new_trace_id(),
+        };
+        let (name, kind, attributes, links) = match record.as_deref() {
+            Some(r) => (
+                r.name.as_str(),
+                r.kind.clone(),
+                &r.attributes[..],
+                &r.links[..],
+            ),
+            None => ("", SpanKind::Internal, &[][..], &[][..]),
+        };
+        let sampling = sample(
+            &inner,
+            parent.as_ref(),
+            trace_id,
+            name,
+            &kind,
+            attributes,
+            links,
+        );
+        *cx = SpanContext::new(
+            trace_id,
+            cx.span_id(),
+            sampling.flags,
+            false,
+            sampling.trace_state,
+        );
+        if let Some(r) = record.as_deref_mut() {
+            r.parent_span_id = parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id());
+            r.parent_is_remote = parent.as_ref().is_some_and(|p| p.is_remote());
+            r.sampled = sampling.flags.is_sampled();
+        }
+        if !sampling.recording {
+            *record = None;
+        }
+        cx.clone()
+    }
+}
+
+/// A sampler's decision, in the terms the tracer needs.
+struct Sampling {
+    flags: TraceFlags,
+    recording: bool,
+    trace_state: opentelemetry::trace::TraceState,
+    attributes: Vec<KeyValue>,
+}
+
+fn sample(
+    inner: &crate::telemetry::Inner,
+    parent: Option<&SpanContext>,
+    trace_id: opentelemetry::trace::TraceId,
+    name: &str,
+    kind: &SpanKind,
+    attributes: &[KeyValue],
+    links: &[opentelemetry::trace::Link],
+) -> Sampling {
+    let parent_cx = parent.map(|p| Context::new().with_remote_span_context(p.clone()));
+    let result =
+        inner
+            .sampler
+            .should_sample(parent_cx.as_ref(), trace_id, name, kind, attributes, links);
+    let sampled = result.decision == SamplingDecision::RecordAndSample;
+    Sampling {
+        flags: if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        },
+        recording: result.decision != SamplingDecision::Drop,
+        trace_state: result.trace_state,
+        attributes: result.attributes,
+    }
+}
+
+impl Host for WasiObserveCtx {
+    fn start(
+        &mut self,
+        name: String,
+        options: Option<StartOptions>,
+    ) -> wasmtime::Result<Resource<GuestSpan>> {
+        let started = self.start_span(name, options, ParentChoice::Implicit);
+        Ok(Resource::new_own(started.rep))
     }
 }
 

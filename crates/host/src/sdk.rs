@@ -1,0 +1,176 @@
+//! `wasi:observe/sdk`: explicit parents and fewer crossings for guest-side
+//! instrumentation libraries (see `wit/sdk.wit` for why it exists).
+//!
+//! Everything here is the tracer's and the logger's own behaviour reached by
+//! another door: `start-span` is `tracer.start` with a chosen parent, `emit`
+//! is `wasi:logging` plus `add-event`, `finish` is `set-attributes`,
+//! `set-status`, `update-name`, `end` and drop.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+use wasmtime::component::Resource;
+
+use crate::bindings::Datetime;
+use crate::bindings::logging::Level;
+use crate::bindings::sdk::{self as wit, Host, Parent, Signals, SpanEvent};
+use crate::bindings::tracer::{self, HostSpan, KeyValue, StartOptions, Status};
+use crate::ctx::WasiObserveCtx;
+use crate::tracer::{GuestSpan, ParentChoice};
+
+impl WasiObserveCtx {
+    fn parent_choice(&self, parent: Parent) -> ParentChoice {
+        match parent {
+            Parent::Ambient => ParentChoice::Ambient,
+            Parent::Span(span) => match self.span_context_of(span.rep()) {
+                Some(cx) => ParentChoice::Given(cx.clone()),
+                // A handle without state (telemetry off, or the open-span
+                // limit): its children hang where it would have.
+                None => ParentChoice::Ambient,
+            },
+            Parent::Context(cx) => match self.wit_context(cx) {
+                Some(cx) => ParentChoice::Given(cx),
+                None => ParentChoice::Ambient,
+            },
+        }
+    }
+
+    /// A guest's span context by value; zero ids make it invalid (counted).
+    fn wit_context(&self, cx: wit::Context) -> Option<SpanContext> {
+        let trace_id = (u128::from(cx.trace_id_high) << 64) | u128::from(cx.trace_id_low);
+        if trace_id == 0 || cx.span_id == 0 {
+            crate::stats::Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
+            return None;
+        }
+        let flags = if cx.trace_flags.contains(tracer::TraceFlags::SAMPLED) {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        };
+        let check = crate::convert::Checker {
+            limits: &self.telemetry.inner.limits,
+            stats: &self.telemetry.inner.stats,
+        };
+        Some(SpanContext::new(
+            TraceId::from_bytes(trace_id.to_be_bytes()),
+            SpanId::from_bytes(cx.span_id.to_be_bytes()),
+            flags,
+            cx.is_remote,
+            check.trace_state(cx.trace_state),
+        ))
+    }
+}
+
+fn to_wit_context(cx: &SpanContext) -> wit::Context {
+    let trace_id = u128::from_be_bytes(cx.trace_id().to_bytes());
+    let mut flags = tracer::TraceFlags::empty();
+    if cx.is_sampled() {
+        flags |= tracer::TraceFlags::SAMPLED;
+    }
+    wit::Context {
+        trace_id_high: (trace_id >> 64) as u64,
+        trace_id_low: trace_id as u64,
+        span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+        trace_flags: flags,
+        is_remote: cx.is_remote(),
+        trace_state: crate::convert::trace_state_entries(cx.trace_state()),
+    }
+}
+
+impl Host for WasiObserveCtx {
+    fn enabled(&mut self) -> wasmtime::Result<Signals> {
+        let inner = &self.telemetry.inner;
+        let mut signals = Signals::empty();
+        if inner.enabled && inner.spans.is_some() {
+            signals |= Signals::TRACES;
+        }
+        if inner.enabled && inner.logger.is_some() {
+            signals |= Signals::LOGS;
+        }
+        if inner.enabled && inner.meter.is_some() {
+            signals |= Signals::METRICS;
+        }
+        Ok(signals)
+    }
+
+    fn start_span(
+        &mut self,
+        name: String,
+        parent: Parent,
+        options: Option<StartOptions>,
+    ) -> wasmtime::Result<wit::Started> {
+        let parent = self.parent_choice(parent);
+        let started = WasiObserveCtx::start_span(self, name, options, parent);
+        Ok(wit::Started {
+            span: Resource::new_own(started.rep),
+            context: to_wit_context(&started.cx),
+            is_recording: started.recording,
+        })
+    }
+
+    fn emit(
+        &mut self,
+        span: Parent,
+        level: Level,
+        context: String,
+        message: String,
+        attributes: Vec<KeyValue>,
+        event: Option<SpanEvent>,
+    ) -> wasmtime::Result<()> {
+        if let (Parent::Span(span), Some(event)) = (&span, event)
+            && self.is_recording(Resource::new_borrow(span.rep()))?
+        {
+            let all = if event.with_record_attributes {
+                let mut all = attributes.clone();
+                all.extend(event.attributes);
+                all
+            } else {
+                event.attributes
+            };
+            self.add_event(
+                Resource::new_borrow(span.rep()),
+                event.name,
+                None,
+                Some(all),
+            )?;
+        }
+        let cx = match self.parent_choice(span) {
+            ParentChoice::Given(cx) => Some(cx),
+            _ => self.ambient.clone(),
+        };
+        let message = (!message.is_empty()).then_some(message);
+        self.emit_log(level, context, message, attributes, cx.as_ref());
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        span: Resource<GuestSpan>,
+        attributes: Vec<KeyValue>,
+        status: Option<Status>,
+        name: Option<String>,
+        timestamp: Option<Datetime>,
+    ) -> wasmtime::Result<()> {
+        let rep = span.rep();
+        if !attributes.is_empty() {
+            self.set_attributes(Resource::new_borrow(rep), attributes)?;
+        }
+        if let Some(status) = status {
+            self.set_status(Resource::new_borrow(rep), status)?;
+        }
+        if let Some(name) = name {
+            self.update_name(Resource::new_borrow(rep), name)?;
+        }
+        self.end(Resource::new_borrow(rep), timestamp)?;
+        // The guest gave up its handle: release the state as a drop would.
+        HostSpan::drop(self, span)
+    }
+
+    fn set_parent(
+        &mut self,
+        span: Resource<GuestSpan>,
+        parent: Parent,
+    ) -> wasmtime::Result<wit::Context> {
+        let parent = self.parent_choice(parent);
+        let cx = self.reparent(span.rep(), parent);
+        Ok(to_wit_context(&cx))
+    }
+}

@@ -1,0 +1,153 @@
+//! The OpenTelemetry metrics API backed by the host: code that uses
+//! `opentelemetry::global::meter(..)` records measurements the host
+//! aggregates and exports. A measurement costs one host call; the guest
+//! keeps no aggregation state.
+//!
+//! Synchronous instruments only: counters, up-down counters, histograms
+//! (with their bucket boundaries) and gauges. Observable instruments need a
+//! callback the host cannot call, so they are no-ops; record a gauge instead.
+//! `u64` measurements above `i64::MAX` are sent as `i64::MAX`.
+
+use std::sync::Arc;
+
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, HistogramBuilder, InstrumentBuilder, InstrumentProvider, Meter,
+    SyncInstrument, UpDownCounter,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+
+use crate::bindings::metrics::{self, InstrumentKind, InstrumentOptions, Number};
+use crate::convert::with_wit_attributes;
+
+/// A [`opentelemetry::metrics::MeterProvider`] whose instruments the host
+/// aggregates. [`init`](crate::init) installs it as the global provider.
+#[derive(Clone, Debug, Default)]
+pub struct MeterProvider {
+    _private: (),
+}
+
+impl MeterProvider {
+    /// The provider (it holds no state: the host does).
+    pub fn new() -> Self {
+        MeterProvider::default()
+    }
+}
+
+impl opentelemetry::metrics::MeterProvider for MeterProvider {
+    /// The scope is not sent: the host names the scope of guest metrics.
+    fn meter_with_scope(&self, _scope: InstrumentationScope) -> Meter {
+        Meter::new(Arc::new(Instruments))
+    }
+}
+
+struct Instruments;
+
+/// One host instrument.
+struct HostInstrument(metrics::Instrument);
+
+impl HostInstrument {
+    fn new(
+        kind: InstrumentKind,
+        name: &str,
+        description: Option<&str>,
+        unit: Option<&str>,
+        boundaries: Option<&[f64]>,
+    ) -> Arc<Self> {
+        Arc::new(HostInstrument(metrics::Instrument::new(
+            kind,
+            name,
+            Some(InstrumentOptions {
+                description,
+                unit,
+                boundaries,
+            }),
+        )))
+    }
+
+    fn record(&self, value: Number, attributes: &[KeyValue]) {
+        with_wit_attributes(attributes, |attrs| self.0.record(value, attrs));
+    }
+}
+
+impl SyncInstrument<u64> for HostInstrument {
+    fn measure(&self, measurement: u64, attributes: &[KeyValue]) {
+        let value = i64::try_from(measurement).unwrap_or(i64::MAX);
+        self.record(Number::S64(value), attributes);
+    }
+}
+
+impl SyncInstrument<i64> for HostInstrument {
+    fn measure(&self, measurement: i64, attributes: &[KeyValue]) {
+        self.record(Number::S64(measurement), attributes);
+    }
+}
+
+impl SyncInstrument<f64> for HostInstrument {
+    fn measure(&self, measurement: f64, attributes: &[KeyValue]) {
+        self.record(Number::F64(measurement), attributes);
+    }
+}
+
+fn simple<T>(kind: InstrumentKind, b: &InstrumentBuilder<'_, T>) -> Arc<HostInstrument> {
+    HostInstrument::new(
+        kind,
+        &b.name,
+        b.description.as_deref(),
+        b.unit.as_deref(),
+        None,
+    )
+}
+
+fn histogram<T>(b: &HistogramBuilder<'_, T>) -> Arc<HostInstrument> {
+    HostInstrument::new(
+        InstrumentKind::Histogram,
+        &b.name,
+        b.description.as_deref(),
+        b.unit.as_deref(),
+        b.boundaries.as_deref(),
+    )
+}
+
+impl InstrumentProvider for Instruments {
+    fn u64_counter(&self, b: InstrumentBuilder<'_, Counter<u64>>) -> Counter<u64> {
+        Counter::new(simple(InstrumentKind::Counter, &b))
+    }
+
+    fn f64_counter(&self, b: InstrumentBuilder<'_, Counter<f64>>) -> Counter<f64> {
+        Counter::new(simple(InstrumentKind::Counter, &b))
+    }
+
+    fn i64_up_down_counter(
+        &self,
+        b: InstrumentBuilder<'_, UpDownCounter<i64>>,
+    ) -> UpDownCounter<i64> {
+        UpDownCounter::new(simple(InstrumentKind::UpDownCounter, &b))
+    }
+
+    fn f64_up_down_counter(
+        &self,
+        b: InstrumentBuilder<'_, UpDownCounter<f64>>,
+    ) -> UpDownCounter<f64> {
+        UpDownCounter::new(simple(InstrumentKind::UpDownCounter, &b))
+    }
+
+    fn u64_gauge(&self, b: InstrumentBuilder<'_, Gauge<u64>>) -> Gauge<u64> {
+        Gauge::new(simple(InstrumentKind::Gauge, &b))
+    }
+
+    fn i64_gauge(&self, b: InstrumentBuilder<'_, Gauge<i64>>) -> Gauge<i64> {
+        Gauge::new(simple(InstrumentKind::Gauge, &b))
+    }
+
+    fn f64_gauge(&self, b: InstrumentBuilder<'_, Gauge<f64>>) -> Gauge<f64> {
+        Gauge::new(simple(InstrumentKind::Gauge, &b))
+    }
+
+    fn u64_histogram(&self, b: HistogramBuilder<'_, Histogram<u64>>) -> Histogram<u64> {
+        Histogram::new(histogram(&b))
+    }
+
+    fn f64_histogram(&self, b: HistogramBuilder<'_, Histogram<f64>>) -> Histogram<f64> {
+        Histogram::new(histogram(&b))
+    }
+}
