@@ -329,8 +329,9 @@ impl WasiObserveCtx {
     }
 
     /// Moves an open span under `parent`: a new trace id (the parent's, or a
-    /// fresh one), parent id and sampling flags; the span id stays. Returns
-    /// the span's context, changed or not.
+    /// fresh one), parent id and sampling flags; the span id stays. A parent
+    /// in the span's own trace is refused. Returns the span's context,
+    /// changed or not.
     pub(crate) fn reparent(&mut self, rep: u32, parent: ParentChoice) -> SpanContext {
         let inner = self.telemetry.inner.clone();
         let parent = self.resolve(parent);
@@ -340,6 +341,15 @@ impl WasiObserveCtx {
                 .cloned()
                 .unwrap_or(SpanContext::NONE);
         };
+        // A parent in the span's own trace could be the span itself or one
+        // of its descendants, which would make a cycle: refuse (counted).
+        if parent
+            .as_ref()
+            .is_some_and(|p| p.trace_id() == cx.trace_id())
+        {
+            Stats::add(&inner.stats.invalid_input, 1);
+            return cx.clone();
+        }
         let trace_id = match &parent {
             Some(p) => p.trace_id(),
             None => inner.ids.new_trace_id(),

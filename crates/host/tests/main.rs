@@ -1114,3 +1114,214 @@ fn spin() {
         Some(spans[0].span_context.span_id())
     );
 }
+
+/// The SDK scenario (its span trees are checked against
+/// `tracing-opentelemetry` in `crates/sdk/tests/differential.rs`) on a host
+/// that records logs but not traces: the SDK asks once, makes no spans, and
+/// its log records carry no span.
+#[test]
+fn sdk_scenario() {
+    let logs = InMemoryLogExporter::default();
+    let telemetry = Telemetry::builder()
+        .with_default_service_name("host-tests")
+        .with_log_batch_config(BatchConfig {
+            scheduled_delay: Duration::from_millis(50),
+            ..BatchConfig::default()
+        })
+        .with_log_exporter(logs.clone())
+        .build()
+        .unwrap();
+    let mut r = run(
+        test_programs_artifacts::SDK_SCENARIO_COMPONENT,
+        WasiObserveCtx::new(&telemetry),
+        &["sdk_scenario"],
+    );
+    r.succeeded();
+    assert_eq!(r.end_open_spans("unexpected"), 0);
+    drop(r);
+    telemetry.force_flush().unwrap();
+    let records: Vec<SdkLogRecord> = logs
+        .get_emitted_logs()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.record)
+        .collect();
+    let bodies: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.body().map(|_| body(r)))
+        .collect();
+    assert!(bodies.contains(&"scenario starting"), "{bodies:?}");
+    assert!(bodies.contains(&"inside root"), "{bodies:?}");
+    assert!(records.len() >= 12, "{bodies:?}");
+    for r in &records {
+        assert!(r.trace_context().is_none(), "a span was made: {r:?}");
+    }
+    assert_eq!(telemetry.stats().spans_ended, 0);
+}
+
+#[test]
+fn sdk_features() {
+    let p = Pipeline::new();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = run(
+        test_programs_artifacts::SDK_FEATURES_COMPONENT,
+        p.ctx(),
+        &["sdk_features", traceparent],
+    );
+    r.succeeded();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "enabled traces=true logs=true metrics=true");
+    assert_eq!(lines[1], "first Ok(())");
+    assert_eq!(lines[2], "second Err(AlreadyInitialized)");
+    let outgoing = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("outgoing "))
+        .expect("the injected traceparent")
+        .to_string();
+    drop(r);
+
+    let spans = p.spans();
+    let remote_trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let remote_span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+    // A `tracing` span moved under the caller's span with `set_parent`.
+    let handled = span(&spans, "handle_request");
+    assert_eq!(handled.span_context.trace_id(), remote_trace);
+    assert_eq!(handled.parent_span_id, remote_span);
+    assert!(handled.parent_span_is_remote);
+    assert_eq!(
+        attr(&handled.attributes, "http.route"),
+        Some(&Value::from("/orders"))
+    );
+    // What it injected into an outgoing request names it.
+    assert_eq!(
+        outgoing,
+        format!(
+            "00-{}-{}-01",
+            hex_trace(remote_trace),
+            hex_span(handled.span_context.span_id())
+        )
+    );
+    // An OpenTelemetry API span started with the remote context.
+    let child = span(&spans, "otel_remote_child");
+    assert_eq!(child.span_context.trace_id(), remote_trace);
+    assert_eq!(child.parent_span_id, remote_span);
+    assert_eq!(attr(&child.attributes, "ok"), Some(&Value::Bool(true)));
+
+    // The OpenTelemetry metrics API.
+    let exports = p.metrics();
+    let requests = metric(&exports, "requests");
+    assert_eq!(requests.unit(), "{request}");
+    assert_eq!(requests.description(), "requests served");
+    let AggregatedMetrics::U64(MetricData::Sum(sum)) = requests.data() else {
+        panic!("requests: {requests:?}");
+    };
+    let points: Vec<_> = sum.data_points().collect();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].value(), 5);
+    assert!(has_attr(
+        points[0].attributes(),
+        &KeyValue::new("route", "/a")
+    ));
+    let AggregatedMetrics::I64(MetricData::Sum(sum)) = metric(&exports, "inflight").data() else {
+        panic!("inflight is not an integer sum");
+    };
+    assert!(!sum.is_monotonic());
+    assert_eq!(sum.data_points().next().unwrap().value(), 3);
+    let AggregatedMetrics::F64(MetricData::Histogram(hist)) = metric(&exports, "latency").data()
+    else {
+        panic!("latency is not a float histogram");
+    };
+    let point = hist.data_points().next().unwrap();
+    assert_eq!(point.bounds().collect::<Vec<_>>(), vec![0.1, 1.0]);
+    assert_eq!(point.bucket_counts().collect::<Vec<_>>(), vec![1, 1, 1]);
+    let AggregatedMetrics::I64(MetricData::Gauge(gauge)) = metric(&exports, "temperature").data()
+    else {
+        panic!("temperature is not an integer gauge");
+    };
+    assert_eq!(gauge.data_points().next().unwrap().value(), 21);
+    let AggregatedMetrics::F64(MetricData::Sum(sum)) = metric(&exports, "bytes").data() else {
+        panic!("bytes is not a float sum");
+    };
+    assert_eq!(sum.data_points().next().unwrap().value(), 1.5);
+
+    // `log` key-values become attributes.
+    let logs = p.logs();
+    let login = logs
+        .iter()
+        .find(|l| l.body().is_some() && body(l) == "logged in")
+        .expect("the log record");
+    let attrs: HashMap<String, AnyValue> = login
+        .attributes_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(attrs["user"], AnyValue::from("ada"));
+    assert_eq!(attrs["retries"], AnyValue::Int(2));
+}
+
+#[test]
+fn sdk_malformed() {
+    let p = Pipeline::new();
+    let r = run(
+        test_programs_artifacts::SDK_MALFORMED_COMPONENT,
+        p.ctx(),
+        &["sdk_malformed"],
+    );
+    r.succeeded();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "zero-parent recording=true",
+            "own-parent kept=true",
+            "ended-kept=true",
+            "survived"
+        ]
+    );
+    drop(r);
+    let limits = Limits::default();
+    let cut = "y".repeat(limits.value_length);
+    let spans = p.spans();
+    assert_eq!(spans.len(), 3, "{:?}", names(&spans));
+    // Zero ids as a parent: a root span. Renamed and given an error status
+    // by `finish`, both cut to the limit; the unrepresentable end time is now.
+    let zero = span(&spans, &cut);
+    assert_eq!(zero.parent_span_id, SpanId::INVALID);
+    assert_eq!(zero.status, Status::error(cut.clone()));
+    assert_eq!(attr(&zero.attributes, "after"), Some(&Value::I64(2)));
+    assert!(zero.end_time >= zero.start_time);
+    // Its event: name cut, the record's attributes (minus the empty key,
+    // the huge value cut) and its own.
+    let events = &zero.events.events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name, cut);
+    assert_eq!(attr(&events[0].attributes, "e"), Some(&Value::I64(1)));
+    match attr(&events[0].attributes, "big") {
+        Some(Value::String(s)) => assert_eq!(s.as_str(), cut),
+        other => panic!("big: {other:?}"),
+    }
+    assert_eq!(events[0].attributes.len(), 2);
+    // The bad trace-state was emptied; the parent kept; own-parent refused.
+    let bad = span(&spans, "bad-state");
+    assert_eq!(bad.parent_span_id, SpanId::from(3u64));
+    assert_eq!(
+        bad.span_context.trace_id(),
+        TraceId::from(((1u128) << 64) | 2)
+    );
+    assert_eq!(bad.span_context.trace_state().header(), "");
+    assert!(spans.iter().any(|s| s.name == "to-end"));
+    // The log records: all kept, strings cut; the one for a zero context has
+    // no body and no span; the one for an ended span carries its ids.
+    let logs = p.logs();
+    assert_eq!(logs.len(), 3);
+    assert_eq!(body(&logs[0]).len(), limits.value_length);
+    assert!(logs[1].body().is_none());
+    assert!(logs[1].trace_context().is_none());
+    let ended = span(&spans, "to-end");
+    assert_eq!(
+        logs[2].trace_context().map(|t| t.span_id),
+        Some(ended.span_context.span_id())
+    );
+    let stats = p.telemetry.stats();
+    assert!(stats.invalid_input >= 4, "{stats:?}");
+    assert!(stats.values_truncated >= 4, "{stats:?}");
+}

@@ -9,7 +9,7 @@ wit_bindgen::generate!({
 
 pub use wasi::clocks::wall_clock::Datetime;
 pub use wasi::logging::logging;
-pub use wasi::observe::{metrics, tracer};
+pub use wasi::observe::{metrics, sdk, tracer};
 
 use tracer::{KeyValue, Value};
 

@@ -1,0 +1,67 @@
+//! The guest SDK beyond what the differential scenario covers: the
+//! availability check, `init` twice, a remote parent the guest carries
+//! itself (argument 1: a `traceparent`), propagation out, the OpenTelemetry
+//! metrics API, and `log` key-values.
+
+use std::collections::HashMap;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, Tracer as _};
+use tracing::info_span;
+use wasi_observe::OpenTelemetrySpanExt as _;
+
+fn main() {
+    let signals = wasi_observe::enabled();
+    println!(
+        "enabled traces={} logs={} metrics={}",
+        signals.traces, signals.logs, signals.metrics
+    );
+    println!("first {:?}", wasi_observe::try_init());
+    println!("second {:?}", wasi_observe::try_init());
+    wasi_observe::init(); // again: does nothing
+
+    let traceparent = std::env::args().nth(1).expect("a traceparent argument");
+    let incoming = HashMap::from([("traceparent".to_string(), traceparent)]);
+    let remote = wasi_observe::propagation::extract(&incoming);
+
+    let span = info_span!("handle_request");
+    span.set_parent(&remote);
+    span.set_attribute("http.route", "/orders");
+    span.in_scope(|| {
+        let mut outgoing = HashMap::new();
+        wasi_observe::propagation::inject(&mut outgoing);
+        println!("outgoing {}", outgoing["traceparent"]);
+    });
+    drop(span);
+
+    let tracer = opentelemetry::global::tracer("features");
+    let mut child = tracer.start_with_context("otel_remote_child", &remote);
+    child.set_attribute(KeyValue::new("ok", true));
+    child.end();
+
+    let meter = opentelemetry::global::meter("features");
+    let requests = meter
+        .u64_counter("requests")
+        .with_description("requests served")
+        .with_unit("{request}")
+        .build();
+    requests.add(2, &[KeyValue::new("route", "/a")]);
+    requests.add(3, &[KeyValue::new("route", "/a")]);
+    let inflight = meter.i64_up_down_counter("inflight").build();
+    inflight.add(5, &[]);
+    inflight.add(-2, &[]);
+    let latency = meter
+        .f64_histogram("latency")
+        .with_unit("s")
+        .with_boundaries(vec![0.1, 1.0])
+        .build();
+    for v in [0.05, 0.5, 5.0] {
+        latency.record(v, &[]);
+    }
+    let temperature = meter.i64_gauge("temperature").build();
+    temperature.record(20, &[]);
+    temperature.record(21, &[]);
+    meter.f64_counter("bytes").build().add(1.5, &[]);
+
+    log::info!(user = "ada", retries = 2; "logged in");
+}
