@@ -6,6 +6,12 @@ use clap::Parser;
 mod commands;
 mod common;
 
+// glibc's allocator serialises the guest's thread, which allocates telemetry,
+// and the export threads, which free it: a span cost several times more
+// with it (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run WebAssembly components with WASI Observe: their spans, logs and
 /// metrics go to OTLP, the console, or a file.
 ///

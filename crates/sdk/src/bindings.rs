@@ -8,6 +8,9 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "wasi:observe/observe",
     ownership: Borrowing { duplicate_if_necessary: true },
+    // The program may generate bindings for the same world itself; its
+    // type section must not collide with ours.
+    type_section_suffix: "wasi-observe-sdk",
     generate_all,
 });
 

@@ -141,20 +141,24 @@ pub(crate) fn with_otel_current_or_ambient<R>(f: impl FnOnce(Parent<'_>) -> R) -
 
 /// A [`Layer`] that sends `tracing` spans and events to the host.
 ///
-/// Made by [`layer()`](crate::layer); [`init()`](crate::init) installs one.
+/// [`layer()`](crate::layer) gives the default one with its filter;
+/// [`init()`](crate::init) installs that. To configure it, filter it the same
+/// way: `WasiObserveLayer::default().with_location(false).with_filter(SignalFilter::from_host())`.
 pub struct WasiObserveLayer {
     location: bool,
     target: bool,
 }
 
-impl WasiObserveLayer {
-    pub(crate) fn new() -> Self {
+impl Default for WasiObserveLayer {
+    fn default() -> Self {
         WasiObserveLayer {
             location: true,
             target: true,
         }
     }
+}
 
+impl WasiObserveLayer {
     /// Whether spans and events carry `code.file.path`, `code.module.name`
     /// and `code.line.number` (default: yes, as `tracing-opentelemetry`).
     pub fn with_location(mut self, location: bool) -> Self {
@@ -620,6 +624,12 @@ pub struct SignalFilter {
 }
 
 impl SignalFilter {
+    /// The filter for what the host records ([`enabled`](crate::enabled)),
+    /// narrowed by `RUST_LOG` when it is set.
+    pub fn from_host() -> Self {
+        Self::new(crate::enabled())
+    }
+
     pub(crate) fn new(signals: Signals) -> Self {
         let targets = std::env::var("RUST_LOG")
             .ok()

@@ -147,7 +147,7 @@ pub fn layer<S>() -> Filtered<WasiObserveLayer, SignalFilter, S>
 where
     S: tracing_core::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    WasiObserveLayer::new().with_filter(SignalFilter::new(enabled()))
+    WasiObserveLayer::default().with_filter(SignalFilter::new(enabled()))
 }
 
 /// Why [`try_init`] did not install everything.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::limits::var_usize;
 use crate::stats::Stats;
@@ -97,6 +97,8 @@ pub(crate) trait Sink<T>: Send + 'static {
 }
 
 enum Control {
+    /// A batch is waiting: export what is queued.
+    Export,
     Flush(Sender<()>),
     Shutdown(Sender<()>),
 }
@@ -105,6 +107,11 @@ enum Control {
 pub(crate) struct BatchQueue<T> {
     items: Sender<T>,
     control: Sender<Control>,
+    /// Set while an `Export` message is on its way, so a producer wakes the
+    /// worker once per batch rather than once per item (a wake-up is a
+    /// system call).
+    wake_pending: Arc<AtomicBool>,
+    batch_size: usize,
     shedding: AtomicBool,
     max_block: Duration,
     stats: Arc<Stats>,
@@ -132,9 +139,11 @@ impl<T: Send + 'static> BatchQueue<T> {
         let (stats, dropped) = (outcome.stats.clone(), outcome.dropped);
         let (items, items_rx) = crossbeam_channel::bounded(config.max_queue_size);
         let (control, control_rx) = crossbeam_channel::unbounded();
+        let wake_pending = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             items: items_rx,
             control: control_rx,
+            wake_pending: wake_pending.clone(),
             sink,
             batch_size: config.max_export_batch_size,
             delay: config.scheduled_delay,
@@ -148,6 +157,8 @@ impl<T: Send + 'static> BatchQueue<T> {
         BatchQueue {
             items,
             control,
+            wake_pending,
+            batch_size: config.max_export_batch_size,
             shedding: AtomicBool::new(false),
             max_block: config.max_block,
             stats,
@@ -164,6 +175,7 @@ impl<T: Send + 'static> BatchQueue<T> {
                 if self.shedding.load(Ordering::Relaxed) {
                     self.shedding.store(false, Ordering::Relaxed);
                 }
+                self.wake_if_batch_ready();
                 return true;
             }
             Err(TrySendError::Disconnected(_)) => return self.drop_one(),
@@ -172,6 +184,7 @@ impl<T: Send + 'static> BatchQueue<T> {
         if self.shedding.load(Ordering::Relaxed) || self.max_block.is_zero() {
             return self.drop_one();
         }
+        self.wake_if_batch_ready();
         match self.items.send_timeout(item, self.max_block) {
             Ok(()) => true,
             Err(SendTimeoutError::Timeout(_)) => {
@@ -179,6 +192,15 @@ impl<T: Send + 'static> BatchQueue<T> {
                 self.drop_one()
             }
             Err(SendTimeoutError::Disconnected(_)) => self.drop_one(),
+        }
+    }
+
+    /// Wakes the worker when a full batch is queued. The worker otherwise
+    /// sleeps until its scheduled delay, so queueing an item costs no
+    /// system call.
+    fn wake_if_batch_ready(&self) {
+        if self.items.len() >= self.batch_size && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.control.send(Control::Export);
         }
     }
 
@@ -236,6 +258,7 @@ impl<T> fmt::Debug for BatchQueue<T> {
 struct Worker<T, S> {
     items: Receiver<T>,
     control: Receiver<Control>,
+    wake_pending: Arc<AtomicBool>,
     sink: S,
     batch_size: usize,
     delay: Duration,
@@ -249,43 +272,34 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
         let mut deadline = Instant::now() + self.delay;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(self.items) -> item => match item {
-                    Ok(item) => {
-                        batch.push(item);
-                        if batch.len() >= self.batch_size {
-                            self.export(&mut batch);
-                            deadline = Instant::now() + self.delay;
-                        }
-                    }
-                    // Every sender is gone: nothing more can arrive.
-                    Err(_) => {
-                        self.export(&mut batch);
-                        self.sink.shutdown(self.timeout);
-                        return;
-                    }
-                },
-                recv(self.control) -> msg => match msg {
-                    Ok(Control::Flush(ack)) => {
-                        self.drain(&mut batch);
-                        let _ = ack.send(());
-                        deadline = Instant::now() + self.delay;
-                    }
-                    Ok(Control::Shutdown(ack)) => {
-                        self.drain(&mut batch);
-                        self.sink.shutdown(self.timeout);
-                        let _ = ack.send(());
-                        return;
-                    }
-                    Err(_) => {
-                        self.drain(&mut batch);
-                        self.sink.shutdown(self.timeout);
-                        return;
-                    }
-                },
-                default(wait) => {
-                    self.export(&mut batch);
+            match self.control.recv_timeout(wait) {
+                Ok(Control::Export) => {
+                    // Cleared first, so items queued while exporting wake
+                    // the worker again.
+                    self.wake_pending.store(false, Ordering::Release);
+                    self.drain(&mut batch);
                     deadline = Instant::now() + self.delay;
+                }
+                Ok(Control::Flush(ack)) => {
+                    self.drain(&mut batch);
+                    let _ = ack.send(());
+                    deadline = Instant::now() + self.delay;
+                }
+                Ok(Control::Shutdown(ack)) => {
+                    self.drain(&mut batch);
+                    self.sink.shutdown(self.timeout);
+                    let _ = ack.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.drain(&mut batch);
+                    deadline = Instant::now() + self.delay;
+                }
+                // The queue is gone: nothing more can arrive.
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.drain(&mut batch);
+                    self.sink.shutdown(self.timeout);
+                    return;
                 }
             }
         }

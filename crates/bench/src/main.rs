@@ -1,0 +1,357 @@
+//! `wasi-observe-bench`: what a guest span, log record and measurement cost,
+//! side by side with the same work done natively by the OpenTelemetry SDK
+//! and with the floor of one host call.
+//!
+//! ```text
+//! cargo run --release -p wasi-observe-bench [-- N]
+//! ```
+//!
+//! Every exporter discards what it gets, so the figures are the cost of
+//! making telemetry and handing it to the export pipeline, not of any
+//! network. Guest figures are measured inside the guest (wasi monotonic
+//! clock) around `N` operations, after `N / 10` warm-up operations; native
+//! ones the same way. Memory figures are the peak RSS of a child process
+//! that runs one instance.
+
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use wasi_observe_host::export::batch::BatchConfig;
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+// As in the `wasi-observe` binary: glibc's allocator serialises the guest
+// thread, which allocates telemetry, and the export thread, which frees it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// An exporter for every signal that drops what it gets.
+#[derive(Debug, Clone, Default)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+impl LogExporter for Discard {
+    async fn export(&self, _batch: LogBatch<'_>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+impl PushMetricExporter for Discard {
+    async fn export(&self, _metrics: &ResourceMetrics) -> OTelSdkResult {
+        Ok(())
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Native: the same operations with the OpenTelemetry SDK in this process.
+
+fn time(n: u64, mut op: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        op();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn native_span(n: u64) -> f64 {
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build();
+    let tracer = provider.tracer("bench");
+    let ns = time(n, || {
+        let mut span = tracer
+            .span_builder("op")
+            .with_attributes([KeyValue::new("a", 1i64), KeyValue::new("b", "x")])
+            .start(&tracer);
+        span.add_event("ev", vec![]);
+        span.end();
+    });
+    let _ = provider.shutdown();
+    ns
+}
+
+fn native_log(n: u64) -> f64 {
+    let provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build();
+    let logger = provider.logger("bench");
+    let ns = time(n, || {
+        let mut record = logger.create_log_record();
+        record.set_severity_number(opentelemetry::logs::Severity::Info);
+        record.set_severity_text("INFO");
+        record.set_body("a log message".into());
+        record.set_target("bench");
+        logger.emit(record);
+    });
+    let _ = provider.shutdown();
+    ns
+}
+
+fn native_counter(n: u64) -> f64 {
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(Discard).build())
+        .build();
+    let counter = provider.meter("bench").u64_counter("ops").build();
+    let attrs = [KeyValue::new("k", "v")];
+    let ns = time(n, || counter.add(1, &attrs));
+    let _ = provider.shutdown();
+    ns
+}
+
+// ---------------------------------------------------------------------------
+// Guests: the bench component under the host, as `wasi-observe run` sets it up.
+
+struct Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    observe: WasiObserveCtx,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiObserveView for Host {
+    fn observe(&mut self) -> &mut WasiObserveCtx {
+        &mut self.observe
+    }
+}
+
+struct Guests {
+    engine: Engine,
+    linker: Linker<Host>,
+    component: Component,
+}
+
+impl Guests {
+    fn new() -> Guests {
+        let mut config = Config::new();
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).expect("engine");
+        let mut linker = Linker::<Host>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+        wasi_observe_host::add_to_linker(&mut linker).expect("wasi-observe");
+        // The floor: an import that does nothing with its string.
+        linker
+            .root()
+            .instance("wasi-observe:bench/floor")
+            .and_then(|mut i| i.func_wrap("noop", |_, (_s,): (String,)| Ok(())))
+            .expect("floor");
+        let component = Component::from_file(&engine, test_programs_artifacts::BENCH_COMPONENT)
+            .expect("the bench component");
+        Guests {
+            engine,
+            linker,
+            component,
+        }
+    }
+
+    /// Runs `bench <mode> <n>` in a fresh instance; ns per operation.
+    fn run(&self, mode: &str, n: u64) -> f64 {
+        let telemetry = Telemetry::builder()
+            .with_default_service_name("bench")
+            .with_span_batch_config(BatchConfig::spans_from_env())
+            .with_span_exporter(Discard)
+            .with_log_exporter(Discard)
+            .with_metric_exporter(Discard)
+            .build()
+            .expect("telemetry");
+        let stdout = MemoryOutputPipe::new(4096);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .inherit_stderr()
+            .args(&["bench", mode, &n.to_string()])
+            .build();
+        let host = Host {
+            wasi,
+            table: ResourceTable::new(),
+            observe: WasiObserveCtx::new(&telemetry),
+        };
+        let mut store = Store::new(&self.engine, host);
+        let command =
+            Command::instantiate(&mut store, &self.component, &self.linker).expect("instantiate");
+        let result = command.wasi_cli_run().call_run(&mut store);
+        drop(store);
+        let _ = telemetry.shutdown();
+        if let Err(e) = result {
+            eprintln!("{mode}: the guest trapped: {e:?}");
+            return f64::NAN;
+        }
+        let out = String::from_utf8_lossy(&stdout.contents()).to_string();
+        let total: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("elapsed_ns "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{mode}: no timing in {out:?}"));
+        let stats = telemetry.stats();
+        if stats.has_losses() {
+            eprintln!("{mode}: losses {stats:?}");
+        }
+        total / n as f64
+    }
+}
+
+/// Peak RSS (kB) of a child process running one guest mode.
+fn peak_rss(mode: &str, n: u64) -> (Option<u64>, String) {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Process::new(exe)
+        .args(["--memory", mode, &n.to_string()])
+        .output()
+        .expect("child");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rss = text
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb "))
+        .and_then(|v| v.trim().parse().ok());
+    let note = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (rss, note)
+}
+
+fn vm_hwm_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn row(what: &str, ns: f64, base: f64) {
+    println!("{what:<58} {ns:>9.0} ns {:>6.2}x", ns / base);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--guest") {
+        // One guest figure alone, for profiling: `--guest MODE N`.
+        let n = args[2].parse().expect("a count");
+        println!("{} {:.0} ns", args[1], Guests::new().run(&args[1], n));
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--memory") {
+        let n = args[2].parse().expect("a count");
+        let ns = Guests::new().run(&args[1], n);
+        println!("ns_per_op {ns}");
+        println!("peak_rss_kb {}", vm_hwm_kb().unwrap_or(0));
+        return;
+    }
+    let n: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let guests = Guests::new();
+    println!("wasi-observe-bench: {n} operations per figure, ns per operation (ratio to native)");
+    println!();
+    let native = native_span(n);
+    println!("span: start, 2 attributes, 1 event, end");
+    row(
+        "(a) native opentelemetry_sdk (batch, discarding exporter)",
+        native,
+        native,
+    );
+    row(
+        "(b) guest, raw wasi:observe bindings (3 calls)",
+        guests.run("raw", n),
+        native,
+    );
+    row(
+        "    guest, raw bindings, one call per operation (5 calls)",
+        guests.run("raw5", n),
+        native,
+    );
+    row(
+        "(c) guest, tracing layer (wasi_observe::init)",
+        guests.run("tracing", n),
+        native,
+    );
+    row(
+        "    guest, tracing layer without code.* and target",
+        guests.run("tracing-lean", n),
+        native,
+    );
+    row(
+        "(d) floor: guest calls an empty host import with a string",
+        guests.run("floor", n),
+        native,
+    );
+    println!();
+    let native_log = native_log(n);
+    println!("log record");
+    row(
+        "    native opentelemetry_sdk logger (batch)",
+        native_log,
+        native_log,
+    );
+    row(
+        "(e) guest, wasi:logging",
+        guests.run("log-raw", n),
+        native_log,
+    );
+    row(
+        "(e) guest, log crate through wasi_observe",
+        guests.run("log", n),
+        native_log,
+    );
+    println!();
+    let native_counter = native_counter(n);
+    println!("counter add (1 attribute)");
+    row(
+        "    native opentelemetry_sdk counter",
+        native_counter,
+        native_counter,
+    );
+    row(
+        "(e) guest, OpenTelemetry API through wasi_observe",
+        guests.run("counter", n),
+        native_counter,
+    );
+    println!();
+    println!("(f) memory: peak RSS of the whole host process");
+    for (mode, what) in [
+        ("spans", "1M spans started and ended"),
+        ("open", "1M spans started and left open"),
+    ] {
+        let (rss, note) = peak_rss(mode, 1_000_000);
+        match rss {
+            Some(kb) => println!("    {what:<54} {:>7.1} MB  {note}", kb as f64 / 1024.0),
+            None => println!("    {what:<54} (no figure) {note}"),
+        }
+    }
+    let _ = Value::from(0i64);
+}
