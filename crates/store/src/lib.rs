@@ -454,8 +454,10 @@ impl Store {
             removed += self.delete_before(cutoff)?;
         }
         if let Some(max) = retention.max_bytes {
-            // Remove the oldest tenth of the traces at a time.
-            for _ in 0..20 {
+            // Remove the oldest tenth of the traces at a time. Deleting rows
+            // leaves pages partly used, so this may remove more than the
+            // bare bytes would call for; it stops when nothing is left.
+            for _ in 0..100 {
                 if self.data_bytes()? <= max / 10 * 9 {
                     break;
                 }
@@ -482,7 +484,16 @@ impl Store {
             }
         }
         if removed > 0 {
-            let _ = self.conn().execute_batch("PRAGMA incremental_vacuum");
+            // Give the freed pages back to the file system (the checkpoint
+            // moves the shrunk database from the WAL into the file).
+            let conn = self.conn();
+            // Each step of this pragma frees one page: step it to the end.
+            let _ = conn.prepare("PRAGMA incremental_vacuum").and_then(|mut stmt| {
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            });
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
         Ok(removed)
     }
