@@ -61,6 +61,7 @@ impl StoreExporter {
     fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let resource = self.resource.to_string();
         let mut new_traces = Vec::new();
+        let written = now_ns();
         self.store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
                 let mut insert = tx.prepare_cached(
@@ -71,8 +72,8 @@ impl StoreExporter {
                 )?;
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO traces (trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns,
-                         span_count, error_count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, 1, ?7)
+                         span_count, error_count, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, 1, ?7, ?8)
                      ON CONFLICT (trace_id) DO UPDATE SET
                          root_name = CASE
                              WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
@@ -87,7 +88,8 @@ impl StoreExporter {
                          end_ns = max(end_ns, excluded.end_ns),
                          duration_ns = max(end_ns, excluded.end_ns) - min(start_ns, excluded.start_ns),
                          span_count = span_count + 1,
-                         error_count = error_count + excluded.error_count
+                         error_count = error_count + excluded.error_count,
+                         written_ns = excluded.written_ns
                      RETURNING span_count",
                 )?;
                 for span in batch {
@@ -158,6 +160,7 @@ impl StoreExporter {
                                 start,
                                 end,
                                 i64::from(code == "error"),
+                                written,
                             ],
                             |r| r.get(0),
                         )?;

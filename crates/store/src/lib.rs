@@ -465,7 +465,7 @@ impl Store {
                 let n: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0))?;
                 let cutoff: Option<i64> = conn
                     .query_row(
-                        "SELECT start_ns FROM traces ORDER BY start_ns LIMIT 1 OFFSET ?1",
+                        "SELECT written_ns FROM traces ORDER BY written_ns LIMIT 1 OFFSET ?1",
                         [(n / 10).max(1)],
                         |r| r.get(0),
                     )
@@ -519,16 +519,16 @@ impl Store {
         Ok(t.unwrap_or(i64::MIN))
     }
 
-    /// Deletes traces that started before `cutoff_ns` (with all their spans),
-    /// and log records and metric points older than it.
+    /// Deletes traces last written before `cutoff_ns` (with all their
+    /// spans), and log records and metric points older than it.
     fn delete_before(&self, cutoff_ns: i64) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM traces WHERE start_ns < ?1)",
+            "DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM traces WHERE written_ns < ?1)",
             [cutoff_ns],
         )?;
-        let traces = tx.execute("DELETE FROM traces WHERE start_ns < ?1", [cutoff_ns])?;
+        let traces = tx.execute("DELETE FROM traces WHERE written_ns < ?1", [cutoff_ns])?;
         tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
         tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])?;
         tx.commit()?;

@@ -419,19 +419,21 @@ impl Store {
         }
     }
 
+    /// The list line of one trace.
+    pub fn trace_summary(&self, trace_id: &str) -> Result<Option<TraceSummary>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id = ?1"
+        ))?;
+        Ok(stmt.query_map([trace_id], trace_row)?.next().transpose()?)
+    }
+
     /// One trace, with its spans and logs; `None` if it is not stored.
     pub fn trace(&self, trace_id: &str) -> Result<Option<Trace>> {
-        let conn = self.conn();
-        let summary = conn
-            .prepare_cached(&format!(
-                "SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id = ?1"
-            ))?
-            .query_map([trace_id], trace_row)?
-            .next()
-            .transpose()?;
-        let Some(summary) = summary else {
+        let Some(summary) = self.trace_summary(trace_id)? else {
             return Ok(None);
         };
+        let conn = self.conn();
         let spans = conn
             .prepare_cached(&format!(
                 "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ?1 ORDER BY start_ns, span_id"

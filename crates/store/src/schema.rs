@@ -20,13 +20,17 @@ CREATE TABLE traces (
     end_ns       INTEGER NOT NULL,
     duration_ns  INTEGER NOT NULL,
     span_count   INTEGER NOT NULL,
-    error_count  INTEGER NOT NULL
+    error_count  INTEGER NOT NULL,
+    -- When a span of it was last written: retention goes by this, since
+    -- span times are whatever the guest said.
+    written_ns   INTEGER NOT NULL
 );
 CREATE INDEX traces_start    ON traces (start_ns);
 CREATE INDEX traces_service  ON traces (service, start_ns);
 CREATE INDEX traces_root     ON traces (root_name, start_ns);
 CREATE INDEX traces_duration ON traces (duration_ns);
 CREATE INDEX traces_errors   ON traces (start_ns) WHERE error_count > 0;
+CREATE INDEX traces_written  ON traces (written_ns);
 
 CREATE TABLE spans (
     trace_id        TEXT NOT NULL,
