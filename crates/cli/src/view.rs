@@ -85,7 +85,7 @@ impl Style {
     }
 }
 
-/// `820ns`, `15µs`, `1.23ms`, `2.50s`, `3m05s`.
+/// `820ns`, `15µs`, `1.23ms`, `2.50s`, `3m05s`, `5h02m`, `12d03h`.
 pub fn duration(ns: i64) -> String {
     let ns = ns.max(0) as f64;
     if ns < 1e3 {
@@ -99,7 +99,11 @@ pub fn duration(ns: i64) -> String {
         format!("{:.2}s", ns / 1e9)
     } else {
         let s = (ns / 1e9) as u64;
-        format!("{}m{:02}s", s / 60, s % 60)
+        match s {
+            ..3600 => format!("{}m{:02}s", s / 60, s % 60),
+            ..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+            _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+        }
     }
 }
 
@@ -207,6 +211,8 @@ mod tests {
         assert_eq!(duration(1_234_567), "1.23ms");
         assert_eq!(duration(2_500_000_000), "2.50s");
         assert_eq!(duration(185_000_000_000), "3m05s");
+        assert_eq!(duration(18_120_000_000_000), "5h02m");
+        assert_eq!(duration(1_047_600_000_000_000), "12d03h");
         assert_eq!(parse_duration("10ms"), Ok(10_000_000));
         assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
         assert_eq!(parse_duration("5"), Ok(5_000_000));

@@ -41,7 +41,10 @@ function fmtDur(ns) {
   if (ns < 1e9) return `${(ns / 1e6).toFixed(2)}ms`;
   if (ns < 60e9) return `${(ns / 1e9).toFixed(2)}s`;
   const s = Math.floor(ns / 1e9);
-  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  const two = (n) => String(n).padStart(2, '0');
+  if (s < 3600) return `${Math.floor(s / 60)}m${two(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${two(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86400)}d${two(Math.floor((s % 86400) / 3600))}h`;
 }
 
 function fmtTime(ns) {
