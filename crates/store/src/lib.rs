@@ -16,8 +16,9 @@
 //! committed survives the writing process being killed. Retention is bounded
 //! by age and by size ([`Retention`]); old data is pruned by the writers.
 //! When the disk is full (or the hard cap [`StoreOptions::hard_max_bytes`] is
-//! reached) new data is dropped, counted ([`Store::dropped`]) and reported
-//! once on standard error; the process keeps running.
+//! reached) new data is dropped and counted ([`Store::dropped`]), and the
+//! export returns an error saying so (the host warns once and reports the
+//! counts at exit); the process keeps running.
 //!
 //! ```no_run
 //! use wasi_observe_store::{Store, StoreOptions, TraceFilter};
@@ -33,7 +34,7 @@ mod query;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -197,7 +198,6 @@ struct Inner {
     dropped_spans: AtomicU64,
     dropped_logs: AtomicU64,
     dropped_points: AtomicU64,
-    warned_full: AtomicBool,
     /// Trace ids written through this handle, in order of first write.
     recorded: Mutex<Vec<String>>,
     last_prune: Mutex<Option<Instant>>,
@@ -335,7 +335,6 @@ impl Store {
                 dropped_spans: AtomicU64::new(0),
                 dropped_logs: AtomicU64::new(0),
                 dropped_points: AtomicU64::new(0),
-                warned_full: AtomicBool::new(false),
                 recorded: Mutex::new(Vec::new()),
                 last_prune: Mutex::new(None),
             }),
@@ -372,8 +371,8 @@ impl Store {
     }
 
     /// Runs `write` in one immediate transaction. A full disk (or the hard
-    /// cap) drops the batch: `count` items are added to `counter`, a warning
-    /// is printed once, and an error describing the drop is returned.
+    /// cap) drops the batch: `count` items are added to the signal's drop
+    /// counter, and an error describing the drop is returned.
     pub(crate) fn write_batch(
         &self,
         what: Signal,
@@ -414,9 +413,7 @@ impl Store {
                         what.noun()
                     )
                 };
-                if !self.inner.warned_full.swap(true, Ordering::Relaxed) {
-                    eprintln!("wasi-observe: {msg}; further drops are counted and reported at exit");
-                }
+                // The caller reports it (the host warns once and counts).
                 Err(msg)
             }
         }
