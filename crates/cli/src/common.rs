@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use wasi_observe_host::Telemetry;
-use wasi_observe_host::export::{Exporter, Signal, exporters_from_env, open_store, parse_exporters};
+use wasi_observe_host::export::{
+    Exporter, Signal, exporters_from_env, open_store, parse_exporters,
+};
 use wasi_observe_store::Store;
 use wasmtime::component::Component;
 use wasmtime::error::Context as _;
@@ -79,8 +81,7 @@ impl ExportOptions {
             .unwrap_or("wasm-component");
         let mut builder = Telemetry::builder().with_default_service_name(service);
         let mut store: Option<Store> = None;
-        if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        {
+        if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             builder = builder.with_enabled(false);
         } else {
             let fallback = [Exporter::Store(None)];

@@ -124,7 +124,11 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         "s" => 1e9,
         "m" => 60e9,
         "h" => 3600e9,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (ns, us, ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (ns, us, ms, s, m, h)"
+            ));
+        }
     };
     Ok((n * mult) as i64)
 }
@@ -205,7 +209,10 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(timestamp(0), "1970-01-01 00:00:00.000");
-        assert_eq!(timestamp(1_700_000_000_123_000_000), "2023-11-14 22:13:20.123");
+        assert_eq!(
+            timestamp(1_700_000_000_123_000_000),
+            "2023-11-14 22:13:20.123"
+        );
         assert_eq!(duration(820), "820ns");
         assert_eq!(duration(15_000), "15µs");
         assert_eq!(duration(1_234_567), "1.23ms");

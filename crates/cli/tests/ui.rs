@@ -74,7 +74,9 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
         eprintln!();
         eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
         eprintln!("!!! SKIPPED: the web UI browser test needs Chromium, and none was found.");
-        eprintln!("!!! Install it with `apt-get install -y chromium` (.ci/run does) or set CHROME.");
+        eprintln!(
+            "!!! Install it with `apt-get install -y chromium` (.ci/run does) or set CHROME."
+        );
         eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
         return;
     };
@@ -86,11 +88,21 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
 
     // Fill the store.
-    let out = cli(&db).args(["run", TRACER_FEATURES_COMPONENT]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&db)
+        .args(["run", TRACER_FEATURES_COMPONENT])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     let ids = |name: &str| -> (String, String) {
-        let line = printed.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
         let mut it = line.split_whitespace().skip(1);
         (it.next().unwrap().into(), it.next().unwrap().into())
     };
@@ -143,7 +155,10 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     tab.set_default_timeout(Duration::from_secs(20));
 
     // The trace list.
-    tab.navigate_to(&url).unwrap().wait_until_navigated().unwrap();
+    tab.navigate_to(&url)
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
     tab.wait_for_element("#trace-list tr.trace-row").unwrap();
     let rows = tab.find_elements("#trace-list tr.trace-row").unwrap();
     assert_eq!(rows.len(), 2);
@@ -157,10 +172,15 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     tab.wait_for_element("#f-q").unwrap().click().unwrap();
     tab.type_str("detach").unwrap();
     tab.wait_for_element("#f-submit").unwrap().click().unwrap();
-    tab.wait_for_xpath("//tr[contains(@class,'trace-row')]/td[@class='root-name' and text()='detached']")
-        .unwrap();
+    tab.wait_for_xpath(
+        "//tr[contains(@class,'trace-row')]/td[@class='root-name' and text()='detached']",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(tab.find_elements("#trace-list tr.trace-row").unwrap().len(), 1);
+    assert_eq!(
+        tab.find_elements("#trace-list tr.trace-row").unwrap().len(),
+        1
+    );
     // Errors only: the other one.
     tab.wait_for_element("#f-q").unwrap().click().unwrap();
     tab.press_key("End").unwrap();
@@ -169,10 +189,15 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     }
     tab.wait_for_element("#f-errors").unwrap().click().unwrap();
     tab.wait_for_element("#f-submit").unwrap().click().unwrap();
-    tab.wait_for_xpath("//tr[contains(@class,'trace-row')]/td[@class='root-name' and text()='root']")
-        .unwrap();
+    tab.wait_for_xpath(
+        "//tr[contains(@class,'trace-row')]/td[@class='root-name' and text()='root']",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(tab.find_elements("#trace-list tr.trace-row").unwrap().len(), 1);
+    assert_eq!(
+        tab.find_elements("#trace-list tr.trace-row").unwrap().len(),
+        1
+    );
 
     // Click the trace: its waterfall.
     tab.wait_for_element(&format!("tr.trace-row[data-trace-id='{trace_id}']"))
@@ -186,7 +211,14 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
         .find_elements("#waterfall .span-row .span-name")
         .unwrap()
         .iter()
-        .map(|e| e.get_inner_text().unwrap().trim().trim_start_matches(['✓', '✗']).trim().to_string())
+        .map(|e| {
+            e.get_inner_text()
+                .unwrap()
+                .trim()
+                .trim_start_matches(['✓', '✗'])
+                .trim()
+                .to_string()
+        })
         .collect();
     assert_eq!(spans, ["root", "child", "grandchild-renamed", "dropped"]);
     let logs = tab.find_elements("#waterfall .log-row").unwrap();
@@ -206,8 +238,14 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     assert!(detail.contains("error: it broke"), "{detail}");
     assert!(detail.contains("producer"), "{detail}");
     let links = text_of(&tab, "#detail-links");
-    assert!(links.contains("4bf92f3577b34da6a3ce929d0e0e4736 / 00f067aa0ba902b7"), "{links}");
-    assert!(links.contains("link-attr") && links.contains("start") && links.contains("added"), "{links}");
+    assert!(
+        links.contains("4bf92f3577b34da6a3ce929d0e0e4736 / 00f067aa0ba902b7"),
+        "{links}"
+    );
+    assert!(
+        links.contains("link-attr") && links.contains("start") && links.contains("added"),
+        "{links}"
+    );
     screenshot(&tab, &shots, "02-span-detail.png");
 
     // Another span: attributes, events, correlated logs.
@@ -215,35 +253,57 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
         .wait_for_xpath("//div[contains(@class,'span-row') and @title='child']")
         .unwrap();
     child_row.click().unwrap();
-    tab.wait_for_xpath("//h3[@id='detail-name' and text()='child']").unwrap();
+    tab.wait_for_xpath("//h3[@id='detail-name' and text()='child']")
+        .unwrap();
     let events = text_of(&tab, "#detail-events");
-    assert!(events.contains("explicit-time") && events.contains("now"), "{events}");
+    assert!(
+        events.contains("explicit-time") && events.contains("now"),
+        "{events}"
+    );
     let logs = text_of(&tab, "#detail-logs");
-    assert!(logs.contains("a warn message") && logs.contains("a critical message"), "{logs}");
+    assert!(
+        logs.contains("a warn message") && logs.contains("a critical message"),
+        "{logs}"
+    );
     tab.wait_for_xpath("//div[contains(@class,'span-row') and @title='root']")
         .unwrap()
         .click()
         .unwrap();
-    tab.wait_for_xpath("//h3[@id='detail-name' and text()='root']").unwrap();
+    tab.wait_for_xpath("//h3[@id='detail-name' and text()='root']")
+        .unwrap();
     let attrs = text_of(&tab, "#detail-attributes");
-    assert!(attrs.contains("late") && attrs.contains("overwritten") && attrs.contains("[1,2,3]"), "{attrs}");
+    assert!(
+        attrs.contains("late") && attrs.contains("overwritten") && attrs.contains("[1,2,3]"),
+        "{attrs}"
+    );
     screenshot(&tab, &shots, "03-root-detail.png");
 
     // Logs.
     tab.wait_for_element("#nav-logs").unwrap().click().unwrap();
     tab.wait_for_element("#log-list tr.log-entry").unwrap();
-    assert_eq!(tab.find_elements("#log-list tr.log-entry").unwrap().len(), 8);
+    assert_eq!(
+        tab.find_elements("#log-list tr.log-entry").unwrap().len(),
+        8
+    );
     assert!(text_of(&tab, "#log-list").contains("a critical message"));
     screenshot(&tab, &shots, "04-logs.png");
 
     // Metrics: current values, and a chart per instrument.
-    tab.wait_for_element("#nav-metrics").unwrap().click().unwrap();
+    tab.wait_for_element("#nav-metrics")
+        .unwrap()
+        .click()
+        .unwrap();
     tab.wait_for_element("#metric-list tr.metric-row").unwrap();
     let metrics = text_of(&tab, "#metric-list");
-    assert!(metrics.contains("requests") && metrics.contains("route=/a"), "{metrics}");
+    assert!(
+        metrics.contains("requests") && metrics.contains("route=/a"),
+        "{metrics}"
+    );
     assert!(metrics.contains("count 4 · sum 138"), "{metrics}");
-    tab.wait_for_element("svg.chart-svg[data-metric='requests'] circle").unwrap();
-    tab.wait_for_element("svg.chart-svg[data-metric='temperature']").unwrap();
+    tab.wait_for_element("svg.chart-svg[data-metric='requests'] circle")
+        .unwrap();
+    tab.wait_for_element("svg.chart-svg[data-metric='temperature']")
+        .unwrap();
     screenshot(&tab, &shots, "05-metrics.png");
 
     let _ = std::fs::remove_dir_all(&work);

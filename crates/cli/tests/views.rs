@@ -12,7 +12,8 @@ use test_programs_artifacts::*;
 
 /// A fresh store path for one test.
 fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasi-observe-views-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("wasi-observe-views-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("telemetry.db")
@@ -58,7 +59,10 @@ fn record_features(db: &Path) -> (std::collections::HashMap<String, (String, Str
         .lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), (it.next()?.to_string(), it.next()?.to_string())))
+            Some((
+                it.next()?.to_string(),
+                (it.next()?.to_string(), it.next()?.to_string()),
+            ))
         })
         .collect();
     (ids, String::from_utf8(out.stderr).unwrap())
@@ -82,10 +86,18 @@ fn run_records_to_the_store_by_default_and_names_what_it_recorded() {
     let out = output(cli(&db), &["run", EXIT_CODE_COMPONENT]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr.lines().find(|l| l.contains("recorded trace")).expect("a hint line");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("recorded trace"))
+        .expect("a hint line");
     let short = line.rsplit("wasi-observe trace ").next().unwrap().trim();
     let trace = json(&db, &["trace", short, "--json"]);
-    let names: Vec<&str> = trace["spans"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"exiting"));
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
@@ -98,7 +110,10 @@ fn traces_lists_filters_and_prints_json() {
     let text = stdout(&db, &["traces"]);
     assert!(!text.contains('\x1b'), "no colour when piped: {text:?}");
     assert!(text.lines().next().unwrap().contains("ROOT"));
-    let root_line = text.lines().find(|l| l.ends_with(" root")).expect("the root trace");
+    let root_line = text
+        .lines()
+        .find(|l| l.ends_with(" root"))
+        .expect("the root trace");
     assert!(root_line.contains(&ids["root"].0[..12]));
     assert!(root_line.contains("tracer_features"));
     let cols: Vec<&str> = root_line.split_whitespace().collect();
@@ -141,7 +156,11 @@ fn trace_shows_a_waterfall_with_logs_attributes_and_events() {
     let text = stdout(&db, &["trace", &trace_id[..8], "--attributes", "--events"]);
     assert!(!text.contains('\x1b'));
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains(trace_id) && lines[0].contains("4 spans") && lines[0].contains("1 with errors"));
+    assert!(
+        lines[0].contains(trace_id)
+            && lines[0].contains("4 spans")
+            && lines[0].contains("1 with errors")
+    );
     let pos = |needle: &str| {
         lines
             .iter()
@@ -153,11 +172,19 @@ fn trace_shows_a_waterfall_with_logs_attributes_and_events() {
         let rest: String = lines[i].chars().skip(2).collect();
         rest.len() - rest.trim_start().len()
     };
-    let (root, child, grandchild, dropped) =
-        (pos(" root "), pos(" child "), pos("grandchild-renamed"), pos(" dropped "));
+    let (root, child, grandchild, dropped) = (
+        pos(" root "),
+        pos(" child "),
+        pos("grandchild-renamed"),
+        pos(" dropped "),
+    );
     assert!(root < child && child < grandchild && grandchild < dropped);
     assert!(indent(child) > indent(root) && indent(grandchild) > indent(child));
-    assert_eq!(indent(dropped), indent(grandchild), "dropped is child's child too");
+    assert_eq!(
+        indent(dropped),
+        indent(grandchild),
+        "dropped is child's child too"
+    );
     // Bars, status, kind.
     assert!(lines[root].contains('█') && lines[root].contains("server"));
     assert!(lines[grandchild].starts_with('✗') && lines[grandchild].contains("it broke"));
@@ -171,7 +198,9 @@ fn trace_shows_a_waterfall_with_logs_attributes_and_events() {
     assert!(pos("late \"yes\"") > root && pos("late \"yes\"") < child);
     assert!(text.contains("str-array [\"a\",\"b\"]"));
     assert!(lines[pos("event")].contains("explicit-time") && text.contains("n=7"));
-    assert!(text.contains("link 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 link-attr=\"start\""));
+    assert!(
+        text.contains("link 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 link-attr=\"start\"")
+    );
     // Without the flags, no details.
     let plain = stdout(&db, &["trace", trace_id]);
     assert!(!plain.contains("late \"yes\"") && !plain.contains("explicit-time"));
@@ -181,7 +210,12 @@ fn trace_shows_a_waterfall_with_logs_attributes_and_events() {
     assert_eq!(full["trace_id"], trace_id.as_str());
     assert_eq!(full["spans"].as_array().unwrap().len(), 4);
     assert_eq!(full["logs"].as_array().unwrap().len(), 7);
-    let gc = full["spans"].as_array().unwrap().iter().find(|s| s["name"] == "grandchild-renamed").unwrap();
+    let gc = full["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "grandchild-renamed")
+        .unwrap();
     assert_eq!(gc["status_code"], "error");
     assert_eq!(gc["status_message"], "it broke");
     assert_eq!(gc["kind"], "producer");
@@ -199,7 +233,12 @@ fn logs_filter_by_level_service_and_trace() {
     let (ids, _) = record_features(&db);
     let all = stdout(&db, &["logs"]);
     assert_eq!(all.lines().count(), 8, "{all}");
-    assert!(all.lines().last().unwrap().contains("after every span ended"));
+    assert!(
+        all.lines()
+            .last()
+            .unwrap()
+            .contains("after every span ended")
+    );
     let errors = stdout(&db, &["logs", "--level", "error"]);
     let lines: Vec<&str> = errors.lines().collect();
     assert_eq!(lines.len(), 2, "{errors}");
@@ -207,13 +246,36 @@ fn logs_filter_by_level_service_and_trace() {
     assert!(lines[1].contains("CRITICAL"));
     let in_trace = json(&db, &["logs", "--trace", &ids["root"].0[..10], "--json"]);
     assert_eq!(in_trace.as_array().unwrap().len(), 7);
-    assert!(in_trace.as_array().unwrap().iter().all(|l| l["trace_id"] == ids["root"].0.as_str()));
-    let warn = &in_trace.as_array().unwrap().iter().find(|l| l["severity_text"] == "WARN").unwrap();
+    assert!(
+        in_trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["trace_id"] == ids["root"].0.as_str())
+    );
+    let warn = &in_trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["severity_text"] == "WARN")
+        .unwrap();
     assert_eq!(warn["severity_number"], 13);
     assert_eq!(warn["span_id"], ids["child"].1.as_str());
-    assert_eq!(json(&db, &["logs", "--service", "other", "--json"]), serde_json::json!([]));
-    assert_eq!(json(&db, &["logs", "--search", "DEBUG msg", "--json"]), serde_json::json!([]));
-    assert_eq!(json(&db, &["logs", "--search", "debug mess", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&db, &["logs", "--service", "other", "--json"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        json(&db, &["logs", "--search", "DEBUG msg", "--json"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        json(&db, &["logs", "--search", "debug mess", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let out = output(cli(&db), &["logs", "--level", "loud"]);
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
@@ -237,7 +299,10 @@ fn metrics_show_the_current_value_of_each_series() {
     assert!(line("latency", "-").contains("count=4 sum=138 ms min=1 max=100"));
     let points = json(&db, &["metrics", "--name", "latency", "--json"]);
     let p = &points[0];
-    assert_eq!((p["kind"].as_str(), p["count"].as_i64()), (Some("histogram"), Some(4)));
+    assert_eq!(
+        (p["kind"].as_str(), p["count"].as_i64()),
+        (Some("histogram"), Some(4))
+    );
     assert_eq!(p["buckets"]["bounds"], serde_json::json!([5.0, 10.0, 50.0]));
     assert_eq!(p["buckets"]["counts"], serde_json::json!([1, 1, 1, 1]));
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
@@ -270,7 +335,10 @@ fn colour_only_on_a_terminal_and_never_under_no_color() {
     };
     assert!(on_tty(false).contains("\x1b[1m"));
     let plain = on_tty(true);
-    assert!(plain.contains("ROOT") && !plain.contains('\x1b'), "{plain:?}");
+    assert!(
+        plain.contains("ROOT") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
@@ -281,12 +349,20 @@ fn store_and_otlp_run_together() {
     let mut cmd = cli(&db);
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
-    let out = output(cmd, &["run", "--exporter", "otlp,store", TRACER_FEATURES_COMPONENT]);
+    let out = output(
+        cmd,
+        &["run", "--exporter", "otlp,store", TRACER_FEATURES_COMPONENT],
+    );
     assert!(out.status.success());
     assert_eq!(receiver.spans().len(), 5);
     assert_eq!(receiver.logs().len(), 8);
     let list = json(&db, &["traces", "--json"]);
-    let spans: i64 = list.as_array().unwrap().iter().map(|t| t["span_count"].as_i64().unwrap()).sum();
+    let spans: i64 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["span_count"].as_i64().unwrap())
+        .sum();
     assert_eq!(spans, 5);
 
     // With an endpoint and no exporter named, only OTLP is used.
@@ -303,13 +379,23 @@ fn store_and_otlp_run_together() {
 #[test]
 fn foreign_store_files_are_refused_and_left_untouched() {
     let db = temp_db("foreign");
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
     std::fs::write(&db, &bytes).unwrap();
-    for args in [vec!["run", EXIT_CODE_COMPONENT], vec!["traces"], vec!["logs"], vec!["ui", "--addr", "127.0.0.1:0"]] {
+    for args in [
+        vec!["run", EXIT_CODE_COMPONENT],
+        vec!["traces"],
+        vec!["logs"],
+        vec!["ui", "--addr", "127.0.0.1:0"],
+    ] {
         let out = output(cli(&db), &args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("is not a wasi-observe telemetry store"), "{stderr}");
+        assert!(
+            stderr.contains("is not a wasi-observe telemetry store"),
+            "{stderr}"
+        );
         assert!(stderr.contains("left untouched"), "{stderr}");
     }
     assert_eq!(std::fs::read(&db).unwrap(), bytes);
@@ -338,11 +424,27 @@ fn a_full_store_drops_with_a_counted_warning_and_the_guest_runs_on() {
         .lines()
         .find(|l| l.contains("dropped") && l.contains("spans,"))
         .expect("a count at exit");
-    let n: u64 = dropped.split("dropped ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let n: u64 = dropped
+        .split("dropped ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(n > 0);
-    assert!(stderr.contains(&format!("spans_export_failed={n}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("spans_export_failed={n}")),
+        "{stderr}"
+    );
     // What was written before it filled up is readable.
-    let stored: i64 = json(&db, &["traces", "--json"]).as_array().unwrap().iter().map(|t| t["span_count"].as_i64().unwrap()).sum();
+    let stored: i64 = json(&db, &["traces", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["span_count"].as_i64().unwrap())
+        .sum();
     assert_eq!(stored as u64 + n, 20_001);
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }

@@ -40,7 +40,11 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let traces: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let traces: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let per_trace: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("wasi-observe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -96,47 +100,97 @@ fn main() -> anyhow::Result<()> {
             worst.as_secs_f64() * 1e3
         );
     };
-    let list = |f: TraceFilter| move || store.traces(&f).unwrap().len();
-    report("trace list (50 newest)", time(50, list(TraceFilter::default())));
+    let store_ref = &store;
+    let list = |f: TraceFilter| move || store_ref.traces(&f).unwrap().len();
+    report(
+        "trace list (50 newest)",
+        time(50, list(TraceFilter::default())),
+    );
     report(
         "trace list, one service",
-        time(50, list(TraceFilter { service: Some("unknown_service".into()), ..Default::default() })),
+        time(
+            50,
+            list(TraceFilter {
+                service: Some("unknown_service".into()),
+                ..Default::default()
+            }),
+        ),
     );
     report(
         "trace list, errors only",
-        time(50, list(TraceFilter { errors_only: true, ..Default::default() })),
+        time(
+            50,
+            list(TraceFilter {
+                errors_only: true,
+                ..Default::default()
+            }),
+        ),
     );
     report(
         "trace list, having a span named step-3",
-        time(20, list(TraceFilter { span_name: Some("step-3".into()), ..Default::default() })),
+        time(
+            20,
+            list(TraceFilter {
+                span_name: Some("step-3".into()),
+                ..Default::default()
+            }),
+        ),
     );
     report(
         "trace list, root name search 'item/42'",
-        time(20, list(TraceFilter { search: Some("item/42".into()), ..Default::default() })),
+        time(
+            20,
+            list(TraceFilter {
+                search: Some("item/42".into()),
+                ..Default::default()
+            }),
+        ),
     );
     report(
         "trace list, slowest first",
-        time(20, list(TraceFilter { slowest_first: true, ..Default::default() })),
+        time(
+            20,
+            list(TraceFilter {
+                slowest_first: true,
+                ..Default::default()
+            }),
+        ),
     );
     report(
         "trace list, at least 9 ms, page 2 (before a time)",
-        time(20, list(TraceFilter {
-            min_duration_ns: Some(9_000_000),
-            before_ns: Some(wasi_observe_store::unix_ns(start_time + Duration::from_secs(traces / 2))),
-            ..Default::default()
-        })),
+        time(
+            20,
+            list(TraceFilter {
+                min_duration_ns: Some(9_000_000),
+                before_ns: Some(wasi_observe_store::unix_ns(
+                    start_time + Duration::from_secs(traces / 2),
+                )),
+                ..Default::default()
+            }),
+        ),
     );
     let mut n = 0;
     report(
         "one trace by id (spans and logs)",
         time(200, || {
             n = (n + 7919) % traces;
-            store.trace(&support::trace_id(n).to_string()).unwrap().unwrap().spans.len()
+            store
+                .trace(&support::trace_id(n).to_string())
+                .unwrap()
+                .unwrap()
+                .spans
+                .len()
         }),
     );
     let id = support::trace_id(traces / 3).to_string();
-    report("trace id prefix lookup", time(200, || store.resolve_trace_id(&id[..10]).unwrap()));
-    report("counts (the UI header)", time(20, || store.counts().unwrap()));
+    report(
+        "trace id prefix lookup",
+        time(200, || store.resolve_trace_id(&id[..16]).unwrap()),
+    );
+    report(
+        "counts (the UI header)",
+        time(20, || store.counts().unwrap()),
+    );
     drop(exporter);
     drop(store);
     std::fs::remove_dir_all(&dir)?;

@@ -1,6 +1,6 @@
 //! From OpenTelemetry SDK data to rows: the exporters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -61,6 +61,9 @@ impl StoreExporter {
     fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let resource = self.resource.to_string();
         let mut new_traces = Vec::new();
+        // What this batch adds to each trace, in order of first appearance.
+        let mut traces: Vec<TraceAgg> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let written = now_ns();
         self.store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
@@ -73,7 +76,7 @@ impl StoreExporter {
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO traces (trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns,
                          span_count, error_count, written_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, 1, ?7, ?8)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, ?7, ?8, ?9)
                      ON CONFLICT (trace_id) DO UPDATE SET
                          root_name = CASE
                              WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
@@ -87,7 +90,7 @@ impl StoreExporter {
                          start_ns = min(start_ns, excluded.start_ns),
                          end_ns = max(end_ns, excluded.end_ns),
                          duration_ns = max(end_ns, excluded.end_ns) - min(start_ns, excluded.start_ns),
-                         span_count = span_count + 1,
+                         span_count = span_count + excluded.span_count,
                          error_count = error_count + excluded.error_count,
                          written_ns = excluded.written_ns
                      RETURNING span_count",
@@ -151,22 +154,49 @@ impl StoreExporter {
                     ])?;
                     // A span sent twice is stored once and counted once.
                     if inserted == 1 {
-                        let count: i64 = upsert.query_row(
-                            params![
+                        let is_root = parent.is_none();
+                        let i = *index.entry(trace_id.clone()).or_insert_with(|| {
+                            traces.push(TraceAgg {
                                 trace_id,
-                                span.name.as_ref(),
-                                parent.is_none(),
-                                self.service,
+                                name: span.name.to_string(),
+                                has_root: is_root,
                                 start,
                                 end,
-                                i64::from(code == "error"),
-                                written,
-                            ],
-                            |r| r.get(0),
-                        )?;
-                        if count == 1 || parent.is_none() {
-                            new_traces.push(trace_id);
+                                spans: 0,
+                                errors: 0,
+                            });
+                            traces.len() - 1
+                        });
+                        let agg = &mut traces[i];
+                        if (is_root && !agg.has_root) || (!agg.has_root && start < agg.start) {
+                            agg.name = span.name.to_string();
                         }
+                        agg.has_root |= is_root;
+                        agg.start = agg.start.min(start);
+                        agg.end = agg.end.max(end);
+                        agg.spans += 1;
+                        agg.errors += i64::from(code == "error");
+                    }
+                }
+                // One update per trace and batch, not per span: the trace
+                // row's indexes change once.
+                for t in &traces {
+                    let count: i64 = upsert.query_row(
+                        params![
+                            t.trace_id,
+                            t.name,
+                            t.has_root,
+                            self.service,
+                            t.start,
+                            t.end,
+                            t.spans,
+                            t.errors,
+                            written,
+                        ],
+                        |r| r.get(0),
+                    )?;
+                    if count == t.spans || t.has_root {
+                        new_traces.push(t.trace_id.clone());
                     }
                 }
                 Ok(())
@@ -339,6 +369,18 @@ impl PushMetricExporter for StoreExporter {
     }
 }
 
+/// What one batch adds to a trace's row.
+struct TraceAgg {
+    trace_id: String,
+    /// The root span's name, or the earliest span's until the root comes.
+    name: String,
+    has_root: bool,
+    start: i64,
+    end: i64,
+    spans: i64,
+    errors: i64,
+}
+
 /// One metric data point, ready to insert.
 struct PointRow {
     time_ns: i64,
@@ -417,7 +459,12 @@ fn data_rows<T: AsF64>(metric: &Metric, data: &MetricData<T>, rows: &mut Vec<Poi
                 "updowncounter"
             };
             for dp in s.data_points() {
-                rows.push(row(s.time(), kind, &mut dp.attributes(), dp.value().as_f64()));
+                rows.push(row(
+                    s.time(),
+                    kind,
+                    &mut dp.attributes(),
+                    dp.value().as_f64(),
+                ));
             }
         }
         MetricData::Histogram(h) => {

@@ -328,7 +328,8 @@ impl Where {
         let mut parts = cond.split('?');
         let mut out = parts.next().unwrap_or_default().to_string();
         for part in parts {
-            self.params.push(values.next().expect("a value for every `?`"));
+            self.params
+                .push(values.next().expect("a value for every `?`"));
             out.push_str(&format!("?{}{part}", self.params.len()));
         }
         self.conds.push(out);
@@ -360,15 +361,20 @@ impl Store {
             w.add("service = ?", [text(s)]);
         }
         if let Some(n) = &f.span_name {
+            // One index probe per trace, newest first, until the page is
+            // full: cheap when the name is common, bounded when it is rare.
             w.add(
-                "trace_id IN (SELECT trace_id FROM spans WHERE name = ?)",
+                "EXISTS (SELECT 1 FROM spans s WHERE s.name = ? AND s.trace_id = traces.trace_id)",
                 [text(n)],
             );
         }
         if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
             w.add(
                 "(root_name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\')",
-                [text(&like(q)), text(&format!("{}%", like(q).trim_start_matches('%')))],
+                [
+                    text(&like(q)),
+                    text(&format!("{}%", like(q).trim_start_matches('%'))),
+                ],
             );
         }
         if let Some(d) = f.min_duration_ns {

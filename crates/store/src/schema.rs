@@ -52,9 +52,9 @@ CREATE TABLE spans (
     resource        TEXT NOT NULL,
     PRIMARY KEY (trace_id, span_id)
 );
-CREATE INDEX spans_name     ON spans (name, start_ns);
-CREATE INDEX spans_duration ON spans (duration_ns);
-CREATE INDEX spans_errors   ON spans (start_ns) WHERE status_code = 'error';
+-- Duration and errors are indexed per trace (above); spans are found by
+-- trace (the key) and by name.
+CREATE INDEX spans_name     ON spans (name, trace_id);
 
 CREATE TABLE logs (
     id               INTEGER PRIMARY KEY,

@@ -23,10 +23,8 @@ use wasi_observe_store::{
 
 /// A fresh directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "wasi-observe-store-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("wasi-observe-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -143,7 +141,10 @@ fn spans_logs_and_metrics_from_the_sdk_can_be_queried_back() {
     assert_eq!(full.logs.len(), 1);
     assert_eq!(full.logs[0].body, "card declined");
     assert_eq!(full.logs[0].severity_text, "WARN");
-    assert_eq!(full.logs[0].span_id.as_deref(), Some(charge.span_id.as_str()));
+    assert_eq!(
+        full.logs[0].span_id.as_deref(),
+        Some(charge.span_id.as_str())
+    );
 
     // Prefixes resolve.
     assert_eq!(
@@ -154,25 +155,79 @@ fn spans_logs_and_metrics_from_the_sdk_can_be_queried_back() {
 
     // Filters.
     let only = |f: TraceFilter| store.traces(&f).unwrap().len();
-    assert_eq!(only(TraceFilter { errors_only: true, ..Default::default() }), 1);
-    assert_eq!(only(TraceFilter { service: Some("other".into()), ..Default::default() }), 0);
-    assert_eq!(only(TraceFilter { span_name: Some("charge card".into()), ..Default::default() }), 1);
-    assert_eq!(only(TraceFilter { span_name: Some("charge".into()), ..Default::default() }), 0);
-    assert_eq!(only(TraceFilter { search: Some("CHECK".into()), ..Default::default() }), 1);
-    assert_eq!(only(TraceFilter { search: Some(trace_id[..6].into()), ..Default::default() }), 1);
-    assert_eq!(only(TraceFilter { search: Some("%".into()), ..Default::default() }), 0);
-    assert_eq!(only(TraceFilter { min_duration_ns: Some(3_600_000_000_000), ..Default::default() }), 0);
+    assert_eq!(
+        only(TraceFilter {
+            errors_only: true,
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            service: Some("other".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            span_name: Some("charge card".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            span_name: Some("charge".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some("CHECK".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some(trace_id[..6].into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some("%".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            min_duration_ns: Some(3_600_000_000_000),
+            ..Default::default()
+        }),
+        0
+    );
 
     // Logs.
     let logs = store.logs(&LogFilter::default()).unwrap();
     assert_eq!(logs.len(), 2);
     assert_eq!(logs[1].body, "outside any span");
     let warn = store
-        .logs(&LogFilter { min_severity: Some(13), ..Default::default() })
+        .logs(&LogFilter {
+            min_severity: Some(13),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(warn.len(), 1);
     let in_trace = store
-        .logs(&LogFilter { trace_id: Some(trace_id.clone()), ..Default::default() })
+        .logs(&LogFilter {
+            trace_id: Some(trace_id.clone()),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(in_trace.len(), 1);
 
@@ -181,7 +236,9 @@ fn spans_logs_and_metrics_from_the_sdk_can_be_queried_back() {
     let value = |name: &str, region: Option<&str>| {
         current
             .iter()
-            .find(|p| p.name == name && p.attributes.get("region").and_then(|r| r.as_str()) == region)
+            .find(|p| {
+                p.name == name && p.attributes.get("region").and_then(|r| r.as_str()) == region
+            })
             .unwrap_or_else(|| panic!("{name} {region:?} in {current:#?}"))
     };
     assert_eq!(value("orders", Some("eu")).value, 12.0);
@@ -189,9 +246,17 @@ fn spans_logs_and_metrics_from_the_sdk_can_be_queried_back() {
     assert_eq!(value("orders", Some("eu")).unit, "{order}");
     assert_eq!(value("orders", Some("us")).value, 1.0);
     let h = value("latency", None);
-    assert_eq!((h.kind.as_str(), h.count, h.value), ("histogram", Some(2), 55.0));
-    assert_eq!(h.buckets.as_ref().unwrap()["counts"], serde_json::json!([1, 1, 0]));
-    let series = store.metric_series("orders", &MetricFilter::default()).unwrap();
+    assert_eq!(
+        (h.kind.as_str(), h.count, h.value),
+        ("histogram", Some(2), 55.0)
+    );
+    assert_eq!(
+        h.buckets.as_ref().unwrap()["counts"],
+        serde_json::json!([1, 1, 0])
+    );
+    let series = store
+        .metric_series("orders", &MetricFilter::default())
+        .unwrap();
     let eu: Vec<f64> = series
         .iter()
         .filter(|p| p.attributes["region"] == "eu")
@@ -235,7 +300,9 @@ fn concurrent_writers_and_readers_lose_nothing() {
                 let exporter = store.exporter();
                 for b in 0..BATCHES {
                     let batch = (0..PER_BATCH)
-                        .flat_map(|i| support::trace((w * BATCHES + b) * PER_BATCH + i, 3, now, false))
+                        .flat_map(|i| {
+                            support::trace((w * BATCHES + b) * PER_BATCH + i, 3, now, false)
+                        })
                         .collect();
                     block_on(exporter.export(batch)).unwrap();
                 }
@@ -273,7 +340,9 @@ fn child_writer() {
     let exporter = store.exporter();
     let now = SystemTime::now();
     for b in 0.. {
-        let batch = (0..50).flat_map(|i| support::trace(b * 50 + i, 4, now, false)).collect();
+        let batch = (0..50)
+            .flat_map(|i| support::trace(b * 50 + i, 4, now, false))
+            .collect();
         block_on(exporter.export(batch)).unwrap();
         println!("committed {}", (b + 1) * 50);
     }
@@ -313,7 +382,11 @@ fn assert_refused_untouched(path: &Path, expected: &str) {
     let msg = format!("{err:#}");
     assert!(msg.contains(expected), "{msg}");
     assert!(msg.contains("left untouched"), "{msg}");
-    assert_eq!(std::fs::read(path).unwrap(), before, "the file was modified");
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        before,
+        "the file was modified"
+    );
     assert!(!path.with_extension("db-wal").exists());
 }
 
@@ -322,7 +395,9 @@ fn foreign_and_damaged_files_are_refused_and_left_untouched() {
     let dir = temp_dir("foreign");
 
     let random = dir.join("random.db");
-    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&random, &bytes).unwrap();
     assert_refused_untouched(&random, "not an SQLite database");
 
@@ -334,8 +409,10 @@ fn foreign_and_damaged_files_are_refused_and_left_untouched() {
     let other = dir.join("other.db");
     {
         let conn = rusqlite::Connection::open(&other).unwrap();
-        conn.execute_batch("CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('ada');")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('ada');",
+        )
+        .unwrap();
     }
     assert_refused_untouched(&other, "another application");
     let conn = rusqlite::Connection::open(&other).unwrap();
@@ -384,7 +461,10 @@ fn a_full_store_drops_new_data_counts_it_and_stays_readable() {
         &path,
         StoreOptions {
             hard_max_bytes: Some(256 << 10),
-            retention: Retention { max_age: None, max_bytes: None },
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
         },
     )
     .unwrap();
@@ -393,7 +473,9 @@ fn a_full_store_drops_new_data_counts_it_and_stays_readable() {
     let mut ok = 0;
     let mut failed = 0;
     for b in 0..200 {
-        let batch: Vec<_> = (0..20).flat_map(|i| support::trace(b * 20 + i, 5, now, false)).collect();
+        let batch: Vec<_> = (0..20)
+            .flat_map(|i| support::trace(b * 20 + i, 5, now, false))
+            .collect();
         match block_on(exporter.export(batch)) {
             Ok(()) => ok += 1,
             Err(e) => {
@@ -419,7 +501,10 @@ fn retention_prunes_by_age_and_by_size() {
     let store = Store::open(
         &dir.join("age.db"),
         StoreOptions {
-            retention: Retention { max_age: Some(Duration::from_secs(1)), max_bytes: None },
+            retention: Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            },
             hard_max_bytes: None,
         },
     )
@@ -429,7 +514,11 @@ fn retention_prunes_by_age_and_by_size() {
     block_on(exporter.export(support::trace(1, 3, SystemTime::now(), false))).unwrap();
     block_on(exporter.export(support::trace(2, 3, long_ago, false))).unwrap();
     store.prune().unwrap();
-    assert_eq!(store.counts().unwrap().traces, 2, "both were written just now");
+    assert_eq!(
+        store.counts().unwrap().traces,
+        2,
+        "both were written just now"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     block_on(exporter.export(support::trace(3, 3, long_ago, false))).unwrap();
     store.prune().unwrap();
@@ -442,7 +531,10 @@ fn retention_prunes_by_age_and_by_size() {
     let store = Store::open(
         &dir.join("size.db"),
         StoreOptions {
-            retention: Retention { max_age: None, max_bytes: Some(max) },
+            retention: Retention {
+                max_age: None,
+                max_bytes: Some(max),
+            },
             hard_max_bytes: None,
         },
     )
@@ -451,15 +543,32 @@ fn retention_prunes_by_age_and_by_size() {
     let start = UNIX_EPOCH + Duration::from_nanos(now_ns() as u64);
     for b in 0..100u64 {
         let batch = (0..50)
-            .flat_map(|i| support::trace(b * 50 + i, 4, start + Duration::from_secs(b * 50 + i), false))
+            .flat_map(|i| {
+                support::trace(
+                    b * 50 + i,
+                    4,
+                    start + Duration::from_secs(b * 50 + i),
+                    false,
+                )
+            })
             .collect();
         block_on(exporter.export(batch)).unwrap();
     }
     assert!(store.data_bytes().unwrap() > max);
     store.prune().unwrap();
-    assert!(store.data_bytes().unwrap() <= max, "{} {:?}", store.data_bytes().unwrap(), store.counts().unwrap());
+    assert!(
+        store.data_bytes().unwrap() <= max,
+        "{} {:?}",
+        store.data_bytes().unwrap(),
+        store.counts().unwrap()
+    );
     // The newest survive.
-    let newest = store.traces(&TraceFilter { limit: Some(1), ..Default::default() }).unwrap();
+    let newest = store
+        .traces(&TraceFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(newest[0].root_name, format!("GET /item/{}", 4999 % 100));
     let file = std::fs::metadata(dir.join("size.db")).unwrap().len();
     assert!(file < 4 * max, "the file gave space back: {file}");

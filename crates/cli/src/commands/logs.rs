@@ -58,15 +58,13 @@ impl LogsCommand {
     /// Prints the records.
     pub fn execute(self) -> Result<()> {
         let store = self.db.open()?;
-        let trace_id = match &self.trace {
-            Some(id) => Some(
-                store
-                    .resolve_trace_id(id)
-                    .map_err(store_err)?
-                    .ok_or_else(|| wasmtime::Error::msg(format!("no trace `{id}` in the store")))?,
-            ),
-            None => None,
-        };
+        let trace_id =
+            match &self.trace {
+                Some(id) => Some(store.resolve_trace_id(id).map_err(store_err)?.ok_or_else(
+                    || wasmtime::Error::msg(format!("no trace `{id}` in the store")),
+                )?),
+                None => None,
+            };
         let logs = store
             .logs(&LogFilter {
                 min_severity: self.level,
@@ -104,4 +102,3 @@ impl LogsCommand {
         Ok(())
     }
 }
-

@@ -62,11 +62,17 @@ pub fn waterfall(trace: &Trace) -> Vec<Row> {
             .as_deref()
             .and_then(|p| index.get(p).copied())
             .filter(|&p| p != i);
-        children.entry(parent).or_default().push((s.start_ns, false, i));
+        children
+            .entry(parent)
+            .or_default()
+            .push((s.start_ns, false, i));
     }
     for (i, l) in trace.logs.iter().enumerate() {
         let parent = l.span_id.as_deref().and_then(|p| index.get(p).copied());
-        children.entry(parent).or_default().push((l.time_ns, true, i));
+        children
+            .entry(parent)
+            .or_default()
+            .push((l.time_ns, true, i));
     }
     for list in children.values_mut() {
         list.sort();
@@ -225,7 +231,11 @@ impl TraceCommand {
         if self.attributes {
             if let Some(map) = s.attributes.as_object() {
                 for (k, v) in map {
-                    println!("{pad}{} {}", st.dim(&printable(k)), printable(&v.to_string()));
+                    println!(
+                        "{pad}{} {}",
+                        st.dim(&printable(k)),
+                        printable(&v.to_string())
+                    );
                 }
             }
         }

@@ -84,7 +84,11 @@ impl TracesCommand {
                 timestamp(t.start_ns),
                 duration(t.duration_ns),
                 t.span_count,
-                if t.error_count > 0 { st.red(&errors) } else { st.dim(&errors) },
+                if t.error_count > 0 {
+                    st.red(&errors)
+                } else {
+                    st.dim(&errors)
+                },
                 cut(&printable(&t.service), 16),
                 printable(&t.root_name)
             );

@@ -109,7 +109,11 @@ impl UiCommand {
     }
 }
 
-fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -169,9 +173,9 @@ fn handle(store: &Store, req: &Request<Incoming>, loopback: bool) -> Response<Fu
         "/app.js" => response(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/app.css" => response(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         "/api/services" => json(store.services()),
-        "/api/stats" => json(store.counts().map(|c| {
-            serde_json::json!({ "counts": c, "path": store.path().display().to_string() })
-        })),
+        "/api/stats" => json(store.counts().map(
+            |c| serde_json::json!({ "counts": c, "path": store.path().display().to_string() }),
+        )),
         "/api/traces" => json(store.traces(&TraceFilter {
             service: q("service"),
             span_name: q("name"),
@@ -245,7 +249,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'+', _, _) => out.push(b' '),
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);

@@ -279,7 +279,8 @@ function chart(name, unit, points) {
   const W = 720, H = 180, L = 60, R = 10, T = 10, B = 26;
   const series = new Map();
   for (const p of points) {
-    const key = `${p.service} ${JSON.stringify(p.attributes)}`;
+    const attrs = Object.entries(p.attributes || {}).map(([k, v]) => `${k}=${fmtValue(v)}`).join(' ');
+    const key = attrs ? `${p.service} ${attrs}` : p.service;
     if (!series.has(key)) series.set(key, []);
     series.get(key).push(p);
   }
@@ -287,7 +288,7 @@ function chart(name, unit, points) {
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(0, ...ys), y1 = Math.max(...ys, y0 + 1e-9);
   const X = (x) => L + (x1 === x0 ? (W - L - R) / 2 : ((x - x0) / (x1 - x0)) * (W - L - R));
   const Y = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', class: 'chart-svg', 'data-metric': name },
+  const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', style: `max-width:${W}px`, class: 'chart-svg', 'data-metric': name },
     svg('line', { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#ccd' }),
     svg('line', { x1: L, y1: T, x2: L, y2: H - B, stroke: '#ccd' }),
     svg('text', { x: L - 6, y: T + 10, 'text-anchor': 'end', 'font-size': 11, fill: '#6b7686' }, String(+y1.toPrecision(4))),

@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(parse_exporters("otlp,otlp").unwrap(), vec![Exporter::Otlp]);
         assert_eq!(
             parse_exporters("store,store:/tmp/t.db").unwrap(),
-            vec![Exporter::Store(None), Exporter::Store(Some("/tmp/t.db".into()))]
+            vec![
+                Exporter::Store(None),
+                Exporter::Store(Some("/tmp/t.db".into()))
+            ]
         );
         assert!(parse_exporters("store:").is_err());
         assert!(parse_exporters("zipkin").is_err());

@@ -28,9 +28,17 @@ pub fn span(n: u64, i: u64, start: SystemTime, error: bool) -> SpanData {
             false,
             TraceState::NONE,
         ),
-        parent_span_id: if i == 0 { SpanId::INVALID } else { span_id(i - 1) },
+        parent_span_id: if i == 0 {
+            SpanId::INVALID
+        } else {
+            span_id(i - 1)
+        },
         parent_span_is_remote: false,
-        span_kind: if i == 0 { SpanKind::Server } else { SpanKind::Internal },
+        span_kind: if i == 0 {
+            SpanKind::Server
+        } else {
+            SpanKind::Internal
+        },
         name: if i == 0 {
             format!("GET /item/{}", n % 100).into()
         } else {
