@@ -168,7 +168,7 @@ impl StoreExporter {
                             traces.len() - 1
                         });
                         let agg = &mut traces[i];
-                        if (is_root && !agg.has_root) || (!agg.has_root && start < agg.start) {
+                        if !agg.has_root && (is_root || start < agg.start) {
                             agg.name = span.name.to_string();
                         }
                         agg.has_root |= is_root;

@@ -228,15 +228,15 @@ impl TraceCommand {
 
     fn details(&self, st: &Style, s: &Span, indent: &str) {
         let pad = format!("    {indent}");
-        if self.attributes {
-            if let Some(map) = s.attributes.as_object() {
-                for (k, v) in map {
-                    println!(
-                        "{pad}{} {}",
-                        st.dim(&printable(k)),
-                        printable(&v.to_string())
-                    );
-                }
+        if self.attributes
+            && let Some(map) = s.attributes.as_object()
+        {
+            for (k, v) in map {
+                println!(
+                    "{pad}{} {}",
+                    st.dim(&printable(k)),
+                    printable(&v.to_string())
+                );
             }
         }
         if self.events {
