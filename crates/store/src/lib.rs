@@ -198,9 +198,20 @@ struct Inner {
     dropped_spans: AtomicU64,
     dropped_logs: AtomicU64,
     dropped_points: AtomicU64,
-    /// Trace ids written through this handle, in order of first write.
-    recorded: Mutex<Vec<String>>,
+    /// Trace ids written through this handle.
+    recorded: Mutex<Recorded>,
     last_prune: Mutex<Option<Instant>>,
+}
+
+/// How many recorded trace ids a handle keeps in order (it counts the rest).
+pub const RECORDED_KEPT: usize = 1000;
+
+/// The traces a handle wrote.
+#[derive(Default)]
+struct Recorded {
+    order: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    more: usize,
 }
 
 /// How often a writer checks retention.
@@ -335,7 +346,7 @@ impl Store {
                 dropped_spans: AtomicU64::new(0),
                 dropped_logs: AtomicU64::new(0),
                 dropped_points: AtomicU64::new(0),
-                recorded: Mutex::new(Vec::new()),
+                recorded: Mutex::new(Recorded::default()),
                 last_prune: Mutex::new(None),
             }),
         })
@@ -361,9 +372,15 @@ impl Store {
     }
 
     /// The trace ids written through this handle (and its exporters), in the
-    /// order they were first written.
+    /// order they were first written: the first [`RECORDED_KEPT`] of them.
     pub fn recorded_traces(&self) -> Vec<String> {
-        lock(&self.inner.recorded).clone()
+        lock(&self.inner.recorded).order.clone()
+    }
+
+    /// How many distinct traces were written through this handle.
+    pub fn recorded_count(&self) -> usize {
+        let r = lock(&self.inner.recorded);
+        r.order.len() + r.more
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -422,8 +439,12 @@ impl Store {
     pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = String>) {
         let mut recorded = lock(&self.inner.recorded);
         for id in ids {
-            if !recorded.contains(&id) {
-                recorded.push(id);
+            if recorded.seen.insert(id.clone()) {
+                if recorded.order.len() < RECORDED_KEPT {
+                    recorded.order.push(id);
+                } else {
+                    recorded.more += 1;
+                }
             }
         }
     }

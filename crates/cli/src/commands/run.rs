@@ -218,13 +218,13 @@ fn report_store(store: &TelemetryStore, db: &DbOptions) {
         ),
         many => {
             let shown: Vec<String> = many.iter().take(3).map(|id| name(id)).collect();
-            let more = match many.len() - shown.len() {
+            let total = store.recorded_count();
+            let more = match total - shown.len() {
                 0 => String::new(),
                 n => format!(" and {n} more"),
             };
             eprintln!(
-                "wasi-observe: recorded {} traces: {}{more}; see them with: wasi-observe traces{flag}",
-                many.len(),
+                "wasi-observe: recorded {total} traces: {}{more}; see them with: wasi-observe traces{flag}",
                 shown.join(", ")
             );
         }
