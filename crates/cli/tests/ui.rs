@@ -129,6 +129,7 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
     let profile = work.join("chromium-profile");
     let args: Vec<&std::ffi::OsStr> = [
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",

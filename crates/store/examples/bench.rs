@@ -11,19 +11,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::block_on;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use wasi_observe_store::{Retention, Store, StoreOptions, TraceFilter};
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => unreachable!("store exports complete synchronously"),
-    }
-}
 
 /// Median and worst of `runs` timings of `f`.
 fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {

@@ -206,6 +206,9 @@ struct Inner {
 /// How many recorded trace ids a handle keeps in order (it counts the rest).
 pub const RECORDED_KEPT: usize = 1000;
 
+/// How many distinct trace ids a handle remembers, to count them once.
+const RECORDED_SEEN: usize = 100_000;
+
 /// The traces a handle wrote.
 #[derive(Default)]
 struct Recorded {
@@ -439,7 +442,11 @@ impl Store {
     pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = String>) {
         let mut recorded = lock(&self.inner.recorded);
         for id in ids {
-            if recorded.seen.insert(id.clone()) {
+            // Past `RECORDED_SEEN` distinct ids (a long-lived host), stop
+            // remembering: later ones are counted, perhaps more than once.
+            if recorded.seen.len() >= RECORDED_SEEN {
+                recorded.more += 1;
+            } else if recorded.seen.insert(id.clone()) {
                 if recorded.order.len() < RECORDED_KEPT {
                     recorded.order.push(id);
                 } else {

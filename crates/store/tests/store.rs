@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::block_on;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,16 +41,6 @@ fn resource(service: &str) -> Resource {
         .with_service_name(service.to_string())
         .with_attribute(KeyValue::new("deployment.environment", "test"))
         .build()
-}
-
-/// The store's export futures are ready at once: poll once.
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("store exports complete synchronously"),
-    }
 }
 
 #[test]

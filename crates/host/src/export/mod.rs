@@ -323,4 +323,37 @@ mod tests {
         assert!(parse_exporters("zipkin").is_err());
         assert!(parse_exporters("jsonl:").is_err());
     }
+
+    #[test]
+    fn the_store_exporter_opens_its_store_and_refuses_foreign_files() {
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-host-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        let telemetry = crate::Telemetry::builder()
+            .with_exporter(Signal::Traces, &Exporter::Store(Some(path.clone())))
+            .unwrap()
+            .with_exporter(Signal::Logs, &Exporter::Store(Some(path.clone())))
+            .unwrap()
+            .build()
+            .unwrap();
+        telemetry.shutdown().unwrap();
+        let store = wasi_observe_store::Store::open_existing(&path).unwrap();
+        assert_eq!(store.counts().unwrap().traces, 0);
+
+        let foreign = dir.join("notes.txt");
+        std::fs::write(&foreign, "not a database").unwrap();
+        let err = crate::Telemetry::builder()
+            .with_exporter(Signal::Metrics, &Exporter::Store(Some(foreign.clone())))
+            .err()
+            .expect("a foreign file is refused");
+        assert!(
+            err.to_string()
+                .contains("is not a wasi-observe telemetry store"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&foreign).unwrap(), b"not a database");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -10,6 +10,16 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
+/// The store's export futures are ready at once: poll once.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("store exports complete synchronously"),
+    }
+}
+
 /// The trace id of synthetic trace `n` (distinct for distinct `n`).
 pub fn trace_id(n: u64) -> TraceId {
     TraceId::from(u128::from(n) << 64 | 0x5eed_u128 | (u128::from(n) + 1) << 16)
