@@ -210,7 +210,9 @@ fn report_store(store: &TelemetryStore, db: &DbOptions) {
             .unwrap_or_else(|| id.to_string())
     };
     match traces.as_slice() {
-        [] => {}
+        [] => eprintln!(
+            "wasi-observe: recorded no traces; see logs and metrics with: wasi-observe logs{flag}, wasi-observe metrics{flag}"
+        ),
         [one] => eprintln!(
             "wasi-observe: recorded trace {}; see it with: wasi-observe trace {}{flag}",
             name(one),

@@ -206,7 +206,11 @@ async function renderTrace(id) {
   const t0 = trace.start_ns;
   const total = Math.max(trace.duration_ns, 1);
   const detail = h('aside', { id: 'span-detail' }, h('p', { class: 'muted' }, 'Click a span to see its attributes, events, links and logs.'));
-  const rows = waterfall(trace).map((r) => {
+  // A browser handles a few thousand rows well; a burst of 100k spans is
+  // cut, and says so (the terminal view and --json show all).
+  const MAX_ROWS = 5000;
+  const all = waterfall(trace);
+  const rows = all.slice(0, MAX_ROWS).map((r) => {
     if (r.log !== undefined) {
       const l = trace.logs[r.log];
       return h('div', { class: 'log-row', 'data-log-id': l.id },
@@ -239,7 +243,9 @@ async function renderTrace(id) {
         h('span', { class: 'mono', id: 'trace-id' }, trace.trace_id), ` · ${trace.service} · ${fmtTime(trace.start_ns)} UTC · ${fmtDur(trace.duration_ns)} · ${trace.span_count} spans`,
         trace.error_count ? h('span', { class: 'err' }, ` · ${trace.error_count} errors`) : null,
         ` · ${trace.logs.length} logs`)),
-    h('div', { class: 'layout' }, h('div', { id: 'waterfall' }, rows), detail));
+    h('div', { class: 'layout' }, h('div', { id: 'waterfall' }, rows,
+      all.length > MAX_ROWS ? h('p', { class: 'muted', style: 'padding:8px' },
+        `Showing the first ${MAX_ROWS} of ${all.length} rows; \`wasi-observe trace ${trace.trace_id}\` shows them all.`) : null), detail));
 }
 
 // ---------------------------------------------------------------- logs
