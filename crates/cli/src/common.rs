@@ -3,53 +3,129 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wasi_observe_host::export::{Exporter, Signal, parse_exporters};
-use wasi_observe_host::{Telemetry, TelemetryBuilder};
+use wasi_observe_host::Telemetry;
+use wasi_observe_host::export::{
+    Exporter, Signal, exporters_from_env, open_store, parse_exporters,
+};
+use wasi_observe_store::Store;
 use wasmtime::component::Component;
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine};
 use wasmtime::{Result, bail};
 
+/// Which telemetry store to use.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DbOptions {
+    /// The telemetry store (an SQLite file). Default:
+    /// `$XDG_DATA_HOME/wasi-observe/telemetry.db` (`~/.local/share/...`).
+    #[arg(long, value_name = "PATH", env = wasi_observe_store::DB_ENV)]
+    pub db: Option<PathBuf>,
+}
+
+impl DbOptions {
+    /// The store's path.
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.db {
+            Some(p) => Ok(p.clone()),
+            None => wasi_observe_store::default_path().map_err(store_err),
+        }
+    }
+
+    /// Opens the store for reading; it must exist.
+    pub fn open(&self) -> Result<Store> {
+        let path = self.path()?;
+        Store::open_existing(&path).map_err(store_err)
+    }
+
+    /// `--db PATH` when the store is not the default one, for commands we
+    /// suggest to the user.
+    pub fn flag(&self) -> String {
+        let default = wasi_observe_store::default_path().ok();
+        match &self.db {
+            Some(p) if Some(p) != default.as_ref() => format!(" --db {}", p.display()),
+            _ => String::new(),
+        }
+    }
+}
+
 /// Where telemetry goes.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ExportOptions {
-    /// Exporters for every signal, comma separated: `otlp`, `console`,
+    /// Exporters for every signal, comma separated: `store` (the embedded
+    /// telemetry store, see --db), `store:PATH`, `otlp`, `console`,
     /// `jsonl:PATH` (OTLP/JSON lines), `none`. Overrides OTEL_TRACES_EXPORTER,
     /// OTEL_LOGS_EXPORTER and OTEL_METRICS_EXPORTER. Default: `otlp` when an
-    /// OTLP endpoint is configured, else `console`.
+    /// OTLP endpoint is configured, else `store`.
     #[arg(long, value_name = "LIST")]
     pub exporter: Option<String>,
+
+    #[command(flatten)]
+    pub db: DbOptions,
+}
+
+/// A telemetry pipeline, and the store it writes to, if any.
+pub struct Pipeline {
+    /// The pipeline.
+    pub telemetry: Telemetry,
+    /// The store some signal goes to.
+    pub store: Option<Store>,
 }
 
 impl ExportOptions {
     /// Builds the telemetry pipeline, named after `component` unless the
     /// environment names the service.
-    pub fn telemetry(&self, component: &Path) -> Result<Telemetry> {
+    pub fn telemetry(&self, component: &Path) -> Result<Pipeline> {
         let service = component
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("wasm-component");
-        let builder = Telemetry::builder().with_default_service_name(service);
-        let builder: TelemetryBuilder = match &self.exporter {
-            Some(list) => {
-                let exporters = parse_exporters(list).map_err(wasmtime::Error::msg)?;
-                if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-                {
-                    builder.with_enabled(false)
-                } else {
-                    let mut b = builder;
-                    for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
-                        for e in &exporters {
-                            b = b.with_exporter(signal, e)?;
+        let mut builder = Telemetry::builder().with_default_service_name(service);
+        let mut store: Option<Store> = None;
+        if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            builder = builder.with_enabled(false);
+        } else {
+            let fallback = [Exporter::Store(None)];
+            for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+                let exporters = match &self.exporter {
+                    Some(list) => parse_exporters(list),
+                    None => exporters_from_env(signal, &fallback),
+                }
+                .map_err(wasmtime::Error::msg)?;
+                for e in &exporters {
+                    builder = match e {
+                        // One store handle for all signals, kept so that
+                        // `run` can say what it recorded.
+                        Exporter::Store(path) => {
+                            let path = match path {
+                                Some(p) => p.clone(),
+                                None => self.db.path()?,
+                            };
+                            let s = match &store {
+                                Some(s) if s.path() == path => s.clone(),
+                                _ => open_store(Some(&path))?,
+                            };
+                            store = Some(s.clone());
+                            match signal {
+                                Signal::Traces => builder.with_span_exporter(s.exporter()),
+                                Signal::Logs => builder.with_log_exporter(s.exporter()),
+                                Signal::Metrics => builder.with_metric_exporter(s.exporter()),
+                            }
                         }
-                    }
-                    b
+                        other => builder.with_exporter(signal, other)?,
+                    };
                 }
             }
-            None => builder.from_env(&[Exporter::Console])?,
-        };
-        builder.build()
+        }
+        Ok(Pipeline {
+            telemetry: builder.build()?,
+            store,
+        })
     }
+}
+
+/// A store error as the commands report it (with its causes).
+pub fn store_err(e: anyhow::Error) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("{e:#}"))
 }
 
 /// The engine every command uses: epoch interruption lets Ctrl-C stop a

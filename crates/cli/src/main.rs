@@ -5,6 +5,7 @@ use clap::Parser;
 
 mod commands;
 mod common;
+mod view;
 
 // glibc's allocator serialises the guest's thread, which allocates telemetry,
 // and the export threads, which free it: a span cost several times more
@@ -13,7 +14,9 @@ mod common;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Run WebAssembly components with WASI Observe: their spans, logs and
-/// metrics go to OTLP, the console, or a file.
+/// metrics go to OTLP, the console, a file, or the embedded telemetry store
+/// (the default when no OTLP endpoint is set), which `traces`, `trace`,
+/// `logs`, `metrics` and `ui` show.
 ///
 /// Exporters follow the OpenTelemetry environment variables
 /// (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, OTEL_SERVICE_NAME, ...).
@@ -21,11 +24,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "wasi-observe", version, about, long_about)]
 enum WasiObserve {
     Run(commands::run::RunCommand),
+    Traces(commands::traces::TracesCommand),
+    Trace(commands::trace::TraceCommand),
+    Logs(commands::logs::LogsCommand),
+    Metrics(commands::metrics::MetricsCommand),
+    Ui(commands::ui::UiCommand),
 }
 
 fn main() -> wasmtime::Result<()> {
     match WasiObserve::parse() {
         WasiObserve::Run(cmd) => cmd.execute(),
+        WasiObserve::Traces(cmd) => cmd.execute(),
+        WasiObserve::Trace(cmd) => cmd.execute(),
+        WasiObserve::Logs(cmd) => cmd.execute(),
+        WasiObserve::Metrics(cmd) => cmd.execute(),
+        WasiObserve::Ui(cmd) => cmd.execute(),
     }
 }
 

@@ -15,7 +15,8 @@ use test_programs_artifacts::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The CLI with a clean OpenTelemetry environment (the test runner's own
-/// `OTEL_*` variables must not leak in) and fast metric export.
+/// `OTEL_*` variables must not leak in), and a telemetry store in a
+/// temporary directory (never the user's).
 fn cli() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasi-observe"));
     for (k, _) in std::env::vars() {
@@ -23,6 +24,9 @@ fn cli() -> Command {
             cmd.env_remove(k);
         }
     }
+    let dir = std::env::temp_dir().join(format!("wasi-observe-run-tests-{}", std::process::id()));
+    cmd.env("WASI_OBSERVE_DB", dir.join("telemetry.db"))
+        .env("XDG_DATA_HOME", &dir);
     cmd
 }
 
@@ -404,8 +408,8 @@ fn service_name_and_resource_attributes_from_the_environment() {
 }
 
 #[test]
-fn console_is_the_default_exporter() {
-    let out = run(cli(), &[EXIT_CODE_COMPONENT]);
+fn console_exporter_prints_spans_and_logs() {
+    let out = run(cli(), &["--exporter", "console", EXIT_CODE_COMPONENT]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -29,7 +29,7 @@ use wasmtime::error::Context as _;
 use crate::export::batch::{BatchConfig, BatchQueue, Outcome};
 use crate::export::{
     DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, QueuedLog, Signal, SpanSink,
-    console::ConsoleExporter, exporters_from_env, file::JsonLinesExporter,
+    console::ConsoleExporter, exporters_from_env, file::JsonLinesExporter, open_store,
 };
 use crate::limits::Limits;
 use crate::metrics::Instruments;
@@ -278,6 +278,14 @@ impl TelemetryBuilder {
             }
             (Signal::Metrics, Exporter::JsonLines(p)) => {
                 self.with_metric_exporter(JsonLinesExporter::create(p).with_context(what)?)
+            }
+            (signal, Exporter::Store(path)) => {
+                let exporter = open_store(path.as_deref())?.exporter();
+                match signal {
+                    Signal::Traces => self.with_span_exporter(exporter),
+                    Signal::Logs => self.with_log_exporter(exporter),
+                    Signal::Metrics => self.with_metric_exporter(exporter),
+                }
             }
         })
     }

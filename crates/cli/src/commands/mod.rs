@@ -1,3 +1,8 @@
 //! One module per subcommand.
 
+pub mod logs;
+pub mod metrics;
 pub mod run;
+pub mod trace;
+pub mod traces;
+pub mod ui;

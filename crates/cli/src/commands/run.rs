@@ -15,7 +15,8 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::common::{ExportOptions, engine, load_component, parse_dir, parse_env};
+use crate::common::{DbOptions, ExportOptions, engine, load_component, parse_dir, parse_env};
+use wasi_observe_store::Store as TelemetryStore;
 
 /// Run a command component (`wasi:cli/command`) and export its telemetry.
 #[derive(Parser)]
@@ -92,7 +93,8 @@ impl RunCommand {
             )
         })?;
 
-        let telemetry = self.export.telemetry(&self.component)?;
+        let pipeline = self.export.telemetry(&self.component)?;
+        let telemetry = pipeline.telemetry;
 
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdio().inherit_network();
@@ -162,6 +164,9 @@ impl RunCommand {
             sig => eprintln!("wasi-observe: interrupted by {}", signal_name(sig)),
         }
         finish(&telemetry);
+        if let Some(store) = &pipeline.store {
+            report_store(store, &self.export.db);
+        }
         process::exit(code);
     }
 }
@@ -178,6 +183,53 @@ fn finish(telemetry: &Telemetry) {
             "wasi-observe: telemetry was dropped or cut: {}",
             losses.join(", ")
         );
+    }
+}
+
+/// One line naming the traces this run recorded and the command that shows
+/// them; and what the store had to drop, if anything.
+fn report_store(store: &TelemetryStore, db: &DbOptions) {
+    let dropped = store.dropped();
+    if dropped.any() {
+        eprintln!(
+            "wasi-observe: the telemetry store {} dropped {} spans, {} log records and {} metric points (it was full)",
+            store.path().display(),
+            dropped.spans,
+            dropped.logs,
+            dropped.metric_points
+        );
+    }
+    let traces = store.recorded_traces();
+    let flag = db.flag();
+    let name = |id: &str| {
+        store
+            .trace_summary(id)
+            .ok()
+            .flatten()
+            .map(|t| format!("{id} ({:?}, {} spans)", t.root_name, t.span_count))
+            .unwrap_or_else(|| id.to_string())
+    };
+    match traces.as_slice() {
+        [] => eprintln!(
+            "wasi-observe: recorded no traces; see logs and metrics with: wasi-observe logs{flag}, wasi-observe metrics{flag}"
+        ),
+        [one] => eprintln!(
+            "wasi-observe: recorded trace {}; see it with: wasi-observe trace {}{flag}",
+            name(one),
+            &one[..12]
+        ),
+        many => {
+            let shown: Vec<String> = many.iter().take(3).map(|id| name(id)).collect();
+            let total = store.recorded_count();
+            let more = match total - shown.len() {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            eprintln!(
+                "wasi-observe: recorded {total} traces: {}{more}; see them with: wasi-observe traces{flag}",
+                shown.join(", ")
+            );
+        }
     }
 }
 

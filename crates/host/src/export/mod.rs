@@ -3,7 +3,9 @@
 //!
 //! Every signal can go to any number of exporters: OTLP (gRPC or
 //! http/protobuf, configured entirely by the standard `OTEL_EXPORTER_OTLP_*`
-//! variables), a readable console printer, or a file of OTLP/JSON lines.
+//! variables), a readable console printer, a file of OTLP/JSON lines, or the
+//! embedded telemetry store (`wasi-observe-store`, an SQLite file the
+//! `wasi-observe traces`/`trace`/`logs`/`metrics`/`ui` commands read).
 
 pub mod batch;
 pub mod console;
@@ -34,20 +36,38 @@ pub enum Exporter {
     Console,
     /// OTLP/JSON, one export request per line, appended to a file.
     JsonLines(PathBuf),
+    /// The embedded SQLite store: the given file, or (`None`)
+    /// [`wasi_observe_store::default_path`].
+    Store(Option<PathBuf>),
+}
+
+/// Opens the telemetry store at `path` (default:
+/// [`wasi_observe_store::default_path`]), with retention from the environment.
+pub fn open_store(path: Option<&std::path::Path>) -> wasmtime::Result<wasi_observe_store::Store> {
+    let open = || {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => wasi_observe_store::default_path()?,
+        };
+        wasi_observe_store::Store::open(&path, wasi_observe_store::StoreOptions::from_env()?)
+    };
+    open().map_err(|e| wasmtime::Error::msg(format!("{e:#}")))
 }
 
 impl FromStr for Exporter {
     type Err = String;
 
-    /// `otlp`, `console`, or `jsonl:PATH`.
+    /// `otlp`, `console`, `jsonl:PATH`, `store` or `store:PATH`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim() {
             "otlp" => Ok(Exporter::Otlp),
             "console" => Ok(Exporter::Console),
-            other => match other.strip_prefix("jsonl:") {
-                Some(path) if !path.is_empty() => Ok(Exporter::JsonLines(path.into())),
+            "store" => Ok(Exporter::Store(None)),
+            other => match (other.strip_prefix("jsonl:"), other.strip_prefix("store:")) {
+                (Some(path), _) if !path.is_empty() => Ok(Exporter::JsonLines(path.into())),
+                (_, Some(path)) if !path.is_empty() => Ok(Exporter::Store(Some(path.into()))),
                 _ => Err(format!(
-                    "unknown exporter `{other}` (expected otlp, console, jsonl:PATH or none)"
+                    "unknown exporter `{other}` (expected otlp, console, jsonl:PATH, store[:PATH] or none)"
                 )),
             },
         }
@@ -60,6 +80,8 @@ impl fmt::Display for Exporter {
             Exporter::Otlp => f.write_str("otlp"),
             Exporter::Console => f.write_str("console"),
             Exporter::JsonLines(p) => write!(f, "jsonl:{}", p.display()),
+            Exporter::Store(None) => f.write_str("store"),
+            Exporter::Store(Some(p)) => write!(f, "store:{}", p.display()),
         }
     }
 }
@@ -290,7 +312,48 @@ mod tests {
         );
         assert_eq!(parse_exporters("none").unwrap(), vec![]);
         assert_eq!(parse_exporters("otlp,otlp").unwrap(), vec![Exporter::Otlp]);
+        assert_eq!(
+            parse_exporters("store,store:/tmp/t.db").unwrap(),
+            vec![
+                Exporter::Store(None),
+                Exporter::Store(Some("/tmp/t.db".into()))
+            ]
+        );
+        assert!(parse_exporters("store:").is_err());
         assert!(parse_exporters("zipkin").is_err());
         assert!(parse_exporters("jsonl:").is_err());
+    }
+
+    #[test]
+    fn the_store_exporter_opens_its_store_and_refuses_foreign_files() {
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-host-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        let telemetry = crate::Telemetry::builder()
+            .with_exporter(Signal::Traces, &Exporter::Store(Some(path.clone())))
+            .unwrap()
+            .with_exporter(Signal::Logs, &Exporter::Store(Some(path.clone())))
+            .unwrap()
+            .build()
+            .unwrap();
+        telemetry.shutdown().unwrap();
+        let store = wasi_observe_store::Store::open_existing(&path).unwrap();
+        assert_eq!(store.counts().unwrap().traces, 0);
+
+        let foreign = dir.join("notes.txt");
+        std::fs::write(&foreign, "not a database").unwrap();
+        let err = crate::Telemetry::builder()
+            .with_exporter(Signal::Metrics, &Exporter::Store(Some(foreign.clone())))
+            .err()
+            .expect("a foreign file is refused");
+        assert!(
+            err.to_string()
+                .contains("is not a wasi-observe telemetry store"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&foreign).unwrap(), b"not a database");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

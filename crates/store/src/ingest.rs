@@ -1,0 +1,584 @@
+//! From OpenTelemetry SDK data to rows: the exporters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opentelemetry::logs::AnyValue;
+use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Metric, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use rusqlite::params;
+use serde_json::{Map, Value as Json, json};
+
+use crate::{Signal, Store, now_ns, unix_ns};
+
+/// Writes spans, log records and metrics to a [`Store`]: one transaction per
+/// export batch. Implements [`SpanExporter`], [`LogExporter`] and
+/// [`PushMetricExporter`] (cumulative temporality, so the latest point of a
+/// series is its current value); give each signal its own clone.
+pub struct StoreExporter {
+    store: Store,
+    resource: Json,
+    service: String,
+    is_shutdown: AtomicBool,
+}
+
+impl StoreExporter {
+    pub(crate) fn new(store: Store) -> Self {
+        StoreExporter {
+            store,
+            resource: Json::Object(Map::new()),
+            service: "unknown_service".into(),
+            is_shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn check(&self) -> OTelSdkResult {
+        if self.is_shutdown.load(Ordering::Acquire) {
+            Err(OTelSdkError::AlreadyShutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_resource_inner(&mut self, resource: &Resource) {
+        (self.resource, self.service) = resource_json(resource);
+    }
+
+    fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
+        let resource = self.resource.to_string();
+        let mut new_traces = Vec::new();
+        // What this batch adds to each trace, in order of first appearance.
+        let mut traces: Vec<TraceAgg> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let written = now_ns();
+        self.store
+            .write_batch(Signal::Spans, batch.len() as u64, |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind, service, scope,
+                         start_ns, end_ns, duration_ns, status_code, status_message, attributes, events, links,
+                         dropped, resource)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                )?;
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO traces (trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns,
+                         span_count, error_count, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, ?7, ?8, ?9)
+                     ON CONFLICT (trace_id) DO UPDATE SET
+                         root_name = CASE
+                             WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
+                                 THEN excluded.root_name
+                             ELSE root_name END,
+                         service = CASE
+                             WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
+                                 THEN excluded.service
+                             ELSE service END,
+                         has_root = max(has_root, excluded.has_root),
+                         start_ns = min(start_ns, excluded.start_ns),
+                         end_ns = max(end_ns, excluded.end_ns),
+                         duration_ns = max(end_ns, excluded.end_ns) - min(start_ns, excluded.start_ns),
+                         span_count = span_count + excluded.span_count,
+                         error_count = error_count + excluded.error_count,
+                         written_ns = excluded.written_ns
+                     RETURNING span_count",
+                )?;
+                for span in batch {
+                    let trace_id = span.span_context.trace_id().to_string();
+                    let start = unix_ns(span.start_time);
+                    let end = unix_ns(span.end_time).max(start);
+                    let parent = (span.parent_span_id != SpanId::INVALID)
+                        .then(|| span.parent_span_id.to_string());
+                    let (code, message) = match &span.status {
+                        Status::Unset => ("unset", ""),
+                        Status::Ok => ("ok", ""),
+                        Status::Error { description } => ("error", description.as_ref()),
+                    };
+                    let events: Vec<Json> = span
+                        .events
+                        .iter()
+                        .map(|e| {
+                            json!({
+                                "name": e.name.as_ref(),
+                                "time_ns": unix_ns(e.timestamp),
+                                "attributes": attrs_json(&e.attributes),
+                            })
+                        })
+                        .collect();
+                    let links: Vec<Json> = span
+                        .links
+                        .iter()
+                        .map(|l| {
+                            json!({
+                                "trace_id": l.span_context.trace_id().to_string(),
+                                "span_id": l.span_context.span_id().to_string(),
+                                "attributes": attrs_json(&l.attributes),
+                            })
+                        })
+                        .collect();
+                    let dropped = json!({
+                        "attributes": span.dropped_attributes_count,
+                        "events": span.events.dropped_count,
+                        "links": span.links.dropped_count,
+                    });
+                    let inserted = insert.execute(params![
+                        trace_id,
+                        span.span_context.span_id().to_string(),
+                        parent,
+                        span.name.as_ref(),
+                        kind_name(&span.span_kind),
+                        self.service,
+                        span.instrumentation_scope.name(),
+                        start,
+                        end,
+                        end - start,
+                        code,
+                        message,
+                        attrs_json(&span.attributes).to_string(),
+                        Json::Array(events).to_string(),
+                        Json::Array(links).to_string(),
+                        dropped.to_string(),
+                        resource,
+                    ])?;
+                    // A span sent twice is stored once and counted once.
+                    if inserted == 1 {
+                        let is_root = parent.is_none();
+                        let i = *index.entry(trace_id.clone()).or_insert_with(|| {
+                            traces.push(TraceAgg {
+                                trace_id,
+                                name: span.name.to_string(),
+                                has_root: is_root,
+                                start,
+                                end,
+                                spans: 0,
+                                errors: 0,
+                            });
+                            traces.len() - 1
+                        });
+                        let agg = &mut traces[i];
+                        if !agg.has_root && (is_root || start < agg.start) {
+                            agg.name = span.name.to_string();
+                        }
+                        agg.has_root |= is_root;
+                        agg.start = agg.start.min(start);
+                        agg.end = agg.end.max(end);
+                        agg.spans += 1;
+                        agg.errors += i64::from(code == "error");
+                    }
+                }
+                // One update per trace and batch, not per span: the trace
+                // row's indexes change once.
+                for t in &traces {
+                    let count: i64 = upsert.query_row(
+                        params![
+                            t.trace_id,
+                            t.name,
+                            t.has_root,
+                            self.service,
+                            t.start,
+                            t.end,
+                            t.spans,
+                            t.errors,
+                            written,
+                        ],
+                        |r| r.get(0),
+                    )?;
+                    if count == t.spans || t.has_root {
+                        new_traces.push(t.trace_id.clone());
+                    }
+                }
+                Ok(())
+            })
+            .map_err(OTelSdkError::InternalFailure)?;
+        self.store.note_traces(new_traces);
+        Ok(())
+    }
+
+    fn write_logs(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
+        let records: Vec<_> = batch.iter().collect();
+        self.store
+            .write_batch(Signal::Logs, records.len() as u64, |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
+                         trace_id, span_id, attributes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for (record, scope) in &records {
+                    let time = record
+                        .timestamp()
+                        .or(record.observed_timestamp())
+                        .map(unix_ns)
+                        .unwrap_or_else(now_ns);
+                    let severity = record.severity_number().map(|s| s as i32).unwrap_or(0);
+                    let text = record
+                        .severity_text()
+                        .map(str::to_string)
+                        .or(record.severity_number().map(|s| s.name().to_string()))
+                        .unwrap_or_default();
+                    let body = match record.body() {
+                        None => String::new(),
+                        Some(AnyValue::String(s)) => s.as_str().to_string(),
+                        Some(other) => any_json(other).to_string(),
+                    };
+                    let target = match record.target() {
+                        Some(t) if !t.is_empty() => t.to_string(),
+                        _ => scope_name(scope),
+                    };
+                    let (trace_id, span_id) = match record.trace_context() {
+                        Some(ctx) => (
+                            Some(ctx.trace_id.to_string()),
+                            Some(ctx.span_id.to_string()),
+                        ),
+                        None => (None, None),
+                    };
+                    let mut attrs = Map::new();
+                    for (k, v) in record.attributes_iter() {
+                        attrs.insert(k.as_str().to_string(), any_json(v));
+                    }
+                    insert.execute(params![
+                        time,
+                        severity,
+                        text,
+                        body,
+                        target,
+                        self.service,
+                        trace_id,
+                        span_id,
+                        Json::Object(attrs).to_string(),
+                    ])?;
+                }
+                Ok(())
+            })
+            .map_err(OTelSdkError::InternalFailure)
+    }
+
+    fn write_metrics(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let (_, service) = resource_json(metrics.resource());
+        let mut rows = Vec::new();
+        for scope in metrics.scope_metrics() {
+            for metric in scope.metrics() {
+                metric_rows(metric, &mut rows);
+            }
+        }
+        self.store
+            .write_batch(Signal::Metrics, rows.len() as u64, |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO metric_points (time_ns, service, name, description, unit, kind, attributes,
+                         value, count, min, max, buckets)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?;
+                for r in &rows {
+                    insert.execute(params![
+                        r.time_ns,
+                        service,
+                        r.name,
+                        r.description,
+                        r.unit,
+                        r.kind,
+                        r.attributes,
+                        r.value,
+                        r.count,
+                        r.min,
+                        r.max,
+                        r.buckets,
+                    ])?;
+                }
+                Ok(())
+            })
+            .map_err(OTelSdkError::InternalFailure)
+    }
+}
+
+impl fmt::Debug for StoreExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreExporter")
+            .field("path", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for StoreExporter {
+    fn clone(&self) -> Self {
+        StoreExporter {
+            store: self.store.clone(),
+            resource: self.resource.clone(),
+            service: self.service.clone(),
+            is_shutdown: AtomicBool::new(false),
+        }
+    }
+}
+
+impl SpanExporter for StoreExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(self.check().and_then(|()| self.write_spans(&batch)))
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.is_shutdown.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.set_resource_inner(resource);
+    }
+}
+
+impl LogExporter for StoreExporter {
+    fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(self.check().and_then(|()| self.write_logs(&batch)))
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.is_shutdown.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.set_resource_inner(resource);
+    }
+}
+
+impl PushMetricExporter for StoreExporter {
+    fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(self.check().and_then(|()| self.write_metrics(metrics)))
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.is_shutdown.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// What one batch adds to a trace's row.
+struct TraceAgg {
+    trace_id: String,
+    /// The root span's name, or the earliest span's until the root comes.
+    name: String,
+    has_root: bool,
+    start: i64,
+    end: i64,
+    spans: i64,
+    errors: i64,
+}
+
+/// One metric data point, ready to insert.
+struct PointRow {
+    time_ns: i64,
+    name: String,
+    description: String,
+    unit: String,
+    kind: &'static str,
+    attributes: String,
+    value: f64,
+    count: Option<i64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    buckets: Option<String>,
+}
+
+/// Conversion of the SDK's three number types to what is stored.
+trait AsF64: Copy {
+    fn as_f64(self) -> f64;
+}
+
+impl AsF64 for f64 {
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+impl AsF64 for u64 {
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl AsF64 for i64 {
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+fn metric_rows(metric: &Metric, rows: &mut Vec<PointRow>) {
+    match metric.data() {
+        AggregatedMetrics::F64(data) => data_rows(metric, data, rows),
+        AggregatedMetrics::U64(data) => data_rows(metric, data, rows),
+        AggregatedMetrics::I64(data) => data_rows(metric, data, rows),
+    }
+}
+
+fn data_rows<T: AsF64>(metric: &Metric, data: &MetricData<T>, rows: &mut Vec<PointRow>) {
+    let row = |time, kind, attrs: &mut dyn Iterator<Item = &KeyValue>, value: f64| PointRow {
+        time_ns: unix_ns(time),
+        name: metric.name().to_string(),
+        description: metric.description().to_string(),
+        unit: metric.unit().to_string(),
+        kind,
+        attributes: attrs_json(attrs).to_string(),
+        value,
+        count: None,
+        min: None,
+        max: None,
+        buckets: None,
+    };
+    match data {
+        MetricData::Gauge(g) => {
+            for dp in g.data_points() {
+                rows.push(row(
+                    g.time(),
+                    "gauge",
+                    &mut dp.attributes(),
+                    dp.value().as_f64(),
+                ));
+            }
+        }
+        MetricData::Sum(s) => {
+            let kind = if s.is_monotonic() {
+                "counter"
+            } else {
+                "updowncounter"
+            };
+            for dp in s.data_points() {
+                rows.push(row(
+                    s.time(),
+                    kind,
+                    &mut dp.attributes(),
+                    dp.value().as_f64(),
+                ));
+            }
+        }
+        MetricData::Histogram(h) => {
+            for dp in h.data_points() {
+                let mut r = row(
+                    h.time(),
+                    "histogram",
+                    &mut dp.attributes(),
+                    dp.sum().as_f64(),
+                );
+                r.count = Some(dp.count() as i64);
+                r.min = dp.min().map(AsF64::as_f64);
+                r.max = dp.max().map(AsF64::as_f64);
+                let bounds: Vec<f64> = dp.bounds().collect();
+                let counts: Vec<u64> = dp.bucket_counts().collect();
+                r.buckets = Some(json!({"bounds": bounds, "counts": counts}).to_string());
+                rows.push(r);
+            }
+        }
+        MetricData::ExponentialHistogram(h) => {
+            for dp in h.data_points() {
+                let mut r = row(
+                    h.time(),
+                    "exp_histogram",
+                    &mut dp.attributes(),
+                    dp.sum().as_f64(),
+                );
+                r.count = Some(dp.count() as i64);
+                r.min = dp.min().map(AsF64::as_f64);
+                r.max = dp.max().map(AsF64::as_f64);
+                rows.push(r);
+            }
+        }
+    }
+}
+
+fn kind_name(kind: &SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Client => "client",
+        SpanKind::Server => "server",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+        SpanKind::Internal => "internal",
+    }
+}
+
+fn scope_name(scope: &InstrumentationScope) -> String {
+    scope.name().to_string()
+}
+
+/// The resource as a JSON object, and its `service.name`.
+fn resource_json(resource: &Resource) -> (Json, String) {
+    let mut map = Map::new();
+    let mut service = None;
+    for (k, v) in resource.iter() {
+        if k.as_str() == "service.name" {
+            service = Some(v.as_str().into_owned());
+        }
+        map.insert(k.as_str().to_string(), value_json(v));
+    }
+    (
+        Json::Object(map),
+        service.unwrap_or_else(|| "unknown_service".into()),
+    )
+}
+
+/// Attributes as a JSON object with sorted keys (the last value of a
+/// repeated key wins, as OpenTelemetry specifies).
+pub(crate) fn attrs_json<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> Json {
+    let map: BTreeMap<String, Json> = attrs
+        .into_iter()
+        .map(|kv| (kv.key.as_str().to_string(), value_json(&kv.value)))
+        .collect();
+    Json::Object(map.into_iter().collect())
+}
+
+fn finite(v: f64) -> Json {
+    // JSON has no NaN or infinities; keep them readable as strings.
+    serde_json::Number::from_f64(v)
+        .map(Json::Number)
+        .unwrap_or_else(|| Json::String(v.to_string()))
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Bool(b) => Json::Bool(*b),
+        Value::I64(i) => json!(i),
+        Value::F64(f) => finite(*f),
+        Value::String(s) => Json::String(s.as_str().to_string()),
+        Value::Array(Array::Bool(a)) => json!(a),
+        Value::Array(Array::I64(a)) => json!(a),
+        Value::Array(Array::F64(a)) => Json::Array(a.iter().map(|f| finite(*f)).collect()),
+        Value::Array(Array::String(a)) => {
+            Json::Array(a.iter().map(|s| Json::String(s.as_str().into())).collect())
+        }
+        other => Json::String(other.to_string()),
+    }
+}
+
+fn any_json(v: &AnyValue) -> Json {
+    match v {
+        AnyValue::Int(i) => json!(i),
+        AnyValue::Double(f) => finite(*f),
+        AnyValue::String(s) => Json::String(s.as_str().to_string()),
+        AnyValue::Boolean(b) => Json::Bool(*b),
+        AnyValue::Bytes(b) => Json::String(b.iter().map(|b| format!("{b:02x}")).collect()),
+        AnyValue::ListAny(l) => Json::Array(l.iter().map(any_json).collect()),
+        AnyValue::Map(m) => {
+            let map: BTreeMap<String, Json> = m
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), any_json(v)))
+                .collect();
+            Json::Object(map.into_iter().collect())
+        }
+        other => Json::String(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,635 @@
+//! The embedded telemetry store of `wasi-observe`: one SQLite file that holds
+//! the spans, log records and metric points of every run, so they can be
+//! looked at without running a backend.
+//!
+//! - [`Store::open`] opens (or creates) a store and refuses, without touching
+//!   it, any file that is not one: a foreign SQLite database, a damaged file,
+//!   random bytes, or a store written by a newer version.
+//! - [`StoreExporter`] is an OpenTelemetry `SpanExporter`, `LogExporter` and
+//!   `PushMetricExporter`; each export batch is one transaction.
+//! - The query methods ([`Store::traces`], [`Store::trace`], [`Store::logs`],
+//!   [`Store::metrics`], [`Store::metric_series`]) serve the terminal views and
+//!   the web UI.
+//!
+//! The file is in WAL mode: any number of processes may write and read at
+//! once (writers take turns, waiting up to [`BUSY_TIMEOUT`]), and what was
+//! committed survives the writing process being killed. Retention is bounded
+//! by age and by size ([`Retention`]); old data is pruned by the writers.
+//! When the disk is full (or the hard cap [`StoreOptions::hard_max_bytes`] is
+//! reached) new data is dropped and counted ([`Store::dropped`]), and the
+//! export returns an error saying so (the host warns once and reports the
+//! counts at exit); the process keeps running.
+//!
+//! ```no_run
+//! use wasi_observe_store::{Store, StoreOptions, TraceFilter};
+//! let store = Store::open("telemetry.db".as_ref(), StoreOptions::default())?;
+//! for t in store.traces(&TraceFilter::default())? {
+//!     println!("{} {} {} spans", t.trace_id, t.root_name, t.span_count);
+//! }
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+mod ingest;
+mod query;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+pub use ingest::StoreExporter;
+pub use query::{
+    Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, Trace, TraceFilter,
+    TraceSummary,
+};
+
+/// The variable that names the store file (the CLI's `--db`).
+pub const DB_ENV: &str = "WASI_OBSERVE_DB";
+/// Maximum age of stored telemetry, e.g. `7d`, `12h`, `30m`; `0` keeps all.
+pub const MAX_AGE_ENV: &str = "WASI_OBSERVE_DB_MAX_AGE";
+/// Size above which the oldest telemetry is pruned, e.g. `512MiB`, `2GB`; `0`
+/// means no limit.
+pub const MAX_SIZE_ENV: &str = "WASI_OBSERVE_DB_MAX_SIZE";
+/// A hard cap on the file size: beyond it writes fail like on a full disk
+/// (new data is dropped and counted). Meant for tests and small devices.
+pub const HARD_MAX_SIZE_ENV: &str = "WASI_OBSERVE_DB_HARD_MAX_SIZE";
+
+/// SQLite `application_id` of a wasi-observe store (`WAOB`).
+pub const APPLICATION_ID: i32 = 0x5741_4f42;
+/// The schema version this build writes (SQLite `user_version`).
+pub const SCHEMA_VERSION: i32 = schema::MIGRATIONS.len() as i32;
+/// How long a writer or reader waits for another process's transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the store lives when nothing says otherwise: `$WASI_OBSERVE_DB`, else
+/// `wasi-observe/telemetry.db` in the per-user data directory
+/// (`$XDG_DATA_HOME`, `~/.local/share` on Linux).
+pub fn default_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(DB_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = dirs::data_dir().context(
+        "no per-user data directory (set HOME or XDG_DATA_HOME, or name a store with --db / WASI_OBSERVE_DB)",
+    )?;
+    Ok(dir.join("wasi-observe").join("telemetry.db"))
+}
+
+/// How much telemetry is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Telemetry older than this is pruned; `None` keeps it forever.
+    pub max_age: Option<Duration>,
+    /// When the data in the file grows past this, the oldest is pruned until
+    /// it is back under 90% of it; `None` means no limit.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    /// Seven days, 512 MiB.
+    fn default() -> Self {
+        Retention {
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: Some(512 << 20),
+        }
+    }
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// What is kept.
+    pub retention: Retention,
+    /// A hard cap on the file size (SQLite `max_page_count`): writes beyond it
+    /// fail as on a full disk. `None`: only the disk limits it.
+    pub hard_max_bytes: Option<u64>,
+}
+
+impl StoreOptions {
+    /// The defaults, overridden by [`MAX_AGE_ENV`], [`MAX_SIZE_ENV`] and
+    /// [`HARD_MAX_SIZE_ENV`].
+    pub fn from_env() -> Result<Self> {
+        let mut o = StoreOptions::default();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var(MAX_AGE_ENV) {
+            o.retention.max_age = parse_age(&v).with_context(|| format!("{MAX_AGE_ENV}={v}"))?;
+        }
+        if let Some(v) = var(MAX_SIZE_ENV) {
+            o.retention.max_bytes =
+                parse_size(&v).with_context(|| format!("{MAX_SIZE_ENV}={v}"))?;
+        }
+        if let Some(v) = var(HARD_MAX_SIZE_ENV) {
+            o.hard_max_bytes =
+                parse_size(&v).with_context(|| format!("{HARD_MAX_SIZE_ENV}={v}"))?;
+        }
+        Ok(o)
+    }
+}
+
+/// `30s`, `15m`, `12h`, `7d` (a bare number is seconds); `0` means no limit.
+pub fn parse_age(s: &str) -> Result<Option<Duration>> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("`{s}`: expected a number and s, m, h or d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => bail!("`{s}`: unknown unit `{other}` (expected s, m, h or d)"),
+    };
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `2GiB` (also `KB`, `MB`, `GB` as powers of
+/// 1000); `0` means no limit.
+pub fn parse_size(s: &str) -> Result<Option<u64>> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("`{s}`: expected a number and a unit such as MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => bail!("`{s}`: unknown unit `{other}` (expected KiB, MiB, GiB, KB, MB or GB)"),
+    };
+    Ok((n > 0).then(|| n.saturating_mul(mult)))
+}
+
+/// What a store dropped because it could not write (disk full, hard cap).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Spans.
+    pub spans: u64,
+    /// Log records.
+    pub logs: u64,
+    /// Metric data points.
+    pub metric_points: u64,
+}
+
+impl Dropped {
+    /// Whether anything was dropped.
+    pub fn any(&self) -> bool {
+        self.spans + self.logs + self.metric_points > 0
+    }
+}
+
+/// A handle on one store file. Clones share the connection.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    options: StoreOptions,
+    dropped_spans: AtomicU64,
+    dropped_logs: AtomicU64,
+    dropped_points: AtomicU64,
+    /// Trace ids written through this handle.
+    recorded: Mutex<Recorded>,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+/// How many recorded trace ids a handle keeps in order (it counts the rest).
+pub const RECORDED_KEPT: usize = 1000;
+
+/// How many distinct trace ids a handle remembers, to count them once.
+const RECORDED_SEEN: usize = 100_000;
+
+/// The traces a handle wrote.
+#[derive(Default)]
+struct Recorded {
+    order: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    more: usize,
+}
+
+/// How often a writer checks retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (and its directory) if missing.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        Self::open_inner(path, options, true)
+    }
+
+    /// Opens an existing store (for readers): a missing file is an error.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        Self::open_inner(path, StoreOptions::default(), false)
+    }
+
+    fn open_inner(path: &Path, options: StoreOptions, create: bool) -> Result<Store> {
+        let refuse = |why: String| -> anyhow::Error {
+            anyhow::anyhow!(
+                "{} is not a wasi-observe telemetry store: {why}. The file was left untouched; \
+                 move it away or choose another store with --db or {DB_ENV}",
+                path.display()
+            )
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => return Err(refuse("it is a directory".into())),
+            Ok(meta) if meta.len() > 0 => {
+                let mut header = [0u8; 16];
+                let n = std::fs::File::open(path)
+                    .and_then(|mut f| read_up_to(&mut f, &mut header))
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if n < 16 || &header != b"SQLite format 3\0" {
+                    return Err(refuse("it is not an SQLite database".into()));
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !create {
+                    bail!(
+                        "no telemetry store at {} yet: run a component with `wasi-observe run app.wasm` first \
+                         (or choose a store with --db or {DB_ENV})",
+                        path.display()
+                    );
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        }
+
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("cannot open telemetry store {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+
+        let damaged = |e: rusqlite::Error| refuse(format!("it is damaged or unreadable ({e})"));
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(damaged)?;
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(damaged)?;
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(damaged)?;
+        match (app_id, version, objects) {
+            (APPLICATION_ID, v, _) if v > SCHEMA_VERSION => bail!(
+                "the telemetry store {} was written by a newer wasi-observe (schema {v}, this one knows {SCHEMA_VERSION}); \
+                 it was left untouched",
+                path.display()
+            ),
+            (APPLICATION_ID, _, _) => {}
+            (0, 0, 0) => {
+                // A new file: incremental auto-vacuum must be chosen before
+                // the first table, so that pruning can give space back.
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            }
+            (0, _, n) => {
+                return Err(refuse(format!(
+                    "it is an SQLite database of another application ({n} schema objects)"
+                )));
+            }
+            (id, _, _) => {
+                return Err(refuse(format!(
+                    "it is an SQLite database of another application (application_id {id:#x})"
+                )));
+            }
+        }
+
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(damaged)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("cannot switch {} to WAL mode (got {mode})", path.display());
+        }
+        // In WAL mode, NORMAL keeps every committed transaction when the
+        // process dies; only a power loss may lose the last ones.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 32 MiB of page cache (the default is 2 MiB): the indexes of a large
+        // store stay in memory while a batch is written.
+        conn.pragma_update(None, "cache_size", -32_768)?;
+        if let Some(max) = options.hard_max_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (max / page.max(512) as u64).max(1);
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+
+        let mut conn = conn;
+        schema::migrate(&mut conn).map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
+            Some(err) if is_damage(err) => refuse(format!("it is damaged ({err})")),
+            _ => e.context(format!("cannot prepare telemetry store {}", path.display())),
+        })?;
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                conn: Mutex::new(conn),
+                options,
+                dropped_spans: AtomicU64::new(0),
+                dropped_logs: AtomicU64::new(0),
+                dropped_points: AtomicU64::new(0),
+                recorded: Mutex::new(Recorded::default()),
+                last_prune: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The file this store is in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// An exporter writing to this store, for any of the three signals.
+    pub fn exporter(&self) -> StoreExporter {
+        StoreExporter::new(self.clone())
+    }
+
+    /// What was dropped because the store could not be written.
+    pub fn dropped(&self) -> Dropped {
+        Dropped {
+            spans: self.inner.dropped_spans.load(Ordering::Relaxed),
+            logs: self.inner.dropped_logs.load(Ordering::Relaxed),
+            metric_points: self.inner.dropped_points.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The trace ids written through this handle (and its exporters), in the
+    /// order they were first written: the first [`RECORDED_KEPT`] of them.
+    pub fn recorded_traces(&self) -> Vec<String> {
+        lock(&self.inner.recorded).order.clone()
+    }
+
+    /// How many distinct traces were written through this handle.
+    pub fn recorded_count(&self) -> usize {
+        let r = lock(&self.inner.recorded);
+        r.order.len() + r.more
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.inner.conn)
+    }
+
+    /// Runs `write` in one immediate transaction. A full disk (or the hard
+    /// cap) drops the batch: `count` items are added to the signal's drop
+    /// counter, and an error describing the drop is returned.
+    pub(crate) fn write_batch(
+        &self,
+        what: Signal,
+        count: u64,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), String> {
+        let result = {
+            let mut conn = self.conn();
+            conn.transaction_with_behavior(TransactionBehavior::Immediate)
+                .and_then(|tx| {
+                    write(&tx)?;
+                    tx.commit()
+                })
+        };
+        match result {
+            Ok(()) => {
+                self.maybe_prune();
+                Ok(())
+            }
+            Err(e) => {
+                let counter = match what {
+                    Signal::Spans => &self.inner.dropped_spans,
+                    Signal::Logs => &self.inner.dropped_logs,
+                    Signal::Metrics => &self.inner.dropped_points,
+                };
+                counter.fetch_add(count, Ordering::Relaxed);
+                let full = matches!(e.sqlite_error_code(), Some(ErrorCode::DiskFull));
+                let msg = if full {
+                    format!(
+                        "telemetry store {} is full (disk full or size cap): {count} {} dropped",
+                        self.inner.path.display(),
+                        what.noun()
+                    )
+                } else {
+                    format!(
+                        "cannot write to telemetry store {}: {e}: {count} {} dropped",
+                        self.inner.path.display(),
+                        what.noun()
+                    )
+                };
+                // The caller reports it (the host warns once and counts).
+                Err(msg)
+            }
+        }
+    }
+
+    pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = String>) {
+        let mut recorded = lock(&self.inner.recorded);
+        for id in ids {
+            // Past `RECORDED_SEEN` distinct ids (a long-lived host), stop
+            // remembering: later ones are counted, perhaps more than once.
+            if recorded.seen.len() >= RECORDED_SEEN {
+                recorded.more += 1;
+            } else if recorded.seen.insert(id.clone()) {
+                if recorded.order.len() < RECORDED_KEPT {
+                    recorded.order.push(id);
+                } else {
+                    recorded.more += 1;
+                }
+            }
+        }
+    }
+
+    fn maybe_prune(&self) {
+        {
+            let mut last = lock(&self.inner.last_prune);
+            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        // Pruning is best effort: a failure leaves the data for next time.
+        let _ = self.prune();
+    }
+
+    /// Applies retention now: drops telemetry older than the maximum age, then
+    /// the oldest telemetry while the data is larger than the maximum size.
+    /// Returns how many traces were removed.
+    pub fn prune(&self) -> Result<u64> {
+        let retention = &self.inner.options.retention;
+        let mut removed = 0;
+        if let Some(age) = retention.max_age {
+            let cutoff = now_ns().saturating_sub(age.as_nanos() as i64);
+            removed += self.delete_before(cutoff)?;
+        }
+        if let Some(max) = retention.max_bytes {
+            // Remove the oldest tenth of the traces at a time. Deleting rows
+            // leaves pages partly used, so this may remove more than the
+            // bare bytes would call for; it stops when nothing is left.
+            for _ in 0..100 {
+                if self.data_bytes()? <= max / 10 * 9 {
+                    break;
+                }
+                let conn = self.conn();
+                let n: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0))?;
+                let cutoff: Option<i64> = conn
+                    .query_row(
+                        "SELECT written_ns FROM traces ORDER BY written_ns LIMIT 1 OFFSET ?1",
+                        [(n / 10).max(1)],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                drop(conn);
+                let cutoff = match cutoff {
+                    Some(c) => c,
+                    // Fewer than two traces: logs and metrics take the room.
+                    None => self.median_other_time()?,
+                };
+                let r = self.delete_before(cutoff)?;
+                removed += r;
+                if r == 0 && self.median_other_time()? == i64::MIN {
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            // Give the freed pages back to the file system (the checkpoint
+            // moves the shrunk database from the WAL into the file).
+            let conn = self.conn();
+            // Each step of this pragma frees one page: step it to the end.
+            let _ = conn
+                .prepare("PRAGMA incremental_vacuum")
+                .and_then(|mut stmt| {
+                    let mut rows = stmt.query([])?;
+                    while rows.next()?.is_some() {}
+                    Ok(())
+                });
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+        Ok(removed)
+    }
+
+    /// The bytes the data takes (pages in use, not free pages).
+    pub fn data_bytes(&self) -> Result<u64> {
+        let conn = self.conn();
+        let get = |p: &str| conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+        let used = get("page_count")? - get("freelist_count")?;
+        Ok((used.max(0) * get("page_size")?) as u64)
+    }
+
+    fn median_other_time(&self) -> Result<i64> {
+        let conn = self.conn();
+        let t: Option<i64> = conn
+            .query_row(
+                "SELECT t FROM (SELECT time_ns AS t FROM logs UNION ALL SELECT time_ns FROM metric_points)
+                 ORDER BY t LIMIT 1 OFFSET (SELECT (count(*) / 2) FROM logs) + (SELECT count(*) / 2 FROM metric_points)",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        Ok(t.unwrap_or(i64::MIN))
+    }
+
+    /// Deletes traces last written before `cutoff_ns` (with all their
+    /// spans), and log records and metric points older than it.
+    fn delete_before(&self, cutoff_ns: i64) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM traces WHERE written_ns < ?1)",
+            [cutoff_ns],
+        )?;
+        let traces = tx.execute("DELETE FROM traces WHERE written_ns < ?1", [cutoff_ns])?;
+        tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
+        tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])?;
+        tx.commit()?;
+        Ok(traces as u64)
+    }
+}
+
+/// The signal a batch belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Signal {
+    Spans,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    fn noun(self) -> &'static str {
+        match self {
+            Signal::Spans => "spans",
+            Signal::Logs => "log records",
+            Signal::Metrics => "metric points",
+        }
+    }
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Nanoseconds since the Unix epoch, as stored.
+pub fn unix_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    unix_ns(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes_parse() {
+        assert_eq!(parse_age("7d").unwrap(), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_age("90").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_age("0").unwrap(), None);
+        assert!(parse_age("3w").is_err());
+        assert_eq!(parse_size("64MiB").unwrap(), Some(64 << 20));
+        assert_eq!(parse_size("2GB").unwrap(), Some(2_000_000_000));
+        assert_eq!(parse_size("0").unwrap(), None);
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,568 @@
+//! The store through its public API: what the exporters write is what the
+//! queries return; concurrent writers lose nothing; a killed writer keeps
+//! what it committed; foreign and damaged files are refused untouched; a
+//! full store drops and counts; retention prunes.
+
+mod support;
+
+use support::block_on;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
+use wasi_observe_store::{
+    LogFilter, MetricFilter, Retention, Store, StoreOptions, TraceFilter, now_ns,
+};
+
+/// A fresh directory for one test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("wasi-observe-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(path, StoreOptions::default()).unwrap()
+}
+
+fn resource(service: &str) -> Resource {
+    Resource::builder_empty()
+        .with_service_name(service.to_string())
+        .with_attribute(KeyValue::new("deployment.environment", "test"))
+        .build()
+}
+
+#[test]
+fn spans_logs_and_metrics_from_the_sdk_can_be_queried_back() {
+    let dir = temp_dir("roundtrip");
+    let store = open(&dir.join("t.db"));
+
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_resource(resource("shop"))
+        .with_simple_exporter(store.exporter())
+        .build();
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_resource(resource("shop"))
+        .with_simple_exporter(store.exporter())
+        .build();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_resource(resource("shop"))
+        .with_reader(PeriodicReader::builder(store.exporter()).build())
+        .build();
+
+    let tracer = tracer_provider.tracer("test");
+    let logger = logger_provider.logger("test");
+    let root = tracer.start("checkout");
+    let root_cx = Context::current_with_span(root);
+    let trace_id = root_cx.span().span_context().trace_id().to_string();
+    {
+        let mut child = tracer.start_with_context("charge card", &root_cx);
+        child.set_attribute(KeyValue::new("card.kind", "visa"));
+        child.add_event("retry", vec![KeyValue::new("attempt", 2)]);
+        child.set_status(opentelemetry::trace::Status::error("declined"));
+        let cx = root_cx.with_span(child);
+        let _guard = cx.clone().attach();
+        let mut record = logger.create_log_record();
+        record.set_severity_number(Severity::Warn);
+        record.set_severity_text("WARN");
+        record.set_body("card declined".into());
+        record.add_attribute("attempt", 2);
+        logger.emit(record);
+        cx.span().end();
+    }
+    root_cx.span().end();
+    let mut record = logger.create_log_record();
+    record.set_severity_number(Severity::Info);
+    record.set_body("outside any span".into());
+    logger.emit(record);
+
+    let meter = meter_provider.meter("test");
+    let counter = meter.u64_counter("orders").with_unit("{order}").build();
+    counter.add(3, &[KeyValue::new("region", "eu")]);
+    counter.add(4, &[KeyValue::new("region", "eu")]);
+    counter.add(1, &[KeyValue::new("region", "us")]);
+    let latency = meter
+        .f64_histogram("latency")
+        .with_boundaries(vec![10.0, 100.0])
+        .build();
+    latency.record(5.0, &[]);
+    latency.record(50.0, &[]);
+    meter_provider.force_flush().unwrap();
+    counter.add(5, &[KeyValue::new("region", "eu")]);
+    meter_provider.force_flush().unwrap();
+    tracer_provider.shutdown().unwrap();
+    logger_provider.shutdown().unwrap();
+    meter_provider.shutdown().unwrap();
+
+    // The trace list.
+    let traces = store.traces(&TraceFilter::default()).unwrap();
+    assert_eq!(traces.len(), 1);
+    let t = &traces[0];
+    assert_eq!(t.trace_id, trace_id);
+    assert_eq!(t.root_name, "checkout");
+    assert_eq!(t.service, "shop");
+    assert_eq!((t.span_count, t.error_count), (2, 1));
+    assert_eq!(store.recorded_traces(), vec![trace_id.clone()]);
+
+    // One trace, spans by start, its logs interleaved.
+    let full = store.trace(&trace_id).unwrap().unwrap();
+    let names: Vec<&str> = full.spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["checkout", "charge card"]);
+    let charge = &full.spans[1];
+    assert_eq!(
+        charge.parent_span_id.as_deref(),
+        Some(full.spans[0].span_id.as_str())
+    );
+    assert_eq!(charge.status_code, "error");
+    assert_eq!(charge.status_message, "declined");
+    assert_eq!(charge.attributes["card.kind"], "visa");
+    assert_eq!(charge.events[0].name, "retry");
+    assert_eq!(charge.events[0].attributes["attempt"], 2);
+    assert_eq!(charge.resource["deployment.environment"], "test");
+    assert_eq!(full.logs.len(), 1);
+    assert_eq!(full.logs[0].body, "card declined");
+    assert_eq!(full.logs[0].severity_text, "WARN");
+    assert_eq!(
+        full.logs[0].span_id.as_deref(),
+        Some(charge.span_id.as_str())
+    );
+
+    // Prefixes resolve.
+    assert_eq!(
+        store.resolve_trace_id(&trace_id[..8]).unwrap(),
+        Some(trace_id.clone())
+    );
+    assert!(store.resolve_trace_id("xyz").is_err());
+
+    // Filters.
+    let only = |f: TraceFilter| store.traces(&f).unwrap().len();
+    assert_eq!(
+        only(TraceFilter {
+            errors_only: true,
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            service: Some("other".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            span_name: Some("charge card".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            span_name: Some("charge".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some("CHECK".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some(trace_id[..6].into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(TraceFilter {
+            search: Some("%".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(TraceFilter {
+            min_duration_ns: Some(3_600_000_000_000),
+            ..Default::default()
+        }),
+        0
+    );
+
+    // Logs.
+    let logs = store.logs(&LogFilter::default()).unwrap();
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[1].body, "outside any span");
+    let warn = store
+        .logs(&LogFilter {
+            min_severity: Some(13),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(warn.len(), 1);
+    let in_trace = store
+        .logs(&LogFilter {
+            trace_id: Some(trace_id.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(in_trace.len(), 1);
+
+    // Metrics: the current value of each series, and the series over time.
+    let current = store.metrics(&MetricFilter::default()).unwrap();
+    let value = |name: &str, region: Option<&str>| {
+        current
+            .iter()
+            .find(|p| {
+                p.name == name && p.attributes.get("region").and_then(|r| r.as_str()) == region
+            })
+            .unwrap_or_else(|| panic!("{name} {region:?} in {current:#?}"))
+    };
+    assert_eq!(value("orders", Some("eu")).value, 12.0);
+    assert_eq!(value("orders", Some("eu")).kind, "counter");
+    assert_eq!(value("orders", Some("eu")).unit, "{order}");
+    assert_eq!(value("orders", Some("us")).value, 1.0);
+    let h = value("latency", None);
+    assert_eq!(
+        (h.kind.as_str(), h.count, h.value),
+        ("histogram", Some(2), 55.0)
+    );
+    assert_eq!(
+        h.buckets.as_ref().unwrap()["counts"],
+        serde_json::json!([1, 1, 0])
+    );
+    let series = store
+        .metric_series("orders", &MetricFilter::default())
+        .unwrap();
+    let eu: Vec<f64> = series
+        .iter()
+        .filter(|p| p.attributes["region"] == "eu")
+        .map(|p| p.value)
+        .collect();
+    assert_eq!(&eu[..2], [7.0, 12.0]);
+    assert_eq!(store.services().unwrap(), vec!["shop".to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_span_exported_twice_is_stored_and_counted_once() {
+    let dir = temp_dir("dup");
+    let store = open(&dir.join("t.db"));
+    let exporter = store.exporter();
+    let now = SystemTime::now();
+    block_on(exporter.export(support::trace(1, 3, now, false))).unwrap();
+    block_on(exporter.export(support::trace(1, 3, now, false))).unwrap();
+    let t = store.traces(&TraceFilter::default()).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].span_count, 3);
+    assert_eq!(t[0].root_name, "GET /item/1");
+    assert_eq!(t[0].duration_ns, 10_000_000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_writers_and_readers_lose_nothing() {
+    let dir = temp_dir("concurrent");
+    let path = dir.join("t.db");
+    const WRITERS: u64 = 4;
+    const BATCHES: u64 = 25;
+    const PER_BATCH: u64 = 20;
+    let now = SystemTime::now();
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let path = &path;
+            s.spawn(move || {
+                // Each writer has its own connection, as separate processes do.
+                let store = open(path);
+                let exporter = store.exporter();
+                for b in 0..BATCHES {
+                    let batch = (0..PER_BATCH)
+                        .flat_map(|i| {
+                            support::trace((w * BATCHES + b) * PER_BATCH + i, 3, now, false)
+                        })
+                        .collect();
+                    block_on(exporter.export(batch)).unwrap();
+                }
+            });
+        }
+        let path = &path;
+        s.spawn(move || {
+            let store = open(path);
+            for _ in 0..50 {
+                let list = store.traces(&TraceFilter::default()).unwrap();
+                for t in list.iter().take(3) {
+                    let full = store.trace(&t.trace_id).unwrap().unwrap();
+                    // A trace is written in one transaction: never seen half.
+                    assert_eq!(full.spans.len(), 3);
+                }
+            }
+        });
+    });
+    let store = open(&path);
+    let counts = store.counts().unwrap();
+    assert_eq!(counts.traces as u64, WRITERS * BATCHES * PER_BATCH);
+    assert_eq!(counts.spans as u64, WRITERS * BATCHES * PER_BATCH * 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run as a child process by `a_killed_writer_keeps_what_it_committed`:
+/// writes batches forever, saying after each commit how many traces it
+/// committed.
+#[test]
+fn child_writer() {
+    let Some(path) = std::env::var_os("WASI_OBSERVE_STORE_TEST_CHILD") else {
+        return;
+    };
+    let store = open(Path::new(&path));
+    let exporter = store.exporter();
+    let now = SystemTime::now();
+    for b in 0.. {
+        let batch = (0..50)
+            .flat_map(|i| support::trace(b * 50 + i, 4, now, false))
+            .collect();
+        block_on(exporter.export(batch)).unwrap();
+        println!("committed {}", (b + 1) * 50);
+    }
+}
+
+#[test]
+fn a_killed_writer_keeps_what_it_committed() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("killed");
+    let path = dir.join("t.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .env("WASI_OBSERVE_STORE_TEST_CHILD", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut committed = 0;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while committed < 2000 {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(n) = line.strip_prefix("committed ") {
+            committed = n.parse().unwrap();
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of later writes
+    child.wait().unwrap();
+    let store = open(&path);
+    let counts = store.counts().unwrap();
+    assert!(counts.traces >= committed, "{counts:?} < {committed}");
+    assert_eq!(counts.spans, counts.traces * 4, "no trace half written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn assert_refused_untouched(path: &Path, expected: &str) {
+    let before = std::fs::read(path).unwrap();
+    let err = Store::open(path, StoreOptions::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(expected), "{msg}");
+    assert!(msg.contains("left untouched"), "{msg}");
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        before,
+        "the file was modified"
+    );
+    assert!(!path.with_extension("db-wal").exists());
+}
+
+#[test]
+fn foreign_and_damaged_files_are_refused_and_left_untouched() {
+    let dir = temp_dir("foreign");
+
+    let random = dir.join("random.db");
+    let bytes: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, &bytes).unwrap();
+    assert_refused_untouched(&random, "not an SQLite database");
+
+    let text = dir.join("notes.db");
+    std::fs::write(&text, "hello").unwrap();
+    assert_refused_untouched(&text, "not an SQLite database");
+
+    // A valid SQLite database of another application.
+    let other = dir.join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&other).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('ada');",
+        )
+        .unwrap();
+    }
+    assert_refused_untouched(&other, "another application");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.execute_batch("PRAGMA application_id = 1234").unwrap();
+    drop(conn);
+    assert_refused_untouched(&other, "application_id 0x4d2");
+
+    // Our store with its pages damaged after the header.
+    let damaged = dir.join("damaged.db");
+    {
+        let store = open(&damaged);
+        let exporter = store.exporter();
+        block_on(exporter.export(support::trace(7, 3, SystemTime::now(), false))).unwrap();
+    }
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    for b in bytes.iter_mut().skip(100) {
+        *b = 0xa5;
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+    let _ = std::fs::remove_file(damaged.with_extension("db-wal"));
+    let _ = std::fs::remove_file(damaged.with_extension("db-shm"));
+    assert_refused_untouched(&damaged, "damaged");
+
+    // A store from a newer version.
+    let newer = dir.join("newer.db");
+    drop(open(&newer));
+    let conn = rusqlite::Connection::open(&newer).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = Store::open(&newer, StoreOptions::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("newer wasi-observe"), "{err:#}");
+
+    // Readers never create a store.
+    let missing = dir.join("missing.db");
+    let err = Store::open_existing(&missing).unwrap_err();
+    assert!(format!("{err:#}").contains("no telemetry store"), "{err:#}");
+    assert!(!missing.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_store_drops_new_data_counts_it_and_stays_readable() {
+    let dir = temp_dir("full");
+    let path = dir.join("t.db");
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            hard_max_bytes: Some(256 << 10),
+            retention: Retention {
+                max_age: None,
+                max_bytes: None,
+            },
+        },
+    )
+    .unwrap();
+    let exporter = store.exporter();
+    let now = SystemTime::now();
+    let mut ok = 0;
+    let mut failed = 0;
+    for b in 0..200 {
+        let batch: Vec<_> = (0..20)
+            .flat_map(|i| support::trace(b * 20 + i, 5, now, false))
+            .collect();
+        match block_on(exporter.export(batch)) {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("is full"), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(ok > 0 && failed > 0, "ok={ok} failed={failed}");
+    assert_eq!(store.dropped().spans, failed * 100);
+    // What was committed before is intact.
+    let counts = store.counts().unwrap();
+    assert_eq!(counts.traces, ok * 20);
+    assert_eq!(counts.spans, ok * 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retention_prunes_by_age_and_by_size() {
+    let dir = temp_dir("retention");
+    // Age goes by when a trace was written, not by the times its spans
+    // claim (a guest may say 2023, or 2096).
+    let store = Store::open(
+        &dir.join("age.db"),
+        StoreOptions {
+            retention: Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    let exporter = store.exporter();
+    let long_ago = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    block_on(exporter.export(support::trace(1, 3, SystemTime::now(), false))).unwrap();
+    block_on(exporter.export(support::trace(2, 3, long_ago, false))).unwrap();
+    store.prune().unwrap();
+    assert_eq!(
+        store.counts().unwrap().traces,
+        2,
+        "both were written just now"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    block_on(exporter.export(support::trace(3, 3, long_ago, false))).unwrap();
+    store.prune().unwrap();
+    let left = store.traces(&TraceFilter::default()).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].root_name, "GET /item/3");
+    assert_eq!(store.counts().unwrap().spans, 3);
+
+    let max = 1 << 20;
+    let store = Store::open(
+        &dir.join("size.db"),
+        StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: Some(max),
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    let exporter = store.exporter();
+    let start = UNIX_EPOCH + Duration::from_nanos(now_ns() as u64);
+    for b in 0..100u64 {
+        let batch = (0..50)
+            .flat_map(|i| {
+                support::trace(
+                    b * 50 + i,
+                    4,
+                    start + Duration::from_secs(b * 50 + i),
+                    false,
+                )
+            })
+            .collect();
+        block_on(exporter.export(batch)).unwrap();
+    }
+    assert!(store.data_bytes().unwrap() > max);
+    store.prune().unwrap();
+    assert!(
+        store.data_bytes().unwrap() <= max,
+        "{} {:?}",
+        store.data_bytes().unwrap(),
+        store.counts().unwrap()
+    );
+    // The newest survive.
+    let newest = store
+        .traces(&TraceFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(newest[0].root_name, format!("GET /item/{}", 4999 % 100));
+    let file = std::fs::metadata(dir.join("size.db")).unwrap().len();
+    assert!(file < 4 * max, "the file gave space back: {file}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
