@@ -25,6 +25,8 @@ pub struct WasiObserveCtx {
     pub(crate) open: Vec<u32>,
     pub(crate) ambient: Option<SpanContext>,
     pub(crate) instruments: Slab<Arc<Instrument>>,
+    /// Attribute sets from `wasi:observe/sdk`'s `share-attributes`.
+    pub(crate) shared: Vec<Arc<[opentelemetry::KeyValue]>>,
 }
 
 impl WasiObserveCtx {
@@ -36,6 +38,7 @@ impl WasiObserveCtx {
             open: Vec::new(),
             ambient: None,
             instruments: Slab::new(),
+            shared: Vec::new(),
         }
     }
 

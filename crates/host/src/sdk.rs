@@ -6,6 +6,9 @@
 //! is `wasi:logging` plus `add-event`, `finish` is `set-attributes`,
 //! `set-status`, `update-name`, `end` and drop.
 
+use std::sync::Arc;
+
+use opentelemetry as otel;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
 use wasmtime::component::Resource;
 
@@ -59,6 +62,31 @@ impl WasiObserveCtx {
     }
 }
 
+/// Attribute sets an instance may share (`share-attributes`).
+const MAX_SHARED_SETS: usize = 1024;
+
+/// An attribute whose strings are reference-counted, so that copying it into
+/// each span is a counter increment rather than an allocation.
+fn shareable(kv: otel::KeyValue) -> otel::KeyValue {
+    let key = otel::Key::from(Arc::<str>::from(kv.key.as_str()));
+    let value = match kv.value {
+        otel::Value::String(s) => otel::Value::from(Arc::<str>::from(s.as_str())),
+        other => other,
+    };
+    otel::KeyValue::new(key, value)
+}
+
+impl WasiObserveCtx {
+    /// A shared set by handle; an unknown handle is counted and ignored.
+    fn shared_set(&self, handle: Option<u32>) -> Option<Arc<[otel::KeyValue]>> {
+        let set = self.shared.get(handle? as usize).cloned();
+        if set.is_none() {
+            crate::stats::Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
+        }
+        set
+    }
+}
+
 fn to_wit_context(cx: &SpanContext) -> wit::Context {
     let trace_id = u128::from_be_bytes(cx.trace_id().to_bytes());
     let mut flags = tracer::TraceFlags::empty();
@@ -91,14 +119,28 @@ impl Host for WasiObserveCtx {
         Ok(signals)
     }
 
+    fn share_attributes(&mut self, attributes: Vec<KeyValue>) -> wasmtime::Result<Option<u32>> {
+        if attributes.is_empty() || self.shared.len() >= MAX_SHARED_SETS {
+            return Ok(None);
+        }
+        let (attrs, _) = self
+            .checker()
+            .attributes(attributes, self.telemetry.inner.limits.attributes_per_span);
+        let set: Arc<[otel::KeyValue]> = attrs.into_iter().map(shareable).collect();
+        self.shared.push(set);
+        Ok(Some((self.shared.len() - 1) as u32))
+    }
+
     fn start_span(
         &mut self,
         name: String,
         parent: Parent,
         options: Option<StartOptions>,
+        shared: Option<u32>,
     ) -> wasmtime::Result<wit::Started> {
         let parent = self.parent_choice(parent);
-        let started = WasiObserveCtx::start_span(self, name, options, parent);
+        let shared = self.shared_set(shared);
+        let started = WasiObserveCtx::start_span(self, name, options, parent, shared.as_deref());
         Ok(wit::Started {
             span: Resource::new_own(started.rep),
             context: to_wit_context(&started.cx),
@@ -125,12 +167,19 @@ impl Host for WasiObserveCtx {
             } else {
                 event.attributes
             };
-            self.add_event(
-                Resource::new_borrow(span.rep()),
-                event.name,
-                None,
-                Some(all),
-            )?;
+            let max = self.telemetry.inner.limits.attributes_per_event;
+            let check = self.checker();
+            let (mut attrs, mut dropped) = check.attributes(all, max);
+            let name = check.string(event.name);
+            for kv in self.shared_set(event.shared).iter().flat_map(|s| s.iter()) {
+                if attrs.len() < max {
+                    attrs.push(kv.clone());
+                } else {
+                    dropped = dropped.saturating_add(1);
+                }
+            }
+            let now = std::time::SystemTime::now();
+            self.push_event(span.rep(), name, now, attrs, dropped);
         }
         let cx = match self.parent_choice(span) {
             ParentChoice::Given(cx) => Some(cx),

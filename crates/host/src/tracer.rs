@@ -144,7 +144,7 @@ fn kind(k: wit::SpanKind) -> SpanKind {
 }
 
 impl WasiObserveCtx {
-    fn checker(&self) -> Checker<'_> {
+    pub(crate) fn checker(&self) -> Checker<'_> {
         Checker {
             limits: &self.telemetry.inner.limits,
             stats: &self.telemetry.inner.stats,
@@ -173,6 +173,32 @@ impl WasiObserveCtx {
         }
         Stats::add(&self.telemetry.inner.stats.links_dropped, dropped.into());
         (out, dropped)
+    }
+
+    /// Adds an event to a recording span, within the event count limit.
+    pub(crate) fn push_event(
+        &mut self,
+        rep: u32,
+        name: String,
+        time: SystemTime,
+        attributes: Vec<KeyValue>,
+        dropped_attributes: u32,
+    ) {
+        let inner = &self.telemetry.inner;
+        let Some(r) = self.spans.get_mut(rep as usize).and_then(SpanSlot::record) else {
+            return;
+        };
+        if r.events.len() >= inner.limits.events_per_span {
+            r.dropped_events = r.dropped_events.saturating_add(1);
+            Stats::add(&inner.stats.events_dropped, 1);
+            return;
+        }
+        r.events.push(opentelemetry::trace::Event::new(
+            name,
+            time,
+            attributes,
+            dropped_attributes,
+        ));
     }
 
     fn slot(&mut self, span: &Resource<GuestSpan>) -> Option<&mut SpanSlot> {
@@ -225,6 +251,7 @@ impl WasiObserveCtx {
         name: String,
         options: Option<StartOptions>,
         parent: ParentChoice,
+        shared: Option<&[KeyValue]>,
     ) -> Started {
         let inner = self.telemetry.inner.clone();
         if !inner.enabled {
@@ -249,10 +276,15 @@ impl WasiObserveCtx {
         let check = self.checker();
         let name = check.string(name);
         let kind = kind(options.span_kind.unwrap_or(wit::SpanKind::Internal));
-        let (mut attributes, dropped_attributes) = check.attributes(
+        let max = inner.limits.attributes_per_span;
+        let mut attributes: Vec<KeyValue> =
+            shared.map_or_else(Vec::new, |s| s[..s.len().min(max)].to_vec());
+        let mut dropped_attributes = shared.map_or(0, |s| s.len().saturating_sub(max) as u32);
+        dropped_attributes = dropped_attributes.saturating_add(check.merge_attributes(
+            &mut attributes,
             options.attributes.unwrap_or_default(),
-            inner.limits.attributes_per_span,
-        );
+            max,
+        ));
         let start = check.timestamp_or_now(options.timestamp);
         let (links, dropped_links) = self.links(
             options.links.unwrap_or_default(),
@@ -432,7 +464,7 @@ impl Host for WasiObserveCtx {
         name: String,
         options: Option<StartOptions>,
     ) -> wasmtime::Result<Resource<GuestSpan>> {
-        let started = self.start_span(name, options, ParentChoice::Implicit);
+        let started = self.start_span(name, options, ParentChoice::Implicit, None);
         Ok(Resource::new_own(started.rep))
     }
 }
@@ -477,30 +509,17 @@ impl HostSpan for WasiObserveCtx {
         timestamp: Option<Datetime>,
         attributes: Option<Vec<wit::KeyValue>>,
     ) -> wasmtime::Result<()> {
-        let inner = self.telemetry.inner.clone();
-        let check = Checker {
-            limits: &inner.limits,
-            stats: &inner.stats,
-        };
-        let Some(r) = self.slot(&span).and_then(SpanSlot::record) else {
-            return Ok(());
-        };
-        if r.events.len() >= inner.limits.events_per_span {
-            r.dropped_events = r.dropped_events.saturating_add(1);
-            Stats::add(&inner.stats.events_dropped, 1);
+        if self.slot(&span).and_then(SpanSlot::record).is_none() {
             return Ok(());
         }
+        let check = self.checker();
         let time = check.timestamp_or_now(timestamp);
         let (attrs, dropped) = check.attributes(
             attributes.unwrap_or_default(),
-            inner.limits.attributes_per_event,
+            self.telemetry.inner.limits.attributes_per_event,
         );
-        r.events.push(opentelemetry::trace::Event::new(
-            check.string(name),
-            time,
-            attrs,
-            dropped,
-        ));
+        let name = check.string(name);
+        self.push_event(span.rep(), name, time, attrs, dropped);
         Ok(())
     }
 

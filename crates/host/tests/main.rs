@@ -1273,6 +1273,7 @@ fn sdk_malformed() {
         [
             "zero-parent recording=true",
             "own-parent kept=true",
+            "empty-shared=None",
             "ended-kept=true",
             "survived"
         ]
@@ -1308,7 +1309,11 @@ fn sdk_malformed() {
         TraceId::from(((1u128) << 64) | 2)
     );
     assert_eq!(bad.span_context.trace_state().header(), "");
-    assert!(spans.iter().any(|s| s.name == "to-end"));
+    let to_end = span(&spans, "to-end");
+    assert_eq!(
+        attr(&to_end.attributes, "shared"),
+        Some(&Value::from("yes"))
+    );
     // The log records: all kept, strings cut; the one for a zero context has
     // no body and no span; the one for an ended span carries its ids.
     let logs = p.logs();
@@ -1322,6 +1327,69 @@ fn sdk_malformed() {
         Some(ended.span_context.span_id())
     );
     let stats = p.telemetry.stats();
-    assert!(stats.invalid_input >= 4, "{stats:?}");
+    assert!(stats.invalid_input >= 6, "{stats:?}");
     assert!(stats.values_truncated >= 4, "{stats:?}");
+}
+
+/// The benchmark's guest does the work `wasi-observe-bench` says it does:
+/// each mode emits one span (2 attributes, 1 event), log record or
+/// measurement per operation, warm-up included.
+#[test]
+fn bench() {
+    let n = 20u64;
+    let ops = n + n / 10;
+    let mut linker = new_linker(engine());
+    linker
+        .root()
+        .instance("wasi-observe:bench/floor")
+        .unwrap()
+        .func_wrap("noop", |_, (_s,): (String,)| Ok(()))
+        .unwrap();
+    let run_mode = |mode: &str| {
+        let p = Pipeline::new();
+        let stdout = MemoryOutputPipe::new(1 << 16);
+        let mut store = Store::new(
+            engine(),
+            host(p.ctx(), &stdout, &["bench", mode, &n.to_string()]),
+        );
+        let command = Command::instantiate(
+            &mut store,
+            &component(test_programs_artifacts::BENCH_COMPONENT),
+            &linker,
+        )
+        .unwrap();
+        command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .unwrap()
+            .unwrap();
+        assert!(stdout_text(&stdout).starts_with("elapsed_ns "), "{mode}");
+        drop(store);
+        p
+    };
+    for mode in ["raw", "raw5", "tracing", "tracing-lean"] {
+        let p = run_mode(mode);
+        let spans = p.spans();
+        assert_eq!(spans.len() as u64, ops, "{mode}");
+        for s in &spans {
+            assert_eq!(s.name, "op", "{mode}");
+            assert_eq!(attr(&s.attributes, "a"), Some(&Value::I64(1)), "{mode}");
+            assert_eq!(attr(&s.attributes, "b"), Some(&Value::from("x")), "{mode}");
+            assert_eq!(s.events.events.len(), 1, "{mode}");
+            assert_eq!(s.events.events[0].name, "ev", "{mode}");
+        }
+    }
+    for mode in ["log-raw", "log"] {
+        let logs = run_mode(mode).logs();
+        assert_eq!(logs.len() as u64, ops, "{mode}");
+        assert!(logs.iter().all(|l| body(l) == "a log message"), "{mode}");
+    }
+    let p = run_mode("counter");
+    let exports = p.metrics();
+    let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric(&exports, "ops").data() else {
+        panic!("ops is not an integer sum");
+    };
+    assert_eq!(sum.data_points().next().unwrap().value(), ops);
+    assert_eq!(run_mode("spans").spans().len() as u64, ops);
+    assert_eq!(run_mode("floor").spans().len(), 0);
 }

@@ -9,7 +9,9 @@
 //! of `tracing`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
@@ -147,6 +149,10 @@ pub(crate) fn with_otel_current_or_ambient<R>(f: impl FnOnce(Parent<'_>) -> R) -
 pub struct WasiObserveLayer {
     location: bool,
     target: bool,
+    /// The host's handle for each callsite's constant attributes (code
+    /// location, target, level), keyed by the callsite's metadata; `None`
+    /// when the host keeps no more sets.
+    shared: Mutex<HashMap<usize, Option<u32>>>,
 }
 
 impl Default for WasiObserveLayer {
@@ -154,6 +160,7 @@ impl Default for WasiObserveLayer {
         WasiObserveLayer {
             location: true,
             target: true,
+            shared: Mutex::default(),
         }
     }
 }
@@ -171,6 +178,45 @@ impl WasiObserveLayer {
     pub fn with_target(mut self, target: bool) -> Self {
         self.target = target;
         self
+    }
+
+    /// The attributes every span of a callsite has.
+    fn span_constants(&self, meta: &'static Metadata<'static>) -> Vec<KeyValue> {
+        let mut out = Vec::with_capacity(4);
+        self.location(meta, &mut out);
+        if self.target {
+            out.push(KeyValue::new("target", meta.target()));
+        }
+        out
+    }
+
+    /// The attributes every event of a callsite has.
+    fn event_constants(&self, meta: &'static Metadata<'static>) -> Vec<KeyValue> {
+        let mut out = vec![
+            KeyValue::new("level", meta.level().as_str()),
+            KeyValue::new("target", meta.target()),
+        ];
+        self.location(meta, &mut out);
+        out
+    }
+
+    /// The host's handle for a callsite's constant attributes, shared once
+    /// (so they cross the boundary once per callsite, not per span).
+    fn shared(
+        &self,
+        meta: &'static Metadata<'static>,
+        constants: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<u32> {
+        let key = std::ptr::from_ref(meta) as usize;
+        let mut sets = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        *sets.entry(key).or_insert_with(|| {
+            let attrs = constants();
+            if attrs.is_empty() {
+                None
+            } else {
+                with_wit_attributes(&attrs, sdk::share_attributes)
+            }
+        })
     }
 
     fn location(&self, meta: &'static Metadata<'static>, out: &mut Vec<KeyValue>) {
@@ -407,16 +453,14 @@ where
             return;
         };
         let meta = attrs.metadata();
+        let shared = self.shared(meta, || self.span_constants(meta));
         let mut fields = SpanFields {
-            attributes: Vec::with_capacity(attrs.fields().len() + 4),
+            attributes: match shared {
+                Some(_) => Vec::with_capacity(attrs.fields().len()),
+                None => self.span_constants(meta),
+            },
             ..SpanFields::default()
         };
-        self.location(meta, &mut fields.attributes);
-        if self.target {
-            fields
-                .attributes
-                .push(KeyValue::new("target", meta.target()));
-        }
         attrs.record(&mut fields);
 
         let name: Cow<'_, str> = match &fields.name {
@@ -435,6 +479,7 @@ where
                         links: None,
                         timestamp: None,
                     }),
+                    shared,
                 )
             })
         };
@@ -550,13 +595,13 @@ where
             } else {
                 message.clone().unwrap_or_else(|| meta.name().to_string())
             };
-            let mut extra = vec![
-                KeyValue::new("level", meta.level().as_str()),
-                KeyValue::new("target", meta.target().to_string()),
-            ];
+            let shared = self.shared(meta, || self.event_constants(meta));
+            let mut extra = match shared {
+                Some(_) => Vec::new(),
+                None => self.event_constants(meta),
+            };
             extra.append(&mut fields.event_only);
-            self.location(meta, &mut extra);
-            span_event = Some((name, extra));
+            span_event = Some((name, extra, shared));
         } else if !signals.logs {
             return;
         }
@@ -564,21 +609,22 @@ where
         // list is sent whole; else only what it adds.
         let log_attributes;
         let (attributes, event_attributes, with_record) = if fields.log_only.is_empty() {
-            let extra = span_event.as_ref().map(|(_, e)| &e[..]).unwrap_or(&[]);
+            let extra = span_event.as_ref().map(|(_, e, _)| &e[..]).unwrap_or(&[]);
             (&fields.shared[..], extra.to_vec(), true)
         } else {
             log_attributes = [&fields.shared[..], &fields.log_only[..]].concat();
             let mut whole = fields.shared.clone();
-            if let Some((_, extra)) = &span_event {
+            if let Some((_, extra, _)) = &span_event {
                 whole.extend(extra.iter().cloned());
             }
             (&log_attributes[..], whole, false)
         };
         with_wit_attributes(&event_attributes, |event_attributes| {
-            let span_event = span_event.as_ref().map(|(name, _)| SpanEvent {
+            let span_event = span_event.as_ref().map(|(name, _, shared)| SpanEvent {
                 name,
                 attributes: event_attributes,
                 with_record_attributes: with_record,
+                shared: *shared,
             });
             data.with_parent(|parent| {
                 emit(parent, meta, message.as_deref(), attributes, span_event)

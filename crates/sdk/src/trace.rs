@@ -84,6 +84,7 @@ impl opentelemetry::trace::Tracer for Tracer {
                         links: None,
                         timestamp: builder.start_time.map(datetime),
                     }),
+                    None,
                 )
             })
         };

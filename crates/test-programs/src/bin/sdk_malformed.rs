@@ -23,6 +23,7 @@ fn main() {
         "zero-parent",
         &sdk::Parent::Context(context(0, 0, 0, vec![])),
         None,
+        None,
     );
     println!("zero-parent recording={}", zero.is_recording);
     // A bad trace-state is emptied; the parent stays.
@@ -30,6 +31,8 @@ fn main() {
         "bad-state",
         &sdk::Parent::Context(context(1, 2, 3, vec![("BAD KEY".into(), "v,=".into())])),
         None,
+        // A handle `share-attributes` never gave: ignored.
+        Some(12345),
     );
     // A span made its own parent, or moved within its own trace: ignored.
     let own = sdk::set_parent(&bad_state.span, &sdk::Parent::Span(&bad_state.span));
@@ -51,6 +54,7 @@ fn main() {
             name: huge.clone(),
             attributes: vec![kv("e", Value::S64(1))],
             with_record_attributes: true,
+            shared: Some(u32::MAX),
         }),
     );
     sdk::emit(
@@ -63,10 +67,14 @@ fn main() {
             name: "nowhere".into(),
             attributes: vec![],
             with_record_attributes: false,
+            shared: None,
         }),
     );
     // Finish with a status and a name; then calls on the ended span.
-    let ended = sdk::start_span("to-end", &sdk::Parent::Ambient, Some(&opts()));
+    // Shared attributes: none for an empty list; a real set applies.
+    println!("empty-shared={:?}", sdk::share_attributes(&[]));
+    let set = sdk::share_attributes(&[kv("shared", Value::String("yes".into()))]);
+    let ended = sdk::start_span("to-end", &sdk::Parent::Ambient, Some(&opts()), set);
     let ended_span = ended.span;
     ended_span.end(None);
     let again = sdk::set_parent(&ended_span, &sdk::Parent::Ambient);
