@@ -24,7 +24,8 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::Signals;
 use crate::bindings::sdk::{self, Parent, SpanEvent};
 use crate::bindings::{Level as WitLevel, tracer};
-use crate::convert::{merge_status, span_context, with_wit_attributes, with_wit_context};
+use crate::convert::{span_context, with_wit_attributes, with_wit_context};
+use crate::pending::Pending;
 
 const SPAN_NAME_FIELD: &str = "otel.name";
 const SPAN_KIND_FIELD: &str = "otel.kind";
@@ -39,10 +40,8 @@ pub(crate) struct SpanData {
     pub(crate) span: Option<tracer::Span>,
     pub(crate) cx: SpanContext,
     pub(crate) recording: bool,
-    /// Attributes recorded after the start, sent with `finish`.
-    pending: Vec<KeyValue>,
-    status: Option<Status>,
-    name: Option<String>,
+    /// What is sent when the span closes.
+    pending: Pending,
 }
 
 impl SpanData {
@@ -51,9 +50,7 @@ impl SpanData {
             span: Some(started.span),
             cx: span_context(started.context),
             recording: started.is_recording,
-            pending: Vec::new(),
-            status: None,
-            name: None,
+            pending: Pending::default(),
         }
     }
 
@@ -67,34 +64,19 @@ impl SpanData {
 
     pub(crate) fn set_attribute(&mut self, kv: KeyValue) {
         if self.recording {
-            self.pending.push(kv);
+            self.pending.set_attribute(kv);
         }
     }
 
     pub(crate) fn set_status(&mut self, status: Status) {
-        merge_status(&mut self.status, status);
+        self.pending.set_status(status);
     }
 
     /// Ends the host span, sending what was kept back in the same call.
     fn finish(&mut self) {
-        let Some(span) = self.span.take() else {
-            return;
-        };
-        if self.pending.is_empty() && self.status.is_none() && self.name.is_none() {
-            drop(span); // The drop ends it, in one call.
-            return;
+        if let Some(span) = self.span.take() {
+            std::mem::take(&mut self.pending).finish(span, None);
         }
-        let status = self.status.take();
-        with_wit_attributes(&self.pending, |attrs| {
-            sdk::finish(
-                span,
-                attrs,
-                status.as_ref().map(crate::convert::wit_status),
-                self.name.as_deref(),
-                None,
-            )
-        });
-        self.pending.clear();
     }
 }
 
@@ -290,6 +272,31 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> Value {
     Value::Array(Array::String(chain))
 }
 
+/// The `record_*` methods both visitors share: booleans and numbers keep
+/// their type (integers wider than `i64` when they fit).
+macro_rules! typed_fields {
+    () => {
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.push(field, value);
+        }
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            self.push(field, value);
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.push(field, value);
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.push(field, wide_int(value));
+        }
+        fn record_i128(&mut self, field: &Field, value: i128) {
+            self.push(field, wide_int(value));
+        }
+        fn record_u128(&mut self, field: &Field, value: u128) {
+            self.push(field, wide_int(value));
+        }
+    };
+}
+
 /// Fields of a span: attributes plus the special `otel.*` fields.
 #[derive(Default)]
 struct SpanFields {
@@ -317,24 +324,7 @@ impl SpanFields {
 }
 
 impl field::Visit for SpanFields {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, value);
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, value);
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, value);
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, wide_int(value));
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.push(field, wide_int(value));
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.push(field, wide_int(value));
-    }
+    typed_fields!();
     fn record_str(&mut self, field: &Field, value: &str) {
         if !self.special(field, value) {
             self.push(field, value.to_string());
@@ -400,24 +390,7 @@ impl EventFields {
 }
 
 impl field::Visit for EventFields {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, value);
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, value);
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, value);
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, wide_int(value));
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.push(field, wide_int(value));
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.push(field, wide_int(value));
-    }
+    typed_fields!();
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, value.to_string());
     }
@@ -524,8 +497,8 @@ where
         if let Some(status) = fields.status {
             data.set_status(status);
         }
-        if fields.name.is_some() && data.recording {
-            data.name = fields.name;
+        if let (Some(name), true) = (fields.name, data.recording) {
+            data.pending.set_name(name);
         }
     }
 

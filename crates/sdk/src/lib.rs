@@ -80,6 +80,7 @@ mod convert;
 mod layer;
 mod logger;
 mod metrics;
+mod pending;
 pub mod propagation;
 mod span_ext;
 mod trace;

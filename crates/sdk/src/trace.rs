@@ -20,10 +20,10 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use crate::bindings::sdk::{self, Parent};
 use crate::bindings::tracer;
 use crate::convert::{
-    datetime, merge_status, span_context, wit_status, with_wit_attributes, with_wit_context,
-    with_wit_span_context,
+    datetime, span_context, with_wit_attributes, with_wit_context, with_wit_span_context,
 };
 use crate::layer::with_current_span;
+use crate::pending::Pending;
 
 /// A [`opentelemetry::trace::TracerProvider`] whose spans the host records.
 /// [`init`](crate::init) installs it as the global provider.
@@ -101,9 +101,7 @@ impl opentelemetry::trace::Tracer for Tracer {
             span: Some(started.span),
             cx: span_context(started.context),
             recording: started.is_recording,
-            pending: Vec::new(),
-            status: None,
-            name: None,
+            pending: Pending::default(),
         };
         if span.recording {
             use opentelemetry::trace::Span as _;
@@ -124,9 +122,8 @@ pub struct Span {
     span: Option<tracer::Span>,
     cx: SpanContext,
     recording: bool,
-    pending: Vec<KeyValue>,
-    status: Option<Status>,
-    name: Option<Cow<'static, str>>,
+    /// What is sent when the span ends.
+    pending: Pending,
 }
 
 impl Span {
@@ -135,36 +132,15 @@ impl Span {
             span: None,
             cx: SpanContext::NONE,
             recording: false,
-            pending: Vec::new(),
-            status: None,
-            name: None,
+            pending: Pending::default(),
         }
     }
 
     fn finish(&mut self, timestamp: Option<SystemTime>) {
-        let Some(span) = self.span.take() else {
-            return;
-        };
         self.recording = false;
-        if self.pending.is_empty()
-            && self.status.is_none()
-            && self.name.is_none()
-            && timestamp.is_none()
-        {
-            drop(span); // The drop ends it, in one call.
-            return;
+        if let Some(span) = self.span.take() {
+            std::mem::take(&mut self.pending).finish(span, timestamp);
         }
-        let status = self.status.take();
-        with_wit_attributes(&self.pending, |attrs| {
-            sdk::finish(
-                span,
-                attrs,
-                status.as_ref().map(wit_status),
-                self.name.as_deref(),
-                timestamp.map(datetime),
-            )
-        });
-        self.pending.clear();
     }
 
     fn add_event_at(&mut self, name: &str, at: Option<SystemTime>, attributes: Vec<KeyValue>) {
@@ -206,13 +182,13 @@ impl opentelemetry::trace::Span for Span {
 
     fn set_attribute(&mut self, attribute: KeyValue) {
         if self.recording {
-            self.pending.push(attribute);
+            self.pending.set_attribute(attribute);
         }
     }
 
     fn set_status(&mut self, status: Status) {
         if self.recording {
-            merge_status(&mut self.status, status);
+            self.pending.set_status(status);
         }
     }
 
@@ -221,7 +197,7 @@ impl opentelemetry::trace::Span for Span {
         T: Into<Cow<'static, str>>,
     {
         if self.recording {
-            self.name = Some(new_name.into());
+            self.pending.set_name(new_name);
         }
     }
 
