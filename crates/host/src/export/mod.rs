@@ -177,33 +177,66 @@ fn run(
     })
 }
 
+/// Whether an export error may go away by trying again later. Following the
+/// OTLP specification: HTTP 408, 429, 5xx and network errors are transient,
+/// other HTTP statuses (a 405 from a backend that takes no logs, a 400 for a
+/// request it cannot parse) are permanent; gRPC `Cancelled`,
+/// `DeadlineExceeded`, `Aborted`, `OutOfRange`, `Unavailable`, `DataLoss` and
+/// `ResourceExhausted` are transient, other codes permanent. Anything else
+/// (a timeout, a file that cannot be written) is taken as transient: the
+/// retry buffer and the exit deadline bound what that costs.
+pub(crate) fn is_transient(message: &str) -> bool {
+    if let Some(rest) = message.split("status code: ").nth(1) {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(code) = digits.parse::<u16>() {
+            return matches!(code, 408 | 429) || code >= 500;
+        }
+    }
+    if let Some(rest) = message.split("gRPC code: ").nth(1) {
+        let code: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        return matches!(
+            code.as_str(),
+            "Cancelled"
+                | "DeadlineExceeded"
+                | "Aborted"
+                | "OutOfRange"
+                | "Unavailable"
+                | "DataLoss"
+                | "ResourceExhausted"
+        );
+    }
+    true
+}
+
+fn failure(exporter: &dyn fmt::Debug, message: String) -> batch::Failure {
+    batch::Failure {
+        transient: is_transient(&message),
+        message: format!("{exporter:?}: {message}"),
+    }
+}
+
 /// Exports span batches to every exporter; a batch counts as delivered only
-/// if every exporter took it.
+/// if every exporter took it, and each exporter is retried on its own.
 pub(crate) struct SpanSink {
     pub rt: Handle,
     pub exporters: Vec<Box<dyn DynSpanExporter>>,
 }
 
 impl batch::Sink<SpanData> for SpanSink {
-    fn export(&mut self, batch: Vec<SpanData>, timeout: Duration) -> Result<(), String> {
-        let mut errors = Vec::new();
-        let n = self.exporters.len();
-        let mut batch = Some(batch);
-        for (i, e) in self.exporters.iter().enumerate() {
-            let b = if i + 1 == n {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
-            if let Err(err) = run(&self.rt, timeout, e.export(b)) {
-                errors.push(format!("{e:?}: {err}"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+    fn targets(&self) -> usize {
+        self.exporters.len()
+    }
+
+    fn export(
+        &mut self,
+        target: usize,
+        batch: &[SpanData],
+        timeout: Duration,
+    ) -> Result<(), batch::Failure> {
+        let Some(e) = self.exporters.get(target) else {
+            return Ok(());
+        };
+        run(&self.rt, timeout, e.export(batch.to_vec())).map_err(|m| failure(e, m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -223,20 +256,22 @@ pub(crate) struct LogSink {
 }
 
 impl batch::Sink<QueuedLog> for LogSink {
-    fn export(&mut self, batch: Vec<QueuedLog>, timeout: Duration) -> Result<(), String> {
+    fn targets(&self) -> usize {
+        self.exporters.len()
+    }
+
+    fn export(
+        &mut self,
+        target: usize,
+        batch: &[QueuedLog],
+        timeout: Duration,
+    ) -> Result<(), batch::Failure> {
+        let Some(e) = self.exporters.get(target) else {
+            return Ok(());
+        };
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|(r, s)| (r, s)).collect();
-        let mut errors = Vec::new();
-        for e in &self.exporters {
-            if let Err(err) = run(&self.rt, timeout, e.export(LogBatch::new(&refs))) {
-                errors.push(format!("{e:?}: {err}"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e, m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -292,5 +327,27 @@ mod tests {
         assert_eq!(parse_exporters("otlp,otlp").unwrap(), vec![Exporter::Otlp]);
         assert!(parse_exporters("zipkin").is_err());
         assert!(parse_exporters("jsonl:").is_err());
+    }
+
+    #[test]
+    fn export_errors_are_classified_as_the_otlp_specification_says() {
+        for transient in [
+            "HTTP export failed: network error",
+            "HTTP export failed with status code: 503",
+            "HTTP export failed with status code: 429",
+            "HTTP export failed with status code: 408",
+            "TonicTracesClient export failed with gRPC code: Unavailable: connection refused",
+            "export timed out after 10s",
+        ] {
+            assert!(is_transient(transient), "{transient}");
+        }
+        for permanent in [
+            "HTTP export failed with status code: 405",
+            "HTTP export failed with status code: 400",
+            "TonicLogsClient export failed with gRPC code: Unimplemented",
+            "TonicLogsClient export failed with gRPC code: Unauthenticated",
+        ] {
+            assert!(!is_transient(permanent), "{permanent}");
+        }
     }
 }
