@@ -597,7 +597,7 @@ fn assert_exit_paths_delivered(receiver: &OtlpHttpReceiver, n: usize, reason: &s
 fn exit_paths_return_exit_and_trap_deliver_everything_emitted() {
     for (how, code, reason) in [
         ("return", 0, "the guest returned"),
-        ("exit", 3, "the guest exited with code 3"),
+        ("exit", 1, "the guest exited with code 1"),
         ("trap", 134, "the guest trapped"),
     ] {
         let receiver = OtlpHttpReceiver::start();

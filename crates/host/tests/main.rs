@@ -1119,7 +1119,7 @@ fn spin() {
 fn exit_paths() {
     // Every way the guest can end: what it emitted before is exported, and
     // the span it kept open is ended with the embedder's reason.
-    for (how, expect_exit) in [("return", None), ("exit", Some(3)), ("trap", None)] {
+    for (how, expect_exit) in [("return", None), ("exit", Some(1)), ("trap", None)] {
         let p = Pipeline::new();
         let mut r = run(
             test_programs_artifacts::EXIT_PATHS_COMPONENT,

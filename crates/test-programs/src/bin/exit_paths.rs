@@ -1,6 +1,8 @@
 //! Emits N spans, N log records and N counter increments (first argument,
 //! default 10), keeps one span open throughout, then ends the way the second argument
-//! says: `return`, `exit` (code 3), `trap` (unreachable), or `spin` (loops
+//! says: `return`, `exit` (`std::process::exit(3)`, which wasi-libc turns
+//! into `exit(err)`, code 1; the `exit_code` guest covers other codes),
+//! `trap` (unreachable), or `spin` (loops
 //! until something stops it, after printing `spinning`).
 
 use std::io::Write;
