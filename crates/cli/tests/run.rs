@@ -582,11 +582,17 @@ fn loss(stderr: &str, name: &str) -> u64 {
 fn assert_exit_paths_delivered(receiver: &OtlpHttpReceiver, n: usize, reason: &str) {
     let spans = receiver.wait_for_spans(n + 1, WAIT);
     assert_eq!(spans.len(), n + 1, "{spans:#?}");
-    let open = spans.iter().find(|s| s.name == "open").expect("the open span");
+    let open = spans
+        .iter()
+        .find(|s| s.name == "open")
+        .expect("the open span");
     assert_eq!(open.status.code, SpanStatusCode::Error);
     assert!(open.status.message.contains(reason), "{:?}", open.status);
     for i in 0..n {
-        assert!(spans.iter().any(|s| s.name == format!("span-{i}")), "span-{i}");
+        assert!(
+            spans.iter().any(|s| s.name == format!("span-{i}")),
+            "span-{i}"
+        );
     }
     assert_eq!(receiver.wait_for_logs(n, WAIT).len(), n);
     assert!(receiver.wait_for_metric("exit_paths.items", WAIT).is_some());
@@ -630,7 +636,10 @@ fn spin_and_stop(
     let mut line = String::new();
     while !line.contains("spinning") {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the guest ended early");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the guest ended early"
+        );
     }
     if let Some(signal) = signal {
         let kill = Command::new("kill")
@@ -657,7 +666,10 @@ fn sigint_and_sigterm_are_told_apart_and_deliver_everything_emitted() {
         let receiver = OtlpHttpReceiver::start();
         let (status, stderr) = spin_and_stop(&receiver, &[], Some(signal));
         assert_eq!(status, Some(code), "{signal}");
-        assert!(stderr.contains(&format!("interrupted by {name}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
         assert_exit_paths_delivered(&receiver, 25, &format!("interrupted by {name}"));
     }
 }
@@ -705,12 +717,15 @@ fn through_an_outage(
 
     let port = OtlpHttpReceiver::free_port().unwrap();
     let mut cmd = cli();
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}"))
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
-        .envs(envs.iter().copied());
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{port}"),
+    )
+    .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+    .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+    .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+    .envs(envs.iter().copied());
     let mut child = cmd
         .args(["run", EXIT_PATHS_COMPONENT, &n.to_string(), "spin"])
         .stdout(Stdio::piped())
@@ -721,14 +736,14 @@ fn through_an_outage(
     let mut line = String::new();
     while !line.contains("spinning") {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the guest ended early");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the guest ended early"
+        );
     }
     std::thread::sleep(outage());
-    let receiver = OtlpHttpReceiver::try_start_on(
-        port,
-        otlp_receiver::ReceiverOptions::new(),
-    )
-    .expect("the port is still free");
+    let receiver = OtlpHttpReceiver::try_start_on(port, otlp_receiver::ReceiverOptions::new())
+        .expect("the port is still free");
     // Backoff is at most 5 s: everything buffered arrives well within this.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !done(&receiver) && std::time::Instant::now() < deadline {
@@ -755,9 +770,8 @@ fn through_an_outage(
 #[test]
 fn telemetry_emitted_while_the_collector_is_down_arrives_when_it_is_back() {
     let n = 300;
-    let (receiver, stderr) = through_an_outage(n, &[], |r| {
-        r.span_count() >= n && r.log_count() >= n
-    });
+    let (receiver, stderr) =
+        through_an_outage(n, &[], |r| r.span_count() >= n && r.log_count() >= n);
     // Delivered while the guest was still running, from the retry buffer.
     assert_exit_paths_delivered(&receiver, n, "interrupted by SIGTERM");
     assert!(
@@ -781,7 +795,10 @@ fn a_retry_buffer_too_small_drops_the_oldest_and_counts_them() {
         // The newest spans arrive; the span left open comes at exit.
         |r| r.span_count() >= 100 && r.log_count() >= 100,
     );
-    assert!(stderr.contains("retry buffer (100 items) is full"), "{stderr}");
+    assert!(
+        stderr.contains("retry buffer (100 items) is full"),
+        "{stderr}"
+    );
     let spans = receiver.spans();
     let dropped = loss(&stderr, "spans_dropped_retry_buffer");
     assert!(dropped >= (n - 100) as u64, "{stderr}");
@@ -815,15 +832,28 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the flood guest for `ms` milliseconds and checks that every span,
-/// log record and measurement it emitted was delivered or counted as
-/// dropped. Returns (peak RSS KiB, emitted, delivered, dropped) for spans.
-fn flood(ms: u64) -> (u64, [u64; 3], [u64; 3], [u64; 3]) {
+/// Runs the flood guest for `ms` milliseconds against a receiver that takes
+/// `delay` to answer each export, and checks that every span, log record and
+/// measurement it emitted was delivered or counted as dropped. Returns the
+/// peak RSS (KiB), and emitted, delivered and dropped per signal.
+fn flood(
+    ms: u64,
+    delay: Duration,
+    max_block_ms: Option<u64>,
+) -> (u64, [u64; 3], [u64; 3], [u64; 3]) {
     use std::io::Read;
     use std::process::Stdio;
 
-    let receiver = OtlpHttpReceiver::start_with(otlp_receiver::ReceiverOptions::new().count_only());
-    let mut child = cli_http(&receiver)
+    let receiver = OtlpHttpReceiver::start_with(
+        otlp_receiver::ReceiverOptions::new()
+            .count_only()
+            .delay(delay),
+    );
+    let mut cmd = cli_http(&receiver);
+    if let Some(block) = max_block_ms {
+        cmd.env("WASI_OBSERVE_MAX_BLOCK_MS", block.to_string());
+    }
+    let mut child = cmd
         .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         .args(["run", FLOOD_COMPONENT, &ms.to_string()])
         .stdout(Stdio::piped())
@@ -840,8 +870,18 @@ fn flood(ms: u64) -> (u64, [u64; 3], [u64; 3], [u64; 3]) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (mut stdout, mut stderr) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     eprintln!("stdout: {stdout}\nstderr: {stderr}");
     assert!(status.success());
     let emitted: Vec<u64> = stdout
@@ -867,7 +907,9 @@ fn flood(ms: u64) -> (u64, [u64; 3], [u64; 3], [u64; 3]) {
     ];
     let emitted = [emitted[0], emitted[1], emitted[2]];
     eprintln!(
-        "flood {ms} ms: peak RSS {} MiB; emitted {emitted:?}, delivered {delivered:?}, dropped {dropped:?}",
+        "flood {ms} ms, exports answered after {delay:?}: peak RSS {} MiB; \
+         emitted {emitted:?}, delivered {delivered:?}, dropped {dropped:?} \
+         (spans, logs, measurements)",
         peak / 1024
     );
     for i in 0..3 {
@@ -878,22 +920,35 @@ fn flood(ms: u64) -> (u64, [u64; 3], [u64; 3], [u64; 3]) {
 
 #[test]
 fn a_flooding_guest_is_fully_accounted_for_in_bounded_memory() {
-    let (peak_kib, emitted, ..) = flood(3000);
+    // A collector slower than the guest, and no waiting for room (as the
+    // OpenTelemetry SDKs do): the queues fill, and items are shed and counted.
+    // (With the default WASI_OBSERVE_MAX_BLOCK_MS, each call waits for room
+    // instead, up to that bound, which paces the guest to the collector.)
+    let (peak_kib, emitted, _, dropped) = flood(3000, Duration::from_millis(100), Some(0));
     assert!(emitted.iter().all(|&n| n > 0));
+    assert!(dropped[0] > 0 && dropped[1] > 0, "the exporter kept up");
     // Queues and retry buffers are bounded; the host stays far below this.
     assert!(peak_kib < 1024 * 1024, "peak RSS {peak_kib} KiB");
 }
 
-/// The 60 s overload run of docs/reliability.md:
-/// `cargo test -p wasi-observe-cli --test run -- --ignored --nocapture flood_for_a_minute`
-/// (`WASI_OBSERVE_FLOOD_MS` changes the duration).
+/// The 60 s overload runs of docs/reliability.md:
+/// `cargo test -p wasi-observe-cli --test run -- --ignored --nocapture flood_for_a_minute`;
+/// `WASI_OBSERVE_FLOOD_MS` sets the duration, `WASI_OBSERVE_FLOOD_DELAY_MS`
+/// how long the receiver takes to answer each export (default 0), and
+/// `WASI_OBSERVE_FLOOD_MAX_BLOCK_MS` the host's `WASI_OBSERVE_MAX_BLOCK_MS`.
 #[test]
 #[ignore]
 fn flood_for_a_minute() {
-    let ms = std::env::var("WASI_OBSERVE_FLOOD_MS")
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let delay = Duration::from_millis(var("WASI_OBSERVE_FLOOD_DELAY_MS", 0));
+    let block = std::env::var("WASI_OBSERVE_FLOOD_MAX_BLOCK_MS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60_000);
-    let (peak_kib, ..) = flood(ms);
+        .and_then(|v| v.parse().ok());
+    let (peak_kib, ..) = flood(var("WASI_OBSERVE_FLOOD_MS", 60_000), delay, block);
     assert!(peak_kib < 1024 * 1024, "peak RSS {peak_kib} KiB");
 }

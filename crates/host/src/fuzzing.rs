@@ -24,14 +24,13 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use opentelemetry_sdk::trace::Sampler;
 use wasmtime::component::Resource;
 
+use crate::bindings::Datetime;
 use crate::bindings::logging::{Host as _, Level};
 use crate::bindings::metrics::{HostInstrument, InstrumentKind, InstrumentOptions, Number};
 use crate::bindings::sdk::{self, Host as _, Parent};
 use crate::bindings::tracer::{
-    self, HostSpan, KeyValue, Link, SpanKind, StartOptions, Status, TraceFlags as WitFlags,
-    Value,
+    self, HostSpan, KeyValue, Link, SpanKind, StartOptions, Status, TraceFlags as WitFlags, Value,
 };
-use crate::bindings::Datetime;
 use crate::export::batch::BatchConfig;
 use crate::export::file::JsonLinesExporter;
 use crate::{Limits, Telemetry, WasiObserveCtx};
@@ -142,7 +141,11 @@ fn hex(u: &mut Unstructured, len: usize) -> Result<String> {
         .collect()
 }
 
-fn list<T>(u: &mut Unstructured, max: usize, f: impl Fn(&mut Unstructured) -> Result<T>) -> Result<Vec<T>> {
+fn list<T>(
+    u: &mut Unstructured,
+    max: usize,
+    f: impl Fn(&mut Unstructured) -> Result<T>,
+) -> Result<Vec<T>> {
     let n = u.int_in_range(0..=max)?;
     (0..n).map(|_| f(u)).collect()
 }
@@ -220,8 +223,16 @@ fn trace_state(u: &mut Unstructured) -> Result<Vec<(String, String)>> {
 
 fn span_context(u: &mut Unstructured) -> Result<tracer::SpanContext> {
     Ok(tracer::SpanContext {
-        trace_id: if u.ratio(1, 8)? { string(u)? } else { hex(u, 32)? },
-        span_id: if u.ratio(1, 8)? { string(u)? } else { hex(u, 16)? },
+        trace_id: if u.ratio(1, 8)? {
+            string(u)?
+        } else {
+            hex(u, 32)?
+        },
+        span_id: if u.ratio(1, 8)? {
+            string(u)?
+        } else {
+            hex(u, 16)?
+        },
         trace_flags: flags(u)?,
         is_remote: u.arbitrary()?,
         trace_state: trace_state(u)?,
@@ -252,13 +263,21 @@ fn options(u: &mut Unstructured) -> Result<Option<StartOptions>> {
         } else {
             None
         },
-        attributes: if u.arbitrary()? { Some(attributes(u)?) } else { None },
+        attributes: if u.arbitrary()? {
+            Some(attributes(u)?)
+        } else {
+            None
+        },
         links: if u.arbitrary()? {
             Some(list(u, 6, link)?)
         } else {
             None
         },
-        timestamp: if u.arbitrary()? { Some(datetime(u)?) } else { None },
+        timestamp: if u.arbitrary()? {
+            Some(datetime(u)?)
+        } else {
+            None
+        },
     }))
 }
 
@@ -365,8 +384,8 @@ impl Driver {
             2 => {
                 let parent = self.parent(u)?;
                 let (name, options) = (string(u)?, options(u)?);
-                let started =
-                    sdk::Host::start_span(&mut self.ctx, name, parent, options).expect("start-span");
+                let started = sdk::Host::start_span(&mut self.ctx, name, parent, options)
+                    .expect("start-span");
                 self.spans.push(started.span.rep());
             }
             3 => {
@@ -385,8 +404,16 @@ impl Driver {
             6 => {
                 let s = self.span(u)?;
                 let name = string(u)?;
-                let ts = if u.arbitrary()? { Some(datetime(u)?) } else { None };
-                let attrs = if u.arbitrary()? { Some(attributes(u)?) } else { None };
+                let ts = if u.arbitrary()? {
+                    Some(datetime(u)?)
+                } else {
+                    None
+                };
+                let attrs = if u.arbitrary()? {
+                    Some(attributes(u)?)
+                } else {
+                    None
+                };
                 ok(self.ctx.add_event(s, name, ts, attrs));
             }
             7 => {
@@ -406,7 +433,11 @@ impl Driver {
             }
             10 | 11 => {
                 let s = self.span(u)?;
-                let ts = if u.arbitrary()? { Some(datetime(u)?) } else { None };
+                let ts = if u.arbitrary()? {
+                    Some(datetime(u)?)
+                } else {
+                    None
+                };
                 ok(HostSpan::end(&mut self.ctx, s, ts));
             }
             12 => {
@@ -430,16 +461,26 @@ impl Driver {
                 };
                 let (level, context, message, attrs) =
                     (level(u)?, string(u)?, string(u)?, attributes(u)?);
-                ok(self
-                    .ctx
-                    .emit(parent, level, context, message, attrs, event));
+                ok(self.ctx.emit(parent, level, context, message, attrs, event));
             }
             15 => {
                 let s = Resource::new_own(rep(u, &self.spans)?);
                 let attrs = attributes(u)?;
-                let st = if u.arbitrary()? { Some(status(u)?) } else { None };
-                let name = if u.arbitrary()? { Some(string(u)?) } else { None };
-                let ts = if u.arbitrary()? { Some(datetime(u)?) } else { None };
+                let st = if u.arbitrary()? {
+                    Some(status(u)?)
+                } else {
+                    None
+                };
+                let name = if u.arbitrary()? {
+                    Some(string(u)?)
+                } else {
+                    None
+                };
+                let ts = if u.arbitrary()? {
+                    Some(datetime(u)?)
+                } else {
+                    None
+                };
                 ok(self.ctx.finish(s, attrs, st, name, ts));
             }
             16 => {
@@ -451,7 +492,8 @@ impl Driver {
                 self.ctx.enabled().expect("enabled");
             }
             18 => {
-                let (k, name, n, attrs) = (kind(u)?, instrument_name(u)?, number(u)?, attributes(u)?);
+                let (k, name, n, attrs) =
+                    (kind(u)?, instrument_name(u)?, number(u)?, attributes(u)?);
                 ok(crate::bindings::metrics::Host::record(
                     &mut self.ctx,
                     k,
@@ -464,8 +506,16 @@ impl Driver {
                 let (k, name) = (kind(u)?, instrument_name(u)?);
                 let options = if u.arbitrary()? {
                     Some(InstrumentOptions {
-                        description: if u.arbitrary()? { Some(string(u)?) } else { None },
-                        unit: if u.arbitrary()? { Some(string(u)?) } else { None },
+                        description: if u.arbitrary()? {
+                            Some(string(u)?)
+                        } else {
+                            None
+                        },
+                        unit: if u.arbitrary()? {
+                            Some(string(u)?)
+                        } else {
+                            None
+                        },
                         boundaries: if u.arbitrary()? {
                             Some(list(u, 20, f64)?)
                         } else {

@@ -93,7 +93,11 @@ impl StatsSnapshot {
     pub fn drops(&self) -> [(&'static str, &'static str, u64); 8] {
         [
             ("traces", "queue_full", self.spans_dropped_queue_full),
-            ("traces", "retry_buffer_full", self.spans_dropped_retry_buffer),
+            (
+                "traces",
+                "retry_buffer_full",
+                self.spans_dropped_retry_buffer,
+            ),
             ("traces", "export_failed", self.spans_export_failed),
             ("traces", "open_span_limit", self.spans_dropped_open_limit),
             ("logs", "queue_full", self.logs_dropped_queue_full),

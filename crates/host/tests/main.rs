@@ -1184,7 +1184,11 @@ fn flood() {
     let spans = p.spans().len() as u64;
     let logs = p.logs().len() as u64;
     let stats = p.telemetry.stats();
-    assert_eq!(spans + stats.spans_dropped_queue_full, emitted[0], "{stats}");
+    assert_eq!(
+        spans + stats.spans_dropped_queue_full,
+        emitted[0],
+        "{stats}"
+    );
     assert_eq!(logs + stats.logs_dropped_queue_full, emitted[1], "{stats}");
     assert_eq!(stats.measurements, emitted[2], "{stats}");
     let metrics = p.metrics();
@@ -1192,7 +1196,10 @@ fn flood() {
     let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() else {
         panic!("not a u64 sum: {m:?}");
     };
-    assert_eq!(sum.data_points().map(|d| d.value()).sum::<u64>(), emitted[2]);
+    assert_eq!(
+        sum.data_points().map(|d| d.value()).sum::<u64>(),
+        emitted[2]
+    );
 }
 
 #[test]
@@ -1206,10 +1213,16 @@ fn handles_of_one_store_mean_nothing_in_another() {
     // span, and a call through B's number never reaches A's span.
     assert_eq!(in_a, in_b);
     calls::set_attribute(&mut b, in_b, "set-by", "b");
-    assert_ne!(calls::span_context(&mut a, in_a), calls::span_context(&mut b, in_b));
+    assert_ne!(
+        calls::span_context(&mut a, in_a),
+        calls::span_context(&mut b, in_b)
+    );
     // A number B never handed out names nothing there.
     let (trace, span_id) = calls::span_context(&mut b, in_b + 7);
-    assert_eq!((trace.as_str(), span_id.as_str()), ("0".repeat(32).as_str(), "0".repeat(16).as_str()));
+    assert_eq!(
+        (trace.as_str(), span_id.as_str()),
+        ("0".repeat(32).as_str(), "0".repeat(16).as_str())
+    );
     assert!(!calls::is_recording(&mut b, in_b + 7));
     calls::end(&mut b, in_b + 7);
     // B's ambient parent and open span do not parent A's spans.
@@ -1220,7 +1233,11 @@ fn handles_of_one_store_mean_nothing_in_another() {
     calls::end(&mut b, in_b);
     drop((a, b));
     let spans = p.spans();
-    let (sa, sb, child) = (span(&spans, "a"), span(&spans, "b"), span(&spans, "a-child"));
+    let (sa, sb, child) = (
+        span(&spans, "a"),
+        span(&spans, "b"),
+        span(&spans, "a-child"),
+    );
     assert!(attr(&sa.attributes, "set-by").is_none());
     assert_eq!(
         attr(&sb.attributes, "set-by"),
@@ -1241,16 +1258,26 @@ fn the_open_span_limit_applies_per_store() {
         })
     });
     let (mut a, mut b) = (p.ctx(), p.ctx());
-    let a_spans: Vec<u32> = (0..4).map(|i| calls::start(&mut a, &format!("a{i}"))).collect();
-    let recording: Vec<bool> = a_spans.iter().map(|&s| calls::is_recording(&mut a, s)).collect();
+    let a_spans: Vec<u32> = (0..4)
+        .map(|i| calls::start(&mut a, &format!("a{i}")))
+        .collect();
+    let recording: Vec<bool> = a_spans
+        .iter()
+        .map(|&s| calls::is_recording(&mut a, s))
+        .collect();
     assert_eq!(recording, [true, true, true, false]);
     // Store A being at its limit does not limit store B.
-    let b_spans: Vec<u32> = (0..3).map(|i| calls::start(&mut b, &format!("b{i}"))).collect();
+    let b_spans: Vec<u32> = (0..3)
+        .map(|i| calls::start(&mut b, &format!("b{i}")))
+        .collect();
     assert!(b_spans.iter().all(|&s| calls::is_recording(&mut b, s)));
     assert_eq!(p.telemetry.stats().spans_dropped_open_limit, 1);
     // Both stores report to the one resource the host configured; the WIT
     // offers guests no call that changes it.
-    assert!(std::ptr::eq(a.telemetry().resource(), b.telemetry().resource()));
+    assert!(std::ptr::eq(
+        a.telemetry().resource(),
+        b.telemetry().resource()
+    ));
 }
 
 #[test]

@@ -274,7 +274,9 @@ impl OtlpHttpReceiver {
     /// an endpoint for a collector that is down, to start later with
     /// [`try_start_on`](Self::try_start_on).
     pub fn free_port() -> io::Result<u16> {
-        Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+        Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port())
     }
 
     /// Spans received so far (also with [`ReceiverOptions::count_only`]).

@@ -15,9 +15,7 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::common::{
-    ExportOptions, engine, load_component, parse_dir, parse_duration, parse_env,
-};
+use crate::common::{ExportOptions, engine, load_component, parse_dir, parse_duration, parse_env};
 
 /// Run a command component (`wasi:cli/command`) and export its telemetry.
 #[derive(Parser)]
@@ -158,9 +156,9 @@ impl RunCommand {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let limit_hit = result.as_ref().is_err_and(|e| {
-            TIMED_OUT.load(Ordering::SeqCst) || e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
-        });
+        let limit_hit = result
+            .as_ref()
+            .is_err_and(|e| timed_out(e) || e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel));
 
         let (code, reason) = match &result {
             Ok(Ok(())) => (0, "the guest returned while this span was open".to_string()),
@@ -172,7 +170,7 @@ impl RunCommand {
                 e.downcast_ref::<I32Exit>(),
                 INTERRUPTED.load(Ordering::SeqCst),
             ) {
-                _ if TIMED_OUT.load(Ordering::SeqCst) => (
+                _ if timed_out(e) => (
                     LIMIT_EXIT,
                     format!(
                         "the guest was stopped by --timeout {:?}",
@@ -234,6 +232,12 @@ fn finish(telemetry: &Telemetry) {
     }
 }
 
+/// Whether `--timeout` interrupted the guest (rather than the guest ending
+/// on its own just as the timeout fired).
+fn timed_out(e: &wasmtime::Error) -> bool {
+    TIMED_OUT.load(Ordering::SeqCst) && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+}
+
 fn trap_summary(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
@@ -290,15 +294,14 @@ impl Stopper {
 /// (exit code 128 + its number: 130, 143).
 fn install_signal_handler(stopper: Stopper) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("wasi-observe-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 let sig = u8::try_from(sig).unwrap_or(u8::MAX);
-                if TIMED_OUT.load(Ordering::SeqCst)
-                    || INTERRUPTED.swap(sig, Ordering::SeqCst) != 0
+                if TIMED_OUT.load(Ordering::SeqCst) || INTERRUPTED.swap(sig, Ordering::SeqCst) != 0
                 {
                     continue;
                 }

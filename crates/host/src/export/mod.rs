@@ -126,12 +126,16 @@ pub fn exporters_from_env(signal: Signal, fallback: &[Exporter]) -> Result<Vec<E
 
 /// An object-safe span exporter, so a pipeline can hold several kinds.
 pub(crate) trait DynSpanExporter: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
     fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
     fn set_resource(&mut self, resource: &Resource);
 }
 
 impl<E: SpanExporter + 'static> DynSpanExporter for E {
+    fn name(&self) -> &'static str {
+        short_type_name::<E>()
+    }
     fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
         Box::pin(SpanExporter::export(self, batch))
     }
@@ -145,12 +149,16 @@ impl<E: SpanExporter + 'static> DynSpanExporter for E {
 
 /// An object-safe log exporter.
 pub(crate) trait DynLogExporter: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
     fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult>;
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
     fn set_resource(&mut self, resource: &Resource);
 }
 
 impl<E: LogExporter + 'static> DynLogExporter for E {
+    fn name(&self) -> &'static str {
+        short_type_name::<E>()
+    }
     fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult> {
         Box::pin(LogExporter::export(self, batch))
     }
@@ -160,6 +168,15 @@ impl<E: LogExporter + 'static> DynLogExporter for E {
     fn set_resource(&mut self, resource: &Resource) {
         LogExporter::set_resource(self, resource)
     }
+}
+
+/// `opentelemetry_otlp::span::SpanExporter` -> `SpanExporter`: enough to say
+/// which exporter failed (their `Debug` output runs to kilobytes).
+fn short_type_name<E>() -> &'static str {
+    let name = std::any::type_name::<E>();
+    let base = name.split('<').next().unwrap_or(name);
+    let start = base.rfind("::").map_or(0, |i| i + 2);
+    &name[start..]
 }
 
 /// Runs `fut` on the export runtime with a deadline.
@@ -208,10 +225,10 @@ pub(crate) fn is_transient(message: &str) -> bool {
     true
 }
 
-fn failure(exporter: &dyn fmt::Debug, message: String) -> batch::Failure {
+fn failure(exporter: &str, message: String) -> batch::Failure {
     batch::Failure {
         transient: is_transient(&message),
-        message: format!("{exporter:?}: {message}"),
+        message: format!("{exporter}: {message}"),
     }
 }
 
@@ -236,7 +253,7 @@ impl batch::Sink<SpanData> for SpanSink {
         let Some(e) = self.exporters.get(target) else {
             return Ok(());
         };
-        run(&self.rt, timeout, e.export(batch.to_vec())).map_err(|m| failure(e, m))
+        run(&self.rt, timeout, e.export(batch.to_vec())).map_err(|m| failure(e.name(), m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -271,7 +288,7 @@ impl batch::Sink<QueuedLog> for LogSink {
         };
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|(r, s)| (r, s)).collect();
-        run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e, m))
+        run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e.name(), m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {

@@ -23,7 +23,11 @@ fn main() {
                 }),
             );
             spans += 1;
-            log(Level::Info, "flood", "a log record emitted as fast as possible");
+            log(
+                Level::Info,
+                "flood",
+                "a log record emitted as fast as possible",
+            );
             logs += 1;
             counter.record(Number::S64(1), &[]);
             measurements += 1;
