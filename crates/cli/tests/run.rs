@@ -613,51 +613,73 @@ fn exit_paths_return_exit_and_trap_deliver_everything_emitted() {
     }
 }
 
-/// Runs the exit_paths guest in `spin` mode with `extra` options, waits until
-/// it spins, then sends `signal` (if any) and returns the exit code and
-/// standard error.
+/// The exit_paths guest running in `spin` mode under the CLI, after it
+/// emitted its items.
+struct Spinning(std::process::Child);
+
+impl Spinning {
+    /// Runs `run [extra] exit_paths n spin` and waits until the guest spins.
+    fn start(mut cmd: Command, extra: &[&str], n: usize) -> Spinning {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+
+        let mut child = cmd
+            .arg("run")
+            .args(extra)
+            .args([EXIT_PATHS_COMPONENT, &n.to_string(), "spin"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("spinning") {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the guest ended early"
+            );
+        }
+        Spinning(child)
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`) to the CLI.
+    fn signal(&self, signal: &str) {
+        let kill = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+
+    /// Waits for the CLI to exit: its exit code and standard error.
+    fn wait(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let status = self.0.wait().unwrap();
+        let mut stderr = String::new();
+        self.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        eprintln!("stderr: {stderr}");
+        (status.code(), stderr)
+    }
+}
+
+/// Runs the exit_paths guest in `spin` mode with `extra` options, then sends
+/// `signal` (if any); returns the exit code and standard error.
 fn spin_and_stop(
     receiver: &OtlpHttpReceiver,
     extra: &[&str],
     signal: Option<&str>,
 ) -> (Option<i32>, String) {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-
-    let mut child = cli_http(receiver)
-        .arg("run")
-        .args(extra)
-        .args([EXIT_PATHS_COMPONENT, "25", "spin"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("spinning") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the guest ended early"
-        );
-    }
+    let spinning = Spinning::start(cli_http(receiver), extra, 25);
     if let Some(signal) = signal {
-        let kill = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        spinning.signal(signal);
     }
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    eprintln!("stderr: {stderr}");
-    (status.code(), stderr)
+    spinning.wait()
 }
 
 #[test]
@@ -712,9 +734,6 @@ fn through_an_outage(
     envs: &[(&str, &str)],
     done: impl Fn(&OtlpHttpReceiver) -> bool,
 ) -> (OtlpHttpReceiver, String) {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-
     let port = OtlpHttpReceiver::free_port().unwrap();
     let mut cmd = cli();
     cmd.env(
@@ -726,21 +745,7 @@ fn through_an_outage(
     .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
     .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
     .envs(envs.iter().copied());
-    let mut child = cmd
-        .args(["run", EXIT_PATHS_COMPONENT, &n.to_string(), "spin"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("spinning") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the guest ended early"
-        );
-    }
+    let spinning = Spinning::start(cmd, &[], n);
     std::thread::sleep(outage());
     let receiver = OtlpHttpReceiver::try_start_on(port, otlp_receiver::ReceiverOptions::new())
         .expect("the port is still free");
@@ -750,20 +755,9 @@ fn through_an_outage(
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(done(&receiver), "not delivered after the outage");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(143));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    eprintln!("stderr: {stderr}");
+    spinning.signal("-TERM");
+    let (code, stderr) = spinning.wait();
+    assert_eq!(code, Some(143));
     (receiver, stderr)
 }
 

@@ -6,8 +6,9 @@
 //! producer waits up to `max_block` for room, so a burst is delivered rather
 //! than dropped. If the queue is still full after that wait, the queue
 //! switches to shedding: items are dropped (and counted) without waiting until
-//! an item fits again. A guest is therefore never delayed by more than one
-//! `max_block` per overload episode.
+//! an item fits again. No single push waits longer than `max_block`; a
+//! collector slower than the guest paces the guest to the export rate (set
+//! `max_block` to zero to never wait).
 //!
 //! A batch whose export fails for a transient reason (the collector is down,
 //! overloaded, or timed out) is kept and retried with exponential backoff
