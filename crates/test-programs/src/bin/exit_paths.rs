@@ -2,7 +2,7 @@
 //! default 10), keeps one span open throughout, then ends the way the second argument
 //! says: `return`, `exit` (`std::process::exit(3)`, which wasi-libc turns
 //! into `exit(err)`, code 1; the `exit_code` guest covers other codes),
-//! `trap` (unreachable), or `spin` (loops
+//! `trap` (abort, an `unreachable` trap), or `spin` (loops
 //! until something stops it, after printing `spinning`).
 
 use std::io::Write;
@@ -33,7 +33,7 @@ fn main() {
     std::io::stdout().flush().unwrap();
     match how.as_str() {
         "exit" => std::process::exit(3),
-        "trap" => core::arch::wasm32::unreachable(),
+        "trap" => std::process::abort(),
         "spin" => {
             println!("spinning");
             std::io::stdout().flush().unwrap();
