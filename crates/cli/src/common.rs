@@ -128,11 +128,13 @@ pub fn store_err(e: anyhow::Error) -> wasmtime::Error {
     wasmtime::Error::msg(format!("{e:#}"))
 }
 
-/// The engine every command uses: epoch interruption lets Ctrl-C stop a
-/// running guest so its telemetry can be closed and flushed.
-pub fn engine() -> Result<Engine> {
+/// The engine every command uses: epoch interruption lets Ctrl-C, SIGTERM
+/// and `--timeout` stop a running guest so its telemetry can be closed and
+/// flushed; `fuel` turns on fuel metering for `--fuel`.
+pub fn engine(fuel: bool) -> Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    config.consume_fuel(fuel);
     // No component-model-async is needed; without it host calls are cheaper.
     config.concurrency_support(false);
     Engine::new(&config)
@@ -153,6 +155,27 @@ pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
         _ => bail!("{} is not a WebAssembly component", path.display()),
     }
     Component::new(engine, &bytes).with_context(|| format!("cannot compile {}", path.display()))
+}
+
+/// A duration as `--timeout` takes it: a number with a unit (`ms`, `s`, `m`,
+/// `h`), or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a duration such as 500ms, 30s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (ms, s, m, h)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// `HOST[::GUEST]` as `--dir` takes it.

@@ -84,6 +84,8 @@ mod bindings;
 mod convert;
 mod ctx;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 pub mod logging;
 pub mod metrics;

@@ -55,7 +55,6 @@ pub(crate) struct Instrument {
 enum IntInstrument {
     Counter(Counter<u64>),
     UpDown(UpDownCounter<i64>),
-    Histogram(Histogram<u64>),
     Gauge(Gauge<i64>),
 }
 
@@ -82,6 +81,15 @@ macro_rules! build {
 impl Instrument {
     /// Records one measurement; false if the value was rejected.
     fn record(&self, meter: &Meter, value: Number, attrs: &[KeyValue]) -> bool {
+        // Integer histogram values go to the float histogram: the SDK's
+        // integer histogram adds up its sum with `+` and overflows (a panic in
+        // a debug build) when a guest records huge values, found by fuzzing.
+        // OTLP exports histogram sums, minimums and maximums as doubles anyway.
+        let value = match (self.kind, value) {
+            (InstrumentKind::Histogram, Number::S64(v)) if v < 0 => return false,
+            (InstrumentKind::Histogram, Number::S64(v)) => Number::F64(v as f64),
+            (_, value) => value,
+        };
         match value {
             Number::S64(v) => {
                 let i = self.int.get_or_init(|| match self.kind {
@@ -91,14 +99,8 @@ impl Instrument {
                     InstrumentKind::UpDownCounter => {
                         IntInstrument::UpDown(build!(self, meter, i64_up_down_counter).build())
                     }
-                    InstrumentKind::Histogram => {
-                        let mut b = build!(self, meter, u64_histogram);
-                        if let Some(bounds) = &self.boundaries {
-                            b = b.with_boundaries(bounds.clone());
-                        }
-                        IntInstrument::Histogram(b.build())
-                    }
-                    InstrumentKind::Gauge => {
+                    // Histograms take the float path (above).
+                    InstrumentKind::Histogram | InstrumentKind::Gauge => {
                         IntInstrument::Gauge(build!(self, meter, i64_gauge).build())
                     }
                 });
@@ -108,10 +110,6 @@ impl Instrument {
                         Err(_) => return false,
                     },
                     IntInstrument::UpDown(c) => c.add(v, attrs),
-                    IntInstrument::Histogram(h) => match u64::try_from(v) {
-                        Ok(v) => h.record(v, attrs),
-                        Err(_) => return false,
-                    },
                     IntInstrument::Gauge(g) => g.record(v, attrs),
                 }
             }

@@ -40,8 +40,14 @@ stats! {
     spans_exported,
     /// Spans dropped because the export queue stayed full (overload).
     spans_dropped_queue_full,
-    /// Spans an exporter failed to deliver.
+    /// Spans an exporter refused for good, or that were still waiting for a
+    /// retry when shutdown gave up.
     spans_export_failed,
+    /// Spans dropped (oldest first) because the retry buffer was full while
+    /// exports kept failing.
+    spans_dropped_retry_buffer,
+    /// Export retries of span batches (not a loss).
+    spans_export_retries,
     /// Spans not recorded because the store had too many open spans.
     spans_dropped_open_limit,
     /// Span attributes dropped by the count limits (span, event and link attributes).
@@ -60,8 +66,13 @@ stats! {
     logs_exported,
     /// Log records dropped because the export queue stayed full.
     logs_dropped_queue_full,
-    /// Log records an exporter failed to deliver.
+    /// Log records an exporter refused for good, or that were still waiting
+    /// for a retry when shutdown gave up.
     logs_export_failed,
+    /// Log records dropped (oldest first) because the retry buffer was full.
+    logs_dropped_retry_buffer,
+    /// Export retries of log batches (not a loss).
+    logs_export_retries,
     /// Measurements recorded.
     measurements,
     /// Measurements dropped (invalid value or name, instrument limit).
@@ -77,6 +88,25 @@ impl Stats {
 }
 
 impl StatsSnapshot {
+    /// Whole items lost, as `(signal, reason, count)`: what the host's
+    /// `wasi_observe.dropped` self-metric reports.
+    pub fn drops(&self) -> [(&'static str, &'static str, u64); 8] {
+        [
+            ("traces", "queue_full", self.spans_dropped_queue_full),
+            (
+                "traces",
+                "retry_buffer_full",
+                self.spans_dropped_retry_buffer,
+            ),
+            ("traces", "export_failed", self.spans_export_failed),
+            ("traces", "open_span_limit", self.spans_dropped_open_limit),
+            ("logs", "queue_full", self.logs_dropped_queue_full),
+            ("logs", "retry_buffer_full", self.logs_dropped_retry_buffer),
+            ("logs", "export_failed", self.logs_export_failed),
+            ("metrics", "rejected", self.measurements_dropped),
+        ]
+    }
+
     /// Whether any telemetry was dropped, cut or rejected.
     pub fn has_losses(&self) -> bool {
         self.losses().next().is_some()
@@ -93,6 +123,8 @@ impl StatsSnapshot {
                         | "logs_emitted"
                         | "logs_exported"
                         | "measurements"
+                        | "spans_export_retries"
+                        | "logs_export_retries"
                 )
         })
     }

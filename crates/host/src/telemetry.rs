@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
+use opentelemetry::KeyValue;
 use opentelemetry::logs::LoggerProvider as _;
-use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     logger_provider: Option<SdkLoggerProvider>,
     pub(crate) meter: Option<Meter>,
     meter_provider: Option<SdkMeterProvider>,
+    _self_metric: Option<ObservableCounter<u64>>,
     pub(crate) instruments: Instruments,
     runtime: Mutex<Option<Runtime>>,
     shut_down: AtomicBool,
@@ -396,6 +398,8 @@ impl TelemetryBuilder {
                     exported: |s| &s.spans_exported,
                     failed: |s| &s.spans_export_failed,
                     dropped: |s| &s.spans_dropped_queue_full,
+                    dropped_retry: |s| &s.spans_dropped_retry_buffer,
+                    retries: |s| &s.spans_export_retries,
                 },
             )
         });
@@ -417,6 +421,8 @@ impl TelemetryBuilder {
                     exported: |s| &s.logs_exported,
                     failed: |s| &s.logs_export_failed,
                     dropped: |s| &s.logs_dropped_queue_full,
+                    dropped_retry: |s| &s.logs_dropped_retry_buffer,
+                    retries: |s| &s.logs_export_retries,
                 },
             );
             SdkLoggerProvider::builder()
@@ -433,6 +439,7 @@ impl TelemetryBuilder {
         let meter = meter_provider
             .as_ref()
             .map(|p| p.meter_with_scope(scope.clone()));
+        let self_metric = meter_provider.as_ref().map(|p| self_metric(p, &stats));
 
         Ok(Telemetry {
             inner: Arc::new(Inner {
@@ -449,11 +456,42 @@ impl TelemetryBuilder {
                 logger_provider,
                 meter,
                 meter_provider,
+                _self_metric: self_metric,
                 runtime: Mutex::new(Some(self.runtime)),
                 shut_down: AtomicBool::new(false),
             }),
         })
     }
+}
+
+/// The host's own metric, `wasi_observe.dropped{signal, reason}`: what the
+/// pipeline lost, exported with the guests' metrics under the scope
+/// `wasi-observe.host` (apart from the guests' scope, so no guest instrument
+/// can collide with it).
+fn self_metric(provider: &SdkMeterProvider, stats: &Arc<Stats>) -> ObservableCounter<u64> {
+    let scope = InstrumentationScope::builder("wasi-observe.host")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let stats = stats.clone();
+    provider
+        .meter_with_scope(scope)
+        .u64_observable_counter("wasi_observe.dropped")
+        .with_description("Spans, log records and measurements the host dropped")
+        .with_unit("{item}")
+        .with_callback(move |observer| {
+            for (signal, reason, n) in stats.snapshot().drops() {
+                if n > 0 {
+                    observer.observe(
+                        n,
+                        &[
+                            KeyValue::new("signal", signal),
+                            KeyValue::new("reason", reason),
+                        ],
+                    );
+                }
+            }
+        })
+        .build()
 }
 
 fn service_name_in_env() -> bool {

@@ -1392,4 +1392,185 @@ fn bench() {
     assert_eq!(sum.data_points().next().unwrap().value(), ops);
     assert_eq!(run_mode("spans").spans().len() as u64, ops);
     assert_eq!(run_mode("floor").spans().len(), 0);
+
+#[test]
+fn exit_paths() {
+    // Every way the guest can end: what it emitted before is exported, and
+    // the span it kept open is ended with the embedder's reason.
+    for (how, expect_exit) in [("return", None), ("exit", Some(1)), ("trap", None)] {
+        let p = Pipeline::new();
+        let mut r = run(
+            test_programs_artifacts::EXIT_PATHS_COMPONENT,
+            p.ctx(),
+            &["exit_paths", "20", how],
+        );
+        match (how, &r.result) {
+            ("return", Ok(Ok(()))) => {}
+            ("exit", Err(e)) => {
+                assert_eq!(e.downcast_ref::<I32Exit>().map(|e| e.0), expect_exit)
+            }
+            ("trap", Err(e)) => assert!(e.downcast_ref::<wasmtime::Trap>().is_some(), "{e:?}"),
+            other => panic!("{how}: {other:?}"),
+        }
+        assert_eq!(r.end_open_spans(how), 1, "{how}");
+        drop(r);
+        let spans = p.spans();
+        assert_eq!(spans.len(), 21, "{how}");
+        assert_eq!(span(&spans, "open").status, Status::error(how));
+        assert_eq!(p.logs().len(), 20, "{how}");
+        let metrics = p.metrics();
+        let m = metric(&metrics, "exit_paths.items");
+        let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() else {
+            panic!("{how}: not a u64 sum: {m:?}");
+        };
+        assert_eq!(sum.data_points().map(|d| d.value()).sum::<u64>(), 20);
+        let stats = p.telemetry.stats();
+        assert!(!stats.has_losses(), "{how}: {stats}");
+    }
+}
+
+#[test]
+fn flood() {
+    // A guest emitting as fast as it can: what is delivered and what is
+    // counted as dropped add up to what it emitted.
+    let p = Pipeline::with(|b| {
+        let small = BatchConfig {
+            max_queue_size: 512,
+            max_export_batch_size: 256,
+            scheduled_delay: Duration::from_millis(50),
+            max_block: Duration::from_millis(20),
+            ..BatchConfig::default()
+        };
+        b.with_span_batch_config(small.clone())
+            .with_log_batch_config(small)
+    });
+    let r = run(
+        test_programs_artifacts::FLOOD_COMPONENT,
+        p.ctx(),
+        &["flood", "500"],
+    );
+    r.succeeded();
+    let emitted: Vec<u64> = r
+        .stdout
+        .trim()
+        .strip_prefix("emitted ")
+        .unwrap()
+        .split(' ')
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
+    drop(r);
+    let spans = p.spans().len() as u64;
+    let logs = p.logs().len() as u64;
+    let stats = p.telemetry.stats();
+    assert_eq!(
+        spans + stats.spans_dropped_queue_full,
+        emitted[0],
+        "{stats}"
+    );
+    assert_eq!(logs + stats.logs_dropped_queue_full, emitted[1], "{stats}");
+    assert_eq!(stats.measurements, emitted[2], "{stats}");
+    let metrics = p.metrics();
+    let m = metric(&metrics, "flood.items");
+    let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() else {
+        panic!("not a u64 sum: {m:?}");
+    };
+    assert_eq!(
+        sum.data_points().map(|d| d.value()).sum::<u64>(),
+        emitted[2]
+    );
+}
+
+#[test]
+fn handles_of_one_store_mean_nothing_in_another() {
+    use wasi_observe_host::fuzzing::calls;
+    let p = Pipeline::new();
+    let (mut a, mut b) = (p.ctx(), p.ctx());
+    let in_a = calls::start(&mut a, "a");
+    let in_b = calls::start(&mut b, "b");
+    // Handle numbers are per store: the same number names each store's own
+    // span, and a call through B's number never reaches A's span.
+    assert_eq!(in_a, in_b);
+    calls::set_attribute(&mut b, in_b, "set-by", "b");
+    assert_ne!(
+        calls::span_context(&mut a, in_a),
+        calls::span_context(&mut b, in_b)
+    );
+    // A number B never handed out names nothing there.
+    let (trace, span_id) = calls::span_context(&mut b, in_b + 7);
+    assert_eq!(
+        (trace.as_str(), span_id.as_str()),
+        ("0".repeat(32).as_str(), "0".repeat(16).as_str())
+    );
+    assert!(!calls::is_recording(&mut b, in_b + 7));
+    calls::end(&mut b, in_b + 7);
+    // B's ambient parent and open span do not parent A's spans.
+    b.set_parent(Some(remote_parent()));
+    let a_child = calls::start(&mut a, "a-child");
+    calls::end(&mut a, a_child);
+    calls::end(&mut a, in_a);
+    calls::end(&mut b, in_b);
+    drop((a, b));
+    let spans = p.spans();
+    let (sa, sb, child) = (
+        span(&spans, "a"),
+        span(&spans, "b"),
+        span(&spans, "a-child"),
+    );
+    assert!(attr(&sa.attributes, "set-by").is_none());
+    assert_eq!(
+        attr(&sb.attributes, "set-by"),
+        Some(&Value::String("b".into()))
+    );
+    assert_eq!(child.parent_span_id, sa.span_context.span_id());
+    assert_eq!(child.span_context.trace_id(), sa.span_context.trace_id());
+    assert_ne!(sa.span_context.trace_id(), sb.span_context.trace_id());
+}
+
+#[test]
+fn the_open_span_limit_applies_per_store() {
+    use wasi_observe_host::fuzzing::calls;
+    let p = Pipeline::with(|b| {
+        b.with_limits(Limits {
+            open_spans_per_store: 3,
+            ..Limits::default()
+        })
+    });
+    let (mut a, mut b) = (p.ctx(), p.ctx());
+    let a_spans: Vec<u32> = (0..4)
+        .map(|i| calls::start(&mut a, &format!("a{i}")))
+        .collect();
+    let recording: Vec<bool> = a_spans
+        .iter()
+        .map(|&s| calls::is_recording(&mut a, s))
+        .collect();
+    assert_eq!(recording, [true, true, true, false]);
+    // Store A being at its limit does not limit store B.
+    let b_spans: Vec<u32> = (0..3)
+        .map(|i| calls::start(&mut b, &format!("b{i}")))
+        .collect();
+    assert!(b_spans.iter().all(|&s| calls::is_recording(&mut b, s)));
+    assert_eq!(p.telemetry.stats().spans_dropped_open_limit, 1);
+    // Both stores report to the one resource the host configured; the WIT
+    // offers guests no call that changes it.
+    assert!(std::ptr::eq(
+        a.telemetry().resource(),
+        b.telemetry().resource()
+    ));
+}
+
+#[test]
+fn sdk_scenario() {
+    // The guest SDK's scenario (checked in detail against tracing-opentelemetry
+    // by crates/sdk/tests/differential.rs) runs here too, without losses.
+    let p = Pipeline::new();
+    let r = run(
+        test_programs_artifacts::SDK_SCENARIO_COMPONENT,
+        p.ctx(),
+        &["sdk_scenario"],
+    );
+    r.succeeded();
+    drop(r);
+    assert!(!p.spans().is_empty());
+    let stats = p.telemetry.stats();
+    assert!(!stats.has_losses(), "{stats}");
 }

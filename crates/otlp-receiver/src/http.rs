@@ -75,6 +75,7 @@ struct SignalBehaviour {
 #[derive(Clone, Debug, Default)]
 pub struct ReceiverOptions {
     behaviours: [SignalBehaviour; 3],
+    count_only: bool,
 }
 
 impl ReceiverOptions {
@@ -108,6 +109,15 @@ impl ReceiverOptions {
     /// Wait `delay` before answering exports of `signal` only.
     pub fn delay_signal(mut self, signal: Signal, delay: Duration) -> Self {
         self.behaviours[signal.index()].delay = delay;
+        self
+    }
+
+    /// Keep only the number of spans and log records that arrive
+    /// ([`OtlpHttpReceiver::span_count`], [`OtlpHttpReceiver::log_count`]),
+    /// not their content, so that a load test of millions of items does not
+    /// fill the test's memory. Metrics are kept as usual.
+    pub fn count_only(mut self) -> Self {
+        self.count_only = true;
         self
     }
 
@@ -169,6 +179,8 @@ struct Collected {
     spans: Vec<FlatSpan>,
     logs: Vec<FlatLog>,
     metrics: Vec<FlatMetric>,
+    span_count: usize,
+    log_count: usize,
 }
 
 struct Shared {
@@ -222,7 +234,13 @@ impl OtlpHttpReceiver {
 
     /// Starts a receiver with `options`.
     pub fn try_start_with(options: ReceiverOptions) -> io::Result<Self> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        Self::try_start_on(0, options)
+    }
+
+    /// Starts a receiver with `options` on a chosen port of 127.0.0.1 (0:
+    /// any free port), e.g. one an exporter has been failing to reach.
+    pub fn try_start_on(port: u16, options: ReceiverOptions) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -250,6 +268,25 @@ impl OtlpHttpReceiver {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// A port of 127.0.0.1 that was free a moment ago, where nothing listens:
+    /// an endpoint for a collector that is down, to start later with
+    /// [`try_start_on`](Self::try_start_on).
+    pub fn free_port() -> io::Result<u16> {
+        Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port())
+    }
+
+    /// Spans received so far (also with [`ReceiverOptions::count_only`]).
+    pub fn span_count(&self) -> usize {
+        self.shared.lock().span_count
+    }
+
+    /// Log records received so far (also with [`ReceiverOptions::count_only`]).
+    pub fn log_count(&self) -> usize {
+        self.shared.lock().log_count
     }
 
     /// The socket address the receiver listens on.
@@ -545,12 +582,28 @@ async fn handle(
         let mut collected = shared.lock();
         match export {
             Some(Export::Traces(r)) => {
-                collected.spans.extend(flatten_traces(&r));
-                collected.trace_requests.push(r);
+                collected.span_count += r
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum::<usize>();
+                if !shared.options.count_only {
+                    collected.spans.extend(flatten_traces(&r));
+                    collected.trace_requests.push(r);
+                }
             }
             Some(Export::Logs(r)) => {
-                collected.logs.extend(flatten_logs(&r));
-                collected.log_requests.push(r);
+                collected.log_count += r
+                    .resource_logs
+                    .iter()
+                    .flat_map(|rl| &rl.scope_logs)
+                    .map(|sl| sl.log_records.len())
+                    .sum::<usize>();
+                if !shared.options.count_only {
+                    collected.logs.extend(flatten_logs(&r));
+                    collected.log_requests.push(r);
+                }
             }
             Some(Export::Metrics(r)) => {
                 collected.metrics.extend(flatten_metrics(&r));

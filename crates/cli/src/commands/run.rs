@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::common::{DbOptions, ExportOptions, engine, load_component, parse_dir, parse_env};
+use crate::common::{
+    DbOptions, ExportOptions, engine, load_component, parse_dir, parse_duration, parse_env,
+};
 use wasi_observe_store::Store as TelemetryStore;
 
 /// Run a command component (`wasi:cli/command`) and export its telemetry.
@@ -28,6 +30,17 @@ pub struct RunCommand {
     /// Set a guest environment variable (`KEY` alone passes the host's value).
     #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
     envs: Vec<(String, String)>,
+
+    /// Stop the guest after this long (e.g. `500ms`, `30s`, `2m`): its open
+    /// spans are ended, telemetry is flushed, and the exit code is 124, as
+    /// with `timeout(1)`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Stop the guest once it has consumed this much fuel (about one unit
+    /// per WebAssembly instruction); the exit code is then 124 too.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
 
     #[command(flatten)]
     export: ExportOptions,
@@ -64,9 +77,15 @@ impl WasiObserveView for Host {
 /// Which signal stopped the guest: 0 none, else the signal number.
 static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
 
-/// How long a guest blocked in a host call gets to notice Ctrl-C before the
-/// process flushes and exits without it.
+/// Whether `--timeout` stopped the guest.
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+
+/// How long a guest blocked in a host call gets to notice Ctrl-C (or the
+/// timeout) before the process flushes and exits without it.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+/// The exit code when `--timeout` or `--fuel` stopped the guest.
+const LIMIT_EXIT: i32 = 124;
 
 impl RunCommand {
     /// Runs the component; never returns on success (the guest's exit code
@@ -75,7 +94,7 @@ impl RunCommand {
         if !self.component.exists() {
             wasmtime::bail!("no such file: {}", self.component.display());
         }
-        let engine = engine()?;
+        let engine = engine(self.fuel.is_some())?;
         let component = load_component(&engine, &self.component)?;
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -119,12 +138,31 @@ impl RunCommand {
         let mut store = Store::new(&engine, host);
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
+        if let Some(fuel) = self.fuel {
+            store.set_fuel(fuel)?;
+        }
 
-        install_interrupt_handler(&engine, &telemetry)?;
+        let stopper = Stopper {
+            engine: engine.clone(),
+            telemetry: Arc::new(Mutex::new(Some(telemetry.clone()))),
+        };
+        install_signal_handler(stopper.clone())?;
+        if let Some(timeout) = self.timeout {
+            stopper.clone().after(timeout);
+        }
 
         let result = pre
             .instantiate(&mut store)
             .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+        // The guest has stopped: from here on this thread flushes and exits.
+        stopper
+            .telemetry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let limit_hit = result
+            .as_ref()
+            .is_err_and(|e| timed_out(e) || e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel));
 
         let (code, reason) = match &result {
             Ok(Ok(())) => (0, "the guest returned while this span was open".to_string()),
@@ -136,6 +174,20 @@ impl RunCommand {
                 e.downcast_ref::<I32Exit>(),
                 INTERRUPTED.load(Ordering::SeqCst),
             ) {
+                _ if timed_out(e) => (
+                    LIMIT_EXIT,
+                    format!(
+                        "the guest was stopped by --timeout {:?}",
+                        self.timeout.unwrap_or_default()
+                    ),
+                ),
+                _ if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) => (
+                    LIMIT_EXIT,
+                    format!(
+                        "the guest ran out of fuel (--fuel {})",
+                        self.fuel.unwrap_or_default()
+                    ),
+                ),
                 (_, sig) if sig != 0 => (
                     128 + i32::from(sig),
                     format!("the guest was interrupted by {}", signal_name(sig)),
@@ -154,6 +206,7 @@ impl RunCommand {
         drop(store);
 
         match INTERRUPTED.load(Ordering::SeqCst) {
+            _ if limit_hit => eprintln!("wasi-observe: {reason}"),
             0 => {
                 if let Err(e) = &result
                     && e.downcast_ref::<I32Exit>().is_none()
@@ -233,6 +286,12 @@ fn report_store(store: &TelemetryStore, db: &DbOptions) {
     }
 }
 
+/// Whether `--timeout` interrupted the guest (rather than the guest ending
+/// on its own just as the timeout fired).
+fn timed_out(e: &wasmtime::Error) -> bool {
+    TIMED_OUT.load(Ordering::SeqCst) && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+}
+
 fn trap_summary(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
@@ -248,29 +307,61 @@ fn signal_name(sig: u8) -> &'static str {
     }
 }
 
-/// On Ctrl-C or SIGTERM: interrupt the guest at its next epoch check (its
-/// open spans are then ended and everything flushed by `execute`). A guest
-/// blocked in a host call gets a grace period, after which telemetry is
-/// flushed and the process exits.
-fn install_interrupt_handler(engine: &wasmtime::Engine, telemetry: &Telemetry) -> Result<()> {
-    let engine = engine.clone();
-    let telemetry = Arc::new(Mutex::new(Some(telemetry.clone())));
-    ctrlc::set_handler(move || {
-        // ctrlc does not tell which signal; SIGINT is by far the common one,
-        // and SIGTERM is reported the same way.
-        if INTERRUPTED.swap(2, Ordering::SeqCst) != 0 {
-            return;
-        }
-        engine.increment_epoch();
-        let telemetry = telemetry.clone();
+/// Stops a running guest from another thread: at its next epoch check the
+/// guest traps, and `execute` ends its open spans and flushes. A guest blocked
+/// in a host call gets a grace period, after which telemetry is flushed and
+/// the process exits without it.
+#[derive(Clone)]
+struct Stopper {
+    engine: wasmtime::Engine,
+    telemetry: Arc<Mutex<Option<Telemetry>>>,
+}
+
+impl Stopper {
+    fn stop(&self, exit_code: i32) {
+        self.engine.increment_epoch();
+        let telemetry = self.telemetry.clone();
         std::thread::spawn(move || {
             std::thread::sleep(INTERRUPT_GRACE);
+            // Taken by `execute` once the guest has stopped: then `execute`
+            // finishes (retrying exports for a bounded time) and exits.
             if let Some(t) = telemetry.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 eprintln!("wasi-observe: the guest did not stop; flushing telemetry and exiting");
                 finish(&t);
+                process::exit(exit_code);
             }
-            process::exit(130);
         });
-    })
-    .context("installing the Ctrl-C handler")
+    }
+
+    /// Stops the guest after `timeout` (unless a signal stopped it first).
+    fn after(self, timeout: Duration) {
+        std::thread::spawn(move || {
+            std::thread::sleep(timeout);
+            if INTERRUPTED.load(Ordering::SeqCst) == 0 && !TIMED_OUT.swap(true, Ordering::SeqCst) {
+                self.stop(LIMIT_EXIT);
+            }
+        });
+    }
+}
+
+/// On SIGINT (Ctrl-C) or SIGTERM: stop the guest, reporting which signal
+/// (exit code 128 + its number: 130, 143).
+fn install_signal_handler(stopper: Stopper) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("wasi-observe-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let sig = u8::try_from(sig).unwrap_or(u8::MAX);
+                if TIMED_OUT.load(Ordering::SeqCst) || INTERRUPTED.swap(sig, Ordering::SeqCst) != 0
+                {
+                    continue;
+                }
+                stopper.stop(128 + i32::from(sig));
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
 }

@@ -6,9 +6,20 @@
 //! producer waits up to `max_block` for room, so a burst is delivered rather
 //! than dropped. If the queue is still full after that wait, the queue
 //! switches to shedding: items are dropped (and counted) without waiting until
-//! an item fits again. A guest is therefore never delayed by more than one
-//! `max_block` per overload episode.
+//! an item fits again. No single push waits longer than `max_block`; a
+//! collector slower than the guest paces the guest to the export rate (set
+//! `max_block` to zero to never wait).
+//!
+//! A batch whose export fails for a transient reason (the collector is down,
+//! overloaded, or timed out) is kept and retried with exponential backoff
+//! (`retry_initial`, doubling up to `retry_max`). While a batch waits, the
+//! worker keeps draining the queue into a retry buffer of at most
+//! `retry_buffer` items, so the guest sees no difference; when the buffer
+//! overflows, the oldest items are dropped and counted. Permanent failures
+//! (a refused signal, a malformed request) are not retried. At shutdown the
+//! worker retries for at most `exit_retry`, then counts what is left as failed.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +32,7 @@ use crate::limits::var_usize;
 use crate::stats::Stats;
 
 /// Queue and batch sizes, as the OpenTelemetry `OTEL_BSP_*` / `OTEL_BLRP_*`
-/// variables define them, plus the backpressure bound.
+/// variables define them, plus the backpressure and retry bounds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Items the queue holds (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048).
@@ -37,41 +48,56 @@ pub struct BatchConfig {
     /// (`WASI_OBSERVE_MAX_BLOCK_MS`, default 2 s; 0 drops at once as the
     /// OpenTelemetry SDKs do).
     pub max_block: Duration,
+    /// Items kept for retry while exports fail transiently
+    /// (`WASI_OBSERVE_RETRY_BUFFER`, default 65 536; 0: no retry, a failed
+    /// batch is lost at once). Beyond it the oldest items are dropped.
+    pub retry_buffer: usize,
+    /// First wait before a retry (`WASI_OBSERVE_RETRY_INITIAL_MS`, default
+    /// 100 ms); it doubles after every failed retry.
+    pub retry_initial: Duration,
+    /// Longest wait between retries (`WASI_OBSERVE_RETRY_MAX_MS`, default 5 s).
+    pub retry_max: Duration,
+    /// How long shutdown keeps retrying what is buffered
+    /// (`WASI_OBSERVE_EXIT_RETRY_MS`, default 5 s) before counting it failed.
+    pub exit_retry: Duration,
 }
 
 impl BatchConfig {
-    /// The span queue's settings from `OTEL_BSP_*`.
+    /// The span queue's settings from `OTEL_BSP_*` and `WASI_OBSERVE_*`.
     pub fn spans_from_env() -> Self {
         Self::from_env("OTEL_BSP", Duration::from_millis(5000))
     }
 
-    /// The log queue's settings from `OTEL_BLRP_*`.
+    /// The log queue's settings from `OTEL_BLRP_*` and `WASI_OBSERVE_*`.
     pub fn logs_from_env() -> Self {
         Self::from_env("OTEL_BLRP", Duration::from_millis(1000))
     }
 
     fn from_env(prefix: &str, delay: Duration) -> Self {
         let ms = |name: &str, default: Duration| {
-            var_usize(&format!("{prefix}_{name}"))
+            var_usize(name)
                 .map(|v| Duration::from_millis(v as u64))
                 .unwrap_or(default)
         };
+        let d = BatchConfig::default();
         let max_queue_size = var_usize(&format!("{prefix}_MAX_QUEUE_SIZE"))
             .filter(|&n| n > 0)
-            .unwrap_or(2048);
+            .unwrap_or(d.max_queue_size);
         // The specification requires batch <= queue.
         let max_export_batch_size = var_usize(&format!("{prefix}_MAX_EXPORT_BATCH_SIZE"))
             .filter(|&n| n > 0)
-            .unwrap_or(512)
+            .unwrap_or(d.max_export_batch_size)
             .min(max_queue_size);
         BatchConfig {
             max_queue_size,
             max_export_batch_size,
-            scheduled_delay: ms("SCHEDULE_DELAY", delay),
-            export_timeout: ms("EXPORT_TIMEOUT", Duration::from_secs(30)),
-            max_block: var_usize("WASI_OBSERVE_MAX_BLOCK_MS")
-                .map(|v| Duration::from_millis(v as u64))
-                .unwrap_or(Duration::from_secs(2)),
+            scheduled_delay: ms(&format!("{prefix}_SCHEDULE_DELAY"), delay),
+            export_timeout: ms(&format!("{prefix}_EXPORT_TIMEOUT"), d.export_timeout),
+            max_block: ms("WASI_OBSERVE_MAX_BLOCK_MS", d.max_block),
+            retry_buffer: var_usize("WASI_OBSERVE_RETRY_BUFFER").unwrap_or(d.retry_buffer),
+            retry_initial: ms("WASI_OBSERVE_RETRY_INITIAL_MS", d.retry_initial),
+            retry_max: ms("WASI_OBSERVE_RETRY_MAX_MS", d.retry_max),
+            exit_retry: ms("WASI_OBSERVE_EXIT_RETRY_MS", d.exit_retry),
         }
     }
 }
@@ -84,14 +110,32 @@ impl Default for BatchConfig {
             scheduled_delay: Duration::from_millis(5000),
             export_timeout: Duration::from_secs(30),
             max_block: Duration::from_secs(2),
+            retry_buffer: 65_536,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            exit_retry: Duration::from_secs(5),
         }
     }
 }
 
-/// Where a batch goes: called on the worker thread only, never concurrently.
+/// Why an export failed.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    /// Whether trying again later may succeed (collector down, overloaded,
+    /// timed out), as opposed to a refusal that would repeat.
+    pub transient: bool,
+    pub message: String,
+}
+
+/// Where a batch goes: one or more targets (exporters), each of which must
+/// take every batch. Called on the worker thread only, never concurrently.
 pub(crate) trait Sink<T>: Send + 'static {
-    /// Exports one batch; `Err` means the batch was lost.
-    fn export(&mut self, batch: Vec<T>, timeout: Duration) -> Result<(), String>;
+    /// How many targets there are (at most 64).
+    fn targets(&self) -> usize {
+        1
+    }
+    /// Exports one batch to target `target`.
+    fn export(&mut self, target: usize, batch: &[T], timeout: Duration) -> Result<(), Failure>;
     /// Called once, after the last batch.
     fn shutdown(&mut self, timeout: Duration);
 }
@@ -120,13 +164,16 @@ pub(crate) struct BatchQueue<T> {
     name: &'static str,
 }
 
-/// The counters a queue keeps: items delivered, lost by the exporter, and
-/// dropped because the queue stayed full.
+/// The counters a queue keeps: items delivered, lost by the exporter,
+/// dropped because the queue stayed full, dropped from the retry buffer, and
+/// export retries.
 pub(crate) struct Outcome {
     pub stats: Arc<Stats>,
     pub exported: fn(&Stats) -> &AtomicU64,
     pub failed: fn(&Stats) -> &AtomicU64,
     pub dropped: fn(&Stats) -> &AtomicU64,
+    pub dropped_retry: fn(&Stats) -> &AtomicU64,
+    pub retries: fn(&Stats) -> &AtomicU64,
 }
 
 impl<T: Send + 'static> BatchQueue<T> {
@@ -139,16 +186,26 @@ impl<T: Send + 'static> BatchQueue<T> {
         let (stats, dropped) = (outcome.stats.clone(), outcome.dropped);
         let (items, items_rx) = crossbeam_channel::bounded(config.max_queue_size);
         let (control, control_rx) = crossbeam_channel::unbounded();
+        let targets = sink.targets().clamp(1, 64);
         let wake_pending = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            name,
             items: items_rx,
             control: control_rx,
             wake_pending: wake_pending.clone(),
             sink,
-            batch_size: config.max_export_batch_size,
-            delay: config.scheduled_delay,
-            timeout: config.export_timeout,
+            all: if targets == 64 {
+                u64::MAX
+            } else {
+                (1u64 << targets) - 1
+            },
+            config: config.clone(),
             outcome,
+            pending: VecDeque::new(),
+            pending_items: 0,
+            backoff: config.retry_initial,
+            next_retry: Instant::now(),
+            episode: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("wasi-observe-{name}"))
@@ -196,10 +253,11 @@ impl<T: Send + 'static> BatchQueue<T> {
     }
 
     /// Wakes the worker when a full batch is queued. The worker otherwise
-    /// sleeps until its scheduled delay, so queueing an item costs no
-    /// system call.
+    /// sleeps until its scheduled delay (or a retry), so queueing an item
+    /// costs no system call.
     fn wake_if_batch_ready(&self) {
-        if self.items.len() >= self.batch_size && !self.wake_pending.swap(true, Ordering::AcqRel) {
+        if self.items.len() >= self.batch_size && !self.wake_pending.swap(true, Ordering::AcqRel)
+        {
             let _ = self.control.send(Control::Export);
         }
     }
@@ -220,7 +278,8 @@ impl<T: Send + 'static> BatchQueue<T> {
         (self.dropped)(&self.stats).load(Ordering::Relaxed)
     }
 
-    /// Exports everything queued so far; waits up to `timeout`.
+    /// Exports everything queued so far (one attempt for what waits for a
+    /// retry); waits up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.control.send(Control::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
@@ -255,51 +314,89 @@ impl<T> fmt::Debug for BatchQueue<T> {
     }
 }
 
+/// A batch some targets have not taken yet.
+struct Pending<T> {
+    items: Vec<T>,
+    /// Bit i set: target i still has to take it.
+    remaining: u64,
+    /// A target refused it for good.
+    refused: bool,
+}
+
+/// A failure episode: from the first transient failure until the retry
+/// buffer is empty again.
+struct Episode {
+    started: Instant,
+    warned_drop: bool,
+}
+
 struct Worker<T, S> {
+    name: &'static str,
     items: Receiver<T>,
     control: Receiver<Control>,
     wake_pending: Arc<AtomicBool>,
     sink: S,
-    batch_size: usize,
-    delay: Duration,
-    timeout: Duration,
+    all: u64,
+    config: BatchConfig,
     outcome: Outcome,
+    /// Batches waiting for a retry, oldest first.
+    pending: VecDeque<Pending<T>>,
+    pending_items: usize,
+    backoff: Duration,
+    next_retry: Instant,
+    episode: Option<Episode>,
 }
 
 impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.batch_size);
-        let mut deadline = Instant::now() + self.delay;
+        let batch_size = self.config.max_export_batch_size;
+        let delay = self.config.scheduled_delay;
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut deadline = Instant::now() + delay;
         loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let mut wake = deadline;
+            if !self.pending.is_empty() {
+                wake = wake.min(self.next_retry);
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
+            // Items are not received one by one (each would need a wake-up):
+            // the worker sleeps on the control channel and drains the queue
+            // when a producer says a batch is ready, or on its schedule.
             match self.control.recv_timeout(wait) {
                 Ok(Control::Export) => {
                     // Cleared first, so items queued while exporting wake
                     // the worker again.
                     self.wake_pending.store(false, Ordering::Release);
                     self.drain(&mut batch);
-                    deadline = Instant::now() + self.delay;
+                    deadline = Instant::now() + delay;
                 }
                 Ok(Control::Flush(ack)) => {
                     self.drain(&mut batch);
+                    self.retry();
                     let _ = ack.send(());
-                    deadline = Instant::now() + self.delay;
+                    deadline = Instant::now() + delay;
                 }
                 Ok(Control::Shutdown(ack)) => {
                     self.drain(&mut batch);
-                    self.sink.shutdown(self.timeout);
+                    self.finish();
                     let _ = ack.send(());
                     return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.drain(&mut batch);
-                    deadline = Instant::now() + self.delay;
                 }
                 // The queue is gone: nothing more can arrive.
                 Err(RecvTimeoutError::Disconnected) => {
                     self.drain(&mut batch);
-                    self.sink.shutdown(self.timeout);
+                    self.finish();
                     return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        self.drain(&mut batch);
+                        deadline = now + delay;
+                    }
+                    if !self.pending.is_empty() && now >= self.next_retry {
+                        self.retry();
+                    }
                 }
             }
         }
@@ -309,28 +406,176 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
     fn drain(&mut self, batch: &mut Vec<T>) {
         while let Ok(item) = self.items.try_recv() {
             batch.push(item);
-            if batch.len() >= self.batch_size {
+            if batch.len() >= self.config.max_export_batch_size {
                 self.export(batch);
             }
         }
         self.export(batch);
     }
 
+    /// Exports a new batch, or queues it behind the batches waiting for a
+    /// retry (keeping the order, and not hammering a collector that is down).
     fn export(&mut self, batch: &mut Vec<T>) {
         if batch.is_empty() {
             return;
         }
-        let items = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
-        let n = items.len() as u64;
-        match self.sink.export(items, self.timeout) {
-            Ok(()) => (self.outcome.exported)(&self.outcome.stats).fetch_add(n, Ordering::Relaxed),
-            Err(e) => {
-                if (self.outcome.failed)(&self.outcome.stats).fetch_add(n, Ordering::Relaxed) == 0 {
-                    eprintln!("wasi-observe: export failed ({e}); counted, reported at exit");
-                }
-                0
-            }
+        let items = std::mem::replace(batch, Vec::with_capacity(self.config.max_export_batch_size));
+        let pending = Pending {
+            items,
+            remaining: self.all,
+            refused: false,
         };
+        if !self.pending.is_empty() {
+            self.buffer(pending);
+            return;
+        }
+        if let Err(p) = self.attempt(pending) {
+            self.buffer(p);
+        }
+    }
+
+    /// One export attempt to every target that still needs `p`. Returns it
+    /// back if a target failed transiently and retrying is allowed.
+    fn attempt(&mut self, mut p: Pending<T>) -> Result<(), Pending<T>> {
+        let mut transient = None;
+        for target in 0..64 {
+            if p.remaining & (1 << target) == 0 {
+                continue;
+            }
+            match self
+                .sink
+                .export(target, &p.items, self.config.export_timeout)
+            {
+                Ok(()) => p.remaining &= !(1 << target),
+                Err(f) if f.transient && self.config.retry_buffer > 0 => {
+                    transient = Some(f.message);
+                }
+                Err(f) => {
+                    p.remaining &= !(1 << target);
+                    p.refused = true;
+                    self.warn_failed(&f.message);
+                }
+            }
+        }
+        if p.remaining != 0 {
+            if self.episode.is_none() {
+                eprintln!(
+                    "wasi-observe: exporting {} failed ({}); retrying with backoff, \
+                     buffering up to {} items",
+                    self.name,
+                    transient.unwrap_or_default(),
+                    self.config.retry_buffer
+                );
+                self.episode = Some(Episode {
+                    started: Instant::now(),
+                    warned_drop: false,
+                });
+            }
+            return Err(p);
+        }
+        let n = p.items.len() as u64;
+        let o = &self.outcome;
+        let counter = if p.refused { o.failed } else { o.exported };
+        counter(&o.stats).fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn warn_failed(&self, message: &str) {
+        let o = &self.outcome;
+        if (o.failed)(&o.stats).load(Ordering::Relaxed) == 0 {
+            eprintln!(
+                "wasi-observe: exporting {} failed for good ({message}); counted, reported at exit",
+                self.name
+            );
+        }
+    }
+
+    /// Keeps a batch for retry, dropping the oldest items beyond the buffer.
+    fn buffer(&mut self, p: Pending<T>) {
+        if self.pending.is_empty() {
+            self.backoff = self.config.retry_initial;
+            self.next_retry = Instant::now() + self.backoff;
+        }
+        self.pending_items += p.items.len();
+        self.pending.push_back(p);
+        let mut dropped = 0;
+        while self.pending_items > self.config.retry_buffer {
+            let excess = self.pending_items - self.config.retry_buffer;
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let n = excess.min(front.items.len());
+            front.items.drain(..n);
+            self.pending_items -= n;
+            dropped += n;
+            if front.items.is_empty() {
+                self.pending.pop_front();
+            }
+        }
+        if dropped > 0 {
+            let o = &self.outcome;
+            (o.dropped_retry)(&o.stats).fetch_add(dropped as u64, Ordering::Relaxed);
+            if let Some(e) = &mut self.episode
+                && !e.warned_drop
+            {
+                e.warned_drop = true;
+                eprintln!(
+                    "wasi-observe: the {} retry buffer ({} items) is full; dropping the oldest \
+                     (counted, reported at exit)",
+                    self.name, self.config.retry_buffer
+                );
+            }
+        }
+    }
+
+    /// Retries the waiting batches, oldest first, until one fails again.
+    fn retry(&mut self) {
+        while let Some(p) = self.pending.pop_front() {
+            let o = &self.outcome;
+            (o.retries)(&o.stats).fetch_add(1, Ordering::Relaxed);
+            let n = p.items.len();
+            match self.attempt(p) {
+                Ok(()) => self.pending_items -= n,
+                Err(p) => {
+                    self.pending.push_front(p);
+                    self.backoff = (self.backoff * 2).min(self.config.retry_max);
+                    self.next_retry = Instant::now() + self.backoff;
+                    return;
+                }
+            }
+        }
+        if let Some(e) = self.episode.take() {
+            eprintln!(
+                "wasi-observe: exporting {} works again after {:.1?}; the buffered items were delivered",
+                self.name,
+                e.started.elapsed()
+            );
+        }
+    }
+
+    /// At shutdown: retries for at most `exit_retry`, counts what is left as
+    /// failed, and shuts the sink down.
+    fn finish(&mut self) {
+        let give_up = Instant::now() + self.config.exit_retry;
+        while !self.pending.is_empty() {
+            let now = Instant::now();
+            if now >= give_up {
+                break;
+            }
+            std::thread::sleep(self.next_retry.min(give_up).saturating_duration_since(now));
+            self.retry();
+        }
+        if self.pending_items > 0 {
+            let o = &self.outcome;
+            (o.failed)(&o.stats).fetch_add(self.pending_items as u64, Ordering::Relaxed);
+            eprintln!(
+                "wasi-observe: gave up exporting {} {} at exit (counted, reported at exit)",
+                self.pending_items, self.name
+            );
+            self.pending.clear();
+            self.pending_items = 0;
+        }
+        self.sink.shutdown(self.config.export_timeout);
     }
 }
 
@@ -339,19 +584,28 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    #[derive(Default)]
     struct Slow {
-        seen: Arc<AtomicUsize>,
+        seen: Arc<Mutex<Vec<u32>>>,
         delay: Duration,
-        fail: bool,
+        /// While set, exports fail transiently.
+        down: Arc<AtomicBool>,
+        /// Exports fail for good.
+        refuse: bool,
+        attempts: Arc<AtomicUsize>,
     }
 
     impl Sink<u32> for Slow {
-        fn export(&mut self, batch: Vec<u32>, _: Duration) -> Result<(), String> {
+        fn export(&mut self, _: usize, batch: &[u32], _: Duration) -> Result<(), Failure> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
-            if self.fail {
-                return Err("down".into());
+            if self.refuse || self.down.load(Ordering::SeqCst) {
+                return Err(Failure {
+                    transient: !self.refuse,
+                    message: "down".into(),
+                });
             }
-            self.seen.fetch_add(batch.len(), Ordering::SeqCst);
+            self.seen.lock().unwrap().extend_from_slice(batch);
             Ok(())
         }
         fn shutdown(&mut self, _: Duration) {}
@@ -363,6 +617,8 @@ mod tests {
             exported: |s| &s.spans_exported,
             failed: |s| &s.spans_export_failed,
             dropped: |s| &s.spans_dropped_queue_full,
+            dropped_retry: |s| &s.spans_dropped_retry_buffer,
+            retries: |s| &s.spans_export_retries,
         }
     }
 
@@ -373,37 +629,130 @@ mod tests {
             scheduled_delay: Duration::from_secs(60),
             export_timeout: Duration::from_secs(5),
             max_block: Duration::from_millis(block_ms),
+            retry_buffer: 1000,
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+            exit_retry: Duration::from_millis(300),
         }
     }
 
     #[test]
+    fn an_outage_is_bridged_by_retries_in_order_and_without_loss() {
+        let sink = Slow::default();
+        let (seen, down) = (sink.seen.clone(), sink.down.clone());
+        let out = outcome();
+        let stats = out.stats.clone();
+        down.store(true, Ordering::SeqCst);
+        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
+        // 500 items pass a queue of 16 while the sink is down: the worker
+        // keeps draining the queue into the retry buffer (had it stopped,
+        // the producer would have waited 2 s and then shed, counted below).
+        for i in 0..500 {
+            assert!(q.push(i));
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        assert!(seen.lock().unwrap().is_empty());
+        down.store(false, Ordering::SeqCst);
+        assert!(q.flush(Duration::from_secs(5)));
+        assert_eq!(*seen.lock().unwrap(), (0..500).collect::<Vec<_>>());
+        let s = stats.snapshot();
+        assert_eq!(s.spans_exported, 500);
+        assert!(s.spans_export_retries > 0);
+        assert!(!s.has_losses(), "{s}");
+        assert!(q.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_full_retry_buffer_drops_the_oldest_and_counts_them() {
+        let sink = Slow::default();
+        let (seen, down) = (sink.seen.clone(), sink.down.clone());
+        let out = outcome();
+        let stats = out.stats.clone();
+        down.store(true, Ordering::SeqCst);
+        let mut cfg = config(16, 2000);
+        cfg.retry_buffer = 100;
+        let q = BatchQueue::new("test", &cfg, sink, out);
+        for i in 0..1000 {
+            assert!(q.push(i));
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        down.store(false, Ordering::SeqCst);
+        assert!(q.shutdown(Duration::from_secs(5)));
+        let seen = seen.lock().unwrap().clone();
+        let s = stats.snapshot();
+        assert_eq!(s.spans_exported, seen.len() as u64);
+        assert_eq!(s.spans_exported + s.spans_dropped_retry_buffer, 1000, "{s}");
+        assert!(s.spans_dropped_retry_buffer >= 900, "{s}");
+        // The newest survived.
+        assert_eq!(seen.last(), Some(&999));
+    }
+
+    #[test]
+    fn a_refusal_is_not_retried() {
+        let sink = Slow {
+            refuse: true,
+            ..Slow::default()
+        };
+        let attempts = sink.attempts.clone();
+        let out = outcome();
+        let stats = out.stats.clone();
+        let q = BatchQueue::new("test", &config(64, 0), sink, out);
+        for i in 0..16 {
+            q.push(i);
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(q.shutdown(Duration::from_secs(5)));
+        assert_eq!(attempts.load(Ordering::SeqCst), 2, "one attempt per batch");
+        let s = stats.snapshot();
+        assert_eq!(s.spans_export_failed, 16);
+        assert_eq!(s.spans_export_retries, 0);
+    }
+
+    #[test]
+    fn shutdown_retries_for_a_bounded_time_then_counts_the_rest() {
+        let sink = Slow::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let out = outcome();
+        let stats = out.stats.clone();
+        let q = BatchQueue::new("test", &config(64, 0), sink, out);
+        for i in 0..20 {
+            q.push(i);
+        }
+        let start = Instant::now();
+        assert!(q.shutdown(Duration::from_secs(10)));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        let s = stats.snapshot();
+        assert_eq!(s.spans_export_failed, 20, "{s}");
+        assert!(s.spans_export_retries > 0);
+    }
+
+    #[test]
     fn backpressure_delivers_a_burst_larger_than_the_queue() {
-        let seen = Arc::new(AtomicUsize::new(0));
         let out = outcome();
         let stats = out.stats.clone();
         let sink = Slow {
-            seen: seen.clone(),
             delay: Duration::from_micros(200),
-            fail: false,
+            ..Slow::default()
         };
+        let seen = sink.seen.clone();
         let q = BatchQueue::new("test", &config(16, 2000), sink, out);
         for i in 0..5000 {
             assert!(q.push(i));
         }
         assert!(q.shutdown(Duration::from_secs(10)));
-        assert_eq!(seen.load(Ordering::SeqCst), 5000);
+        assert_eq!(seen.lock().unwrap().len(), 5000);
         assert_eq!(stats.snapshot().spans_exported, 5000);
         assert_eq!(q.dropped(), 0);
     }
 
     #[test]
     fn a_stuck_exporter_sheds_and_counts_after_one_bounded_wait() {
-        let seen = Arc::new(AtomicUsize::new(0));
         let sink = Slow {
-            seen: seen.clone(),
             delay: Duration::from_millis(300),
-            fail: false,
+            ..Slow::default()
         };
+        let seen = sink.seen.clone();
         let q = BatchQueue::new("test", &config(4, 50), sink, outcome());
         let start = Instant::now();
         let mut accepted = 0;
@@ -419,7 +768,7 @@ mod tests {
         assert_eq!(accepted + q.dropped(), 1000);
         assert!(q.dropped() > 0);
         assert!(q.shutdown(Duration::from_secs(10)));
-        assert_eq!(seen.load(Ordering::SeqCst) as u64, accepted);
+        assert_eq!(seen.lock().unwrap().len() as u64, accepted);
     }
 
     #[test]
@@ -427,9 +776,8 @@ mod tests {
         let out = outcome();
         let stats = out.stats.clone();
         let sink = Slow {
-            seen: Arc::default(),
-            delay: Duration::ZERO,
-            fail: true,
+            refuse: true,
+            ..Slow::default()
         };
         let q = BatchQueue::new("test", &config(64, 0), sink, out);
         for i in 0..10 {

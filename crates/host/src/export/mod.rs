@@ -148,12 +148,16 @@ pub fn exporters_from_env(signal: Signal, fallback: &[Exporter]) -> Result<Vec<E
 
 /// An object-safe span exporter, so a pipeline can hold several kinds.
 pub(crate) trait DynSpanExporter: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
     fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
     fn set_resource(&mut self, resource: &Resource);
 }
 
 impl<E: SpanExporter + 'static> DynSpanExporter for E {
+    fn name(&self) -> &'static str {
+        short_type_name::<E>()
+    }
     fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
         Box::pin(SpanExporter::export(self, batch))
     }
@@ -167,12 +171,16 @@ impl<E: SpanExporter + 'static> DynSpanExporter for E {
 
 /// An object-safe log exporter.
 pub(crate) trait DynLogExporter: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
     fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult>;
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
     fn set_resource(&mut self, resource: &Resource);
 }
 
 impl<E: LogExporter + 'static> DynLogExporter for E {
+    fn name(&self) -> &'static str {
+        short_type_name::<E>()
+    }
     fn export<'a>(&'a self, batch: LogBatch<'a>) -> BoxFuture<'a, OTelSdkResult> {
         Box::pin(LogExporter::export(self, batch))
     }
@@ -182,6 +190,15 @@ impl<E: LogExporter + 'static> DynLogExporter for E {
     fn set_resource(&mut self, resource: &Resource) {
         LogExporter::set_resource(self, resource)
     }
+}
+
+/// `opentelemetry_otlp::span::SpanExporter` -> `SpanExporter`: enough to say
+/// which exporter failed (their `Debug` output runs to kilobytes).
+fn short_type_name<E>() -> &'static str {
+    let name = std::any::type_name::<E>();
+    let base = name.split('<').next().unwrap_or(name);
+    let start = base.rfind("::").map_or(0, |i| i + 2);
+    &name[start..]
 }
 
 /// Runs `fut` on the export runtime with a deadline.
@@ -199,33 +216,66 @@ fn run(
     })
 }
 
+/// Whether an export error may go away by trying again later. Following the
+/// OTLP specification: HTTP 408, 429, 5xx and network errors are transient,
+/// other HTTP statuses (a 405 from a backend that takes no logs, a 400 for a
+/// request it cannot parse) are permanent; gRPC `Cancelled`,
+/// `DeadlineExceeded`, `Aborted`, `OutOfRange`, `Unavailable`, `DataLoss` and
+/// `ResourceExhausted` are transient, other codes permanent. Anything else
+/// (a timeout, a file that cannot be written) is taken as transient: the
+/// retry buffer and the exit deadline bound what that costs.
+pub(crate) fn is_transient(message: &str) -> bool {
+    if let Some(rest) = message.split("status code: ").nth(1) {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(code) = digits.parse::<u16>() {
+            return matches!(code, 408 | 429) || code >= 500;
+        }
+    }
+    if let Some(rest) = message.split("gRPC code: ").nth(1) {
+        let code: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        return matches!(
+            code.as_str(),
+            "Cancelled"
+                | "DeadlineExceeded"
+                | "Aborted"
+                | "OutOfRange"
+                | "Unavailable"
+                | "DataLoss"
+                | "ResourceExhausted"
+        );
+    }
+    true
+}
+
+fn failure(exporter: &str, message: String) -> batch::Failure {
+    batch::Failure {
+        transient: is_transient(&message),
+        message: format!("{exporter}: {message}"),
+    }
+}
+
 /// Exports span batches to every exporter; a batch counts as delivered only
-/// if every exporter took it.
+/// if every exporter took it, and each exporter is retried on its own.
 pub(crate) struct SpanSink {
     pub rt: Handle,
     pub exporters: Vec<Box<dyn DynSpanExporter>>,
 }
 
 impl batch::Sink<SpanData> for SpanSink {
-    fn export(&mut self, batch: Vec<SpanData>, timeout: Duration) -> Result<(), String> {
-        let mut errors = Vec::new();
-        let n = self.exporters.len();
-        let mut batch = Some(batch);
-        for (i, e) in self.exporters.iter().enumerate() {
-            let b = if i + 1 == n {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
-            if let Err(err) = run(&self.rt, timeout, e.export(b)) {
-                errors.push(format!("{e:?}: {err}"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+    fn targets(&self) -> usize {
+        self.exporters.len()
+    }
+
+    fn export(
+        &mut self,
+        target: usize,
+        batch: &[SpanData],
+        timeout: Duration,
+    ) -> Result<(), batch::Failure> {
+        let Some(e) = self.exporters.get(target) else {
+            return Ok(());
+        };
+        run(&self.rt, timeout, e.export(batch.to_vec())).map_err(|m| failure(e.name(), m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -245,20 +295,22 @@ pub(crate) struct LogSink {
 }
 
 impl batch::Sink<QueuedLog> for LogSink {
-    fn export(&mut self, batch: Vec<QueuedLog>, timeout: Duration) -> Result<(), String> {
+    fn targets(&self) -> usize {
+        self.exporters.len()
+    }
+
+    fn export(
+        &mut self,
+        target: usize,
+        batch: &[QueuedLog],
+        timeout: Duration,
+    ) -> Result<(), batch::Failure> {
+        let Some(e) = self.exporters.get(target) else {
+            return Ok(());
+        };
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|(r, s)| (r, s)).collect();
-        let mut errors = Vec::new();
-        for e in &self.exporters {
-            if let Err(err) = run(&self.rt, timeout, e.export(LogBatch::new(&refs))) {
-                errors.push(format!("{e:?}: {err}"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e.name(), m))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -355,5 +407,27 @@ mod tests {
         );
         assert_eq!(std::fs::read(&foreign).unwrap(), b"not a database");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn export_errors_are_classified_as_the_otlp_specification_says() {
+        for transient in [
+            "HTTP export failed: network error",
+            "HTTP export failed with status code: 503",
+            "HTTP export failed with status code: 429",
+            "HTTP export failed with status code: 408",
+            "TonicTracesClient export failed with gRPC code: Unavailable: connection refused",
+            "export timed out after 10s",
+        ] {
+            assert!(is_transient(transient), "{transient}");
+        }
+        for permanent in [
+            "HTTP export failed with status code: 405",
+            "HTTP export failed with status code: 400",
+            "TonicLogsClient export failed with gRPC code: Unimplemented",
+            "TonicLogsClient export failed with gRPC code: Unauthenticated",
+        ] {
+            assert!(!is_transient(permanent), "{permanent}");
+        }
     }
 }

@@ -1,0 +1,36 @@
+//! The fuzz driver (`wasi_observe_host::fuzzing`) under proptest: arbitrary
+//! call sequences with arbitrary data and handles on a store's ctx must never
+//! make the host panic. The corpus of the cargo-fuzz target (`fuzz/corpus`)
+//! is replayed first, then random inputs.
+//!
+//! `PROPTEST_CASES` sets how many random inputs run (default 2000, a few
+//! seconds); see docs/reliability.md for the long runs.
+
+use proptest::prelude::*;
+
+#[test]
+fn the_fuzz_corpus_replays_without_a_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/host_calls");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the committed corpus") {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        wasi_observe_host::fuzzing::run(&data);
+        n += 1;
+    }
+    assert!(n > 0, "no corpus in {}", dir.display());
+    let stats = wasi_observe_host::fuzzing::telemetry().stats();
+    eprintln!("replayed {n} inputs: {stats}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn arbitrary_guest_calls_never_panic_the_host(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+        wasi_observe_host::fuzzing::run(&data);
+    }
+}
