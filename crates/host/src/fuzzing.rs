@@ -386,7 +386,14 @@ impl Driver {
             2 => {
                 let parent = self.parent(u)?;
                 let (name, options) = (string(u)?, options(u)?);
-                let started = sdk::Host::start_span(&mut self.ctx, name, parent, options)
+                // A set that exists, or any number (an unknown handle).
+                let shared = if u.arbitrary()? {
+                    let attrs = attributes(u)?;
+                    sdk::Host::share_attributes(&mut self.ctx, attrs).expect("share-attributes")
+                } else {
+                    u.arbitrary()?
+                };
+                let started = sdk::Host::start_span(&mut self.ctx, name, parent, options, shared)
                     .expect("start-span");
                 self.spans.push(started.span.rep());
             }
@@ -457,6 +464,7 @@ impl Driver {
                         name: string(u)?,
                         attributes: attributes(u)?,
                         with_record_attributes: u.arbitrary()?,
+                        shared: u.arbitrary()?,
                     })
                 } else {
                     None

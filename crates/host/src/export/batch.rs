@@ -256,8 +256,7 @@ impl<T: Send + 'static> BatchQueue<T> {
     /// sleeps until its scheduled delay (or a retry), so queueing an item
     /// costs no system call.
     fn wake_if_batch_ready(&self) {
-        if self.items.len() >= self.batch_size && !self.wake_pending.swap(true, Ordering::AcqRel)
-        {
+        if self.items.len() >= self.batch_size && !self.wake_pending.swap(true, Ordering::AcqRel) {
             let _ = self.control.send(Control::Export);
         }
     }
