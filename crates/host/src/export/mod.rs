@@ -221,10 +221,16 @@ fn run(
 /// other HTTP statuses (a 405 from a backend that takes no logs, a 400 for a
 /// request it cannot parse) are permanent; gRPC `Cancelled`,
 /// `DeadlineExceeded`, `Aborted`, `OutOfRange`, `Unavailable`, `DataLoss` and
-/// `ResourceExhausted` are transient, other codes permanent. Anything else
-/// (a timeout, a file that cannot be written) is taken as transient: the
-/// retry buffer and the exit deadline bound what that costs.
+/// `ResourceExhausted` are transient, other codes permanent. A failure of the
+/// embedded store is permanent (it counts its own drops). Anything else (a
+/// timeout, a file that cannot be written) is taken as transient: the retry
+/// buffer and the exit deadline bound what that costs.
 pub(crate) fn is_transient(message: &str) -> bool {
+    // The embedded store has already counted (and reported) what it could
+    // not write, e.g. when it is full: retrying would count it twice.
+    if message.contains("telemetry store") {
+        return false;
+    }
     if let Some(rest) = message.split("status code: ").nth(1) {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if let Ok(code) = digits.parse::<u16>() {
@@ -426,6 +432,7 @@ mod tests {
             "HTTP export failed with status code: 400",
             "TonicLogsClient export failed with gRPC code: Unimplemented",
             "TonicLogsClient export failed with gRPC code: Unauthenticated",
+            "Operation failed: telemetry store /tmp/t.db is full (disk full or size cap): 512 spans dropped",
         ] {
             assert!(!is_transient(permanent), "{permanent}");
         }
