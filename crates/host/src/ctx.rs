@@ -27,6 +27,8 @@ pub struct WasiObserveCtx {
     pub(crate) instruments: Slab<Arc<Instrument>>,
     /// Attribute sets from `wasi:observe/sdk`'s `share-attributes`.
     pub(crate) shared: Vec<Arc<[opentelemetry::KeyValue]>>,
+    /// Bytes the shared sets hold (bounded).
+    pub(crate) shared_bytes: usize,
 }
 
 impl WasiObserveCtx {
@@ -39,6 +41,7 @@ impl WasiObserveCtx {
             ambient: None,
             instruments: Slab::new(),
             shared: Vec::new(),
+            shared_bytes: 0,
         }
     }
 

@@ -5,7 +5,10 @@
 //! The body is the message. The `context` string is the record's target, which
 //! OTLP exports as the name of the record's instrumentation scope (the
 //! logger name, in OpenTelemetry's terms). A record made while the guest has a
-//! span open carries that span's trace and span ids.
+//! span open carries that span's trace and span ids. `wasi:observe/sdk`'s
+//! `emit` makes its records here too, with attributes (at most
+//! `OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`), the span it names, and no body
+//! when its message is empty.
 
 use std::time::SystemTime;
 

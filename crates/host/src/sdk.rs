@@ -62,8 +62,25 @@ impl WasiObserveCtx {
     }
 }
 
-/// Attribute sets an instance may share (`share-attributes`).
+/// Attribute sets an instance may share (`share-attributes`), and the bytes
+/// they may hold together: a callsite's constants are small, and without a
+/// byte bound a guest could make the host keep 1024 x 128 values of 64 KiB.
 const MAX_SHARED_SETS: usize = 1024;
+const MAX_SHARED_BYTES: usize = 1 << 20;
+
+/// The bytes an attribute holds (its strings and array elements).
+fn attribute_size(kv: &otel::KeyValue) -> usize {
+    use otel::{Array, Value};
+    let value = match &kv.value {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(Array::String(a)) => a.iter().map(|s| s.as_str().len()).sum(),
+        Value::Array(Array::Bool(a)) => a.len(),
+        Value::Array(Array::I64(a)) => a.len() * 8,
+        Value::Array(Array::F64(a)) => a.len() * 8,
+        _ => 8,
+    };
+    kv.key.as_str().len() + value
+}
 
 /// An attribute whose strings are reference-counted, so that copying it into
 /// each span is a counter increment rather than an allocation.
@@ -126,6 +143,11 @@ impl Host for WasiObserveCtx {
         let (attrs, _) = self
             .checker()
             .attributes(attributes, self.telemetry.inner.limits.attributes_per_span);
+        let bytes: usize = attrs.iter().map(attribute_size).sum();
+        if self.shared_bytes + bytes > MAX_SHARED_BYTES {
+            return Ok(None);
+        }
+        self.shared_bytes += bytes;
         let set: Arc<[otel::KeyValue]> = attrs.into_iter().map(shareable).collect();
         self.shared.push(set);
         Ok(Some((self.shared.len() - 1) as u32))

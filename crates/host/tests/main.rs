@@ -1273,6 +1273,7 @@ fn sdk_malformed() {
         [
             "zero-parent recording=true",
             "own-parent kept=true",
+            "big-shared-kept=17",
             "empty-shared=None",
             "ended-kept=true",
             "survived"

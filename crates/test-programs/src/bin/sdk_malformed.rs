@@ -71,6 +71,12 @@ fn main() {
         }),
     );
     // Finish with a status and a name; then calls on the ended span.
+    // Shared sets are bounded in bytes: 60 KiB values fit 17 times in 1 MiB.
+    let big = "z".repeat(60 * 1024);
+    let kept = (0..40)
+        .filter(|_| sdk::share_attributes(&[kv("k", Value::String(big.clone()))]).is_some())
+        .count();
+    println!("big-shared-kept={kept}");
     // Shared attributes: none for an empty list; a real set applies.
     println!("empty-shared={:?}", sdk::share_attributes(&[]));
     let set = sdk::share_attributes(&[kv("shared", Value::String("yes".into()))]);
