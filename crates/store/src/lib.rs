@@ -284,15 +284,23 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)?;
 
         let damaged = |e: rusqlite::Error| refuse(format!("it is damaged or unreadable ({e})"));
-        let app_id: i32 = conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(damaged)?;
-        let version: i32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(damaged)?;
-        let objects: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(damaged)?;
+        // One read transaction, so the three values come from one state of
+        // the file: another process creating the store at the same moment
+        // must not be seen half way (its tables without its id).
+        let (app_id, version, objects) = {
+            let tx = conn.unchecked_transaction().map_err(damaged)?;
+            let app_id: i32 = tx
+                .query_row("PRAGMA application_id", [], |r| r.get(0))
+                .map_err(damaged)?;
+            let version: i32 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(damaged)?;
+            let objects: i64 = tx
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+                .map_err(damaged)?;
+            tx.commit().map_err(damaged)?;
+            (app_id, version, objects)
+        };
         match (app_id, version, objects) {
             (APPLICATION_ID, v, _) if v > SCHEMA_VERSION => bail!(
                 "the telemetry store {} was written by a newer wasi-observe (schema {v}, this one knows {SCHEMA_VERSION}); \
