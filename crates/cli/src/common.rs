@@ -199,3 +199,19 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
             .map_err(|_| format!("`{s}` is not set in the host environment")),
     }
 }
+
+/// Flushes and stops the pipeline, and says what was lost, if anything.
+pub fn finish(telemetry: &Telemetry) {
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("wasi-observe: {e}");
+    }
+    let stats = telemetry.stats();
+    if stats.has_losses() {
+        let losses: Vec<String> = stats.losses().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!(
+            "wasi-observe: telemetry was dropped or cut: {}",
+            losses.join(", ")
+        );
+    }
+}
+

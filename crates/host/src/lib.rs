@@ -84,11 +84,14 @@ mod bindings;
 mod convert;
 mod ctx;
 pub mod export;
+#[cfg(feature = "http")]
+pub mod http;
 #[doc(hidden)]
 pub mod fuzzing;
 mod limits;
 pub mod logging;
 pub mod metrics;
+mod platform;
 mod sdk;
 mod stats;
 mod telemetry;
@@ -96,6 +99,7 @@ pub mod tracer;
 
 pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveView, add_to_linker};
 pub use limits::Limits;
+pub use platform::PlatformSpan;
 pub use stats::StatsSnapshot;
 pub use telemetry::{Telemetry, TelemetryBuilder};
 

@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     pub(crate) meter: Option<Meter>,
     meter_provider: Option<SdkMeterProvider>,
     _self_metric: Option<ObservableCounter<u64>>,
+    /// The HTTP duration histograms, made on first use.
+    #[cfg(feature = "http")]
+    pub(crate) http_metrics: crate::http::HttpMetricsSlot,
     pub(crate) instruments: Instruments,
     runtime: Mutex<Option<Runtime>>,
     shut_down: AtomicBool,
@@ -457,6 +460,8 @@ impl TelemetryBuilder {
                 meter,
                 meter_provider,
                 _self_metric: self_metric,
+                #[cfg(feature = "http")]
+                http_metrics: Default::default(),
                 runtime: Mutex::new(Some(self.runtime)),
                 shut_down: AtomicBool::new(false),
             }),

@@ -423,6 +423,69 @@ impl WasiObserveCtx {
     }
 }
 
+/// Starts a span the host makes itself (a request span, an outgoing call):
+/// sampled like a guest span, with no store state. `None` record: not
+/// recording (sampled out, or telemetry disabled).
+pub(crate) fn start_host_span(
+    inner: &crate::telemetry::Inner,
+    name: String,
+    kind: SpanKind,
+    parent: Option<&SpanContext>,
+    mut attributes: Vec<KeyValue>,
+) -> (SpanContext, Option<Box<SpanRecord>>) {
+    if !inner.enabled {
+        return (SpanContext::NONE, None);
+    }
+    let parent = parent.filter(|p| p.is_valid());
+    let trace_id = match parent {
+        Some(p) => p.trace_id(),
+        None => inner.ids.new_trace_id(),
+    };
+    let sampling = sample(inner, parent, trace_id, &name, &kind, &attributes, &[]);
+    let cx = SpanContext::new(
+        trace_id,
+        inner.ids.new_span_id(),
+        sampling.flags,
+        false,
+        sampling.trace_state,
+    );
+    let record = sampling.recording.then(|| {
+        attributes.extend(sampling.attributes);
+        let max = inner.limits.attributes_per_span;
+        let dropped_attributes = attributes.len().saturating_sub(max) as u32;
+        attributes.truncate(max);
+        Box::new(SpanRecord {
+            name,
+            kind,
+            parent_span_id: parent.map_or(SpanId::INVALID, |p| p.span_id()),
+            parent_is_remote: parent.is_some_and(|p| p.is_remote()),
+            start: SystemTime::now(),
+            attributes,
+            dropped_attributes,
+            events: Vec::new(),
+            dropped_events: 0,
+            links: Vec::new(),
+            dropped_links: 0,
+            status: Status::Unset,
+            sampled: sampling.flags.is_sampled(),
+        })
+    });
+    (cx, record)
+}
+
+impl SpanRecord {
+    /// Sets (or replaces) an attribute, within the attribute count limit.
+    pub(crate) fn set_attribute(&mut self, kv: KeyValue, max: usize) {
+        if let Some(old) = self.attributes.iter_mut().find(|old| old.key == kv.key) {
+            *old = kv;
+        } else if self.attributes.len() < max {
+            self.attributes.push(kv);
+        } else {
+            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
+        }
+    }
+}
+
 /// A sampler's decision, in the terms the tracer needs.
 struct Sampling {
     flags: TraceFlags,

@@ -181,7 +181,7 @@ impl StoreExporter {
                 // One update per trace and batch, not per span: the trace
                 // row's indexes change once.
                 for t in &traces {
-                    let count: i64 = upsert.query_row(
+                    upsert.query_row::<i64, _, _>(
                         params![
                             t.trace_id,
                             t.name,
@@ -195,9 +195,9 @@ impl StoreExporter {
                         ],
                         |r| r.get(0),
                     )?;
-                    if count == t.spans || t.has_root {
-                        new_traces.push(t.trace_id.clone());
-                    }
+                    // Every trace this handle wrote spans of, even one a
+                    // caller (another process) started.
+                    new_traces.push(t.trace_id.clone());
                 }
                 Ok(())
             })

@@ -3,6 +3,7 @@
 pub mod logs;
 pub mod metrics;
 pub mod run;
+pub mod serve;
 pub mod trace;
 pub mod traces;
 pub mod ui;

@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::common::{
-    DbOptions, ExportOptions, engine, load_component, parse_dir, parse_duration, parse_env,
+    DbOptions, ExportOptions, engine, finish, load_component, parse_dir, parse_duration, parse_env,
 };
 use wasi_observe_store::Store as TelemetryStore;
 
@@ -224,24 +224,9 @@ impl RunCommand {
     }
 }
 
-/// Flushes and stops the pipeline, and says what was lost, if anything.
-fn finish(telemetry: &Telemetry) {
-    if let Err(e) = telemetry.shutdown() {
-        eprintln!("wasi-observe: {e}");
-    }
-    let stats = telemetry.stats();
-    if stats.has_losses() {
-        let losses: Vec<String> = stats.losses().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!(
-            "wasi-observe: telemetry was dropped or cut: {}",
-            losses.join(", ")
-        );
-    }
-}
-
 /// One line naming the traces this run recorded and the command that shows
 /// them; and what the store had to drop, if anything.
-fn report_store(store: &TelemetryStore, db: &DbOptions) {
+pub(crate) fn report_store(store: &TelemetryStore, db: &DbOptions) {
     let dropped = store.dropped();
     if dropped.any() {
         eprintln!(

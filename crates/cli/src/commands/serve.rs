@@ -1,0 +1,400 @@
+//! `wasi-observe serve`: serve HTTP with a `wasi:http/proxy` component, one
+//! fresh store per request, each request traced.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use wasi_observe_host::http::ServerSpan;
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Engine, Result, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::common::{ExportOptions, engine, finish, load_component, parse_duration, parse_env};
+use crate::commands::run::report_store;
+
+/// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
+/// fresh instance under a SERVER span that continues the caller's trace;
+/// the component's outgoing requests get CLIENT spans and carry the trace.
+#[derive(Parser)]
+pub struct ServeCommand {
+    /// The address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+
+    /// Set a guest environment variable (`KEY` alone passes the host's value).
+    #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    envs: Vec<(String, String)>,
+
+    /// How long one request may take, from its arrival until the component
+    /// returns; then it is stopped and answered 504 if nothing was sent yet.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    request_timeout: Duration,
+
+    /// How long a shutdown (Ctrl-C, SIGTERM) waits for requests in flight.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    shutdown_timeout: Duration,
+
+    #[command(flatten)]
+    export: ExportOptions,
+
+    /// The component to serve.
+    component: PathBuf,
+}
+
+/// One request's store data.
+struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    observe: WasiObserveCtx,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            // Outgoing requests get CLIENT spans and trace context.
+            hooks: &mut self.observe,
+        }
+    }
+}
+
+impl WasiObserveView for Host {
+    fn observe(&mut self) -> &mut WasiObserveCtx {
+        &mut self.observe
+    }
+}
+
+/// What every request shares.
+struct Server {
+    engine: Engine,
+    pre: ProxyPre<Host>,
+    telemetry: Telemetry,
+    envs: Vec<(String, String)>,
+    local: SocketAddr,
+    request_timeout: Duration,
+}
+
+/// How often the epoch ticks: a running guest yields to other requests (and
+/// notices its timeout) this often.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The largest request head hyper reads (larger: 431).
+const MAX_HEAD: usize = 64 * 1024;
+
+impl ServeCommand {
+    /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight
+    /// and flushes telemetry.
+    pub fn execute(self) -> Result<()> {
+        if !self.component.exists() {
+            wasmtime::bail!("no such file: {}", self.component.display());
+        }
+        let engine = engine(false)?;
+        let component = load_component(&engine, &self.component)?;
+        let mut linker = Linker::<Host>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasi_observe_host::add_to_linker(&mut linker)?;
+        let pre = linker.instantiate_pre(&component).with_context(|| {
+            format!(
+                "cannot serve {}: an import is missing",
+                self.component.display()
+            )
+        })?;
+        let pre = ProxyPre::new(pre).with_context(|| {
+            format!(
+                "{} is not a wasi:http/proxy component (it exports no wasi:http/incoming-handler)",
+                self.component.display()
+            )
+        })?;
+        let pipeline = self.export.telemetry(&self.component)?;
+        let telemetry = pipeline.telemetry;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(self.addr))
+            .with_context(|| format!("cannot listen on {}", self.addr))?;
+        let local = listener.local_addr()?;
+        eprintln!("wasi-observe: serving http://{local}/");
+
+        let ticking = Arc::new(AtomicBool::new(true));
+        {
+            let (engine, ticking) = (engine.clone(), ticking.clone());
+            std::thread::spawn(move || {
+                while ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            });
+        }
+
+        let server = Arc::new(Server {
+            engine,
+            pre,
+            telemetry: telemetry.clone(),
+            envs: self.envs,
+            local,
+            request_timeout: self.request_timeout,
+        });
+        let signal = runtime.block_on(serve(server, listener, self.shutdown_timeout))?;
+        drop(runtime);
+        ticking.store(false, Ordering::Relaxed);
+        finish(&telemetry);
+        if let Some(store) = &pipeline.store {
+            report_store(store, &self.export.db);
+        }
+        std::process::exit(128 + signal);
+    }
+}
+
+/// Accepts connections until a signal; returns its number.
+async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown_timeout: Duration,
+) -> Result<i32> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing signal handlers")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing signal handlers")?;
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD)
+        .header_read_timeout(Duration::from_secs(30));
+    let signal = loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving.
+                    eprintln!("wasi-observe: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = sigint.recv() => break 2,
+            _ = sigterm.recv() => break 15,
+        };
+        let svc_server = server.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let server = svc_server.clone();
+            async move { Ok::<_, Infallible>(handle(server, req, peer).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let server = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                connection_error(&server, peer, &e);
+            }
+        });
+    };
+    drop(listener);
+    eprintln!(
+        "wasi-observe: {} received; finishing the requests in flight",
+        if signal == 2 { "SIGINT" } else { "SIGTERM" }
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(shutdown_timeout) => {
+            eprintln!("wasi-observe: requests still running after {shutdown_timeout:?}; stopping them");
+        }
+    }
+    Ok(signal)
+}
+
+/// A request hyper could not parse never reaches the component; hyper has
+/// answered it (400, 431) and it still gets an error span.
+fn connection_error(server: &Server, peer: SocketAddr, e: &hyper::Error) {
+    let kind = if e.is_parse_too_large() {
+        "header_too_large"
+    } else if e.is_parse() {
+        "malformed_request"
+    } else if e.is_timeout() {
+        "header_read_timeout"
+    } else {
+        // The client went away or reset: nothing to report as a request.
+        return;
+    };
+    drop(ServerSpan::malformed(
+        &server.telemetry,
+        server.local,
+        Some(peer),
+        kind,
+        e.to_string(),
+    ));
+}
+
+/// A plain-text response the host makes itself.
+fn text(status: u16, body: String) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body + "\n"))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// How a request ended when the component sent no response of its own.
+struct Failure {
+    status: u16,
+    message: String,
+}
+
+async fn handle(
+    server: Arc<Server>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<HyperOutgoingBody> {
+    let mut span = ServerSpan::start(&server.telemetry, &req, "http", server.local, Some(peer));
+    if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
+        let message = "the request names no host (no Host header)".to_string();
+        span.response(400);
+        span.error("missing_host", message.clone());
+        return text(400, message);
+    }
+
+    let mut wasi = WasiCtx::builder();
+    wasi.inherit_stdout().inherit_stderr();
+    for (k, v) in &server.envs {
+        wasi.env(k, v);
+    }
+    let host = Host {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        observe: WasiObserveCtx::new(&server.telemetry).with_parent(span.context().clone()),
+    };
+    let mut store = Store::new(&server.engine, host);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+
+    // The status the component sends, for the span (0: none yet).
+    let sent = Arc::new(AtomicU16::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Mutex::new(Some(tx));
+    let resources = {
+        let sent = sent.clone();
+        let mut http = store.data_mut().http();
+        http.new_incoming_request(Scheme::Http, req)
+            .and_then(|req| {
+                let out = http.new_response_outparam_from_callback(move |response| {
+                    // An error the component sends is answered 500.
+                    let status = response.as_ref().map_or(500, |r| r.status().as_u16());
+                    sent.store(status, Ordering::SeqCst);
+                    if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = tx.send(response);
+                    }
+                })?;
+                Ok((req, out))
+            })
+    };
+    let (req, out) = match resources {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("bad request: {e:#}");
+            span.response(400);
+            span.error("invalid_request", message.clone());
+            return text(400, message);
+        }
+    };
+
+    let timeout = server.request_timeout;
+    let pre = server.pre.clone();
+    let task = tokio::spawn(async move {
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let result = tokio::time::timeout(timeout, run).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Failure {
+                status: 500,
+                message: format!("the component trapped: {}", trap_summary(&e)),
+            }),
+            Err(_) => Some(Failure {
+                status: 504,
+                message: format!("the component did not finish within {timeout:?}"),
+            }),
+        };
+        let reason = match &failure {
+            None => "the component returned while this span was open".to_string(),
+            Some(f) => f.message.clone(),
+        };
+        store.data_mut().observe.end_open_spans(&reason);
+        drop(store);
+        let status = sent.load(Ordering::SeqCst);
+        match &failure {
+            Some(f) => {
+                span.response(if status == 0 { f.status } else { status });
+                span.error(if f.status == 504 { "timeout" } else { "trap" }, f.message.clone());
+            }
+            None if status == 0 => {
+                span.response(500);
+                span.error("no_response", "the component returned without sending a response");
+            }
+            None => span.response(status),
+        }
+        failure
+    });
+
+    match rx.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => text(500, format!("the component failed the request: {code:?}")),
+        // The component returned (or trapped, or timed out) without a
+        // response: say why.
+        Err(_) => match task.await {
+            Ok(Some(f)) => text(f.status, f.message),
+            Ok(None) => text(
+                500,
+                "the component returned without sending a response".to_string(),
+            ),
+            Err(e) => text(500, format!("the request's task failed: {e}")),
+        },
+    }
+}
+
+fn trap_summary(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}"),
+    }
+}

@@ -1,0 +1,435 @@
+//! `wasi:http` around guests: a SERVER span per request served
+//! ([`ServerSpan`]), a CLIENT span per outgoing request with W3C trace
+//! context injected ([`WasiObserveCtx`] as the `wasi:http` hooks), following
+//! the OpenTelemetry HTTP semantic conventions, plus their duration metrics.
+//!
+//! Guest spans nest under the SERVER span when the store's ctx is built with
+//! [`WasiObserveCtx::with_parent`]`(server.context())`; CLIENT spans hang
+//! under the guest's innermost open span, so no guest code is needed.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Request, Version};
+use http_body_util::BodyExt as _;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry::metrics::Histogram;
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_semantic_conventions::attribute as semconv;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::ctx::WasiObserveCtx;
+use crate::platform::PlatformSpan;
+use crate::telemetry::Telemetry;
+
+/// The W3C trace context a request carries (`traceparent`, `tracestate`).
+/// A missing or malformed header gives `None`: the request starts a new trace
+/// and is served as usual.
+pub fn extract_context(headers: &HeaderMap) -> Option<SpanContext> {
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let span = cx.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Writes `cx` as `traceparent` (and `tracestate`) into `headers`, replacing
+/// what was there; an invalid context removes them.
+pub fn inject_context(cx: &SpanContext, headers: &mut HeaderMap) {
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    if cx.is_valid() {
+        let cx = Context::new().with_remote_span_context(cx.clone());
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    }
+}
+
+/// The OpenTelemetry name of a method: the known ones as they are, any other
+/// as `_OTHER` (the span is then named `HTTP`).
+fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => return None,
+    })
+}
+
+fn method_attributes(method: &Method, attrs: &mut Vec<KeyValue>) -> &'static str {
+    match method_name(method) {
+        Some(name) => {
+            attrs.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, name));
+            name
+        }
+        None => {
+            attrs.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
+            attrs.push(KeyValue::new(
+                semconv::HTTP_REQUEST_METHOD_ORIGINAL,
+                method.as_str().to_string(),
+            ));
+            "HTTP"
+        }
+    }
+}
+
+fn protocol_version(v: Version) -> Option<&'static str> {
+    Some(match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// `host[:port]` split, for `server.address` / `server.port`.
+fn split_authority(authority: &str) -> (String, Option<u16>) {
+    match authority.parse::<http::uri::Authority>() {
+        Ok(a) => (a.host().to_string(), a.port_u16()),
+        Err(_) => (authority.to_string(), None),
+    }
+}
+
+/// The host's HTTP duration histograms, made once per pipeline.
+pub(crate) struct HttpMetrics {
+    server: Histogram<f64>,
+    client: Histogram<f64>,
+}
+
+impl HttpMetrics {
+    fn get(t: &Telemetry) -> Option<&HttpMetrics> {
+        let inner = &t.inner;
+        let meter = inner.meter.as_ref()?;
+        // The bucket boundaries the HTTP semantic conventions advise.
+        let buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ];
+        Some(inner.http_metrics.get_or_init(|| HttpMetrics {
+            server: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests.")
+                .with_boundaries(buckets.clone())
+                .build(),
+            client: meter
+                .f64_histogram("http.client.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP client requests.")
+                .with_boundaries(buckets)
+                .build(),
+        }))
+    }
+}
+
+/// The lazily made histograms' slot in the pipeline.
+pub(crate) type HttpMetricsSlot = OnceLock<HttpMetrics>;
+
+/// What a request span needs to record its outcome and duration metric.
+struct Exchange {
+    span: PlatformSpan,
+    telemetry: Telemetry,
+    start: Instant,
+    /// Attributes the duration metric carries (a low-cardinality subset).
+    metric_attributes: Vec<KeyValue>,
+    status: Option<u16>,
+    error_type: Option<String>,
+}
+
+impl Exchange {
+    fn response(&mut self, status: u16, server: bool) {
+        self.status = Some(status);
+        self.span.set_attribute(KeyValue::new(
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            i64::from(status),
+        ));
+        // Servers fail on 5xx; clients on 4xx too (the request failed).
+        let failed = if server { status >= 500 } else { status >= 400 };
+        if failed && self.error_type.is_none() {
+            self.error_type = Some(status.to_string());
+            self.span
+                .set_attribute(KeyValue::new(semconv::ERROR_TYPE, status.to_string()));
+            self.span.set_status(Status::error(""));
+        }
+    }
+
+    fn error(&mut self, error_type: &str, message: String) {
+        self.error_type = Some(error_type.to_string());
+        self.span
+            .set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type.to_string()));
+        self.span.set_status(Status::error(message));
+    }
+
+    fn finish(&mut self, histogram: fn(&HttpMetrics) -> &Histogram<f64>) {
+        let Some(metrics) = HttpMetrics::get(&self.telemetry) else {
+            return;
+        };
+        let mut attrs = std::mem::take(&mut self.metric_attributes);
+        if let Some(status) = self.status {
+            attrs.push(KeyValue::new(
+                semconv::HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status),
+            ));
+        }
+        if let Some(e) = self.error_type.take() {
+            attrs.push(KeyValue::new(semconv::ERROR_TYPE, e));
+        }
+        histogram(metrics).record(self.start.elapsed().as_secs_f64(), &attrs);
+    }
+}
+
+/// The SERVER span of one incoming request. Set its outcome with
+/// [`response`](Self::response) and [`error`](Self::error); dropping it ends
+/// it and records `http.server.request.duration`.
+pub struct ServerSpan {
+    exchange: Exchange,
+}
+
+impl ServerSpan {
+    /// Starts the span for `request`, continuing the caller's trace when the
+    /// request carries a valid `traceparent`. `scheme` is how it arrived
+    /// (`http`), `local` the address it arrived at (used when the request
+    /// names no host), `peer` the client's.
+    pub fn start<B>(
+        telemetry: &Telemetry,
+        request: &Request<B>,
+        scheme: &str,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+    ) -> ServerSpan {
+        let mut attrs = Vec::with_capacity(12);
+        let name = method_attributes(request.method(), &mut attrs);
+        attrs.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
+        let mut metric_attributes = attrs.clone();
+        attrs.push(KeyValue::new(
+            semconv::URL_PATH,
+            request.uri().path().to_string(),
+        ));
+        if let Some(q) = request.uri().query() {
+            attrs.push(KeyValue::new(semconv::URL_QUERY, q.to_string()));
+        }
+        let authority = request.uri().authority().map(|a| a.to_string()).or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+        let (address, port) = match authority {
+            Some(a) => split_authority(&a),
+            None => (local.ip().to_string(), Some(local.port())),
+        };
+        attrs.push(KeyValue::new(semconv::SERVER_ADDRESS, address.clone()));
+        metric_attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, address));
+        if let Some(port) = port {
+            attrs.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+            metric_attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+        }
+        if let Some(v) = protocol_version(request.version()) {
+            attrs.push(KeyValue::new(semconv::NETWORK_PROTOCOL_VERSION, v));
+            metric_attributes.push(KeyValue::new(semconv::NETWORK_PROTOCOL_VERSION, v));
+        }
+        if let Some(ua) = request
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+        {
+            attrs.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.to_string()));
+        }
+        if let Some(peer) = peer {
+            attrs.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+            attrs.push(KeyValue::new(
+                semconv::NETWORK_PEER_ADDRESS,
+                peer.ip().to_string(),
+            ));
+            attrs.push(KeyValue::new(
+                semconv::NETWORK_PEER_PORT,
+                i64::from(peer.port()),
+            ));
+        }
+        let parent = extract_context(request.headers());
+        ServerSpan {
+            exchange: Exchange {
+                span: telemetry.start_span(name, SpanKind::Server, parent.as_ref(), attrs),
+                telemetry: telemetry.clone(),
+                start: Instant::now(),
+                metric_attributes,
+                status: None,
+                error_type: None,
+            },
+        }
+    }
+
+    /// A SERVER span for a request too malformed to parse (no method, no
+    /// path): named `HTTP`, with an error status saying why.
+    pub fn malformed(
+        telemetry: &Telemetry,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+        error_type: &str,
+        message: String,
+    ) -> ServerSpan {
+        let mut attrs = vec![
+            KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"),
+            KeyValue::new(semconv::URL_SCHEME, "http"),
+            KeyValue::new(semconv::SERVER_ADDRESS, local.ip().to_string()),
+            KeyValue::new(semconv::SERVER_PORT, i64::from(local.port())),
+        ];
+        let metric_attributes = attrs.clone();
+        if let Some(peer) = peer {
+            attrs.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+        }
+        let mut span = ServerSpan {
+            exchange: Exchange {
+                span: telemetry.start_span("HTTP", SpanKind::Server, None, attrs),
+                telemetry: telemetry.clone(),
+                start: Instant::now(),
+                metric_attributes,
+                status: None,
+                error_type: None,
+            },
+        };
+        span.error(error_type, message);
+        span
+    }
+
+    /// The span's context: the parent of the guest's spans.
+    pub fn context(&self) -> &SpanContext {
+        self.exchange.span.context()
+    }
+
+    /// Records the response status; 5xx marks the span as failed.
+    pub fn response(&mut self, status: u16) {
+        self.exchange.response(status, true);
+    }
+
+    /// Marks the request as failed: `error_type` is a short, low-cardinality
+    /// name (`trap`, `timeout`), `message` the details.
+    pub fn error(&mut self, error_type: &str, message: impl Into<String>) {
+        self.exchange.error(error_type, message.into());
+    }
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.exchange.finish(|m| &m.server);
+    }
+}
+
+/// The CLIENT span of one outgoing request.
+struct ClientSpan {
+    exchange: Exchange,
+}
+
+impl ClientSpan {
+    fn start<B>(telemetry: &Telemetry, request: &Request<B>, parent: Option<&SpanContext>) -> Self {
+        let mut attrs = Vec::with_capacity(6);
+        let name = method_attributes(request.method(), &mut attrs);
+        let mut metric_attributes = attrs.clone();
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("http");
+        if let Some(host) = uri.host() {
+            let port = uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            for a in [&mut attrs, &mut metric_attributes] {
+                a.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_string()));
+                a.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+            }
+        }
+        metric_attributes.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
+        attrs.push(KeyValue::new(semconv::URL_FULL, redacted_url(uri)));
+        ClientSpan {
+            exchange: Exchange {
+                span: telemetry.start_span(name, SpanKind::Client, parent, attrs),
+                telemetry: telemetry.clone(),
+                start: Instant::now(),
+                metric_attributes,
+                status: None,
+                error_type: None,
+            },
+        }
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        self.exchange.finish(|m| &m.client);
+    }
+}
+
+/// The URL with any credentials replaced, as the conventions ask.
+fn redacted_url(uri: &http::Uri) -> String {
+    let s = uri.to_string();
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            let host = a.as_str().rsplit_once('@').map_or("", |(_, h)| h);
+            s.replacen(a.as_str(), &format!("REDACTED:REDACTED@{host}"), 1)
+        }
+        _ => s,
+    }
+}
+
+/// A `wasmtime_wasi_http::Error` as `error.type`: its variant's name.
+fn error_type(e: &wasmtime_wasi_http::Error) -> String {
+    let debug = format!("{e:?}");
+    let end = debug
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(debug.len());
+    debug[..end].to_string()
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+/// Each outgoing request a guest makes through `wasi:http/outgoing-handler`
+/// gets a CLIENT span under the guest's innermost open span, and carries
+/// that span's W3C trace context (replacing any the guest set), so the next
+/// service continues the trace. The request is then sent as wasmtime's
+/// default does. The span ends when the response head arrives (or the
+/// request fails).
+impl WasiHttpHooks for WasiObserveCtx {
+    fn send_request(
+        &mut self,
+        mut request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> ResponseFuture {
+        let _ = fut;
+        let parent = self.current_span_context();
+        let mut span = ClientSpan::start(&self.telemetry, &request, parent.as_ref());
+        let cx = span.exchange.span.context();
+        if cx.is_valid() {
+            inject_context(cx, request.headers_mut());
+        }
+        Box::new(async move {
+            match wasmtime_wasi_http::default_send_request(request, options).await {
+                Ok((response, io)) => {
+                    span.exchange.response(response.status().as_u16(), false);
+                    Ok((
+                        response.map(|b| b.boxed_unsync()),
+                        Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                    ))
+                }
+                Err(e) => {
+                    span.exchange.error(&error_type(&e), format!("{e:?}"));
+                    Err(e)
+                }
+            }
+        })
+    }
+}

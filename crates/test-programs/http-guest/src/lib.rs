@@ -1,0 +1,68 @@
+//! One route per behaviour `wasi-observe serve` must handle:
+//! `/hello`, `/status?code=N`, `/trap`, `/trap-after-response`, `/spin`
+//! (CPU loop), `/sleep` (blocked in a host call), `/no-response`,
+//! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
+//! `traceparent`).
+
+use wasip2::http::types::{ErrorCode, IncomingRequest, ResponseOutparam};
+
+struct Guest;
+
+impl wasip2::exports::http::incoming_handler::Guest for Guest {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        wasi_observe::init();
+        let path = http_util::path_with_query(&request);
+        let route = path.split('?').next().unwrap_or("/").to_string();
+        let _span = tracing::info_span!("route", route = %route).entered();
+        log::info!(route = route.as_str(); "handling");
+        match route.as_str() {
+            "/hello" => http_util::respond(out, 200, "hello"),
+            "/status" => {
+                let code = http_util::query_param(&path, "code")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(200);
+                http_util::respond(out, code, "as asked");
+            }
+            "/trap" => panic!("asked to trap"),
+            "/trap-after-response" => {
+                http_util::respond(out, 200, "sent");
+                panic!("asked to trap after responding");
+            }
+            "/spin" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "/sleep" => {
+                wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
+                http_util::respond(out, 200, "woke up");
+            }
+            "/no-response" => drop(out),
+            "/error-response" => ResponseOutparam::set(
+                out,
+                Err(ErrorCode::InternalError(Some("asked to fail".into()))),
+            ),
+            "/call" => {
+                let url = http_util::query_param(&path, "url").unwrap_or("").to_string();
+                let _call = tracing::info_span!("call", url = %url).entered();
+                match http_util::get(&url) {
+                    Ok((status, body)) => {
+                        http_util::respond(out, 200, &format!("{status} {body}"));
+                    }
+                    Err(e) => {
+                        log::error!(url = url.as_str(); "call failed: {e}");
+                        http_util::respond(out, 502, &e);
+                    }
+                }
+            }
+            "/headers" => {
+                let tp = http_util::header(&request, "traceparent").unwrap_or_default();
+                http_util::respond(out, 200, &tp);
+            }
+            _ => http_util::respond(out, 404, "no such route"),
+        }
+    }
+}
+
+wasip2::http::proxy::export!(Guest);
