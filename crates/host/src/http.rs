@@ -378,8 +378,12 @@ fn redacted_url(uri: &http::Uri) -> String {
     }
 }
 
-/// A `wasmtime_wasi_http::Error` as `error.type`: its variant's name.
+/// A `wasmtime_wasi_http::Error` as `error.type`: the I/O error's kind for
+/// a failed connection (`ConnectionRefused`), else the variant's name.
 fn error_type(e: &wasmtime_wasi_http::Error) -> String {
+    if let wasmtime_wasi_http::Error::Connect(io) = e {
+        return format!("{:?}", io.kind());
+    }
     let debug = format!("{e:?}");
     let end = debug
         .find(|c: char| !c.is_ascii_alphanumeric())

@@ -99,7 +99,7 @@ pub mod tracer;
 
 pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveView, add_to_linker};
 pub use limits::Limits;
-pub use platform::PlatformSpan;
+pub use platform::{PlatformSpan, context_from_env};
 pub use stats::StatsSnapshot;
 pub use telemetry::{Telemetry, TelemetryBuilder};
 

@@ -20,6 +20,9 @@ fn main() {
         programs.join("Cargo.toml").display()
     );
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    for dir in ["examples/frontend", "examples/backend"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -31,6 +34,13 @@ fn main() {
             "wasm32-wasip2",
             "-p",
             "test-programs",
+            // HTTP components (libraries, not in `foreach_program!`).
+            "-p",
+            "http-guest",
+            "-p",
+            "frontend",
+            "-p",
+            "backend",
         ])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -72,6 +82,19 @@ fn main() {
         assert!(path.exists(), "{} was not built", path.display());
         src.push_str(&format!(
             "/// The `{name}` guest program, a wasm32-wasip2 component.\npub const {}_COMPONENT: &str = {:?};\n",
+            name.to_uppercase(),
+            path.display().to_string()
+        ));
+    }
+    for (name, what) in [
+        ("http_guest", "The test HTTP component (`crates/test-programs/http-guest`)"),
+        ("frontend", "The demo's frontend HTTP component (`examples/frontend`)"),
+        ("backend", "The demo's backend HTTP component (`examples/backend`)"),
+    ] {
+        let path = wasm_dir.join(format!("{name}.wasm"));
+        assert!(path.exists(), "{} was not built", path.display());
+        src.push_str(&format!(
+            "/// {what}, a wasi:http/proxy component.\npub const {}_COMPONENT: &str = {:?};\n",
             name.to_uppercase(),
             path.display().to_string()
         ));

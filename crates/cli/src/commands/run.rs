@@ -130,11 +130,16 @@ impl RunCommand {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .with_context(|| format!("cannot open directory {}", host.display()))?;
         }
-        let host = Host {
+        let mut host = Host {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             observe: WasiObserveCtx::new(&telemetry),
         };
+        // A pipeline's trace context (TRACEPARENT, TRACESTATE): the guest's
+        // root spans join that trace.
+        if let Some(parent) = wasi_observe_host::context_from_env() {
+            host.observe.set_parent(Some(parent));
+        }
         let mut store = Store::new(&engine, host);
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();

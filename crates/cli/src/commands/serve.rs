@@ -233,25 +233,30 @@ async fn serve(
 }
 
 /// A request hyper could not parse never reaches the component; hyper has
-/// answered it (400, 431) and it still gets an error span.
+/// answered it (400, or 431 for a head over ~64 KiB) and it still gets an
+/// error span, as does a client too slow to send its head.
 fn connection_error(server: &Server, peer: SocketAddr, e: &hyper::Error) {
-    let kind = if e.is_parse_too_large() {
-        "header_too_large"
+    let (status, kind) = if e.is_parse_too_large() {
+        (Some(431), "header_too_large")
     } else if e.is_parse() {
-        "malformed_request"
+        (Some(400), "malformed_request")
     } else if e.is_timeout() {
-        "header_read_timeout"
+        // hyper closes the connection without a response.
+        (None, "header_read_timeout")
     } else {
         // The client went away or reset: nothing to report as a request.
         return;
     };
-    drop(ServerSpan::malformed(
+    let mut span = ServerSpan::malformed(
         &server.telemetry,
         server.local,
         Some(peer),
         kind,
         e.to_string(),
-    ));
+    );
+    if let Some(status) = status {
+        span.response(status);
+    }
 }
 
 /// A plain-text response the host makes itself.

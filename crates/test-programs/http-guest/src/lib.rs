@@ -1,6 +1,6 @@
 //! One route per behaviour `wasi-observe serve` must handle:
 //! `/hello`, `/status?code=N`, `/trap`, `/trap-after-response`, `/spin`
-//! (CPU loop), `/sleep` (blocked in a host call), `/no-response`,
+//! (CPU loop), `/slow?ms=N`, `/sleep` (blocked in a host call for an hour), `/no-response`,
 //! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
 //! `traceparent`).
 
@@ -33,6 +33,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "/slow" => {
+                let ms: u64 = http_util::query_param(&path, "ms")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(500);
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                http_util::respond(out, 200, "done");
             }
             "/sleep" => {
                 wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();

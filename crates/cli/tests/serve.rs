@@ -1,0 +1,520 @@
+//! End-to-end tests of `wasi-observe serve`: the real binary serving real
+//! HTTP components built from source, real HTTP clients, and a real OTLP
+//! receiver started here.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use otlp_receiver::{FlatLog, FlatSpan, OtlpHttpReceiver, SpanKind, SpanStatusCode};
+use test_programs_artifacts::{BACKEND_COMPONENT, FRONTEND_COMPONENT, HTTP_GUEST_COMPONENT};
+
+/// A caller's trace context, as a client in front of the frontend sends it.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A running `wasi-observe serve`; killed if a test fails before stopping it.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts serving `component` on a free port, exporting OTLP/HTTP to
+    /// `receiver`, and waits until it listens.
+    fn start(component: &str, receiver: &OtlpHttpReceiver, args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasi-observe"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") || k.starts_with("WASI_OBSERVE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            // Short batches: the tests read spans while the server runs.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .arg(component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting wasi-observe serve");
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = stderr
+            .recv_timeout(Duration::from_secs(60))
+            .expect("serve printed its address");
+        let addr = line
+            .strip_prefix("wasi-observe: serving http://")
+            .and_then(|a| a.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    fn stop(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
+        let kill = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let lines = self.stderr.try_iter().collect();
+        (status, lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// `GET url` with optional extra headers; the status and body.
+fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().expect("the request gets an answer");
+    (res.status().as_u16(), res.text().unwrap())
+}
+
+/// Sends raw bytes and reads the answer until the server closes.
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn wait_for_spans(receiver: &OtlpHttpReceiver, done: impl Fn(&[FlatSpan]) -> bool) -> Vec<FlatSpan> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = receiver.spans();
+        if done(&spans) {
+            return spans;
+        }
+        assert!(Instant::now() < deadline, "spans never arrived: {spans:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn one<'a>(spans: &'a [FlatSpan], name: &str, kind: SpanKind) -> &'a FlatSpan {
+    let found: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.name == name && s.kind == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} {kind:?} span: {spans:#?}");
+    found[0]
+}
+
+fn child_of<'a>(spans: &'a [FlatSpan], parent: &FlatSpan, name: &str) -> &'a FlatSpan {
+    spans
+        .iter()
+        .find(|s| s.parent_span_id == parent.span_id && s.name == name)
+        .unwrap_or_else(|| panic!("no {name} under {}: {spans:#?}", parent.name))
+}
+
+fn log_with_body<'a>(logs: &'a [FlatLog], body: &str) -> &'a FlatLog {
+    logs.iter()
+        .find(|l| l.body_str() == Some(body))
+        .unwrap_or_else(|| panic!("no log {body:?}: {logs:#?}"))
+}
+
+/// Demo 0's stretch goal: the frontend component calls the backend component
+/// over HTTP, each under its own `wasi-observe serve`, and one trace shows
+/// caller -> frontend SERVER -> checkout -> CLIENT -> backend SERVER ->
+/// price lookup -> price, with the logs in their spans.
+#[test]
+fn two_components_one_distributed_trace() {
+    let receiver = OtlpHttpReceiver::start();
+    let backend = Server::start(BACKEND_COMPONENT, &receiver, &[]);
+    let backend_addr = backend.addr;
+    let backend_url = format!("BACKEND_URL=http://{backend_addr}");
+    let frontend = Server::start(FRONTEND_COMPONENT, &receiver, &["--env", &backend_url]);
+
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let (status, body) = get(
+        &frontend.url("/checkout?item=cup"),
+        &[
+            ("traceparent", &traceparent),
+            ("tracestate", "caller=1"),
+            ("user-agent", "serve-test/1"),
+        ],
+    );
+    assert_eq!((status, body.as_str()), (200, "cup: 450 cents\n"));
+
+    let spans = wait_for_spans(&receiver, |s| s.len() >= 6);
+    let (status, _) = frontend.stop("-INT");
+    assert_eq!(status.code(), Some(130));
+    let (status, _) = backend.stop("-TERM");
+    assert_eq!(status.code(), Some(143));
+    let spans = receiver.spans().into_iter().chain(spans).fold(
+        Vec::<FlatSpan>::new(),
+        |mut all, s| {
+            if !all.iter().any(|a| a.span_id == s.span_id) {
+                all.push(s);
+            }
+            all
+        },
+    );
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s.trace_id, CALLER_TRACE, "one trace: {s:#?}");
+    }
+
+    // The frontend's SERVER span continues the caller's trace.
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Server).collect();
+    assert_eq!(servers.len(), 2);
+    let front = servers
+        .iter()
+        .find(|s| s.resource_str("service.name") == Some("frontend"))
+        .unwrap();
+    assert_eq!(front.name, "GET");
+    assert_eq!(front.parent_span_id, CALLER_SPAN);
+    assert_eq!(front.trace_state, "caller=1");
+    assert_eq!(front.attr_str("http.request.method"), Some("GET"));
+    assert_eq!(front.attr_str("url.path"), Some("/checkout"));
+    assert_eq!(front.attr_str("url.query"), Some("item=cup"));
+    assert_eq!(front.attr_str("url.scheme"), Some("http"));
+    assert_eq!(front.attr_str("server.address"), Some("127.0.0.1"));
+    assert_eq!(
+        front.attr_i64("server.port"),
+        Some(i64::from(frontend_port(&spans)))
+    );
+    assert_eq!(front.attr_str("network.protocol.version"), Some("1.1"));
+    assert_eq!(front.attr_str("user_agent.original"), Some("serve-test/1"));
+    assert_eq!(front.attr_i64("http.response.status_code"), Some(200));
+    assert_eq!(front.status.code, SpanStatusCode::Unset);
+
+    // Guest span under it, CLIENT span under the guest span.
+    let checkout = child_of(&spans, front, "checkout");
+    assert_eq!(checkout.attr_str("price"), Some("450"));
+    let client_span = one(&spans, "GET", SpanKind::Client);
+    assert_eq!(client_span.parent_span_id, checkout.span_id);
+    assert_eq!(client_span.attr_str("http.request.method"), Some("GET"));
+    assert_eq!(
+        client_span.attr_str("url.full"),
+        Some(format!("http://{backend_addr}/price?item=cup").as_str())
+    );
+    assert_eq!(client_span.attr_str("server.address"), Some("127.0.0.1"));
+    assert_eq!(
+        client_span.attr_i64("server.port"),
+        Some(i64::from(backend_addr.port()))
+    );
+    assert_eq!(client_span.attr_i64("http.response.status_code"), Some(200));
+    assert_eq!(client_span.resource_str("service.name"), Some("frontend"));
+
+    // The backend continues the trace under the CLIENT span (the host
+    // injected traceparent; the guest code has none), with tracestate.
+    let back = servers
+        .iter()
+        .find(|s| s.resource_str("service.name") == Some("backend"))
+        .unwrap();
+    assert_eq!(back.parent_span_id, client_span.span_id);
+    assert_eq!(back.trace_state, "caller=1");
+    assert_eq!(back.attr_str("url.path"), Some("/price"));
+    let lookup = child_of(&spans, back, "price lookup");
+    let price = child_of(&spans, lookup, "price");
+    assert_eq!(price.attr_str("item"), Some("cup"));
+    // Each span lies within its parent's time.
+    for (outer, inner) in [
+        (*front, checkout),
+        (checkout, client_span),
+        (client_span, *back),
+        (*back, lookup),
+    ] {
+        assert!(inner.start_time_unix_nano >= outer.start_time_unix_nano);
+        assert!(inner.end_time_unix_nano <= outer.end_time_unix_nano);
+    }
+
+    // Logs correlated with their spans, in both services.
+    let logs = receiver.logs();
+    let started = log_with_body(&logs, "checkout started");
+    assert_eq!(
+        (started.trace_id.as_str(), started.span_id.as_str()),
+        (CALLER_TRACE, checkout.span_id.as_str())
+    );
+    let found = log_with_body(&logs, "price found");
+    assert_eq!(
+        (found.trace_id.as_str(), found.span_id.as_str()),
+        (CALLER_TRACE, lookup.span_id.as_str())
+    );
+    assert_eq!(found.attr_i64("cents"), Some(450));
+
+    // Request duration metrics, as the HTTP conventions name them.
+    let names: Vec<String> = receiver.metrics().into_iter().map(|m| m.name).collect();
+    assert!(names.iter().any(|n| n == "http.server.request.duration"), "{names:?}");
+    assert!(names.iter().any(|n| n == "http.client.request.duration"), "{names:?}");
+}
+
+/// The frontend's port, from its SERVER span's peer (the CLIENT span
+/// names the backend's).
+fn frontend_port(spans: &[FlatSpan]) -> u16 {
+    spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.resource_str("service.name") == Some("frontend"))
+        .and_then(|s| s.attr_i64("server.port"))
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap()
+}
+
+/// Hostile and failing requests: each gets a clean error answer and an
+/// error span, and the server keeps serving.
+#[test]
+fn bad_requests_get_error_answers_and_error_spans() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(
+        HTTP_GUEST_COMPONENT,
+        &receiver,
+        &["--request-timeout", "1s"],
+    );
+    let cases: &[(&str, u16, Option<&str>)] = &[
+        ("/trap", 500, Some("trap")),
+        ("/spin", 504, Some("timeout")),
+        ("/sleep", 504, Some("timeout")),
+        ("/no-response", 500, Some("no_response")),
+        ("/error-response", 500, Some("500")),
+        ("/status?code=503", 503, Some("503")),
+        ("/status?code=404", 404, None),
+        ("/trap-after-response", 200, Some("trap")),
+    ];
+    for (path, status, _) in cases {
+        let (got, body) = get(&server.url(path), &[]);
+        assert_eq!(got, *status, "{path}: {body}");
+        let (ok, hello) = get(&server.url("/hello"), &[]);
+        assert_eq!((ok, hello.as_str()), (200, "hello"), "still serving after {path}");
+    }
+    let (_, body) = get(&server.url("/spin"), &[]);
+    assert!(body.contains("did not finish within 1s"), "{body}");
+    let (_, body) = get(&server.url("/trap"), &[]);
+    assert!(body.contains("unreachable"), "{body}");
+
+    // Malformed traceparent: a new trace, the request served.
+    let (ok, _) = get(
+        &server.url("/hello?bad-context"),
+        &[("traceparent", "00-zz-yy-01"), ("tracestate", "=")],
+    );
+    assert_eq!(ok, 200);
+
+    // Not HTTP, an oversized head, no Host: hyper or the host answers.
+    let garbage = raw(server.addr, b"GARBAGE\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    let mut big = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 256 * 1024));
+    big.extend(b"\r\n\r\n");
+    let too_large = raw(server.addr, &big);
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    let no_host = raw(server.addr, b"GET /hello HTTP/1.0\r\n\r\n");
+    assert!(no_host.starts_with("HTTP/1.0 400"), "{no_host}");
+    assert!(no_host.contains("no Host header"), "{no_host}");
+    let (ok, _) = get(&server.url("/hello"), &[]);
+    assert_eq!(ok, 200);
+
+    // 8 cases + 9 hellos + 2 repeats + bad context + 3 raw.
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 23
+    });
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Server).collect();
+    assert_eq!(servers.len(), 23, "{servers:#?}");
+    for (path, status, error) in cases {
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let span = servers
+            .iter()
+            .find(|s| {
+                s.attr_str("url.path") == Some(route)
+                    && s.attr_str("url.query").unwrap_or("") == query
+            })
+            .unwrap_or_else(|| panic!("no span for {path}"));
+        assert_eq!(
+            span.attr_i64("http.response.status_code"),
+            Some(i64::from(*status)),
+            "{path}"
+        );
+        assert_eq!(span.attr_str("error.type"), *error, "{path}");
+        let failed = error.is_some();
+        assert_eq!(span.status.code == SpanStatusCode::Error, failed, "{path}: {span:#?}");
+        // The guest's own span nests under the request and is closed with
+        // the reason when the guest trapped or was stopped.
+        let route_span = child_of(&spans, span, "route");
+        if *error == Some("timeout") {
+            assert_eq!(route_span.status.code, SpanStatusCode::Error);
+            assert!(route_span.status.message.contains("did not finish"), "{route_span:#?}");
+        }
+        if *error == Some("trap") {
+            assert!(route_span.status.message.contains("trapped"), "{route_span:#?}");
+        }
+    }
+    let bad_context = servers
+        .iter()
+        .find(|s| s.attr_str("url.query") == Some("bad-context"))
+        .unwrap();
+    assert!(bad_context.is_root());
+    assert_ne!(bad_context.trace_id, "0".repeat(32));
+    let raw_errors: Vec<(&str, Option<i64>)> = servers
+        .iter()
+        .filter(|s| s.status.code == SpanStatusCode::Error && s.attr_str("url.path").is_none_or(|p| p == "/hello"))
+        .map(|s| (s.attr_str("error.type").unwrap(), s.attr_i64("http.response.status_code")))
+        .collect();
+    for expected in [
+        ("malformed_request", Some(400)),
+        ("header_too_large", Some(431)),
+        ("missing_host", Some(400)),
+    ] {
+        assert!(raw_errors.contains(&expected), "{expected:?} in {raw_errors:?}");
+    }
+
+    let (status, _) = server.stop("-TERM");
+    assert_eq!(status.code(), Some(143));
+}
+
+/// The component's outgoing requests: a CLIENT span each, under the guest's
+/// span, with the trace context injected, and an error span when the
+/// connection is refused.
+#[test]
+fn outgoing_requests_are_traced_and_carry_the_trace() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    // The component calls itself: `/headers` echoes the traceparent it got.
+    let target = server.url("/headers");
+    let (status, body) = get(&server.url(&format!("/call?url={target}")), &[]);
+    assert_eq!(status, 200, "{body}");
+    let echoed = body.strip_prefix("200 ").unwrap().to_string();
+
+    let refused = format!("http://127.0.0.1:{}/x", closed_port());
+    let (status, body) = get(&server.url(&format!("/call?url={refused}")), &[]);
+    assert_eq!(status, 502, "{body}");
+
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.kind == SpanKind::Client).count() >= 2
+            && s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 3
+    });
+    let clients: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Client).collect();
+    let ok = clients
+        .iter()
+        .find(|s| s.attr_str("url.full") == Some(target.as_str()))
+        .unwrap();
+    let call = spans.iter().find(|s| s.span_id == ok.parent_span_id).unwrap();
+    assert_eq!(call.name, "call");
+    // What the callee received is the CLIENT span's context.
+    assert_eq!(echoed, format!("00-{}-{}-01", ok.trace_id, ok.span_id));
+    let callee = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/headers"))
+        .unwrap();
+    assert_eq!(callee.parent_span_id, ok.span_id);
+    assert_eq!(callee.trace_id, ok.trace_id);
+
+    let failed = clients
+        .iter()
+        .find(|s| s.attr_str("url.full") == Some(refused.as_str()))
+        .unwrap();
+    assert_eq!(failed.status.code, SpanStatusCode::Error);
+    assert_eq!(failed.attr_str("error.type"), Some("ConnectionRefused"));
+    assert_eq!(failed.attr_i64("http.response.status_code"), None);
+    server.stop("-INT");
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Ctrl-C or SIGTERM while requests run: they finish and are answered, and
+/// their telemetry is flushed before the process exits.
+#[test]
+fn shutdown_finishes_requests_in_flight_and_flushes() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    let url = server.url("/slow?ms=800");
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url, &[]))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = server.stop("-TERM");
+    assert_eq!(status.code(), Some(143), "{stderr:?}");
+    for t in in_flight {
+        assert_eq!(t.join().unwrap(), (200, "done".to_string()));
+    }
+    // Exported before the exit, not after.
+    let spans = receiver.spans();
+    let served = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server && s.attr_i64("http.response.status_code") == Some(200))
+        .count();
+    assert_eq!(served, 3, "{spans:#?}");
+    assert_eq!(spans.iter().filter(|s| s.name == "route").count(), 3);
+}
+
+/// Flags and components are checked before the port is bound.
+#[test]
+fn clear_errors_for_a_wrong_component_or_a_busy_port() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasi-observe"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg(test_programs_artifacts::EXIT_CODE_COMPONENT)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a wasi:http/proxy component"), "{stderr}");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasi-observe"))
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .args(["serve", "--addr", &addr, HTTP_GUEST_COMPONENT])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
