@@ -3,7 +3,8 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "wasi:observe/observe",
-    imports: { default: trappable },
+    // `tracing`: the `wit-bindgen import` spans `calls` turns into spans.
+    imports: { default: trappable | tracing },
     with: {
         "wasi:observe/tracer.span": crate::tracer::GuestSpan,
         "wasi:observe/metrics.instrument": crate::metrics::GuestInstrument,

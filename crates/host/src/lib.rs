@@ -81,6 +81,7 @@
 #![warn(missing_docs)]
 
 mod bindings;
+pub mod calls;
 mod convert;
 mod ctx;
 pub mod export;
