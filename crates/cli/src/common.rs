@@ -63,6 +63,42 @@ pub struct ExportOptions {
     pub db: DbOptions,
 }
 
+/// Import and export call tracing.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Trace every call the component makes to a host import, and every
+    /// export the host calls, as a span under the guest's current span;
+    /// with `=GLOBS` (comma separated, `*` wildcard), only matching interfaces
+    /// or `interface#function` names, e.g. `wasi:http/*,wasi:filesystem/*`.
+    #[arg(long, value_name = "GLOBS", num_args = 0..=1, require_equals = true, default_missing_value = "*")]
+    pub trace_calls: Option<String>,
+
+    /// With --trace-calls: drop import spans shorter than this (e.g. `1ms`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "trace_calls")]
+    pub trace_calls_min: Option<std::time::Duration>,
+
+    /// With --trace-calls: record the arguments that are not lists as
+    /// `wasm.arg.NAME` attributes. They may hold secrets.
+    #[arg(long, requires = "trace_calls")]
+    pub trace_call_arguments: bool,
+}
+
+impl CallOptions {
+    /// The tracing asked for, installed as the process's `tracing`
+    /// subscriber; `None` when --trace-calls is absent.
+    pub fn install(&self) -> Result<Option<wasi_observe_host::calls::CallTracing>> {
+        let Some(globs) = &self.trace_calls else {
+            return Ok(None);
+        };
+        let tracing = wasi_observe_host::calls::CallTracing::new()
+            .with_filter(globs.split(',').map(|g| g.trim().to_string()))
+            .with_min_duration(self.trace_calls_min.unwrap_or_default())
+            .with_arguments(self.trace_call_arguments);
+        tracing.clone().install()?;
+        Ok(Some(tracing))
+    }
+}
+
 /// A telemetry pipeline, and the store it writes to, if any.
 pub struct Pipeline {
     /// The pipeline.
@@ -214,4 +250,3 @@ pub fn finish(telemetry: &Telemetry) {
         );
     }
 }
-

@@ -983,3 +983,133 @@ fn traceparent_in_the_environment_joins_the_pipelines_trace() {
     let spans = receiver.spans();
     assert_eq!(by_name(&spans)["root"].parent_span_id, "");
 }
+
+/// `--trace-calls`: a span for the `run` export with the guest's spans under
+/// it, and a span per import call under the guest's current span, named in
+/// full; arguments only when asked; filters by glob and minimum duration.
+#[test]
+fn trace_calls_makes_a_span_per_export_and_import_call() {
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(
+        cli_http(&receiver),
+        &["--trace-calls", TRACER_FEATURES_COMPONENT],
+    );
+    assert!(out.status.success());
+    let spans = receiver.spans();
+    let run_span = spans
+        .iter()
+        .find(|s| s.name.starts_with("wasi:cli/run@") && s.name.ends_with("#run"))
+        .unwrap_or_else(|| panic!("no run span: {spans:#?}"));
+    assert!(run_span.is_root());
+    assert_eq!(run_span.attr_str("wasm.call"), Some("export"));
+    assert_eq!(run_span.attr_str("wasm.package"), Some("wasi:cli"));
+    assert_eq!(run_span.attr_str("wasm.function"), Some("run"));
+    assert!(run_span.attr_str("wasm.version").is_some());
+    let s = by_name(&spans);
+    let root = s["root"];
+    assert_eq!(root.parent_span_id, run_span.span_id);
+
+    let imports: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.attr_str("wasm.call") == Some("import"))
+        .collect();
+    // The guest's `start` calls: the first under the run span, the next
+    // under `root` (the guest's current span when it called).
+    let starts: Vec<&&FlatSpan> = imports
+        .iter()
+        .filter(|s| s.name == "wasi:observe/tracer#start")
+        .collect();
+    assert!(starts.iter().any(|s| s.parent_span_id == run_span.span_id));
+    assert!(starts.iter().any(|s| s.parent_span_id == root.span_id));
+    // WASI imports are named with their package and version.
+    assert!(
+        imports
+            .iter()
+            .any(|s| s.name.starts_with("wasi:cli/stdout@") && s.name.ends_with("#get-stdout")),
+        "{:?}",
+        imports.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    for span in &imports {
+        // Under a span of the run (the run's trace, or the guest's
+        // new-root trace when that span was current).
+        let parent = spans.iter().find(|p| p.span_id == span.parent_span_id);
+        assert!(
+            parent.is_some_and(|p| p.trace_id == span.trace_id),
+            "{span:#?}"
+        );
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+        assert!(
+            !span.attributes.keys().any(|k| k.starts_with("wasm.arg.")),
+            "arguments are not recorded by default: {span:#?}"
+        );
+    }
+
+    // Arguments on request (not lists); a glob filter.
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(
+        cli_http(&receiver),
+        &[
+            "--trace-calls=wasi:observe/tracer#start,wasi:cli/run*",
+            "--trace-call-arguments",
+            TRACER_FEATURES_COMPONENT,
+        ],
+    );
+    assert!(out.status.success());
+    let spans = receiver.spans();
+    let calls: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.attr_str("wasm.call").is_some())
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .all(|s| s.name == "wasi:observe/tracer#start" || s.name.starts_with("wasi:cli/run@"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|s| s.attr_str("wasm.arg.name") == Some("\"root\"")),
+        "{calls:#?}"
+    );
+
+    // A minimum duration no call reaches: only the export span is left.
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(
+        cli_http(&receiver),
+        &[
+            "--trace-calls",
+            "--trace-calls-min",
+            "1h",
+            TRACER_FEATURES_COMPONENT,
+        ],
+    );
+    assert!(out.status.success());
+    let spans = receiver.spans();
+    let calls: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.attr_str("wasm.call").is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].ends_with("#run"));
+}
+
+/// An import that returns an error and an export that fails are error spans.
+#[test]
+fn trace_calls_marks_errors() {
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(cli_http(&receiver), &["--trace-calls", EXIT_CODE_COMPONENT]);
+    assert_eq!(out.status.code(), Some(3));
+    let spans = receiver.spans();
+    let exit = spans
+        .iter()
+        .find(|s| s.name.starts_with("wasi:cli/exit@") && s.name.ends_with("#exit-with-code"))
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(exit.status.code, SpanStatusCode::Error);
+    assert_eq!(exit.attr_str("error.type"), Some("error_result"));
+    let run_span = spans.iter().find(|s| s.name.ends_with("#run")).unwrap();
+    assert_eq!(run_span.status.code, SpanStatusCode::Error);
+    assert_eq!(run_span.attr_str("error.type"), Some("exit"));
+    // The span the guest left open still nests under the export.
+    assert_eq!(by_name(&spans)["exiting"].parent_span_id, run_span.span_id);
+}

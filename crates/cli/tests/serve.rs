@@ -130,7 +130,10 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn wait_for_spans(receiver: &OtlpHttpReceiver, done: impl Fn(&[FlatSpan]) -> bool) -> Vec<FlatSpan> {
+fn wait_for_spans(
+    receiver: &OtlpHttpReceiver,
+    done: impl Fn(&[FlatSpan]) -> bool,
+) -> Vec<FlatSpan> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let spans = receiver.spans();
@@ -151,10 +154,11 @@ fn one<'a>(spans: &'a [FlatSpan], name: &str, kind: SpanKind) -> &'a FlatSpan {
     found[0]
 }
 
+/// The child of `parent` named `name` (or its only child, for `""`).
 fn child_of<'a>(spans: &'a [FlatSpan], parent: &FlatSpan, name: &str) -> &'a FlatSpan {
     spans
         .iter()
-        .find(|s| s.parent_span_id == parent.span_id && s.name == name)
+        .find(|s| s.parent_span_id == parent.span_id && (name.is_empty() || s.name == name))
         .unwrap_or_else(|| panic!("no {name} under {}: {spans:#?}", parent.name))
 }
 
@@ -192,22 +196,27 @@ fn two_components_one_distributed_trace() {
     assert_eq!(status.code(), Some(130));
     let (status, _) = backend.stop("-TERM");
     assert_eq!(status.code(), Some(143));
-    let spans = receiver.spans().into_iter().chain(spans).fold(
-        Vec::<FlatSpan>::new(),
-        |mut all, s| {
-            if !all.iter().any(|a| a.span_id == s.span_id) {
-                all.push(s);
-            }
-            all
-        },
-    );
+    let spans =
+        receiver
+            .spans()
+            .into_iter()
+            .chain(spans)
+            .fold(Vec::<FlatSpan>::new(), |mut all, s| {
+                if !all.iter().any(|a| a.span_id == s.span_id) {
+                    all.push(s);
+                }
+                all
+            });
     assert_eq!(spans.len(), 6, "{spans:#?}");
     for s in &spans {
         assert_eq!(s.trace_id, CALLER_TRACE, "one trace: {s:#?}");
     }
 
     // The frontend's SERVER span continues the caller's trace.
-    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Server).collect();
+    let servers: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .collect();
     assert_eq!(servers.len(), 2);
     let front = servers
         .iter()
@@ -287,8 +296,14 @@ fn two_components_one_distributed_trace() {
 
     // Request duration metrics, as the HTTP conventions name them.
     let names: Vec<String> = receiver.metrics().into_iter().map(|m| m.name).collect();
-    assert!(names.iter().any(|n| n == "http.server.request.duration"), "{names:?}");
-    assert!(names.iter().any(|n| n == "http.client.request.duration"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "http.server.request.duration"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "http.client.request.duration"),
+        "{names:?}"
+    );
 }
 
 /// The frontend's port, from its SERVER span's peer (the CLIENT span
@@ -326,7 +341,11 @@ fn bad_requests_get_error_answers_and_error_spans() {
         let (got, body) = get(&server.url(path), &[]);
         assert_eq!(got, *status, "{path}: {body}");
         let (ok, hello) = get(&server.url("/hello"), &[]);
-        assert_eq!((ok, hello.as_str()), (200, "hello"), "still serving after {path}");
+        assert_eq!(
+            (ok, hello.as_str()),
+            (200, "hello"),
+            "still serving after {path}"
+        );
     }
     let (_, body) = get(&server.url("/spin"), &[]);
     assert!(body.contains("did not finish within 1s"), "{body}");
@@ -358,7 +377,10 @@ fn bad_requests_get_error_answers_and_error_spans() {
     let spans = wait_for_spans(&receiver, |s| {
         s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 23
     });
-    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Server).collect();
+    let servers: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .collect();
     assert_eq!(servers.len(), 23, "{servers:#?}");
     for (path, status, error) in cases {
         let (route, query) = path.split_once('?').unwrap_or((path, ""));
@@ -376,16 +398,26 @@ fn bad_requests_get_error_answers_and_error_spans() {
         );
         assert_eq!(span.attr_str("error.type"), *error, "{path}");
         let failed = error.is_some();
-        assert_eq!(span.status.code == SpanStatusCode::Error, failed, "{path}: {span:#?}");
+        assert_eq!(
+            span.status.code == SpanStatusCode::Error,
+            failed,
+            "{path}: {span:#?}"
+        );
         // The guest's own span nests under the request and is closed with
         // the reason when the guest trapped or was stopped.
         let route_span = child_of(&spans, span, "route");
         if *error == Some("timeout") {
             assert_eq!(route_span.status.code, SpanStatusCode::Error);
-            assert!(route_span.status.message.contains("did not finish"), "{route_span:#?}");
+            assert!(
+                route_span.status.message.contains("did not finish"),
+                "{route_span:#?}"
+            );
         }
         if *error == Some("trap") {
-            assert!(route_span.status.message.contains("trapped"), "{route_span:#?}");
+            assert!(
+                route_span.status.message.contains("trapped"),
+                "{route_span:#?}"
+            );
         }
     }
     let bad_context = servers
@@ -396,15 +428,26 @@ fn bad_requests_get_error_answers_and_error_spans() {
     assert_ne!(bad_context.trace_id, "0".repeat(32));
     let raw_errors: Vec<(&str, Option<i64>)> = servers
         .iter()
-        .filter(|s| s.status.code == SpanStatusCode::Error && s.attr_str("url.path").is_none_or(|p| p == "/hello"))
-        .map(|s| (s.attr_str("error.type").unwrap(), s.attr_i64("http.response.status_code")))
+        .filter(|s| {
+            s.status.code == SpanStatusCode::Error
+                && s.attr_str("url.path").is_none_or(|p| p == "/hello")
+        })
+        .map(|s| {
+            (
+                s.attr_str("error.type").unwrap(),
+                s.attr_i64("http.response.status_code"),
+            )
+        })
         .collect();
     for expected in [
         ("malformed_request", Some(400)),
         ("header_too_large", Some(431)),
         ("missing_host", Some(400)),
     ] {
-        assert!(raw_errors.contains(&expected), "{expected:?} in {raw_errors:?}");
+        assert!(
+            raw_errors.contains(&expected),
+            "{expected:?} in {raw_errors:?}"
+        );
     }
 
     let (status, _) = server.stop("-TERM");
@@ -432,12 +475,18 @@ fn outgoing_requests_are_traced_and_carry_the_trace() {
         s.iter().filter(|s| s.kind == SpanKind::Client).count() >= 2
             && s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 3
     });
-    let clients: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == SpanKind::Client).collect();
+    let clients: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .collect();
     let ok = clients
         .iter()
         .find(|s| s.attr_str("url.full") == Some(target.as_str()))
         .unwrap();
-    let call = spans.iter().find(|s| s.span_id == ok.parent_span_id).unwrap();
+    let call = spans
+        .iter()
+        .find(|s| s.span_id == ok.parent_span_id)
+        .unwrap();
     assert_eq!(call.name, "call");
     // What the callee received is the CLIENT span's context.
     assert_eq!(echoed, format!("00-{}-{}-01", ok.trace_id, ok.span_id));
@@ -487,7 +536,9 @@ fn shutdown_finishes_requests_in_flight_and_flushes() {
     let spans = receiver.spans();
     let served = spans
         .iter()
-        .filter(|s| s.kind == SpanKind::Server && s.attr_i64("http.response.status_code") == Some(200))
+        .filter(|s| {
+            s.kind == SpanKind::Server && s.attr_i64("http.response.status_code") == Some(200)
+        })
         .count();
     assert_eq!(served, 3, "{spans:#?}");
     assert_eq!(spans.iter().filter(|s| s.name == "route").count(), 3);
@@ -503,7 +554,10 @@ fn clear_errors_for_a_wrong_component_or_a_busy_port() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not a wasi:http/proxy component"), "{stderr}");
+    assert!(
+        stderr.contains("is not a wasi:http/proxy component"),
+        "{stderr}"
+    );
 
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
@@ -516,5 +570,52 @@ fn clear_errors_for_a_wrong_component_or_a_busy_port() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// `serve --trace-calls`: the `handle` export under the SERVER span, the
+/// guest's spans under it, wasi:http calls under the guest's span; a trap
+/// marks the export span.
+#[test]
+fn trace_calls_under_serve() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &["--trace-calls"]);
+    assert_eq!(get(&server.url("/hello"), &[]).0, 200);
+    assert_eq!(get(&server.url("/trap"), &[]).0, 500);
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.name.ends_with("#handle")).count() >= 2
+    });
+    server.stop("-INT");
+    let request = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/hello"))
+        .unwrap();
+    let handle = child_of(&spans, request, "");
+    assert!(
+        handle.name.starts_with("wasi:http/incoming-handler@") && handle.name.ends_with("#handle"),
+        "{handle:#?}"
+    );
+    let route = child_of(&spans, handle, "route");
+    let under_route: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == route.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        under_route
+            .iter()
+            .any(|n| n.starts_with("wasi:http/types@")
+                && n.ends_with("#[static]response-outparam.set")),
+        "{under_route:?}"
+    );
+    let trapped = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/trap"))
+        .unwrap();
+    let handle = child_of(&spans, trapped, "");
+    assert_eq!(handle.status.code, SpanStatusCode::Error);
+    assert_eq!(handle.attr_str("error.type"), Some("trap"));
 }

@@ -76,6 +76,11 @@ impl CallTracing {
         self
     }
 
+    /// Whether the filter selects `function` of `interface`.
+    pub fn selects(&self, interface: &str, function: &str) -> bool {
+        self.matches(interface, &format!("{interface}#{function}"))
+    }
+
     fn matches(&self, interface: &str, qualified: &str) -> bool {
         self.patterns.is_empty()
             || self
@@ -403,7 +408,12 @@ where
                         .set_attribute(KeyValue::new(format!("wasm.arg.{name}"), value));
                 }
             }
-            Some("return") if fields.result.as_deref().is_some_and(|r| r.starts_with("Err")) => {
+            Some("return")
+                if fields
+                    .result
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("Err")) =>
+            {
                 call.span
                     .set_attribute(KeyValue::new("error.type", "error_result"));
                 call.span

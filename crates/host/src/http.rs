@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Request, Version};
 use http_body_util::BodyExt as _;
+use opentelemetry::metrics::Histogram;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry::metrics::Histogram;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_semantic_conventions::attribute as semconv;
@@ -113,19 +113,21 @@ impl HttpMetrics {
         let buckets = vec![
             0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
         ];
-        Some(inner.http_metrics.get_or_init(|| HttpMetrics {
-            server: meter
-                .f64_histogram("http.server.request.duration")
-                .with_unit("s")
-                .with_description("Duration of HTTP server requests.")
-                .with_boundaries(buckets.clone())
-                .build(),
-            client: meter
-                .f64_histogram("http.client.request.duration")
-                .with_unit("s")
-                .with_description("Duration of HTTP client requests.")
-                .with_boundaries(buckets)
-                .build(),
+        Some(inner.http_metrics.get_or_init(|| {
+            HttpMetrics {
+                server: meter
+                    .f64_histogram("http.server.request.duration")
+                    .with_unit("s")
+                    .with_description("Duration of HTTP server requests.")
+                    .with_boundaries(buckets.clone())
+                    .build(),
+                client: meter
+                    .f64_histogram("http.client.request.duration")
+                    .with_unit("s")
+                    .with_description("Duration of HTTP client requests.")
+                    .with_boundaries(buckets)
+                    .build(),
+            }
         }))
     }
 }
@@ -216,13 +218,17 @@ impl ServerSpan {
         if let Some(q) = request.uri().query() {
             attrs.push(KeyValue::new(semconv::URL_QUERY, q.to_string()));
         }
-        let authority = request.uri().authority().map(|a| a.to_string()).or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
         let (address, port) = match authority {
             Some(a) => split_authority(&a),
             None => (local.ip().to_string(), Some(local.port())),
@@ -245,7 +251,10 @@ impl ServerSpan {
             attrs.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.to_string()));
         }
         if let Some(peer) = peer {
-            attrs.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+            attrs.push(KeyValue::new(
+                semconv::CLIENT_ADDRESS,
+                peer.ip().to_string(),
+            ));
             attrs.push(KeyValue::new(
                 semconv::NETWORK_PEER_ADDRESS,
                 peer.ip().to_string(),
@@ -285,7 +294,10 @@ impl ServerSpan {
         ];
         let metric_attributes = attrs.clone();
         if let Some(peer) = peer {
-            attrs.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+            attrs.push(KeyValue::new(
+                semconv::CLIENT_ADDRESS,
+                peer.ip().to_string(),
+            ));
         }
         let mut span = ServerSpan {
             exchange: Exchange {

@@ -85,10 +85,10 @@ pub mod calls;
 mod convert;
 mod ctx;
 pub mod export;
-#[cfg(feature = "http")]
-pub mod http;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "http")]
+pub mod http;
 mod limits;
 pub mod logging;
 pub mod metrics;

@@ -136,7 +136,11 @@ mod tests {
         assert_eq!(cx.span_id().to_string(), "b7ad6b7169203331");
         assert!(cx.is_remote() && cx.is_sampled());
         assert_eq!(cx.trace_state().get("vendor"), Some("x"));
-        for bad in ["", "garbage", "00-00000000000000000000000000000000-b7ad6b7169203331-01"] {
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        ] {
             assert!(context_from_vars(|k| (k == "TRACEPARENT").then(|| bad.into())).is_none());
         }
         assert!(context_from_vars(|_| None).is_none());

@@ -87,9 +87,18 @@ fn main() {
         ));
     }
     for (name, what) in [
-        ("http_guest", "The test HTTP component (`crates/test-programs/http-guest`)"),
-        ("frontend", "The demo's frontend HTTP component (`examples/frontend`)"),
-        ("backend", "The demo's backend HTTP component (`examples/backend`)"),
+        (
+            "http_guest",
+            "The test HTTP component (`crates/test-programs/http-guest`)",
+        ),
+        (
+            "frontend",
+            "The demo's frontend HTTP component (`examples/frontend`)",
+        ),
+        (
+            "backend",
+            "The demo's backend HTTP component (`examples/backend`)",
+        ),
     ] {
         let path = wasm_dir.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

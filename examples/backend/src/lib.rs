@@ -12,7 +12,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Backend {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         wasi_observe::init();
         let path = http_util::path_with_query(&request);
-        let item = http_util::query_param(&path, "item").unwrap_or("").to_string();
+        let item = http_util::query_param(&path, "item")
+            .unwrap_or("")
+            .to_string();
         let _span = tracing::info_span!("price lookup", item = %item).entered();
         match price(&item) {
             Some(cents) => {

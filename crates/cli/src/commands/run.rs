@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
 use wasmtime::Result;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
@@ -16,7 +16,8 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::common::{
-    DbOptions, ExportOptions, engine, finish, load_component, parse_dir, parse_duration, parse_env,
+    CallOptions, DbOptions, ExportOptions, engine, finish, load_component, parse_dir,
+    parse_duration, parse_env,
 };
 use wasi_observe_store::Store as TelemetryStore;
 
@@ -44,6 +45,9 @@ pub struct RunCommand {
 
     #[command(flatten)]
     export: ExportOptions,
+
+    #[command(flatten)]
+    calls: CallOptions,
 
     /// The component to run.
     component: PathBuf,
@@ -137,10 +141,27 @@ impl RunCommand {
         };
         // A pipeline's trace context (TRACEPARENT, TRACESTATE): the guest's
         // root spans join that trace.
-        if let Some(parent) = wasi_observe_host::context_from_env() {
-            host.observe.set_parent(Some(parent));
+        let parent = wasi_observe_host::context_from_env();
+        host.observe.set_parent(parent.clone());
+        // --trace-calls: a span around the `run` export, the guest's spans
+        // under it, and a span per import call.
+        let calls = self.calls.install()?;
+        let mut run_span = calls.as_ref().and_then(|calls| {
+            let interface = calls::export_interface(&engine, &component, "run")?;
+            calls
+                .selects(&interface, "run")
+                .then(|| calls::export_span(&telemetry, &interface, "run", parent.as_ref()))
+        });
+        if let Some(span) = &run_span {
+            host.observe.set_parent(Some(span.context().clone()));
         }
         let mut store = Store::new(&engine, host);
+        if calls.is_some() {
+            calls::trace_calls(
+                &mut store,
+                Arc::new(calls::ImportNames::of(&engine, &component)),
+            );
+        }
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
         if let Some(fuel) = self.fuel {
@@ -209,6 +230,24 @@ impl RunCommand {
         };
         store.data_mut().observe.end_open_spans(&reason);
         drop(store);
+        if let Some(span) = &mut run_span {
+            match &result {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => {
+                    calls::export_failed(span, "error_result", "run returned an error".into())
+                }
+                Err(e) => match e.downcast_ref::<I32Exit>() {
+                    Some(I32Exit(0)) => {}
+                    Some(I32Exit(code)) => calls::export_failed(
+                        span,
+                        "exit",
+                        format!("the guest exited with code {code}"),
+                    ),
+                    None => calls::export_failed(span, "trap", reason.clone()),
+                },
+            }
+        }
+        drop(run_span);
 
         match INTERRUPTED.load(Ordering::SeqCst) {
             _ if limit_hit => eprintln!("wasi-observe: {reason}"),

@@ -16,7 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use wasi_observe_host::http::ServerSpan;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result, Store, Trap};
@@ -26,8 +26,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::common::{ExportOptions, engine, finish, load_component, parse_duration, parse_env};
 use crate::commands::run::report_store;
+use crate::common::{
+    CallOptions, ExportOptions, engine, finish, load_component, parse_duration, parse_env,
+};
 
 /// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
 /// fresh instance under a SERVER span that continues the caller's trace;
@@ -53,6 +55,9 @@ pub struct ServeCommand {
 
     #[command(flatten)]
     export: ExportOptions,
+
+    #[command(flatten)]
+    calls: CallOptions,
 
     /// The component to serve.
     component: PathBuf,
@@ -100,6 +105,9 @@ struct Server {
     envs: Vec<(String, String)>,
     local: SocketAddr,
     request_timeout: Duration,
+    /// With --trace-calls: the component's import names, and the qualified
+    /// name of the `handle` export when the filter selects it.
+    calls: Option<(Arc<calls::ImportNames>, Option<String>)>,
 }
 
 /// How often the epoch ticks: a running guest yields to other requests (and
@@ -136,6 +144,14 @@ impl ServeCommand {
         })?;
         let pipeline = self.export.telemetry(&self.component)?;
         let telemetry = pipeline.telemetry;
+        let calls = self.calls.install()?.map(|tracing| {
+            let handle = calls::export_interface(&engine, &component, "incoming-handler")
+                .filter(|interface| tracing.selects(interface, "handle"));
+            (
+                Arc::new(calls::ImportNames::of(&engine, &component)),
+                handle,
+            )
+        });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -165,6 +181,7 @@ impl ServeCommand {
             envs: self.envs,
             local,
             request_timeout: self.request_timeout,
+            calls,
         });
         let signal = runtime.block_on(serve(server, listener, self.shutdown_timeout))?;
         drop(runtime);
@@ -293,6 +310,21 @@ async fn handle(
         return text(400, message);
     }
 
+    // --trace-calls: a span around the `handle` export, under the request's.
+    let mut handle_span = server.calls.as_ref().and_then(|(_, handle)| {
+        let interface = handle.as_deref()?;
+        Some(calls::export_span(
+            &server.telemetry,
+            interface,
+            "handle",
+            Some(span.context()),
+        ))
+    });
+    let parent = handle_span
+        .as_ref()
+        .map_or(span.context(), |h| h.context())
+        .clone();
+
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdout().inherit_stderr();
     for (k, v) in &server.envs {
@@ -302,9 +334,12 @@ async fn handle(
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        observe: WasiObserveCtx::new(&server.telemetry).with_parent(span.context().clone()),
+        observe: WasiObserveCtx::new(&server.telemetry).with_parent(parent),
     };
     let mut store = Store::new(&server.engine, host);
+    if let Some((names, _)) = &server.calls {
+        calls::trace_calls(&mut store, names.clone());
+    }
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
 
@@ -366,15 +401,26 @@ async fn handle(
         };
         store.data_mut().observe.end_open_spans(&reason);
         drop(store);
+        if let (Some(handle), Some(f)) = (&mut handle_span, &failure) {
+            let kind = if f.status == 504 { "timeout" } else { "trap" };
+            calls::export_failed(handle, kind, f.message.clone());
+        }
+        drop(handle_span);
         let status = sent.load(Ordering::SeqCst);
         match &failure {
             Some(f) => {
                 span.response(if status == 0 { f.status } else { status });
-                span.error(if f.status == 504 { "timeout" } else { "trap" }, f.message.clone());
+                span.error(
+                    if f.status == 504 { "timeout" } else { "trap" },
+                    f.message.clone(),
+                );
             }
             None if status == 0 => {
                 span.response(500);
-                span.error("no_response", "the component returned without sending a response");
+                span.error(
+                    "no_response",
+                    "the component returned without sending a response",
+                );
             }
             None => span.response(status),
         }

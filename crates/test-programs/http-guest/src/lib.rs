@@ -51,7 +51,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 Err(ErrorCode::InternalError(Some("asked to fail".into()))),
             ),
             "/call" => {
-                let url = http_util::query_param(&path, "url").unwrap_or("").to_string();
+                let url = http_util::query_param(&path, "url")
+                    .unwrap_or("")
+                    .to_string();
                 let _call = tracing::info_span!("call", url = %url).entered();
                 match http_util::get(&url) {
                     Ok((status, body)) => {

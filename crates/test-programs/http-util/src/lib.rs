@@ -63,7 +63,9 @@ pub fn get(url: &str) -> Result<(u16, String), String> {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
     request
         .set_authority(Some(authority))
         .map_err(|()| format!("bad authority {authority}"))?;
