@@ -109,11 +109,11 @@ impl HttpMetrics {
     fn get(t: &Telemetry) -> Option<&HttpMetrics> {
         let inner = &t.inner;
         let meter = inner.meter.as_ref()?;
-        // The bucket boundaries the HTTP semantic conventions advise.
-        let buckets = vec![
-            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-        ];
         Some(inner.http_metrics.get_or_init(|| {
+            // The bucket boundaries the HTTP semantic conventions advise.
+            let buckets = vec![
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+            ];
             HttpMetrics {
                 server: meter
                     .f64_histogram("http.server.request.duration")
@@ -147,7 +147,23 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// Records nothing: telemetry is off (nothing is computed either, so
+    /// `OTEL_SDK_DISABLED=true` costs no attribute work per request).
+    fn disabled(telemetry: &Telemetry) -> Exchange {
+        Exchange {
+            span: telemetry.start_span("", SpanKind::Internal, None, Vec::new()),
+            telemetry: telemetry.clone(),
+            start: Instant::now(),
+            metric_attributes: Vec::new(),
+            status: None,
+            error_type: None,
+        }
+    }
+
     fn response(&mut self, status: u16, server: bool) {
+        if !self.telemetry.is_enabled() {
+            return;
+        }
         self.status = Some(status);
         self.span.set_attribute(KeyValue::new(
             semconv::HTTP_RESPONSE_STATUS_CODE,
@@ -164,6 +180,9 @@ impl Exchange {
     }
 
     fn error(&mut self, error_type: &str, message: String) {
+        if !self.telemetry.is_enabled() {
+            return;
+        }
         self.error_type = Some(error_type.to_string());
         self.span
             .set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type.to_string()));
@@ -207,6 +226,11 @@ impl ServerSpan {
         local: SocketAddr,
         peer: Option<SocketAddr>,
     ) -> ServerSpan {
+        if !telemetry.is_enabled() {
+            return ServerSpan {
+                exchange: Exchange::disabled(telemetry),
+            };
+        }
         let mut attrs = Vec::with_capacity(12);
         let name = method_attributes(request.method(), &mut attrs);
         attrs.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
@@ -343,6 +367,11 @@ struct ClientSpan {
 
 impl ClientSpan {
     fn start<B>(telemetry: &Telemetry, request: &Request<B>, parent: Option<&SpanContext>) -> Self {
+        if !telemetry.is_enabled() {
+            return ClientSpan {
+                exchange: Exchange::disabled(telemetry),
+            };
+        }
         let mut attrs = Vec::with_capacity(6);
         let name = method_attributes(request.method(), &mut attrs);
         let mut metric_attributes = attrs.clone();
