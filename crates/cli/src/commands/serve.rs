@@ -4,8 +4,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -346,7 +346,6 @@ async fn handle(
     // The status the component sends, for the span (0: none yet).
     let sent = Arc::new(AtomicU16::new(0));
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = Mutex::new(Some(tx));
     let resources = {
         let sent = sent.clone();
         let mut http = store.data_mut().http();
@@ -356,9 +355,7 @@ async fn handle(
                     // An error the component sends is answered 500.
                     let status = response.as_ref().map_or(500, |r| r.status().as_u16());
                     sent.store(status, Ordering::SeqCst);
-                    if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = tx.send(response);
-                    }
+                    let _ = tx.send(response);
                 })?;
                 Ok((req, out))
             })
