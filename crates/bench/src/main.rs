@@ -163,6 +163,10 @@ impl Guests {
     fn new() -> Guests {
         let mut config = Config::new();
         config.concurrency_support(false);
+        // `perf record` can name guest functions with a perf map.
+        if std::env::var_os("WASI_OBSERVE_BENCH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("engine");
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
@@ -265,6 +269,18 @@ fn main() {
         // One guest figure alone, for profiling: `--guest MODE N`.
         let n = args[2].parse().expect("a count");
         println!("{} {:.0} ns", args[1], Guests::new().run(&args[1], n));
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--native") {
+        // One native figure alone, for profiling: `--native span|log|counter N`.
+        let n = args[2].parse().expect("a count");
+        let ns = match args[1].as_str() {
+            "span" => native_span(n),
+            "log" => native_log(n),
+            "counter" => native_counter(n),
+            other => panic!("unknown native mode {other}"),
+        };
+        println!("{} {ns:.0} ns", args[1]);
         return;
     }
     if args.first().map(String::as_str) == Some("--memory") {
