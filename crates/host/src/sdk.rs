@@ -179,6 +179,8 @@ impl Host for WasiObserveCtx {
         attributes: Vec<KeyValue>,
         event: Option<SpanEvent>,
     ) -> wasmtime::Result<()> {
+        // The event and the record share one clock reading.
+        let now = std::time::SystemTime::now();
         if let (Parent::Span(span), Some(event)) = (&span, event)
             && self.is_recording(Resource::new_borrow(span.rep()))?
         {
@@ -191,16 +193,17 @@ impl Host for WasiObserveCtx {
             };
             let max = self.telemetry.inner.limits.attributes_per_event;
             let check = self.checker();
-            let (mut attrs, mut dropped) = check.attributes(all, max);
+            let shared = self.shared_set(event.shared);
+            let shared = shared.as_deref().unwrap_or_default();
+            let (mut attrs, mut dropped) = check.attributes_with_room(all, max, shared.len());
             let name = check.string(event.name);
-            for kv in self.shared_set(event.shared).iter().flat_map(|s| s.iter()) {
+            for kv in shared {
                 if attrs.len() < max {
                     attrs.push(kv.clone());
                 } else {
                     dropped = dropped.saturating_add(1);
                 }
             }
-            let now = std::time::SystemTime::now();
             self.push_event(span.rep(), name, now, attrs, dropped);
         }
         let cx = match self.parent_choice(span) {
@@ -208,7 +211,7 @@ impl Host for WasiObserveCtx {
             _ => self.ambient.clone(),
         };
         let message = (!message.is_empty()).then_some(message);
-        self.emit_log(level, context, message, attributes, cx.as_ref());
+        self.emit_log(level, context, message, attributes, cx.as_ref(), Some(now));
         Ok(())
     }
 
