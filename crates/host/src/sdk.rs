@@ -163,9 +163,20 @@ impl Host for WasiObserveCtx {
         let parent = self.parent_choice(parent);
         let shared = self.shared_set(shared);
         let started = WasiObserveCtx::start_span(self, name, options, parent, shared.as_deref());
+        let cx = &started.cx;
+        let trace_id = u128::from_be_bytes(cx.trace_id().to_bytes());
+        let mut flags = tracer::TraceFlags::empty();
+        if cx.is_sampled() {
+            flags |= tracer::TraceFlags::SAMPLED;
+        }
+        let trace_state = crate::convert::trace_state_entries(cx.trace_state());
         Ok(wit::Started {
             span: Resource::new_own(started.rep),
-            context: to_wit_context(&started.cx),
+            trace_id_high: (trace_id >> 64) as u64,
+            trace_id_low: trace_id as u64,
+            span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+            trace_flags: flags,
+            trace_state: (!trace_state.is_empty()).then_some(trace_state),
             is_recording: started.recording,
         })
     }

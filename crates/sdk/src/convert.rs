@@ -105,6 +105,30 @@ pub(crate) fn span_context(cx: ContextResult) -> SpanContext {
     )
 }
 
+/// The context of a span `start-span` returned.
+pub(crate) fn started_context(started: &crate::bindings::sdk::Started) -> SpanContext {
+    let trace_id = (u128::from(started.trace_id_high) << 64) | u128::from(started.trace_id_low);
+    let flags = if started.trace_flags.contains(tracer::TraceFlags::SAMPLED) {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::NOT_SAMPLED
+    };
+    let state = match &started.trace_state {
+        Some(entries) if !entries.is_empty() => {
+            TraceState::from_key_value(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap_or_default()
+        }
+        _ => TraceState::NONE,
+    };
+    SpanContext::new(
+        TraceId::from_bytes(trace_id.to_be_bytes()),
+        SpanId::from_bytes(started.span_id.to_be_bytes()),
+        flags,
+        false,
+        state,
+    )
+}
+
 /// A span context as the proposal's `tracer` takes it (links).
 pub(crate) fn with_wit_span_context<R>(
     cx: &SpanContext,

@@ -24,7 +24,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::Signals;
 use crate::bindings::sdk::{self, Parent, SpanEvent};
 use crate::bindings::{Level as WitLevel, tracer};
-use crate::convert::{span_context, with_wit_attributes, with_wit_context};
+use crate::convert::{started_context, with_wit_attributes, with_wit_context};
 use crate::pending::Pending;
 
 const SPAN_NAME_FIELD: &str = "otel.name";
@@ -47,8 +47,8 @@ pub(crate) struct SpanData {
 impl SpanData {
     pub(crate) fn started(started: sdk::Started) -> SpanData {
         SpanData {
+            cx: started_context(&started),
             span: Some(started.span),
-            cx: span_context(started.context),
             recording: started.is_recording,
             pending: Pending::default(),
         }
