@@ -101,6 +101,43 @@ fn native_span(n: u64) -> f64 {
     ns
 }
 
+/// The guest's `tracing` code run natively through `tracing-opentelemetry`
+/// and the OpenTelemetry log bridge (what the guest SDK's layer reproduces:
+/// the differential test compares the two), batch processors, discarding
+/// exporters. Scoped, not global: wasmtime-wasi's own `tracing` spans must
+/// not reach it during the guest runs.
+fn native_tracing(n: u64) -> f64 {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build();
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer_provider.tracer("bench"))
+                .with_threads(false)
+                .with_tracked_inactivity(false),
+        )
+        .with(
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                &logger_provider,
+            ),
+        );
+    let ns = tracing::subscriber::with_default(subscriber, || {
+        time(n, || {
+            let span = tracing::info_span!("op", a = 1i64, b = "x");
+            let _entered = span.enter();
+            tracing::info!("ev");
+        })
+    });
+    let _ = tracer_provider.shutdown();
+    let _ = logger_provider.shutdown();
+    ns
+}
+
 fn native_log(n: u64) -> f64 {
     let provider = SdkLoggerProvider::builder()
         .with_batch_exporter(Discard)
@@ -163,6 +200,10 @@ impl Guests {
     fn new() -> Guests {
         let mut config = Config::new();
         config.concurrency_support(false);
+        // `perf record` can name guest functions with a perf map.
+        if std::env::var_os("WASI_OBSERVE_BENCH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("engine");
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
@@ -267,6 +308,19 @@ fn main() {
         println!("{} {:.0} ns", args[1], Guests::new().run(&args[1], n));
         return;
     }
+    if args.first().map(String::as_str) == Some("--native") {
+        // One native figure alone, for profiling: `--native span|tracing|log|counter N`.
+        let n = args[2].parse().expect("a count");
+        let ns = match args[1].as_str() {
+            "span" => native_span(n),
+            "tracing" => native_tracing(n),
+            "log" => native_log(n),
+            "counter" => native_counter(n),
+            other => panic!("unknown native mode {other}"),
+        };
+        println!("{} {ns:.0} ns", args[1]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--memory") {
         let n = args[2].parse().expect("a count");
         let ns = Guests::new().run(&args[1], n);
@@ -303,6 +357,11 @@ fn main() {
     row(
         "    guest, tracing layer without code.* and target",
         guests.run("tracing-lean", n),
+        native,
+    );
+    row(
+        "    native tracing + tracing-opentelemetry + log bridge",
+        native_tracing(n),
         native,
     );
     row(

@@ -116,7 +116,18 @@ impl Checker<'_> {
 
     /// A fresh attribute list from guest attributes, with the dropped count.
     pub fn attributes(&self, new: Vec<wit::KeyValue>, max: usize) -> (Vec<KeyValue>, u32) {
-        let mut attrs = Vec::with_capacity(new.len().min(max));
+        self.attributes_with_room(new, max, 0)
+    }
+
+    /// As [`attributes`](Self::attributes), with room for `extra` more, so
+    /// that appending them does not reallocate.
+    pub fn attributes_with_room(
+        &self,
+        new: Vec<wit::KeyValue>,
+        max: usize,
+        extra: usize,
+    ) -> (Vec<KeyValue>, u32) {
+        let mut attrs = Vec::with_capacity(new.len().saturating_add(extra).min(max));
         let dropped = self.merge_attributes(&mut attrs, new, max);
         (attrs, dropped)
     }

@@ -40,13 +40,14 @@ pub(crate) fn severity(level: Level) -> (Severity, &'static str) {
 impl Host for WasiObserveCtx {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
         let cx = self.current_span_context();
-        self.emit_log(level, context, Some(message), Vec::new(), cx.as_ref());
+        self.emit_log(level, context, Some(message), Vec::new(), cx.as_ref(), None);
         Ok(())
     }
 }
 
 impl WasiObserveCtx {
-    /// Makes one log record and hands it to the pipeline.
+    /// Makes one log record and hands it to the pipeline; `now` is the time
+    /// the caller already read (else the clock is read here).
     pub(crate) fn emit_log(
         &self,
         level: Level,
@@ -54,6 +55,7 @@ impl WasiObserveCtx {
         message: Option<String>,
         attributes: Vec<KeyValue>,
         cx: Option<&SpanContext>,
+        now: Option<SystemTime>,
     ) {
         let inner = &self.telemetry.inner;
         let Some(logger) = &inner.logger else {
@@ -73,7 +75,7 @@ impl WasiObserveCtx {
         if !context.is_empty() {
             record.set_target(check.string(context));
         }
-        let now = SystemTime::now();
+        let now = now.unwrap_or_else(SystemTime::now);
         record.set_timestamp(now);
         record.set_observed_timestamp(now);
         if let Some(cx) = cx.filter(|cx| cx.is_valid()) {

@@ -163,9 +163,20 @@ impl Host for WasiObserveCtx {
         let parent = self.parent_choice(parent);
         let shared = self.shared_set(shared);
         let started = WasiObserveCtx::start_span(self, name, options, parent, shared.as_deref());
+        let cx = &started.cx;
+        let trace_id = u128::from_be_bytes(cx.trace_id().to_bytes());
+        let mut flags = tracer::TraceFlags::empty();
+        if cx.is_sampled() {
+            flags |= tracer::TraceFlags::SAMPLED;
+        }
+        let trace_state = crate::convert::trace_state_entries(cx.trace_state());
         Ok(wit::Started {
             span: Resource::new_own(started.rep),
-            context: to_wit_context(&started.cx),
+            trace_id_high: (trace_id >> 64) as u64,
+            trace_id_low: trace_id as u64,
+            span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+            trace_flags: flags,
+            trace_state: (!trace_state.is_empty()).then_some(trace_state),
             is_recording: started.recording,
         })
     }
@@ -179,6 +190,8 @@ impl Host for WasiObserveCtx {
         attributes: Vec<KeyValue>,
         event: Option<SpanEvent>,
     ) -> wasmtime::Result<()> {
+        // The event and the record share one clock reading.
+        let now = std::time::SystemTime::now();
         if let (Parent::Span(span), Some(event)) = (&span, event)
             && self.is_recording(Resource::new_borrow(span.rep()))?
         {
@@ -191,16 +204,17 @@ impl Host for WasiObserveCtx {
             };
             let max = self.telemetry.inner.limits.attributes_per_event;
             let check = self.checker();
-            let (mut attrs, mut dropped) = check.attributes(all, max);
+            let shared = self.shared_set(event.shared);
+            let shared = shared.as_deref().unwrap_or_default();
+            let (mut attrs, mut dropped) = check.attributes_with_room(all, max, shared.len());
             let name = check.string(event.name);
-            for kv in self.shared_set(event.shared).iter().flat_map(|s| s.iter()) {
+            for kv in shared {
                 if attrs.len() < max {
                     attrs.push(kv.clone());
                 } else {
                     dropped = dropped.saturating_add(1);
                 }
             }
-            let now = std::time::SystemTime::now();
             self.push_event(span.rep(), name, now, attrs, dropped);
         }
         let cx = match self.parent_choice(span) {
@@ -208,7 +222,7 @@ impl Host for WasiObserveCtx {
             _ => self.ambient.clone(),
         };
         let message = (!message.is_empty()).then_some(message);
-        self.emit_log(level, context, message, attributes, cx.as_ref());
+        self.emit_log(level, context, message, attributes, cx.as_ref(), Some(now));
         Ok(())
     }
 

@@ -527,7 +527,7 @@ struct QueueLogProcessor {
 
 impl LogProcessor for QueueLogProcessor {
     fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        self.queue.push((record.clone(), scope.clone()));
+        self.queue.push(Box::new((record.clone(), scope.clone())));
     }
 
     fn force_flush(&self) -> OTelSdkResult {

@@ -277,8 +277,12 @@ impl WasiObserveCtx {
         let name = check.string(name);
         let kind = kind(options.span_kind.unwrap_or(wit::SpanKind::Internal));
         let max = inner.limits.attributes_per_span;
+        let shared_kept = shared.map_or(&[][..], |s| &s[..s.len().min(max)]);
+        let given = options.attributes.as_ref().map_or(0, Vec::len);
+        // One allocation for the shared set and the given attributes.
         let mut attributes: Vec<KeyValue> =
-            shared.map_or_else(Vec::new, |s| s[..s.len().min(max)].to_vec());
+            Vec::with_capacity(shared_kept.len().saturating_add(given).min(max));
+        attributes.extend_from_slice(shared_kept);
         let mut dropped_attributes = shared.map_or(0, |s| s.len().saturating_sub(max) as u32);
         dropped_attributes = dropped_attributes.saturating_add(check.merge_attributes(
             &mut attributes,

@@ -16,6 +16,33 @@ pub(crate) fn with_wit_attributes<R>(
     if attrs.is_empty() {
         return f(&[]);
     }
+    // The usual few attributes without string arrays are built on the stack:
+    // an allocation costs more than the rest of the conversion.
+    const INLINE: usize = 8;
+    if attrs.len() <= INLINE
+        && !attrs
+            .iter()
+            .any(|kv| matches!(kv.value, Value::Array(Array::String(_))))
+    {
+        let mut inline: [tracer::KeyValue<'_>; INLINE] =
+            std::array::from_fn(|_| tracer::KeyValue {
+                key: "",
+                value: tracer::Value::Bool(false),
+            });
+        let mut n = 0;
+        for (kv, slot) in attrs
+            .iter()
+            .filter_map(|kv| Some((kv, scalar_value(&kv.value)?)))
+            .zip(inline.iter_mut())
+        {
+            *slot = tracer::KeyValue {
+                key: kv.0.key.as_str(),
+                value: kv.1,
+            };
+            n += 1;
+        }
+        return f(&inline[..n]);
+    }
     // A string array crosses as `&[&str]`, which has to be made first.
     let string_arrays: Vec<Vec<&str>> = attrs
         .iter()
@@ -46,6 +73,21 @@ pub(crate) fn with_wit_attributes<R>(
         })
         .collect();
     f(&wit)
+}
+
+/// A value of a kind that crosses without conversion (all but string arrays
+/// and kinds newer than the WIT's).
+fn scalar_value(value: &Value) -> Option<tracer::Value<'_>> {
+    Some(match value {
+        Value::Bool(b) => tracer::Value::Bool(*b),
+        Value::I64(i) => tracer::Value::S64(*i),
+        Value::F64(f) => tracer::Value::Float64(*f),
+        Value::String(s) => tracer::Value::String(s.as_str()),
+        Value::Array(Array::Bool(a)) => tracer::Value::BoolArray(a),
+        Value::Array(Array::I64(a)) => tracer::Value::S64Array(a),
+        Value::Array(Array::F64(a)) => tracer::Value::Float64Array(a),
+        _ => return None,
+    })
 }
 
 /// The entries of a trace-state, for a call that takes them as pairs.
@@ -101,6 +143,30 @@ pub(crate) fn span_context(cx: ContextResult) -> SpanContext {
         SpanId::from_bytes(cx.span_id.to_be_bytes()),
         flags,
         cx.is_remote,
+        state,
+    )
+}
+
+/// The context of a span `start-span` returned.
+pub(crate) fn started_context(started: &crate::bindings::sdk::Started) -> SpanContext {
+    let trace_id = (u128::from(started.trace_id_high) << 64) | u128::from(started.trace_id_low);
+    let flags = if started.trace_flags.contains(tracer::TraceFlags::SAMPLED) {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::NOT_SAMPLED
+    };
+    let state = match &started.trace_state {
+        Some(entries) if !entries.is_empty() => {
+            TraceState::from_key_value(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap_or_default()
+        }
+        _ => TraceState::NONE,
+    };
+    SpanContext::new(
+        TraceId::from_bytes(trace_id.to_be_bytes()),
+        SpanId::from_bytes(started.span_id.to_be_bytes()),
+        flags,
+        false,
         state,
     )
 }

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
@@ -24,7 +25,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::Signals;
 use crate::bindings::sdk::{self, Parent, SpanEvent};
 use crate::bindings::{Level as WitLevel, tracer};
-use crate::convert::{span_context, with_wit_attributes, with_wit_context};
+use crate::convert::{started_context, with_wit_attributes, with_wit_context};
 use crate::pending::Pending;
 
 const SPAN_NAME_FIELD: &str = "otel.name";
@@ -47,8 +48,8 @@ pub(crate) struct SpanData {
 impl SpanData {
     pub(crate) fn started(started: sdk::Started) -> SpanData {
         SpanData {
+            cx: started_context(&started),
             span: Some(started.span),
-            cx: span_context(started.context),
             recording: started.is_recording,
             pending: Pending::default(),
         }
@@ -134,7 +135,36 @@ pub struct WasiObserveLayer {
     /// The host's handle for each callsite's constant attributes (code
     /// location, target, level), keyed by the callsite's metadata; `None`
     /// when the host keeps no more sets.
-    shared: Mutex<HashMap<usize, Option<u32>>>,
+    shared: Mutex<HashMap<usize, Option<u32>, BuildHasherDefault<AddressHasher>>>,
+}
+
+/// Hashes a callsite's address with one multiplication: the default SipHash
+/// costs more than the rest of the lookup, twice per span. The keys are the
+/// program's own static addresses, so no hostile input reaches this map.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; fold the high bits down, since the table picks
+        // buckets by the low ones and addresses are aligned.
+        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 impl Default for WasiObserveLayer {
@@ -564,9 +594,9 @@ where
                 data.set_attribute(kv);
             }
             let name = if fields.exception {
-                "exception".to_string()
+                "exception"
             } else {
-                message.clone().unwrap_or_else(|| meta.name().to_string())
+                message.as_deref().unwrap_or(meta.name())
             };
             let shared = self.shared(meta, || self.event_constants(meta));
             let mut extra = match shared {

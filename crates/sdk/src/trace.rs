@@ -20,7 +20,7 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use crate::bindings::sdk::{self, Parent};
 use crate::bindings::tracer;
 use crate::convert::{
-    datetime, span_context, with_wit_attributes, with_wit_context, with_wit_span_context,
+    datetime, started_context, with_wit_attributes, with_wit_context, with_wit_span_context,
 };
 use crate::layer::with_current_span;
 use crate::pending::Pending;
@@ -98,8 +98,8 @@ impl opentelemetry::trace::Tracer for Tracer {
             })
         };
         let mut span = Span {
+            cx: started_context(&started),
             span: Some(started.span),
-            cx: span_context(started.context),
             recording: started.is_recording,
             pending: Pending::default(),
         };

@@ -292,7 +292,9 @@ impl batch::Sink<SpanData> for SpanSink {
 }
 
 /// A log record and the scope that emitted it, as queued.
-pub(crate) type QueuedLog = (SdkLogRecord, InstrumentationScope);
+/// Boxed, as the SDK's batch processor queues it: a record is several hundred
+/// bytes, and the queue would copy it in and out of its slots.
+pub(crate) type QueuedLog = Box<(SdkLogRecord, InstrumentationScope)>;
 
 /// Exports log batches to every exporter.
 pub(crate) struct LogSink {
@@ -315,7 +317,7 @@ impl batch::Sink<QueuedLog> for LogSink {
             return Ok(());
         };
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-            batch.iter().map(|(r, s)| (r, s)).collect();
+            batch.iter().map(|q| (&q.0, &q.1)).collect();
         run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e.name(), m))
     }
 
