@@ -1,0 +1,105 @@
+//! The rewriter on hand-written modules: every output validates, imports
+//! the hooks, and keeps enter/exit balanced on every way out of a function.
+
+use wasi_observe_instrument::{HOOKS_MODULE, Options, instrument};
+use wasmparser::{Operator, Parser, Payload, Validator};
+
+/// The module the host tests run too.
+pub const FEATURES_WAT: &str = include_str!("features.wat");
+
+fn imports(wasm: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in Parser::new(0).parse_all(wasm) {
+        if let Payload::ImportSection(r) = p.unwrap() {
+            for i in r.into_imports() {
+                let i = i.unwrap();
+                out.push((i.module.to_string(), i.name.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn validate(wasm: &[u8]) {
+    Validator::new_with_features(wasi_observe_instrument::features())
+        .validate_all(wasm)
+        .expect("the rewritten binary validates");
+}
+
+#[test]
+fn core_module_gets_hooks_and_validates() {
+    let wasm = wat::parse_str(FEATURES_WAT).unwrap();
+    let (out, report) = instrument(&wasm, &Options::default()).unwrap();
+    validate(&out);
+    assert!(!report.component);
+    assert_eq!(report.modules, 1);
+    assert_eq!(report.functions, 10);
+    assert_eq!(report.skipped, 0);
+    let imports = imports(&out);
+    for name in ["enter", "exit", "memory-grow"] {
+        assert!(
+            imports.contains(&(HOOKS_MODULE.to_string(), name.to_string())),
+            "{imports:?}"
+        );
+    }
+    // Every function of a module that can throw catches, exits and rethrows.
+    let mut try_tables = 0;
+    for p in Parser::new(0).parse_all(&out) {
+        if let Payload::CodeSectionEntry(body) = p.unwrap() {
+            let mut ops = body.get_operators_reader().unwrap();
+            while !ops.eof() {
+                if let Operator::TryTable { .. } = ops.read().unwrap() {
+                    try_tables += 1;
+                }
+            }
+        }
+    }
+    // Ten wrappers, and the guest's own.
+    assert_eq!(try_tables, 11);
+}
+
+#[test]
+fn filter_leaves_other_functions_alone() {
+    let wasm = wat::parse_str(FEATURES_WAT).unwrap();
+    let options = Options {
+        filter: vec!["fib".into(), "ma*".into()],
+    };
+    let (out, report) = instrument(&wasm, &options).unwrap();
+    validate(&out);
+    assert_eq!(report.functions, 2);
+    assert_eq!(report.skipped, 8);
+}
+
+#[test]
+fn module_without_imports_or_tags() {
+    let wasm = wat::parse_str(
+        r#"(module (memory 1) (func (export "f") (result i32) (memory.grow (i32.const 1))))"#,
+    )
+    .unwrap();
+    let (out, report) = instrument(&wasm, &Options::default()).unwrap();
+    validate(&out);
+    assert_eq!(report.functions, 1);
+    assert_eq!(imports(&out).len(), 3);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    assert!(instrument(b"not wasm", &Options::default()).is_err());
+    assert!(instrument(&[0, b'a', b's', b'm', 1, 0, 0, 0, 99], &Options::default()).is_err());
+    // Instrumenting twice is refused rather than nesting hooks.
+    let wasm = wat::parse_str(FEATURES_WAT).unwrap();
+    let (once, _) = instrument(&wasm, &Options::default()).unwrap();
+    let err = instrument(&once, &Options::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("already instrumented"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn module_without_functions_is_unchanged() {
+    let wasm = wat::parse_str(r#"(module (memory 1))"#).unwrap();
+    let (out, report) = instrument(&wasm, &Options::default()).unwrap();
+    assert_eq!(out, wasm);
+    assert_eq!(report.modules, 0);
+}
