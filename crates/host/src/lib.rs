@@ -83,9 +83,11 @@
 mod bindings;
 mod convert;
 mod ctx;
+pub mod dylibso;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod instrument;
 mod limits;
 pub mod logging;
 pub mod metrics;
