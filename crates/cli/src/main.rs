@@ -24,6 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "wasi-observe", version, about, long_about)]
 enum WasiObserve {
     Run(commands::run::RunCommand),
+    Instrument(commands::instrument::InstrumentCommand),
     Traces(commands::traces::TracesCommand),
     Trace(commands::trace::TraceCommand),
     Logs(commands::logs::LogsCommand),
@@ -34,6 +35,7 @@ enum WasiObserve {
 fn main() -> wasmtime::Result<()> {
     match WasiObserve::parse() {
         WasiObserve::Run(cmd) => cmd.execute(),
+        WasiObserve::Instrument(cmd) => cmd.execute(),
         WasiObserve::Traces(cmd) => cmd.execute(),
         WasiObserve::Trace(cmd) => cmd.execute(),
         WasiObserve::Logs(cmd) => cmd.execute(),
