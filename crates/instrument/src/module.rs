@@ -161,13 +161,8 @@ pub(crate) fn instrument(
     let mut module = Module::new();
     r.parse_core_module(&mut module, Parser::new(0), wasm)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if r.error.is_some() || r.next_body != defined {
-        bail!(
-            "{}",
-            r.error
-                .take()
-                .unwrap_or_else(|| "the code section does not match the function section".into())
-        );
+    if r.next_body != defined {
+        bail!("the code section does not match the function section");
     }
     report.modules += 1;
     report.functions += r.instrumented;
@@ -249,7 +244,6 @@ struct Rewriter<'a> {
     names: Vec<String>,
     instrumented: usize,
     skipped: usize,
-    error: Option<String>,
 }
 
 impl<'a> Rewriter<'a> {
@@ -303,7 +297,6 @@ impl<'a> Rewriter<'a> {
             names: Vec::new(),
             instrumented: 0,
             skipped: 0,
-            error: None,
         }
     }
 

@@ -103,3 +103,50 @@ fn module_without_functions_is_unchanged() {
     assert_eq!(out, wasm);
     assert_eq!(report.modules, 0);
 }
+
+/// A component with a nested component whose core module calls an import:
+/// the recorder import is threaded through both levels (validation fails if
+/// an instantiation lacks it) and the names table covers the inner module.
+#[test]
+fn nested_components_get_the_recorder() {
+    let wasm = wat::parse_str(
+        r#"(component
+  (import "host" (func $host (result u32)))
+  (component $inner
+    (import "host" (func $host (result u32)))
+    (core func $lowered (canon lower (func $host)))
+    (core instance $env (export "host" (func $lowered)))
+    (core module $m
+      (import "env" "host" (func $host (result i32)))
+      (func $answer (export "f") (result i32) (i32.add (call $host) (i32.const 42))))
+    (core instance $i (instantiate $m (with "env" (instance $env))))
+    (func (export "f") (result u32) (canon lift (core func $i "f"))))
+  (instance $x (instantiate $inner (with "host" (func $host))))
+  (export "f" (func $x "f")))"#,
+    )
+    .unwrap();
+    let (out, report) = instrument(&wasm, &Options::default()).unwrap();
+    validate(&out);
+    assert!(report.component);
+    assert_eq!((report.modules, report.functions), (1, 1));
+    assert_eq!(
+        wasi_observe_instrument::names::component_function_names(&out),
+        ["answer"]
+    );
+    let mut imports = Vec::new();
+    for p in Parser::new(0).parse_all(&out) {
+        if let Payload::ComponentImportSection(r) = p.unwrap() {
+            for i in r {
+                imports.push(i.unwrap().name.name.to_string());
+            }
+        }
+    }
+    // Outer and inner level each import the recorder once.
+    let recorder = imports
+        .iter()
+        .filter(|n| n.starts_with("wasi-observe:instrument/recorder"))
+        .count();
+    assert_eq!(recorder, 2, "{imports:?}");
+    // Instrumenting the output again is refused.
+    assert!(instrument(&out, &Options::default()).is_err());
+}
