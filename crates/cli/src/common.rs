@@ -176,25 +176,54 @@ pub fn engine(fuel: bool) -> Result<Engine> {
     Engine::new(&config)
 }
 
-/// Loads a component, with clear errors for a missing file, a core module,
-/// and a file that is not WebAssembly at all.
-pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => bail!(
-            "{} is a core WebAssembly module, not a component; \
-             build it for wasm32-wasip2 or wrap it with `wasm-tools component new`",
-            path.display()
-        ),
-        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-        _ if path.extension().is_some_and(|e| e == "wat") => {}
-        _ => bail!("{} is not a WebAssembly component", path.display()),
-    }
-    Component::new(engine, &bytes).with_context(|| format!("cannot compile {}", path.display()))
+/// A guest as `run` loaded it, with its bytes (for function names).
+pub enum Loaded {
+    /// A component.
+    Component(Component, Vec<u8>),
+    /// A core module (run as a WASI preview 1 command).
+    Module(wasmtime::Module, Vec<u8>),
 }
 
-/// A duration as `--timeout` takes it: a number with a unit (`ms`, `s`, `m`,
-/// `h`), or plain seconds.
+impl Loaded {
+    /// The binary it was compiled from.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Loaded::Component(_, b) | Loaded::Module(_, b) => b,
+        }
+    }
+}
+
+/// Loads a component or a core module (told apart by the header; text
+/// format files by their first form), with clear errors for a missing file
+/// and a file that is not WebAssembly at all.
+pub fn load(engine: &Engine, path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = if path.extension().is_some_and(|e| e == "wat") {
+        wat::parse_bytes(&bytes)
+            .with_context(|| format!("cannot parse {}", path.display()))?
+            .into_owned()
+    } else {
+        bytes
+    };
+    let compile = || format!("cannot compile {}", path.display());
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            let module = wasmtime::Module::new(engine, &bytes).with_context(compile)?;
+            Ok(Loaded::Module(module, bytes))
+        }
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
+            let component = Component::new(engine, &bytes).with_context(compile)?;
+            Ok(Loaded::Component(component, bytes))
+        }
+        _ => bail!(
+            "{} is not a WebAssembly component or module",
+            path.display()
+        ),
+    }
+}
+
+/// A duration as `--timeout` takes it: a number with a unit (`ns`, `us`,
+/// `ms`, `s`, `m`, `h`), or plain seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s
@@ -205,11 +234,17 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}`: expected a duration such as 500ms, 30s or 2m"))?;
     let seconds = match unit.trim() {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (ns, us, ms, s, m, h)"
+            ));
+        }
     };
     std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
 }

@@ -25,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum WasiObserve {
     Run(commands::run::RunCommand),
     Serve(commands::serve::ServeCommand),
+    Instrument(commands::instrument::InstrumentCommand),
     Traces(commands::traces::TracesCommand),
     Trace(commands::trace::TraceCommand),
     Logs(commands::logs::LogsCommand),
@@ -36,6 +37,7 @@ fn main() -> wasmtime::Result<()> {
     match WasiObserve::parse() {
         WasiObserve::Run(cmd) => cmd.execute(),
         WasiObserve::Serve(cmd) => cmd.execute(),
+        WasiObserve::Instrument(cmd) => cmd.execute(),
         WasiObserve::Traces(cmd) => cmd.execute(),
         WasiObserve::Trace(cmd) => cmd.execute(),
         WasiObserve::Logs(cmd) => cmd.execute(),

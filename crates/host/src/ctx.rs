@@ -29,6 +29,8 @@ pub struct WasiObserveCtx {
     pub(crate) shared: Vec<Arc<[opentelemetry::KeyValue]>>,
     /// Bytes the shared sets hold (bounded).
     pub(crate) shared_bytes: usize,
+    /// Function frames of instrumented guests.
+    pub(crate) functions: crate::instrument::Functions,
 }
 
 impl WasiObserveCtx {
@@ -42,6 +44,7 @@ impl WasiObserveCtx {
             instruments: Slab::new(),
             shared: Vec::new(),
             shared_bytes: 0,
+            functions: Default::default(),
         }
     }
 
@@ -68,6 +71,14 @@ impl WasiObserveCtx {
             .or_else(|| self.ambient.clone())
     }
 
+    /// The parent of a span or log record the guest makes now without
+    /// naming one: the innermost open span, function frames included (such a
+    /// frame is then kept, so the child is never orphaned).
+    pub(crate) fn implicit_parent(&mut self) -> Option<SpanContext> {
+        self.innermost_function()
+            .or_else(|| self.current_span_context())
+    }
+
     /// The pipeline this store feeds.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
@@ -79,11 +90,15 @@ impl WasiObserveCtx {
     }
 
     /// Ends every open span, innermost first, with an error status whose
-    /// description is `reason`, and exports them. Returns how many it ended.
+    /// description is `reason`, and exports them; function frames (of
+    /// instrumented guests) too. Returns how many it ended.
     pub fn end_open_spans(&mut self, reason: &str) -> usize {
-        let keys = std::mem::take(&mut self.open);
-        let n = keys.len();
+        // One end time for all, so that every span still contains its
+        // children.
         let end = std::time::SystemTime::now();
+        let functions = self.end_open_functions(reason, end);
+        let keys = std::mem::take(&mut self.open);
+        let n = keys.len() + functions;
         for key in keys.into_iter().rev() {
             if let Some(slot) = self.spans.get_mut(key as usize)
                 && let Some((cx, record)) = slot.end()

@@ -84,11 +84,13 @@ mod bindings;
 pub mod calls;
 mod convert;
 mod ctx;
+pub mod dylibso;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod instrument;
 mod limits;
 pub mod logging;
 pub mod metrics;

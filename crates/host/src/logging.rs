@@ -39,7 +39,7 @@ pub(crate) fn severity(level: Level) -> (Severity, &'static str) {
 
 impl Host for WasiObserveCtx {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
-        let cx = self.current_span_context();
+        let cx = self.implicit_parent();
         self.emit_log(level, context, Some(message), Vec::new(), cx.as_ref(), None);
         Ok(())
     }

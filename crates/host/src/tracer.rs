@@ -92,6 +92,33 @@ pub(crate) struct SpanRecord {
 }
 
 impl SpanRecord {
+    /// The record of a function span (see [`crate::instrument`]): internal,
+    /// sampled, its limits already applied.
+    pub(crate) fn function(
+        name: String,
+        parent: Option<&SpanContext>,
+        start: SystemTime,
+        attributes: Vec<KeyValue>,
+        events: Vec<opentelemetry::trace::Event>,
+        status: Status,
+    ) -> Self {
+        SpanRecord {
+            name,
+            kind: SpanKind::Internal,
+            parent_span_id: parent.map_or(SpanId::INVALID, |p| p.span_id()),
+            parent_is_remote: parent.is_some_and(|p| p.is_remote()),
+            start,
+            attributes,
+            dropped_attributes: 0,
+            events,
+            dropped_events: 0,
+            links: Vec::new(),
+            dropped_links: 0,
+            status,
+            sampled: true,
+        }
+    }
+
     /// Hands the finished span to the pipeline.
     pub(crate) fn export(self, cx: SpanContext, end: SystemTime, t: &Telemetry) {
         let inner = &t.inner;
@@ -216,6 +243,7 @@ impl WasiObserveCtx {
         if let Some(record) = record {
             record.export(cx, end, &self.telemetry);
         }
+        self.note_guest_resumed();
     }
 }
 
@@ -338,6 +366,8 @@ impl WasiObserveCtx {
             })
         });
         let recording = record.is_some();
+        // Recorder events flushed after this happened after this span began.
+        self.note_guest_resumed();
         let key = self.spans.insert(SpanSlot::Open {
             cx: cx.clone(),
             record,
@@ -350,9 +380,9 @@ impl WasiObserveCtx {
         }
     }
 
-    fn resolve(&self, parent: ParentChoice) -> Option<SpanContext> {
+    fn resolve(&mut self, parent: ParentChoice) -> Option<SpanContext> {
         match parent {
-            ParentChoice::Implicit => self.current_span_context(),
+            ParentChoice::Implicit => self.implicit_parent(),
             ParentChoice::Ambient => self.ambient.clone(),
             ParentChoice::Given(cx) => Some(cx).filter(SpanContext::is_valid),
         }
@@ -488,6 +518,17 @@ impl SpanRecord {
             self.dropped_attributes = self.dropped_attributes.saturating_add(1);
         }
     }
+}
+
+/// Whether a new root span (of a function) in `trace_id` is sampled.
+pub(crate) fn sampled_root(
+    inner: &crate::telemetry::Inner,
+    trace_id: opentelemetry::trace::TraceId,
+    name: &str,
+) -> bool {
+    sample(inner, None, trace_id, name, &SpanKind::Internal, &[], &[])
+        .flags
+        .is_sampled()
 }
 
 /// A sampler's decision, in the terms the tracer needs.

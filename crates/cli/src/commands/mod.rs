@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod instrument;
 pub mod logs;
 pub mod metrics;
 pub mod run;

@@ -1,4 +1,5 @@
-//! `wasi-observe run`: run a `wasi:cli/command` component.
+//! `wasi-observe run`: run a `wasi:cli/command` component, or a core module
+//! (WASI preview 1, `_start`), told apart by their header.
 
 use std::path::PathBuf;
 use std::process;
@@ -7,17 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use wasi_observe_host::instrument::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
 use wasmtime::Result;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::common::{
-    CallOptions, DbOptions, ExportOptions, engine, finish, load_component, parse_dir,
-    parse_duration, parse_env,
+    CallOptions, DbOptions, ExportOptions, Loaded, engine, finish, load, parse_dir, parse_duration,
+    parse_env,
 };
 use wasi_observe_store::Store as TelemetryStore;
 
@@ -43,16 +46,22 @@ pub struct RunCommand {
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
 
+    /// In an instrumented guest (`wasi-observe instrument`, or Dylibso's),
+    /// calls shorter than this are not spans unless something kept happened
+    /// inside them (`0` keeps every call).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100us")]
+    min_function_duration: Duration,
+
     #[command(flatten)]
     export: ExportOptions,
 
     #[command(flatten)]
     calls: CallOptions,
 
-    /// The component to run.
+    /// The component (or core module) to run.
     component: PathBuf,
 
-    /// Arguments for the component.
+    /// Arguments for the guest.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
@@ -78,6 +87,64 @@ impl WasiObserveView for Host {
     }
 }
 
+/// A core module's store data.
+struct ModuleHost {
+    wasi: WasiP1Ctx,
+    observe: WasiObserveCtx,
+}
+
+impl WasiObserveView for ModuleHost {
+    fn observe(&mut self) -> &mut WasiObserveCtx {
+        &mut self.observe
+    }
+}
+
+/// A guest ready to run, of either kind.
+enum Guest {
+    Component(Store<Host>, CommandPre<Host>),
+    Module(Store<ModuleHost>, wasmtime::InstancePre<ModuleHost>),
+}
+
+impl Guest {
+    fn observe(&mut self) -> &mut WasiObserveCtx {
+        match self {
+            Guest::Component(store, _) => &mut store.data_mut().observe,
+            Guest::Module(store, _) => &mut store.data_mut().observe,
+        }
+    }
+
+    fn set_limits(&mut self, fuel: Option<u64>) -> Result<()> {
+        fn apply<T>(store: &mut Store<T>, fuel: Option<u64>) -> Result<()> {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_trap();
+            if let Some(fuel) = fuel {
+                store.set_fuel(fuel)?;
+            }
+            Ok(())
+        }
+        match self {
+            Guest::Component(store, _) => apply(store, fuel),
+            Guest::Module(store, _) => apply(store, fuel),
+        }
+    }
+
+    /// Runs the command; `Ok(Err(()))` when it returned an error.
+    fn run(&mut self) -> Result<Result<(), ()>> {
+        match self {
+            Guest::Component(store, pre) => pre
+                .instantiate(&mut *store)
+                .and_then(|command| command.wasi_cli_run().call_run(&mut *store)),
+            Guest::Module(store, pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let start = instance
+                    .get_typed_func::<(), ()>(&mut *store, "_start")
+                    .context("the module exports no `_start` function")?;
+                start.call(&mut *store, ()).map(Ok)
+            }
+        }
+    }
+}
+
 /// Which signal stopped the guest: 0 none, else the signal number.
 static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
 
@@ -99,23 +166,7 @@ impl RunCommand {
             wasmtime::bail!("no such file: {}", self.component.display());
         }
         let engine = engine(self.fuel.is_some())?;
-        let component = load_component(&engine, &self.component)?;
-        let mut linker = Linker::<Host>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        wasi_observe_host::add_to_linker(&mut linker)?;
-        let pre = linker.instantiate_pre(&component).with_context(|| {
-            format!(
-                "cannot run {}: an import is missing",
-                self.component.display()
-            )
-        })?;
-        let pre = CommandPre::new(pre).with_context(|| {
-            format!(
-                "{} is not a wasi:cli/command component",
-                self.component.display()
-            )
-        })?;
-
+        let loaded = load(&engine, &self.component)?;
         let pipeline = self.export.telemetry(&self.component)?;
         let telemetry = pipeline.telemetry;
 
@@ -134,39 +185,37 @@ impl RunCommand {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .with_context(|| format!("cannot open directory {}", host.display()))?;
         }
-        let mut host = Host {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            observe: WasiObserveCtx::new(&telemetry),
-        };
+        let mut observe = WasiObserveCtx::new(&telemetry);
+        observe.set_function_names(Arc::new(FunctionNames::from_wasm(loaded.bytes())));
+        observe.set_min_function_duration(self.min_function_duration);
         // A pipeline's trace context (TRACEPARENT, TRACESTATE): the guest's
         // root spans join that trace.
         let parent = wasi_observe_host::context_from_env();
-        host.observe.set_parent(parent.clone());
-        // --trace-calls: a span around the `run` export, the guest's spans
-        // under it, and a span per import call.
-        let calls = self.calls.install()?;
-        let mut run_span = calls.as_ref().and_then(|calls| {
-            let interface = calls::export_interface(&engine, &component, "run")?;
-            calls
-                .selects(&interface, "run")
-                .then(|| calls::export_span(&telemetry, &interface, "run", parent.as_ref()))
-        });
+        observe.set_parent(parent.clone());
+        // --trace-calls (components): a span around the `run` export, the
+        // guest's spans under it, and a span per import call.
+        let calls = match (self.calls.install()?, &loaded) {
+            (Some(tracing), Loaded::Component(component, _)) => {
+                let names = Arc::new(calls::ImportNames::of(&engine, component));
+                let span = calls::export_interface(&engine, component, "run")
+                    .filter(|interface| tracing.selects(interface, "run"))
+                    .map(|interface| {
+                        calls::export_span(&telemetry, &interface, "run", parent.as_ref())
+                    });
+                Some((names, span))
+            }
+            _ => None,
+        };
+        let (names, mut run_span) = calls.unzip();
+        let mut run_span = run_span.take().flatten();
         if let Some(span) = &run_span {
-            host.observe.set_parent(Some(span.context().clone()));
+            observe.set_parent(Some(span.context().clone()));
         }
-        let mut store = Store::new(&engine, host);
-        if calls.is_some() {
-            calls::trace_calls(
-                &mut store,
-                Arc::new(calls::ImportNames::of(&engine, &component)),
-            );
+        let mut guest = self.prepare(&engine, loaded, wasi, observe)?;
+        if let (Some(names), Guest::Component(store, _)) = (names, &mut guest) {
+            calls::trace_calls(store, names);
         }
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
-        if let Some(fuel) = self.fuel {
-            store.set_fuel(fuel)?;
-        }
+        guest.set_limits(self.fuel)?;
 
         let stopper = Stopper {
             engine: engine.clone(),
@@ -177,9 +226,7 @@ impl RunCommand {
             stopper.clone().after(timeout);
         }
 
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+        let result = guest.run();
         // The guest has stopped: from here on this thread flushes and exits.
         stopper
             .telemetry
@@ -228,8 +275,8 @@ impl RunCommand {
                 (None, _) => (134, format!("the guest trapped: {}", trap_summary(e))),
             },
         };
-        store.data_mut().observe.end_open_spans(&reason);
-        drop(store);
+        guest.observe().end_open_spans(&reason);
+        drop(guest);
         if let Some(span) = &mut run_span {
             match &result {
                 Ok(Ok(())) => {}
@@ -265,6 +312,58 @@ impl RunCommand {
             report_store(store, &self.export.db);
         }
         process::exit(code);
+    }
+}
+
+impl RunCommand {
+    /// Links the guest: WASI preview 2 and wasi-observe for a component
+    /// (plus the recorder import of instrumented ones); WASI preview 1 and
+    /// Dylibso's Observe ABI for a core module.
+    fn prepare(
+        &self,
+        engine: &wasmtime::Engine,
+        loaded: Loaded,
+        mut wasi: WasiCtxBuilder,
+        observe: WasiObserveCtx,
+    ) -> Result<Guest> {
+        let missing = || {
+            format!(
+                "cannot run {}: an import is missing",
+                self.component.display()
+            )
+        };
+        match loaded {
+            Loaded::Component(component, _) => {
+                let mut linker = Linker::<Host>::new(engine);
+                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+                wasi_observe_host::add_to_linker(&mut linker)?;
+                wasi_observe_host::instrument::add_recorder_to_linker(&mut linker)?;
+                let pre = linker.instantiate_pre(&component).with_context(missing)?;
+                let pre = CommandPre::new(pre).with_context(|| {
+                    format!(
+                        "{} is not a wasi:cli/command component",
+                        self.component.display()
+                    )
+                })?;
+                let host = Host {
+                    wasi: wasi.build(),
+                    table: ResourceTable::new(),
+                    observe,
+                };
+                Ok(Guest::Component(Store::new(engine, host), pre))
+            }
+            Loaded::Module(module, _) => {
+                let mut linker = wasmtime::Linker::<ModuleHost>::new(engine);
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h| &mut h.wasi)?;
+                wasi_observe_host::dylibso::add_to_linker(&mut linker, &module)?;
+                let pre = linker.instantiate_pre(&module).with_context(missing)?;
+                let host = ModuleHost {
+                    wasi: wasi.build_p1(),
+                    observe,
+                };
+                Ok(Guest::Module(Store::new(engine, host), pre))
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use wasi_observe_host::http::ServerSpan;
+use wasi_observe_host::instrument::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
@@ -28,7 +29,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::commands::run::report_store;
 use crate::common::{
-    CallOptions, ExportOptions, engine, finish, load_component, parse_duration, parse_env,
+    CallOptions, ExportOptions, Loaded, engine, finish, load, parse_duration, parse_env,
 };
 
 /// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
@@ -52,6 +53,12 @@ pub struct ServeCommand {
     /// How long a shutdown (Ctrl-C, SIGTERM) waits for requests in flight.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     shutdown_timeout: Duration,
+
+    /// In an instrumented component (`wasi-observe instrument`), calls
+    /// shorter than this are not spans unless something kept happened inside
+    /// them (`0` keeps every call).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100us")]
+    min_function_duration: Duration,
 
     #[command(flatten)]
     export: ExportOptions,
@@ -105,6 +112,8 @@ struct Server {
     envs: Vec<(String, String)>,
     local: SocketAddr,
     request_timeout: Duration,
+    functions: Arc<FunctionNames>,
+    min_function_duration: Duration,
     /// With --trace-calls: the component's import names, and the qualified
     /// name of the `handle` export when the filter selects it.
     calls: Option<(Arc<calls::ImportNames>, Option<String>)>,
@@ -125,11 +134,20 @@ impl ServeCommand {
             wasmtime::bail!("no such file: {}", self.component.display());
         }
         let engine = engine(false)?;
-        let component = load_component(&engine, &self.component)?;
+        let loaded = load(&engine, &self.component)?;
+        // Names of the functions of an instrumented component.
+        let functions = Arc::new(FunctionNames::from_wasm(loaded.bytes()));
+        let Loaded::Component(component, _) = loaded else {
+            wasmtime::bail!(
+                "{} is a core module; serve needs a wasi:http/proxy component",
+                self.component.display()
+            );
+        };
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasi_observe_host::add_to_linker(&mut linker)?;
+        wasi_observe_host::instrument::add_recorder_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(&component).with_context(|| {
             format!(
                 "cannot serve {}: an import is missing",
@@ -181,6 +199,8 @@ impl ServeCommand {
             envs: self.envs,
             local,
             request_timeout: self.request_timeout,
+            functions,
+            min_function_duration: self.min_function_duration,
             calls,
         });
         let signal = runtime.block_on(serve(server, listener, self.shutdown_timeout))?;
@@ -330,11 +350,14 @@ async fn handle(
     for (k, v) in &server.envs {
         wasi.env(k, v);
     }
+    let mut observe = WasiObserveCtx::new(&server.telemetry).with_parent(parent);
+    observe.set_function_names(server.functions.clone());
+    observe.set_min_function_duration(server.min_function_duration);
     let host = Host {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        observe: WasiObserveCtx::new(&server.telemetry).with_parent(parent),
+        observe,
     };
     let mut store = Store::new(&server.engine, host);
     if let Some((names, _)) = &server.calls {

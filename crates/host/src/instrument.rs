@@ -1,0 +1,580 @@
+//! Function-level spans: the host side of `wasi-observe instrument`, of
+//! Dylibso-instrumented modules (see [`dylibso`](crate::dylibso)), and of the
+//! recorders inside instrumented components.
+//!
+//! Every entered function pushes a small frame on a shadow stack; no span
+//! exists yet. When a function exits, its frame becomes a span only if it
+//! lasted at least the minimum duration, grew memory, or must be kept because
+//! a kept span or a guest span hangs below it (a span id is then given to it
+//! and, up the stack, to every ancestor that lacked one: a kept child is never
+//! orphaned, since its ancestors are kept too). Short calls therefore cost a
+//! push and a pop, not a span.
+//!
+//! Function spans share the store's tracer state: a guest span started inside
+//! a function is that function's child, and a function called inside a guest
+//! span is the guest span's child. On a trap the host ends every open frame
+//! with an error status, innermost first, so the tree stays balanced.
+//!
+//! Hostile input is counted in `invalid_input`, never trapped: an exit with no
+//! frame open, an exit whose id matches no open frame (ignored), and frames
+//! beyond [`MAX_DEPTH`] (not recorded; their exits are matched in order).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::trace::IdGenerator as _;
+use wasi_observe_instrument::Event;
+use wasmtime::component::Linker;
+
+use crate::ctx::{WasiObserveCtx, WasiObserveView};
+use crate::stats::Stats;
+use crate::tracer::SpanRecord;
+
+pub use wasi_observe_instrument::{FUNCTIONS_SECTION, HOOKS_MODULE, RECORDER_IMPORT};
+
+/// Deepest shadow stack kept per store; deeper frames are counted and not
+/// recorded (recursion that deep would make an unreadable trace anyway).
+pub const MAX_DEPTH: usize = 1 << 16;
+
+/// How far down the stack an exit with an unexpected id looks for its frame
+/// (frames above it were unwound by an exception the module did not catch
+/// and rethrow, as modules instrumented elsewhere may do).
+const RESYNC_DEPTH: usize = 256;
+
+/// The default of [`WasiObserveCtx::set_min_function_duration`]: a call
+/// shorter than this is not a span unless something below it is kept. 100 µs
+/// keeps traces of call-heavy programs readable (fib(25) gives a handful of
+/// spans, not 250 000) while showing where time goes.
+pub const DEFAULT_MIN_DURATION: Duration = Duration::from_micros(100);
+
+/// Names of the function ids a store reports, built once per module or
+/// component and shared by its stores.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionNames {
+    by_id: HashMap<u32, Arc<str>>,
+}
+
+impl FunctionNames {
+    /// Names from a core module's name section (ids are function indices),
+    /// or from an instrumented component's function table; demangled.
+    pub fn from_wasm(wasm: &[u8]) -> Self {
+        let by_id = if wasmparser::Parser::is_component(wasm) {
+            wasi_observe_instrument::names::component_function_names(wasm)
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (i as u32, Arc::from(n)))
+                .collect()
+        } else {
+            wasi_observe_instrument::names::module_function_names(wasm)
+                .into_iter()
+                .map(|(i, n)| (i, Arc::from(n)))
+                .collect()
+        };
+        FunctionNames { by_id }
+    }
+
+    /// The name of `id` (wasmtime's `wasm-function[N]` form if it has none).
+    pub fn name(&self, id: u32) -> String {
+        match self.by_id.get(&id) {
+            Some(n) => n.to_string(),
+            None => wasi_observe_instrument::names::unnamed(id),
+        }
+    }
+
+    /// Number of named ids.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no id has a name.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// A span identity given to a frame that will be exported.
+#[derive(Clone, Copy)]
+struct Ident {
+    trace: TraceId,
+    span: SpanId,
+    sampled: bool,
+}
+
+/// What few frames carry besides their timing.
+#[derive(Default)]
+struct Extra {
+    /// A span named by the guest (Dylibso's `span-enter`), not a function.
+    name: Option<String>,
+    attributes: Vec<KeyValue>,
+    /// `memory.grow` requests: when, and how many pages.
+    grows: Vec<(u64, u32)>,
+}
+
+struct Frame {
+    id: u32,
+    /// Nanoseconds since the store's epoch.
+    start: u64,
+    ident: Option<Ident>,
+    /// Guest spans open when the frame was entered, and the innermost.
+    guest_depth: u32,
+    guest_parent: u32,
+    extra: Option<Box<Extra>>,
+}
+
+const NO_SPAN: u32 = u32::MAX;
+
+/// One store's function frames.
+pub(crate) struct Functions {
+    names: Arc<FunctionNames>,
+    min_duration: u64,
+    frames: Vec<Frame>,
+    /// Frames entered beyond `MAX_DEPTH`, not recorded.
+    overflow: u64,
+    /// Function entries seen (for benchmarks and reports).
+    calls: u64,
+    epoch: Instant,
+    epoch_wall: SystemTime,
+    /// When the previous recorder flush returned (the start of the time the
+    /// next batch's events share).
+    last_flush: Option<u64>,
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        Functions {
+            names: Arc::default(),
+            min_duration: DEFAULT_MIN_DURATION.as_nanos() as u64,
+            frames: Vec::new(),
+            overflow: 0,
+            calls: 0,
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+            last_flush: None,
+        }
+    }
+}
+
+impl Functions {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn wall(&self, t: u64) -> SystemTime {
+        self.epoch_wall + Duration::from_nanos(t)
+    }
+}
+
+impl WasiObserveCtx {
+    /// Names the function ids this store's guest reports (see
+    /// [`FunctionNames::from_wasm`]).
+    pub fn set_function_names(&mut self, names: Arc<FunctionNames>) {
+        self.functions.names = names;
+    }
+
+    /// Calls shorter than `min` are not spans (unless a kept span or a guest
+    /// span is below them, or they grew memory). Zero keeps every call.
+    pub fn set_min_function_duration(&mut self, min: Duration) {
+        self.functions.min_duration = min.as_nanos().min(u128::from(u64::MAX)) as u64;
+    }
+
+    /// Function frames open now.
+    pub fn open_functions(&self) -> usize {
+        self.functions.frames.len()
+    }
+
+    /// Function entries this store has reported (kept as spans or not).
+    pub fn function_calls(&self) -> u64 {
+        self.functions.calls
+    }
+
+    fn invalid(&self) {
+        Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
+    }
+
+    /// A function (or named span) was entered at `t`.
+    pub(crate) fn function_enter(&mut self, id: u32, t: u64, name: Option<String>) {
+        self.functions.calls += 1;
+        if !self.telemetry.inner.enabled {
+            return;
+        }
+        if self.functions.frames.len() >= MAX_DEPTH {
+            self.functions.overflow += 1;
+            Stats::add(&self.telemetry.inner.stats.spans_dropped_open_limit, 1);
+            return;
+        }
+        let extra = name.map(|n| {
+            Box::new(Extra {
+                name: Some(self.checker().string(n)),
+                ..Extra::default()
+            })
+        });
+        self.functions.frames.push(Frame {
+            id,
+            start: t,
+            ident: None,
+            guest_depth: self.open.len() as u32,
+            guest_parent: self.open.last().copied().unwrap_or(NO_SPAN),
+            extra,
+        });
+    }
+
+    /// The function `id` exited at `t` (`None`: whatever is on top, as
+    /// Dylibso's `span-exit` says).
+    pub(crate) fn function_exit(&mut self, id: Option<u32>, t: u64) {
+        if !self.telemetry.inner.enabled {
+            return;
+        }
+        if self.functions.overflow > 0 {
+            self.functions.overflow -= 1;
+            return;
+        }
+        let frames = &self.functions.frames;
+        let Some(top) = frames.last() else {
+            self.invalid();
+            return;
+        };
+        if let Some(id) = id
+            && top.id != id
+        {
+            // Frames above the one exiting were unwound without exiting.
+            let found = frames
+                .iter()
+                .rev()
+                .take(RESYNC_DEPTH)
+                .position(|f| f.id == id);
+            self.invalid();
+            let Some(above) = found else { return };
+            for _ in 0..above {
+                self.end_frame(t, Some("unwound without an exit"));
+            }
+        }
+        self.end_frame(t, None);
+    }
+
+    /// Pops the top frame and exports it if it is kept.
+    fn end_frame(&mut self, t: u64, error: Option<&str>) {
+        let min = self.functions.min_duration;
+        let Some(top) = self.functions.frames.last() else {
+            return;
+        };
+        let long = t.saturating_sub(top.start) >= min;
+        if !(long || top.ident.is_some() || top.extra.is_some() || error.is_some()) {
+            self.functions.frames.pop();
+            return;
+        }
+        let index = self.functions.frames.len() - 1;
+        let Some(ident) = self.ensure_ident(index) else {
+            self.functions.frames.pop();
+            return;
+        };
+        let parent = self.frame_parent(index);
+        let Some(frame) = self.functions.frames.pop() else {
+            return;
+        };
+        if !ident.sampled {
+            return;
+        }
+        let extra = frame.extra.map(|e| *e).unwrap_or_default();
+        let name = extra
+            .name
+            .unwrap_or_else(|| self.functions.names.name(frame.id));
+        let events = extra
+            .grows
+            .iter()
+            .map(|&(at, pages)| {
+                opentelemetry::trace::Event::new(
+                    "memory.grow",
+                    self.functions.wall(at),
+                    vec![KeyValue::new("wasm.memory.grow.pages", i64::from(pages))],
+                    0,
+                )
+            })
+            .collect();
+        let status = error.map_or(Status::Unset, |e| Status::error(e.to_string()));
+        let record = SpanRecord::function(
+            name,
+            parent.as_ref(),
+            self.functions.wall(frame.start),
+            extra.attributes,
+            events,
+            status,
+        );
+        let cx = SpanContext::new(
+            ident.trace,
+            ident.span,
+            TraceFlags::SAMPLED,
+            false,
+            parent
+                .as_ref()
+                .map_or_else(TraceState::default, |p| p.trace_state().clone()),
+        );
+        record.export(cx, self.functions.wall(t.max(frame.start)), &self.telemetry);
+    }
+
+    /// The parent of frame `index`: a guest span started since its caller's
+    /// frame was entered, else the caller's frame, else the guest span (or
+    /// ambient parent) around the outermost frame.
+    fn frame_parent(&self, index: usize) -> Option<SpanContext> {
+        let frames = &self.functions.frames;
+        let f = &frames[index];
+        let below_guest = index == 0 || f.guest_depth > frames[index - 1].guest_depth;
+        if below_guest {
+            if f.guest_parent != NO_SPAN
+                && let Some(cx) = self.span_context_of(f.guest_parent)
+                && cx.is_valid()
+            {
+                return Some(cx.clone());
+            }
+            if index == 0 {
+                return self.ambient.clone();
+            }
+        }
+        let p = frames[index - 1].ident?;
+        Some(SpanContext::new(
+            p.trace,
+            p.span,
+            if p.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::NOT_SAMPLED
+            },
+            false,
+            TraceState::default(),
+        ))
+    }
+
+    /// Gives frame `index`, and every ancestor frame it hangs from, a span
+    /// identity (so that all of them will be exported).
+    fn ensure_ident(&mut self, index: usize) -> Option<Ident> {
+        let mut low = index;
+        loop {
+            let frames = &self.functions.frames;
+            let f = &frames[low];
+            if f.ident.is_some() || low == 0 || f.guest_depth > frames[low - 1].guest_depth {
+                break;
+            }
+            low -= 1;
+        }
+        for k in low..=index {
+            if self.functions.frames[k].ident.is_some() {
+                continue;
+            }
+            let parent = self.frame_parent(k);
+            let inner = self.telemetry.inner.clone();
+            let ident = match &parent {
+                Some(p) => Ident {
+                    trace: p.trace_id(),
+                    span: inner.ids.new_span_id(),
+                    sampled: p.is_sampled(),
+                },
+                None => {
+                    let trace = inner.ids.new_trace_id();
+                    let name = self.functions.names.name(self.functions.frames[k].id);
+                    Ident {
+                        trace,
+                        span: inner.ids.new_span_id(),
+                        sampled: crate::tracer::sampled_root(&inner, trace, &name),
+                    }
+                }
+            };
+            self.functions.frames[k].ident = Some(ident);
+        }
+        self.functions.frames[index].ident
+    }
+
+    /// The innermost open function frame, as the parent of something a
+    /// guest starts now, if it is more recent than the innermost guest span.
+    pub(crate) fn innermost_function(&mut self) -> Option<SpanContext> {
+        let top = self.functions.frames.len().checked_sub(1)?;
+        if self.open.len() as u32 > self.functions.frames[top].guest_depth {
+            return None;
+        }
+        let ident = self.ensure_ident(top)?;
+        Some(SpanContext::new(
+            ident.trace,
+            ident.span,
+            if ident.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::NOT_SAMPLED
+            },
+            false,
+            TraceState::default(),
+        ))
+    }
+
+    /// `memory.grow` of `pages` at `t`, recorded on the innermost frame.
+    pub(crate) fn function_memory_grow(&mut self, pages: u32, t: u64) {
+        let limit = self.telemetry.inner.limits.events_per_span;
+        let Some(top) = self.functions.frames.last_mut() else {
+            return;
+        };
+        let extra = top.extra.get_or_insert_with(Box::default);
+        if extra.grows.len() < limit {
+            extra.grows.push((t, pages));
+        } else {
+            Stats::add(&self.telemetry.inner.stats.events_dropped, 1);
+        }
+    }
+
+    /// Adds attributes to the innermost frame (Dylibso's `span-tags`).
+    pub(crate) fn function_attributes(&mut self, attrs: Vec<KeyValue>) {
+        let limit = self.telemetry.inner.limits.attributes_per_span;
+        let Some(top) = self.functions.frames.last_mut() else {
+            self.invalid();
+            return;
+        };
+        let extra = top.extra.get_or_insert_with(Box::default);
+        for kv in attrs {
+            if extra.attributes.len() < limit {
+                extra.attributes.push(kv);
+            } else {
+                Stats::add(&self.telemetry.inner.stats.attributes_dropped, 1);
+            }
+        }
+    }
+
+    /// Ends every open frame, innermost first, at `end` with an error status.
+    pub(crate) fn end_open_functions(&mut self, reason: &str, end: SystemTime) -> usize {
+        let n = self.functions.frames.len();
+        let t = end
+            .duration_since(self.functions.epoch_wall)
+            .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+        for _ in 0..n {
+            self.end_frame(t, Some(reason));
+        }
+        self.functions.overflow = 0;
+        n
+    }
+
+    /// Hook: a function was entered now.
+    pub fn hook_enter(&mut self, id: u32) {
+        let t = self.functions.now();
+        self.function_enter(id, t, None);
+    }
+
+    /// Hook: a function exited now.
+    pub fn hook_exit(&mut self, id: u32) {
+        let t = self.functions.now();
+        self.function_exit(Some(id), t);
+    }
+
+    /// Hook: the innermost function asked `memory.grow` for `pages` pages.
+    pub fn hook_memory_grow(&mut self, pages: u32) {
+        let t = self.functions.now();
+        self.function_memory_grow(pages, t);
+    }
+
+    /// One recorder flush: up to 32 events that happened since the previous
+    /// flush returned. A clock read in the guest would be a host call per
+    /// event, so the events share the interval evenly: the span tree is
+    /// exact, durations inside one batch are estimates (see
+    /// `docs/instrumentation.md`).
+    pub fn recorder_flush(&mut self, words: &[u64]) {
+        let now = self.functions.now();
+        let events: Vec<Event> = words
+            .iter()
+            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .filter_map(Event::decode)
+            .collect();
+        let from = self.functions.last_flush.unwrap_or(now).min(now);
+        let n = events.len() as u64;
+        for (i, event) in events.into_iter().enumerate() {
+            let t = from + (now - from) * (i as u64 + 1) / n.max(1);
+            match event {
+                Event::Enter(id) => self.function_enter(id, t, None),
+                Event::Exit(id) => self.function_exit(Some(id), t),
+                Event::MemoryGrow(pages) => self.function_memory_grow(pages, t),
+            }
+        }
+        self.functions.last_flush = Some(self.functions.now());
+    }
+
+    /// Tells the recorder timing that the guest resumed now (after a host
+    /// call; an embedder with wasmtime's `call-hook` feature can call this
+    /// on `CallHook::ReturningFromHost`): the next batch's events happened
+    /// after this.
+    pub fn note_guest_resumed(&mut self) {
+        self.functions.last_flush = Some(self.functions.now());
+    }
+
+    /// Opens a span named by the guest (Dylibso's `span-enter`).
+    pub(crate) fn named_span_enter(&mut self, name: String) {
+        let t = self.functions.now();
+        self.function_enter(u32::MAX, t, Some(name));
+    }
+
+    /// Closes the innermost frame (Dylibso's `span-exit`).
+    pub(crate) fn named_span_exit(&mut self) {
+        let t = self.functions.now();
+        self.function_exit(None, t);
+    }
+}
+
+/// Adds [`RECORDER_IMPORT`] (the import of instrumented components) to a
+/// component linker.
+pub fn add_recorder_to_linker<T: WasiObserveView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    let mut root = linker.root();
+    let mut instance = root.instance(RECORDER_IMPORT)?;
+    type Words = (
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+    );
+    instance.func_wrap(
+        wasi_observe_instrument::RECORDER_FLUSH,
+        |mut store, w: Words| {
+            let words = [
+                w.0, w.1, w.2, w.3, w.4, w.5, w.6, w.7, w.8, w.9, w.10, w.11, w.12, w.13, w.14,
+                w.15,
+            ];
+            store.data_mut().observe().recorder_flush(&words);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+/// Adds the core-module hooks (`dylibso:observe/instrument` `enter`, `exit`,
+/// `memory-grow`) to a core linker. [`crate::dylibso::add_to_linker`] adds
+/// them with the rest of Dylibso's ABI.
+pub fn add_hooks_to_linker<T: WasiObserveView + 'static>(
+    linker: &mut wasmtime::Linker<T>,
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        HOOKS_MODULE,
+        "enter",
+        |mut caller: wasmtime::Caller<'_, T>, id: u32| caller.data_mut().observe().hook_enter(id),
+    )?;
+    linker.func_wrap(
+        HOOKS_MODULE,
+        "exit",
+        |mut caller: wasmtime::Caller<'_, T>, id: u32| caller.data_mut().observe().hook_exit(id),
+    )?;
+    linker.func_wrap(
+        HOOKS_MODULE,
+        "memory-grow",
+        |mut caller: wasmtime::Caller<'_, T>, pages: u32| {
+            caller.data_mut().observe().hook_memory_grow(pages)
+        },
+    )?;
+    Ok(())
+}
