@@ -27,6 +27,7 @@ use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
+use wasi_observe_instrument::glob_match;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{CallHook, Engine, Store};
@@ -53,8 +54,9 @@ impl CallTracing {
     }
 
     /// Only calls whose qualified name (`wasi:io/streams@0.2.6#[method]...`,
-    /// or the interface alone) matches one of these globs (`*` matches any
-    /// run of characters): `wasi:http/*`, `wasi:filesystem/*`, `*#get-*`.
+    /// or the interface alone) matches one of these globs (`*` any run of
+    /// characters, `?` one; as `instrument --filter`): `wasi:http/*`,
+    /// `wasi:filesystem/*`, `*#get-*`.
     /// Empty: every call.
     pub fn with_filter(mut self, patterns: impl IntoIterator<Item = String>) -> Self {
         self.patterns = patterns.into_iter().filter(|p| !p.is_empty()).collect();
@@ -86,7 +88,7 @@ impl CallTracing {
             || self
                 .patterns
                 .iter()
-                .any(|p| glob(p, qualified) || glob(p, interface))
+                .any(|p| glob_match(p, qualified) || glob_match(p, interface))
     }
 
     /// The layer that makes the spans, for a host's own `tracing` subscriber.
@@ -107,26 +109,6 @@ impl CallTracing {
             )
         })
     }
-}
-
-/// `*` matches any run of characters (including none); all else literally.
-fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A component's imported interfaces by the short name wasmtime's bindings
@@ -436,19 +418,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{glob, short_name};
+    use super::short_name;
 
     #[test]
-    fn globs() {
-        assert!(glob("*", "anything"));
-        assert!(glob("wasi:http/*", "wasi:http/types@0.2.6"));
-        assert!(!glob("wasi:http/*", "wasi:io/streams@0.2.6"));
-        assert!(glob("*#get-*", "wasi:random/random@0.2.6#get-random-u64"));
-        assert!(glob("wasi:io/streams@0.2.6", "wasi:io/streams@0.2.6"));
-        assert!(!glob("wasi:io/streams", "wasi:io/streams@0.2.6"));
-        assert!(glob("a*b*c", "abc"));
-        assert!(!glob("a*b*c", "acb"));
-        assert!(!glob("ab*ba", "aba"));
+    fn call_filters() {
+        let calls = super::CallTracing::new()
+            .with_filter(["wasi:http/*".to_string(), "*#get-*".to_string()]);
+        assert!(calls.selects("wasi:http/types@0.2.6", "[method]fields.get"));
+        assert!(calls.selects("wasi:random/random@0.2.6", "get-random-u64"));
+        assert!(!calls.selects("wasi:io/streams@0.2.6", "[method]output-stream.write"));
+        assert!(super::CallTracing::new().selects("anything", "at-all"));
     }
 
     #[test]
