@@ -17,7 +17,9 @@
 //!
 //! Hostile input is counted in `invalid_input`, never trapped: an exit with no
 //! frame open, an exit whose id matches no open frame (ignored), and frames
-//! beyond [`MAX_DEPTH`] (not recorded; their exits are matched in order).
+//! beyond [`MAX_DEPTH`] (not recorded, counted in `spans_dropped_open_limit`;
+//! their exits are matched in order). Frames holding guest strings (Dylibso's
+//! named spans and tags) are bounded by the open-span limit, as guest spans.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -229,7 +231,18 @@ impl WasiObserveCtx {
         if !self.telemetry.inner.enabled {
             return;
         }
-        if self.functions.frames.len() >= MAX_DEPTH {
+        // Frames that hold guest data (a name, later tags) are bounded like
+        // guest spans; plain function frames are a few words each.
+        let limit = if name.is_some() {
+            self.telemetry
+                .inner
+                .limits
+                .open_spans_per_store
+                .min(MAX_DEPTH)
+        } else {
+            MAX_DEPTH
+        };
+        if self.functions.frames.len() >= limit {
             self.functions.overflow += 1;
             Stats::add(&self.telemetry.inner.stats.spans_dropped_open_limit, 1);
             return;
@@ -457,7 +470,15 @@ impl WasiObserveCtx {
 
     /// Adds attributes to the innermost frame (Dylibso's `span-tags`).
     pub(crate) fn function_attributes(&mut self, attrs: Vec<KeyValue>) {
-        let limit = self.telemetry.inner.limits.attributes_per_span;
+        let limits = &self.telemetry.inner.limits;
+        let limit = limits.attributes_per_span;
+        if self.functions.frames.len() > limits.open_spans_per_store {
+            Stats::add(
+                &self.telemetry.inner.stats.attributes_dropped,
+                attrs.len() as u64,
+            );
+            return;
+        }
         let Some(top) = self.functions.frames.last_mut() else {
             self.invalid();
             return;
