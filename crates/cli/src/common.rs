@@ -285,3 +285,58 @@ pub fn finish(telemetry: &Telemetry) {
         );
     }
 }
+
+/// A component's store data, for `run` and `serve` alike.
+pub struct Host {
+    wasi: wasmtime_wasi::WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: wasmtime::component::ResourceTable,
+    /// The guest's telemetry state.
+    pub observe: wasi_observe_host::WasiObserveCtx,
+}
+
+impl Host {
+    /// Store data for one instance.
+    pub fn new(wasi: wasmtime_wasi::WasiCtx, observe: wasi_observe_host::WasiObserveCtx) -> Self {
+        Host {
+            wasi,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table: wasmtime::component::ResourceTable::new(),
+            observe,
+        }
+    }
+}
+
+impl wasmtime_wasi::WasiView for Host {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Host {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            // Outgoing requests get CLIENT spans and trace context.
+            hooks: &mut self.observe,
+        }
+    }
+}
+
+impl wasi_observe_host::WasiObserveView for Host {
+    fn observe(&mut self) -> &mut wasi_observe_host::WasiObserveCtx {
+        &mut self.observe
+    }
+}
+
+/// What stopped a guest, in one line: the trap, or the error's causes.
+pub fn trap_summary(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}"),
+    }
+}

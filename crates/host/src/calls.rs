@@ -176,7 +176,11 @@ pub fn trace_calls<T: WasiObserveView + 'static>(store: &mut Store<T>, names: Ar
                 };
                 SCOPE.with(|s| *s.borrow_mut() = Some(scope));
             }
-            CallHook::ReturningFromHost => SCOPE.with(|s| *s.borrow_mut() = None),
+            CallHook::ReturningFromHost => {
+                SCOPE.with(|s| *s.borrow_mut() = None);
+                // As `instrument::time_host_calls`, which this hook replaces.
+                cx.data_mut().observe().note_guest_resumed();
+            }
             CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
         }
         Ok(())

@@ -60,8 +60,13 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(
     linker: &mut Linker<T>,
     module: &Module,
 ) -> wasmtime::Result<()> {
+    let mut defined = std::collections::HashSet::new();
     for import in module.imports() {
         let (m, name) = (import.module(), import.name());
+        // A module may import the same function twice: define it once.
+        if !defined.insert((m, name)) {
+            continue;
+        }
         let op = match (m, name) {
             (crate::instrument::HOOKS_MODULE, "enter") | (LEGACY_MODULE, "instrument_enter") => {
                 Op::Enter
@@ -188,7 +193,18 @@ fn define<T: WasiObserveView + 'static>(
                 let ctx = observe(&mut c);
                 match op {
                     Op::SpanEnter => ctx.named_span_enter(text),
-                    _ => ctx.function_attributes(tags(&text)),
+                    _ => {
+                        // Only what a span can hold is converted; the rest
+                        // is counted as dropped.
+                        let inner = &ctx.telemetry().inner;
+                        let max = inner.limits.attributes_per_span;
+                        let total = text.split(',').filter(|t| !t.trim().is_empty()).count();
+                        crate::stats::Stats::add(
+                            &inner.stats.attributes_dropped,
+                            total.saturating_sub(max) as u64,
+                        );
+                        ctx.function_attributes(tags(&text, max))
+                    }
                 }
             };
             let three = move |mut c: Caller<'_, T>, a: u32, ptr: u64, len: u32| {
@@ -237,8 +253,8 @@ fn read_string<T: WasiObserveView>(c: &mut Caller<'_, T>, ptr: u64, len: u32) ->
     )
 }
 
-/// `key:value,flag` as attributes.
-fn tags(text: &str) -> Vec<KeyValue> {
+/// `key:value,flag` as attributes (at most `max`).
+fn tags(text: &str, max: usize) -> Vec<KeyValue> {
     text.split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -246,6 +262,7 @@ fn tags(text: &str) -> Vec<KeyValue> {
             Some((k, v)) => KeyValue::new(k.to_string(), v.to_string()),
             None => KeyValue::new(t.to_string(), true),
         })
+        .take(max)
         .collect()
 }
 
@@ -346,7 +363,7 @@ mod tests {
 
     #[test]
     fn tag_lists() {
-        let t = tags("a:1, b ,,c:x:y");
+        let t = tags("a:1, b ,,c:x:y", usize::MAX);
         assert_eq!(t.len(), 3);
         assert_eq!(t[0], KeyValue::new("a", "1"));
         assert_eq!(t[1], KeyValue::new("b", true));

@@ -147,17 +147,35 @@ struct Exchange {
 }
 
 impl Exchange {
-    /// Records nothing: telemetry is off (nothing is computed either, so
-    /// `OTEL_SDK_DISABLED=true` costs no attribute work per request).
-    fn disabled(telemetry: &Telemetry) -> Exchange {
+    fn new(
+        telemetry: &Telemetry,
+        name: &str,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: Vec<KeyValue>,
+        metric_attributes: Vec<KeyValue>,
+    ) -> Exchange {
         Exchange {
-            span: telemetry.start_span("", SpanKind::Internal, None, Vec::new()),
+            span: telemetry.start_span(name, kind, parent, attributes),
             telemetry: telemetry.clone(),
             start: Instant::now(),
-            metric_attributes: Vec::new(),
+            metric_attributes,
             status: None,
             error_type: None,
         }
+    }
+
+    /// Records nothing: telemetry is off (nothing is computed either, so
+    /// `OTEL_SDK_DISABLED=true` costs no attribute work per request).
+    fn disabled(telemetry: &Telemetry) -> Exchange {
+        Exchange::new(
+            telemetry,
+            "",
+            SpanKind::Internal,
+            None,
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     fn response(&mut self, status: u16, server: bool) {
@@ -257,11 +275,11 @@ impl ServerSpan {
             Some(a) => split_authority(&a),
             None => (local.ip().to_string(), Some(local.port())),
         };
-        attrs.push(KeyValue::new(semconv::SERVER_ADDRESS, address.clone()));
-        metric_attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, address));
+        // Not on the duration metric: opt-in there in the conventions, and
+        // the Host header is the client's to choose (unbounded series).
+        attrs.push(KeyValue::new(semconv::SERVER_ADDRESS, address));
         if let Some(port) = port {
             attrs.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
-            metric_attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
         }
         if let Some(v) = protocol_version(request.version()) {
             attrs.push(KeyValue::new(semconv::NETWORK_PROTOCOL_VERSION, v));
@@ -290,14 +308,14 @@ impl ServerSpan {
         }
         let parent = extract_context(request.headers());
         ServerSpan {
-            exchange: Exchange {
-                span: telemetry.start_span(name, SpanKind::Server, parent.as_ref(), attrs),
-                telemetry: telemetry.clone(),
-                start: Instant::now(),
+            exchange: Exchange::new(
+                telemetry,
+                name,
+                SpanKind::Server,
+                parent.as_ref(),
+                attrs,
                 metric_attributes,
-                status: None,
-                error_type: None,
-            },
+            ),
         }
     }
 
@@ -310,13 +328,16 @@ impl ServerSpan {
         error_type: &str,
         message: String,
     ) -> ServerSpan {
-        let mut attrs = vec![
+        let metric_attributes = vec![
             KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"),
             KeyValue::new(semconv::URL_SCHEME, "http"),
-            KeyValue::new(semconv::SERVER_ADDRESS, local.ip().to_string()),
-            KeyValue::new(semconv::SERVER_PORT, i64::from(local.port())),
         ];
-        let metric_attributes = attrs.clone();
+        let mut attrs = metric_attributes.clone();
+        attrs.push(KeyValue::new(
+            semconv::SERVER_ADDRESS,
+            local.ip().to_string(),
+        ));
+        attrs.push(KeyValue::new(semconv::SERVER_PORT, i64::from(local.port())));
         if let Some(peer) = peer {
             attrs.push(KeyValue::new(
                 semconv::CLIENT_ADDRESS,
@@ -324,14 +345,14 @@ impl ServerSpan {
             ));
         }
         let mut span = ServerSpan {
-            exchange: Exchange {
-                span: telemetry.start_span("HTTP", SpanKind::Server, None, attrs),
-                telemetry: telemetry.clone(),
-                start: Instant::now(),
+            exchange: Exchange::new(
+                telemetry,
+                "HTTP",
+                SpanKind::Server,
+                None,
+                attrs,
                 metric_attributes,
-                status: None,
-                error_type: None,
-            },
+            ),
         };
         span.error(error_type, message);
         span
@@ -389,14 +410,14 @@ impl ClientSpan {
         metric_attributes.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
         attrs.push(KeyValue::new(semconv::URL_FULL, redacted_url(uri)));
         ClientSpan {
-            exchange: Exchange {
-                span: telemetry.start_span(name, SpanKind::Client, parent, attrs),
-                telemetry: telemetry.clone(),
-                start: Instant::now(),
+            exchange: Exchange::new(
+                telemetry,
+                name,
+                SpanKind::Client,
+                parent,
+                attrs,
                 metric_attributes,
-                status: None,
-                error_type: None,
-            },
+            ),
         }
     }
 }

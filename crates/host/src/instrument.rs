@@ -16,10 +16,12 @@
 //! with an error status, innermost first, so the tree stays balanced.
 //!
 //! Hostile input is counted in `invalid_input`, never trapped: an exit with no
-//! frame open, an exit whose id matches no open frame (ignored), and frames
-//! beyond [`MAX_DEPTH`] (not recorded, counted in `spans_dropped_open_limit`;
-//! their exits are matched in order). Frames holding guest strings (Dylibso's
-//! named spans and tags) are bounded by the open-span limit, as guest spans.
+//! frame open, an exit whose id matches no open frame (ignored), a memory
+//! grow with no frame open (ignored), and frames
+//! beyond [`MAX_DEPTH`] (not recorded, counted in `spans_dropped_open_limit`,
+//! and neither is any frame entered above a refused one, so exits stay
+//! matched in order). Frames holding guest data (Dylibso's named spans and
+//! tags, memory grows) are bounded by the open-span limit, as guest spans.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -143,7 +145,9 @@ pub(crate) struct Functions {
     names: Arc<FunctionNames>,
     min_duration: u64,
     frames: Vec<Frame>,
-    /// Frames entered beyond `MAX_DEPTH`, not recorded.
+    /// Frames refused (beyond `MAX_DEPTH`, or named beyond the open-span
+    /// limit) and those entered above them: not recorded, exits matched in
+    /// order.
     overflow: u64,
     /// Function entries seen (for benchmarks and reports).
     calls: u64,
@@ -153,6 +157,8 @@ pub(crate) struct Functions {
     /// When the previous recorder flush returned (the start of the time the
     /// next batch's events share).
     last_flush: Option<u64>,
+    /// A recorder batch's decoded events (kept to reuse its allocation).
+    batch: Vec<Event>,
 }
 
 impl Default for Functions {
@@ -165,6 +171,7 @@ impl Default for Functions {
             calls: 0,
             epoch: None,
             last_flush: None,
+            batch: Vec::new(),
         }
     }
 }
@@ -242,7 +249,9 @@ impl WasiObserveCtx {
         } else {
             MAX_DEPTH
         };
-        if self.functions.frames.len() >= limit {
+        // Once a frame is refused, every frame entered above it is refused
+        // too, so exits keep matching in order.
+        if self.functions.overflow > 0 || self.functions.frames.len() >= limit {
             self.functions.overflow += 1;
             Stats::add(&self.telemetry.inner.stats.spans_dropped_open_limit, 1);
             return;
@@ -457,7 +466,12 @@ impl WasiObserveCtx {
     /// `memory.grow` of `pages` at `t`, recorded on the innermost frame.
     pub(crate) fn function_memory_grow(&mut self, pages: u32, t: u64) {
         let limit = self.telemetry.inner.limits.events_per_span;
+        if !self.top_may_hold_data() {
+            Stats::add(&self.telemetry.inner.stats.events_dropped, 1);
+            return;
+        }
         let Some(top) = self.functions.frames.last_mut() else {
+            self.invalid();
             return;
         };
         let extra = top.extra.get_or_insert_with(Box::default);
@@ -468,11 +482,18 @@ impl WasiObserveCtx {
         }
     }
 
+    /// Whether the innermost frame may take guest data (grows, tags): it is
+    /// recorded (no refused frame above it) and within the open-span limit,
+    /// so what frames hold stays bounded like guest spans.
+    fn top_may_hold_data(&self) -> bool {
+        self.functions.overflow == 0
+            && self.functions.frames.len() <= self.telemetry.inner.limits.open_spans_per_store
+    }
+
     /// Adds attributes to the innermost frame (Dylibso's `span-tags`).
     pub(crate) fn function_attributes(&mut self, attrs: Vec<KeyValue>) {
-        let limits = &self.telemetry.inner.limits;
-        let limit = limits.attributes_per_span;
-        if self.functions.frames.len() > limits.open_spans_per_store {
+        let limit = self.telemetry.inner.limits.attributes_per_span;
+        if !self.top_may_hold_data() {
             Stats::add(
                 &self.telemetry.inner.stats.attributes_dropped,
                 attrs.len() as u64,
@@ -529,17 +550,22 @@ impl WasiObserveCtx {
     /// `docs/instrumentation.md`).
     pub fn recorder_flush(&mut self, words: &[u64]) {
         let now = self.functions.now();
-        let events = || {
+        // Two events per word; a batch is at most a few dozen words, but a
+        // hostile one may be longer: decode once, into a buffer reused per
+        // store.
+        let mut events = std::mem::take(&mut self.functions.batch);
+        events.clear();
+        events.extend(
             words
                 .iter()
                 .flat_map(|w| [*w as u32, (*w >> 32) as u32])
-                .filter_map(Event::decode)
-        };
-        let n = events().count() as u64;
+                .filter_map(Event::decode),
+        );
+        let n = events.len() as u64;
         let from = self.functions.last_flush.unwrap_or(now).min(now);
         let step = (now - from) / n.max(1);
         let mut t = from;
-        for event in events() {
+        for &event in &events {
             t += step;
             match event {
                 Event::Enter(id) => self.function_enter(id, t, None),
@@ -547,13 +573,13 @@ impl WasiObserveCtx {
                 Event::MemoryGrow(pages) => self.function_memory_grow(pages, t),
             }
         }
+        self.functions.batch = events;
         self.functions.last_flush = Some(self.functions.now());
     }
 
-    /// Tells the recorder timing that the guest resumed now (after a host
-    /// call; an embedder with wasmtime's `call-hook` feature can call this
-    /// on `CallHook::ReturningFromHost`): the next batch's events happened
-    /// after this.
+    /// Tells the recorder timing that the guest resumed now, after a host
+    /// call: the next batch's events happened after this
+    /// ([`time_host_calls`] calls it on every host return).
     pub fn note_guest_resumed(&mut self) {
         // Only once a recorder has flushed: other guests never read the clock.
         if self.functions.last_flush.is_some() {
@@ -572,6 +598,19 @@ impl WasiObserveCtx {
         let t = self.functions.now();
         self.function_exit(None, t);
     }
+}
+
+/// Makes the recorder timing of an instrumented component exact around host
+/// calls: a store call hook notes each return from the host, so events
+/// recorded after a long import call are not spread over it. (It replaces
+/// any call hook the store had; [`crate::calls::trace_calls`] does this too.)
+pub fn time_host_calls<T: WasiObserveView + 'static>(store: &mut wasmtime::Store<T>) {
+    store.call_hook(|mut cx, hook| {
+        if let wasmtime::CallHook::ReturningFromHost = hook {
+            cx.data_mut().observe().note_guest_resumed();
+        }
+        Ok(())
+    });
 }
 
 /// Adds [`RECORDER_IMPORT`] (the import of instrumented components) to a

@@ -53,9 +53,8 @@ impl PlatformSpan {
 
     /// Sets an attribute (replacing one with the same key).
     pub fn set_attribute(&mut self, kv: KeyValue) {
-        let max = self.telemetry.inner.limits.attributes_per_span;
         if let Some(r) = &mut self.record {
-            r.set_attribute(kv, max);
+            r.set_attribute(kv, &self.telemetry.inner);
         }
     }
 

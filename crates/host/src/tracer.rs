@@ -488,6 +488,10 @@ pub(crate) fn start_host_span(
         let max = inner.limits.attributes_per_span;
         let dropped_attributes = attributes.len().saturating_sub(max) as u32;
         attributes.truncate(max);
+        let attributes = attributes
+            .into_iter()
+            .map(|kv| bounded(kv, inner))
+            .collect();
         Box::new(SpanRecord {
             name,
             kind,
@@ -507,9 +511,26 @@ pub(crate) fn start_host_span(
     (cx, record)
 }
 
+/// A host-made attribute whose text came from outside (a request's path,
+/// headers, a guest's URL), cut to the value length limit (counted).
+fn bounded(mut kv: KeyValue, inner: &crate::telemetry::Inner) -> KeyValue {
+    if let opentelemetry::Value::String(s) = &kv.value
+        && s.as_str().len() > inner.limits.value_length
+    {
+        let mut text = s.as_str().to_string();
+        crate::limits::truncate(&mut text, inner.limits.value_length);
+        Stats::add(&inner.stats.values_truncated, 1);
+        kv.value = text.into();
+    }
+    kv
+}
+
 impl SpanRecord {
-    /// Sets (or replaces) an attribute, within the attribute count limit.
-    pub(crate) fn set_attribute(&mut self, kv: KeyValue, max: usize) {
+    /// Sets (or replaces) a host-made attribute, within the attribute count
+    /// and value length limits.
+    pub(crate) fn set_attribute(&mut self, kv: KeyValue, inner: &crate::telemetry::Inner) {
+        let kv = bounded(kv, inner);
+        let max = inner.limits.attributes_per_span;
         if let Some(old) = self.attributes.iter_mut().find(|old| old.key == kv.key) {
             *old = kv;
         } else if self.attributes.len() < max {

@@ -1925,7 +1925,8 @@ fn hostile_recorder_batches_are_counted() {
     let word = |a: Event, b: Event| u64::from(a.encode()) | (u64::from(b.encode()) << 32);
     let mut batch = [0u64; 16];
     // An exit with nothing open; an enter; an exit of another id (ignored);
-    // a grow; the right exit. Padding and garbage words after.
+    // a grow; the right exit; then two grows with no frame open (`u64::MAX`
+    // decodes as two) and zero padding.
     batch[0] = word(Event::Exit(7), Event::Enter(3));
     batch[1] = word(Event::Exit(99), Event::MemoryGrow(1));
     batch[2] = u64::from(Event::Exit(3).encode());
@@ -1936,7 +1937,8 @@ fn hostile_recorder_batches_are_counted() {
     let spans = p.spans();
     assert_eq!(names(&spans), ["wasm-function[3]"]);
     assert_eq!(spans[0].events.len(), 1);
-    assert_eq!(p.telemetry.stats().invalid_input, 2);
+    // The stray exit, the mismatched exit, the two grows with no frame.
+    assert_eq!(p.telemetry.stats().invalid_input, 4);
 }
 
 /// Runs a component from bytes with the recorder import linked.
@@ -2066,4 +2068,63 @@ fn ancestors(spans: &[SpanData], s: &SpanData) -> Vec<String> {
         parent = p.parent_span_id;
     }
     out
+}
+
+/// A named span refused at the open-span limit refuses the frames entered
+/// above it too, so later exits still match their own frames; tags and
+/// memory grows on refused frames are dropped (counted), and a module that
+/// imports a hook twice still links.
+#[test]
+fn refused_frames_keep_exits_in_order() {
+    let wasm = wat::parse_str(
+        r#"(module
+  (import "dylibso:observe/instrument" "enter" (func $enter (param i32)))
+  (import "dylibso:observe/instrument" "exit" (func $exit (param i32)))
+  (import "dylibso:observe/instrument" "exit" (func $exit_again (param i32)))
+  (import "dylibso:observe/instrument" "memory-grow" (func $grow (param i32)))
+  (import "dylibso:observe/api" "span-enter" (func $span_enter (param i32 i32)))
+  (import "dylibso:observe/api" "span-exit" (func $span_exit))
+  (import "dylibso:observe/api" "span-tags" (func $span_tags (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "outer")
+  (data (i32.const 8) "refused")
+  (data (i32.const 16) "k:v")
+  (func (export "main") (result i32)
+    (call $span_enter (i32.const 0) (i32.const 5))
+    ;; The limit is 1: this named span is refused...
+    (call $span_enter (i32.const 8) (i32.const 7))
+    ;; ...and so is this plain frame above it, with its tags and grows.
+    (call $enter (i32.const 1))
+    (call $span_tags (i32.const 16) (i32.const 3))
+    (call $grow (i32.const 1))
+    (call $exit_again (i32.const 1))
+    (call $span_exit)
+    ;; Tagged on `outer`, which then ends.
+    (call $span_tags (i32.const 16) (i32.const 3))
+    (call $span_exit)
+    (i32.const 0)))"#,
+    )
+    .unwrap();
+    let p = Pipeline::with(|b| {
+        b.with_limits(Limits {
+            open_spans_per_store: 1,
+            ..Limits::default()
+        })
+    });
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::ZERO);
+    let (result, store) = run_module(&wasm, ctx);
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(store.data().observe.open_functions(), 0);
+    drop(store);
+    let spans = p.spans();
+    assert_eq!(names(&spans), ["outer"]);
+    assert_eq!(
+        attr(&spans[0].attributes, "k"),
+        Some(&Value::String("v".into()))
+    );
+    assert!(spans[0].events.is_empty());
+    let stats = p.telemetry.stats();
+    assert_eq!(stats.invalid_input, 0);
+    assert_eq!(stats.spans_dropped_open_limit, 2);
 }

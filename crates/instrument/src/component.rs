@@ -162,25 +162,25 @@ impl Reencode for Rewriter<'_> {
     type Error = String;
 
     fn function_index(&mut self, func: u32) -> Result<u32, ReError<String>> {
-        Ok(func + self.shift())
+        Ok(func.saturating_add(self.shift()))
     }
 }
 
 impl ReencodeComponent for Rewriter<'_> {
     fn component_type_index(&mut self, ty: u32) -> u32 {
-        ty + self.shift()
+        ty.saturating_add(self.shift())
     }
 
     fn component_instance_index(&mut self, i: u32) -> u32 {
-        i + self.shift()
+        i.saturating_add(self.shift())
     }
 
     fn component_func_index(&mut self, f: u32) -> u32 {
-        f + self.shift()
+        f.saturating_add(self.shift())
     }
 
     fn instance_index(&mut self, i: u32) -> u32 {
-        i + self.shift()
+        i.saturating_add(self.shift())
     }
 
     fn outer_component_type_index(&mut self, count: u32, ty: u32) -> u32 {

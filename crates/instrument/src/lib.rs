@@ -112,7 +112,8 @@ pub struct Report {
     pub modules: usize,
     /// Functions that now report their calls.
     pub functions: usize,
-    /// Functions the filter left alone.
+    /// Functions left alone: not selected by the filter, or the canonical
+    /// ABI's `cabi_*` helpers (which may not call imports).
     pub skipped: usize,
     /// Whether the input was a component.
     pub component: bool,

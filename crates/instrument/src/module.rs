@@ -642,11 +642,13 @@ impl Reencode for Rewriter<'_> {
     type Error = String;
 
     fn function_index(&mut self, func: u32) -> Result<u32, ReError<String>> {
-        Ok(if func < self.info.imported_funcs {
-            func
-        } else {
-            func + self.added_imports
-        })
+        if func < self.info.imported_funcs {
+            return Ok(func);
+        }
+        // Validated code never overflows; a name section (not validated)
+        // may name any index.
+        func.checked_add(self.added_imports)
+            .ok_or_else(|| ReError::UserError(format!("function index {func} out of range")))
     }
 
     fn parse_type_section(

@@ -10,10 +10,17 @@ use wasmparser::{BinaryReader, KnownCustom, Name, Parser, Payload};
 /// kilobytes, and a name is paid for on every span.
 pub const MAX_NAME: usize = 1024;
 
+/// Longest symbol demangled (a longer one is kept as it is, then cut).
+const MAX_MANGLED: usize = 4096;
+
 /// The demangled, readable form of a symbol: Rust names lose their hash
 /// (`app::fib`), C++ names become their declaration, others stay as they are.
 pub fn demangle(name: &str) -> String {
-    let mut out = if let Ok(d) = rustc_demangle::try_demangle(name) {
+    // Demangling expands back-references with no bound on the output: a
+    // hostile name could blow up. Real symbols are far shorter than this.
+    let mut out = if name.len() > MAX_MANGLED {
+        name.to_string()
+    } else if let Ok(d) = rustc_demangle::try_demangle(name) {
         format!("{d:#}")
     } else if name.starts_with("_Z")
         && let Some(d) = cpp_demangle::Symbol::new(name)

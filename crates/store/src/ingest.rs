@@ -60,7 +60,7 @@ impl StoreExporter {
 
     fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let resource = self.resource.to_string();
-        let mut new_traces = Vec::new();
+        let mut written_traces = Vec::new();
         // What this batch adds to each trace, in order of first appearance.
         let mut traces: Vec<TraceAgg> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -92,8 +92,7 @@ impl StoreExporter {
                          duration_ns = max(end_ns, excluded.end_ns) - min(start_ns, excluded.start_ns),
                          span_count = span_count + excluded.span_count,
                          error_count = error_count + excluded.error_count,
-                         written_ns = excluded.written_ns
-                     RETURNING span_count",
+                         written_ns = excluded.written_ns",
                 )?;
                 for span in batch {
                     let trace_id = span.span_context.trace_id().to_string();
@@ -181,7 +180,7 @@ impl StoreExporter {
                 // One update per trace and batch, not per span: the trace
                 // row's indexes change once.
                 for t in &traces {
-                    upsert.query_row::<i64, _, _>(
+                    upsert.execute(
                         params![
                             t.trace_id,
                             t.name,
@@ -193,16 +192,15 @@ impl StoreExporter {
                             t.errors,
                             written,
                         ],
-                        |r| r.get(0),
                     )?;
                     // Every trace this handle wrote spans of, even one a
                     // caller (another process) started.
-                    new_traces.push(t.trace_id.clone());
+                    written_traces.push(t.trace_id.clone());
                 }
                 Ok(())
             })
             .map_err(OTelSdkError::InternalFailure)?;
-        self.store.note_traces(new_traces);
+        self.store.note_traces(written_traces);
         Ok(())
     }
 

@@ -49,7 +49,7 @@ impl InstrumentCommand {
         std::fs::write(&self.output, &out)
             .with_context(|| format!("cannot write {}", self.output.display()))?;
         eprintln!(
-            "wasi-observe: instrumented {} functions in {} module{} of {} ({} left alone by the filter); wrote {}",
+            "wasi-observe: instrumented {} functions in {} module{} of {} ({} left alone: filtered out or cabi_* helpers); wrote {}",
             report.functions,
             report.modules,
             if report.modules == 1 { "" } else { "s" },

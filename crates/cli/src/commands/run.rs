@@ -11,16 +11,16 @@ use clap::Parser;
 use wasi_observe_host::instrument::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
 use wasmtime::Result;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder};
 
 use crate::common::{
-    CallOptions, DbOptions, ExportOptions, Loaded, engine, finish, load, parse_dir, parse_duration,
-    parse_env,
+    CallOptions, DbOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_dir,
+    parse_duration, parse_env, trap_summary,
 };
 use wasi_observe_store::Store as TelemetryStore;
 
@@ -64,27 +64,6 @@ pub struct RunCommand {
     /// Arguments for the guest.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
-}
-
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
-    }
 }
 
 /// A core module's store data.
@@ -186,7 +165,9 @@ impl RunCommand {
                 .with_context(|| format!("cannot open directory {}", host.display()))?;
         }
         let mut observe = WasiObserveCtx::new(&telemetry);
-        observe.set_function_names(Arc::new(FunctionNames::from_wasm(loaded.bytes())));
+        let functions = Arc::new(FunctionNames::from_wasm(loaded.bytes()));
+        let instrumented = !functions.is_empty();
+        observe.set_function_names(functions);
         observe.set_min_function_duration(self.min_function_duration);
         // A pipeline's trace context (TRACEPARENT, TRACESTATE): the guest's
         // root spans join that trace.
@@ -212,8 +193,14 @@ impl RunCommand {
             observe.set_parent(Some(span.context().clone()));
         }
         let mut guest = self.prepare(&engine, loaded, wasi, observe)?;
-        if let (Some(names), Guest::Component(store, _)) = (names, &mut guest) {
-            calls::trace_calls(store, names);
+        if let Guest::Component(store, _) = &mut guest {
+            match names {
+                Some(names) => calls::trace_calls(store, names),
+                // An instrumented component's recorder times its events
+                // from the last host return.
+                None if instrumented => wasi_observe_host::instrument::time_host_calls(store),
+                None => {}
+            }
         }
         guest.set_limits(self.fuel)?;
 
@@ -345,11 +332,7 @@ impl RunCommand {
                         self.component.display()
                     )
                 })?;
-                let host = Host {
-                    wasi: wasi.build(),
-                    table: ResourceTable::new(),
-                    observe,
-                };
+                let host = Host::new(wasi.build(), observe);
                 Ok(Guest::Component(Store::new(engine, host), pre))
             }
             Loaded::Module(module, _) => {
@@ -418,13 +401,6 @@ pub(crate) fn report_store(store: &TelemetryStore, db: &DbOptions) {
 /// on its own just as the timeout fired).
 fn timed_out(e: &wasmtime::Error) -> bool {
     TIMED_OUT.load(Ordering::SeqCst) && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-}
-
-fn trap_summary(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => e.root_cause().to_string(),
-    }
 }
 
 fn signal_name(sig: u8) -> &'static str {

@@ -17,19 +17,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use wasi_observe_host::http::ServerSpan;
 use wasi_observe_host::instrument::FunctionNames;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
-use wasmtime::component::{Linker, ResourceTable};
+use wasi_observe_host::{Telemetry, WasiObserveCtx, calls};
+use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
-use wasmtime::{Engine, Result, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Engine, Result, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::commands::run::report_store;
 use crate::common::{
-    CallOptions, ExportOptions, Loaded, engine, finish, load, parse_duration, parse_env,
+    CallOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_duration, parse_env,
+    trap_summary,
 };
 
 /// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
@@ -68,40 +69,6 @@ pub struct ServeCommand {
 
     /// The component to serve.
     component: PathBuf,
-}
-
-/// One request's store data.
-struct Host {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Host {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            // Outgoing requests get CLIENT spans and trace context.
-            hooks: &mut self.observe,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
-    }
 }
 
 /// What every request shares.
@@ -353,15 +320,16 @@ async fn handle(
     let mut observe = WasiObserveCtx::new(&server.telemetry).with_parent(parent);
     observe.set_function_names(server.functions.clone());
     observe.set_min_function_duration(server.min_function_duration);
-    let host = Host {
-        wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
-        observe,
-    };
+    let host = Host::new(wasi.build(), observe);
     let mut store = Store::new(&server.engine, host);
-    if let Some((names, _)) = &server.calls {
-        calls::trace_calls(&mut store, names.clone());
+    match &server.calls {
+        Some((names, _)) => calls::trace_calls(&mut store, names.clone()),
+        // An instrumented component's recorder times its events from the
+        // last host return.
+        None if !server.functions.is_empty() => {
+            wasi_observe_host::instrument::time_host_calls(&mut store)
+        }
+        None => {}
     }
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
@@ -460,12 +428,5 @@ async fn handle(
             ),
             Err(e) => text(500, format!("the request's task failed: {e}")),
         },
-    }
-}
-
-fn trap_summary(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{e:#}"),
     }
 }
