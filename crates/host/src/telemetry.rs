@@ -200,6 +200,9 @@ pub struct TelemetryBuilder {
     log_batch: Option<BatchConfig>,
     span_exporters: Vec<Box<dyn DynSpanExporter>>,
     log_exporters: Vec<Box<dyn DynLogExporter>>,
+    /// How many of the exporters above are embedded stores.
+    span_stores: usize,
+    log_stores: usize,
     meter_builder: MeterProviderBuilder,
     metric_readers: usize,
     runtime: Runtime,
@@ -223,6 +226,8 @@ impl TelemetryBuilder {
             log_batch: None,
             span_exporters: Vec::new(),
             log_exporters: Vec::new(),
+            span_stores: 0,
+            log_stores: 0,
             meter_builder: SdkMeterProvider::builder(),
             metric_readers: 0,
             runtime,
@@ -286,10 +291,17 @@ impl TelemetryBuilder {
             }
             (signal, Exporter::Store(path)) => {
                 let exporter = open_store(path.as_deref())?.exporter();
+                let mut builder = self;
                 match signal {
-                    Signal::Traces => self.with_span_exporter(exporter),
-                    Signal::Logs => self.with_log_exporter(exporter),
-                    Signal::Metrics => self.with_metric_exporter(exporter),
+                    Signal::Traces => {
+                        builder.span_stores += 1;
+                        builder.with_span_exporter(exporter)
+                    }
+                    Signal::Logs => {
+                        builder.log_stores += 1;
+                        builder.with_log_exporter(exporter)
+                    }
+                    Signal::Metrics => builder.with_metric_exporter(exporter),
                 }
             }
         })
@@ -391,7 +403,13 @@ impl TelemetryBuilder {
             }
             BatchQueue::new(
                 "spans",
-                &self.span_batch.unwrap_or_else(BatchConfig::spans_from_env),
+                &self.span_batch.unwrap_or_else(|| {
+                    if self.span_stores == exporters.len() {
+                        BatchConfig::for_store_from_env(false)
+                    } else {
+                        BatchConfig::spans_from_env()
+                    }
+                }),
                 SpanSink {
                     rt: rt.clone(),
                     exporters,
@@ -414,7 +432,13 @@ impl TelemetryBuilder {
             }
             let queue = BatchQueue::new(
                 "logs",
-                &self.log_batch.unwrap_or_else(BatchConfig::logs_from_env),
+                &self.log_batch.unwrap_or_else(|| {
+                    if self.log_stores == exporters.len() {
+                        BatchConfig::for_store_from_env(true)
+                    } else {
+                        BatchConfig::logs_from_env()
+                    }
+                }),
                 LogSink {
                     rt: rt.clone(),
                     exporters,

@@ -1,11 +1,12 @@
 //! Store benchmark: ingest rate, and query times with 100k traces stored.
 //!
 //! ```sh
-//! cargo run --release -p wasi-observe-store --example bench [-- TRACES [SPANS_PER_TRACE]]
+//! cargo run --release -p wasi-observe-store --example bench [-- TRACES [SPANS_PER_TRACE [BATCH]]]
 //! ```
 //!
 //! Writes a fresh store in a temporary directory (removed at the end), in
-//! batches of 512 spans as the host's batch queue sends them, then times the
+//! batches of 512 spans (as the host's batch queue sends them by default) or
+//! BATCH, then times the
 //! queries behind `wasi-observe traces`, `trace` and the UI.
 
 #[path = "../tests/support/mod.rs"]
@@ -31,6 +32,33 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
     (times[runs / 2], times[runs - 1])
 }
 
+/// User and system CPU seconds of this process so far (Linux; zeros
+/// elsewhere): the figures that hold when other work shares the cores.
+fn cpu_time() -> CpuTime {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    CpuTime(field(11), field(12))
+}
+
+#[derive(Clone, Copy)]
+struct CpuTime(f64, f64);
+
+impl std::ops::Sub for CpuTime {
+    type Output = (f64, f64);
+    fn sub(self, earlier: CpuTime) -> (f64, f64) {
+        (self.0 - earlier.0, self.1 - earlier.1)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let traces: u64 = args
@@ -39,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(100_000);
     let per_trace: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let batch_size: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(512);
     let dir = std::env::temp_dir().join(format!("wasi-observe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench.db");
@@ -56,14 +85,15 @@ fn main() -> anyhow::Result<()> {
 
     // Ingest: batches of 512 spans, like the host's span queue.
     let start_time = SystemTime::now() - Duration::from_secs(traces);
-    let mut batch: Vec<SpanData> = Vec::with_capacity(512);
+    let mut batch: Vec<SpanData> = Vec::with_capacity(batch_size);
     let mut batches = 0;
     let started = Instant::now();
+    let cpu_started = cpu_time();
     for n in 0..traces {
         let t = start_time + Duration::from_secs(n);
         for span in support::trace(n, per_trace, t, n % 50 == 0) {
             batch.push(span);
-            if batch.len() == 512 {
+            if batch.len() == batch_size {
                 block_on(exporter.export(std::mem::take(&mut batch)))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 batches += 1;
@@ -75,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         batches += 1;
     }
     let ingest = started.elapsed();
+    let cpu = cpu_time() - cpu_started;
     let spans = traces * per_trace;
     let size = std::fs::metadata(&path)?.len()
         + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
@@ -84,6 +115,12 @@ fn main() -> anyhow::Result<()> {
         spans as f64 / ingest.as_secs_f64(),
         ingest.as_micros() as f64 / batches as f64,
         size as f64 / (1 << 20) as f64
+    );
+    println!(
+        "ingest CPU: {:.2}s user, {:.2}s system: {:.1} µs of CPU per span",
+        cpu.0,
+        cpu.1,
+        (cpu.0 + cpu.1) * 1e6 / spans as f64
     );
 
     let report = |what: &str, (median, worst): (Duration, Duration)| {

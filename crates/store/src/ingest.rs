@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::logs::AnyValue;
-use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -15,7 +15,7 @@ use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Metric, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 use serde_json::{Map, Value as Json, json};
 
 use crate::{Signal, Store, now_ns, unix_ns};
@@ -63,39 +63,50 @@ impl StoreExporter {
         let mut written_traces = Vec::new();
         // What this batch adds to each trace, in order of first appearance.
         let mut traces: Vec<TraceAgg> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<TraceId, usize> = HashMap::new();
         let written = now_ns();
         self.store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
+                tx.prepare_cached("INSERT OR IGNORE INTO resources (json) VALUES (?1)")?
+                    .execute([&resource])?;
+                let resource_id: i64 = tx
+                    .prepare_cached("SELECT resource_id FROM resources WHERE json = ?1")?
+                    .query_row([&resource], |r| r.get(0))?;
+                let mut find =
+                    tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?;
+                // Keys of new traces are handed out here, in arrival order:
+                // the immediate transaction keeps other writers out.
+                let mut next_key: i64 = tx
+                    .prepare_cached("SELECT coalesce(max(trace_key), 0) + 1 FROM traces")?
+                    .query_row([], |r| r.get(0))?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind, service, scope,
+                    "INSERT OR IGNORE INTO spans (trace_key, span_id, parent_span_id, name, kind, service, scope,
                          start_ns, end_ns, duration_ns, status_code, status_message, attributes, events, links,
-                         dropped, resource)
+                         dropped, resource_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 )?;
-                let mut upsert = tx.prepare_cached(
-                    "INSERT INTO traces (trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns,
-                         span_count, error_count, written_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6 - ?5, ?7, ?8, ?9)
-                     ON CONFLICT (trace_id) DO UPDATE SET
-                         root_name = CASE
-                             WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
-                                 THEN excluded.root_name
-                             ELSE root_name END,
-                         service = CASE
-                             WHEN has_root = 0 AND (excluded.has_root = 1 OR excluded.start_ns < start_ns)
-                                 THEN excluded.service
-                             ELSE service END,
-                         has_root = max(has_root, excluded.has_root),
-                         start_ns = min(start_ns, excluded.start_ns),
-                         end_ns = max(end_ns, excluded.end_ns),
-                         duration_ns = max(end_ns, excluded.end_ns) - min(start_ns, excluded.start_ns),
-                         span_count = span_count + excluded.span_count,
-                         error_count = error_count + excluded.error_count,
-                         written_ns = excluded.written_ns",
-                )?;
                 for span in batch {
-                    let trace_id = span.span_context.trace_id().to_string();
+                    let trace_id = span.span_context.trace_id();
+                    let i = match index.get(&trace_id) {
+                        Some(&i) => i,
+                        None => {
+                            let hex = trace_id.to_string();
+                            let (key, new) = match find
+                                .query_row([&hex], |r| r.get::<_, i64>(0))
+                                .optional()?
+                            {
+                                Some(key) => (key, false),
+                                None => {
+                                    next_key += 1;
+                                    (next_key - 1, true)
+                                }
+                            };
+                            traces.push(TraceAgg::new(hex, key, new));
+                            index.insert(trace_id, traces.len() - 1);
+                            traces.len() - 1
+                        }
+                    };
+                    let agg = &mut traces[i];
                     let start = unix_ns(span.start_time);
                     let end = unix_ns(span.end_time).max(start);
                     let parent = (span.parent_span_id != SpanId::INVALID)
@@ -133,7 +144,7 @@ impl StoreExporter {
                         "links": span.links.dropped_count,
                     });
                     let inserted = insert.execute(params![
-                        trace_id,
+                        agg.key,
                         span.span_context.span_id().to_string(),
                         parent,
                         span.name.as_ref(),
@@ -149,39 +160,41 @@ impl StoreExporter {
                         Json::Array(events).to_string(),
                         Json::Array(links).to_string(),
                         dropped.to_string(),
-                        resource,
+                        resource_id,
                     ])?;
                     // A span sent twice is stored once and counted once.
                     if inserted == 1 {
-                        let is_root = parent.is_none();
-                        let i = *index.entry(trace_id.clone()).or_insert_with(|| {
-                            traces.push(TraceAgg {
-                                trace_id,
-                                name: span.name.to_string(),
-                                has_root: is_root,
-                                start,
-                                end,
-                                spans: 0,
-                                errors: 0,
-                            });
-                            traces.len() - 1
-                        });
-                        let agg = &mut traces[i];
-                        if !agg.has_root && (is_root || start < agg.start) {
-                            agg.name = span.name.to_string();
-                        }
-                        agg.has_root |= is_root;
-                        agg.start = agg.start.min(start);
-                        agg.end = agg.end.max(end);
-                        agg.spans += 1;
-                        agg.errors += i64::from(code == "error");
+                        agg.add(span.name.as_ref(), parent.is_none(), start, end, code == "error");
                     }
                 }
-                // One update per trace and batch, not per span: the trace
+                // One write per trace and batch, not per span: the trace
                 // row's indexes change once.
-                for t in &traces {
-                    upsert.execute(
-                        params![
+                let mut insert_trace = tx.prepare_cached(
+                    "INSERT INTO traces (trace_key, trace_id, root_name, has_root, service, start_ns, end_ns,
+                         duration_ns, span_count, error_count, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 - ?6, ?8, ?9, ?10)",
+                )?;
+                let mut update_trace = tx.prepare_cached(
+                    "UPDATE traces SET
+                         root_name = CASE
+                             WHEN has_root = 0 AND (?3 = 1 OR ?5 < start_ns) THEN ?2
+                             ELSE root_name END,
+                         service = CASE
+                             WHEN has_root = 0 AND (?3 = 1 OR ?5 < start_ns) THEN ?4
+                             ELSE service END,
+                         has_root = max(has_root, ?3),
+                         start_ns = min(start_ns, ?5),
+                         end_ns = max(end_ns, ?6),
+                         duration_ns = max(end_ns, ?6) - min(start_ns, ?5),
+                         span_count = span_count + ?7,
+                         error_count = error_count + ?8,
+                         written_ns = ?9
+                     WHERE trace_key = ?1",
+                )?;
+                for t in traces.iter().filter(|t| t.spans > 0) {
+                    if t.new {
+                        insert_trace.execute(params![
+                            t.key,
                             t.trace_id,
                             t.name,
                             t.has_root,
@@ -191,8 +204,20 @@ impl StoreExporter {
                             t.spans,
                             t.errors,
                             written,
-                        ],
-                    )?;
+                        ])?;
+                    } else {
+                        update_trace.execute(params![
+                            t.key,
+                            t.name,
+                            t.has_root,
+                            self.service,
+                            t.start,
+                            t.end,
+                            t.spans,
+                            t.errors,
+                            written,
+                        ])?;
+                    }
                     // Every trace this handle wrote spans of, even one a
                     // caller (another process) started.
                     written_traces.push(t.trace_id.clone());
@@ -370,6 +395,9 @@ impl PushMetricExporter for StoreExporter {
 /// What one batch adds to a trace's row.
 struct TraceAgg {
     trace_id: String,
+    key: i64,
+    /// Not stored yet: its row is inserted, not updated.
+    new: bool,
     /// The root span's name, or the earliest span's until the root comes.
     name: String,
     has_root: bool,
@@ -377,6 +405,33 @@ struct TraceAgg {
     end: i64,
     spans: i64,
     errors: i64,
+}
+
+impl TraceAgg {
+    fn new(trace_id: String, key: i64, new: bool) -> Self {
+        TraceAgg {
+            trace_id,
+            key,
+            new,
+            name: String::new(),
+            has_root: false,
+            start: i64::MAX,
+            end: i64::MIN,
+            spans: 0,
+            errors: 0,
+        }
+    }
+
+    fn add(&mut self, name: &str, is_root: bool, start: i64, end: i64, error: bool) {
+        if !self.has_root && (is_root || start < self.start) {
+            self.name = name.to_string();
+        }
+        self.has_root |= is_root;
+        self.start = self.start.min(start);
+        self.end = self.end.max(end);
+        self.spans += 1;
+        self.errors += i64::from(error);
+    }
 }
 
 /// One metric data point, ready to insert.

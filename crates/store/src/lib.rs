@@ -337,6 +337,11 @@ impl Store {
         // 32 MiB of page cache (the default is 2 MiB): the indexes of a large
         // store stay in memory while a batch is written.
         conn.pragma_update(None, "cache_size", -32_768)?;
+        // Checkpoint when the WAL holds 32 MiB (the default is 4 MiB): a
+        // large batch alone writes more than 4 MiB, and the pages written by
+        // several batches (the last pages of every index) are then copied
+        // into the database once, with one fsync, instead of after each.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         if let Some(max) = options.hard_max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             let pages = (max / page.max(512) as u64).max(1);
@@ -560,7 +565,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM traces WHERE written_ns < ?1)",
+            "DELETE FROM spans WHERE trace_key IN (SELECT trace_key FROM traces WHERE written_ns < ?1)",
             [cutoff_ns],
         )?;
         let traces = tx.execute("DELETE FROM traces WHERE written_ns < ?1", [cutoff_ns])?;

@@ -225,8 +225,10 @@ pub struct Counts {
 
 const TRACE_COLUMNS: &str =
     "trace_id, root_name, service, start_ns, duration_ns, span_count, error_count";
-const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, service, scope, start_ns, end_ns, \
-     duration_ns, status_code, status_message, attributes, events, links, dropped, resource";
+/// Spans are read with their trace (`t`) and resource (`r`) joined in.
+const SPAN_COLUMNS: &str = "t.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.service, s.scope, \
+     s.start_ns, s.end_ns, s.duration_ns, s.status_code, s.status_message, s.attributes, s.events, s.links, \
+     s.dropped, r.json";
 const LOG_COLUMNS: &str = "id, time_ns, severity_number, severity_text, body, target, service, trace_id, span_id, attributes";
 const POINT_COLUMNS: &str =
     "time_ns, service, name, description, unit, kind, attributes, value, count, min, max, buckets";
@@ -364,7 +366,7 @@ impl Store {
             // One index probe per trace, newest first, until the page is
             // full: cheap when the name is common, bounded when it is rare.
             w.add(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.name = ? AND s.trace_id = traces.trace_id)",
+                "EXISTS (SELECT 1 FROM spans s WHERE s.name = ? AND s.trace_key = traces.trace_key)",
                 [text(n)],
             );
         }
@@ -442,7 +444,9 @@ impl Store {
         let conn = self.conn();
         let spans = conn
             .prepare_cached(&format!(
-                "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ?1 ORDER BY start_ns, span_id"
+                "SELECT {SPAN_COLUMNS} FROM traces t JOIN spans s ON s.trace_key = t.trace_key
+                 JOIN resources r ON r.resource_id = s.resource_id
+                 WHERE t.trace_id = ?1 ORDER BY s.start_ns, s.span_id"
             ))?
             .query_map([trace_id], span_row)?
             .collect::<rusqlite::Result<_>>()?;

@@ -10,7 +10,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::APPLICATION_ID;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE traces (
     trace_id     TEXT PRIMARY KEY NOT NULL,
     root_name    TEXT NOT NULL,
@@ -90,7 +91,81 @@ CREATE TABLE metric_points (
 );
 CREATE INDEX metric_series ON metric_points (name, service, attributes, time_ns);
 CREATE INDEX metric_time   ON metric_points (time_ns);
-"#];
+"#,
+    r#"
+-- Version 2: keys in arrival order. Trace ids are random, so every index
+-- keyed by one takes each new row on a random page: a batch dirtied a page
+-- per span per index, and the store ingested slowly once its indexes
+-- outgrew the page cache. Traces now get an integer key as they arrive;
+-- spans are keyed by it, so new spans land on the last pages. Resources,
+-- the same for every span of a process, are stored once.
+CREATE TABLE resources (
+    resource_id  INTEGER PRIMARY KEY,
+    json         TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE traces_v2 (
+    trace_key    INTEGER PRIMARY KEY,
+    trace_id     TEXT NOT NULL UNIQUE,
+    root_name    TEXT NOT NULL,
+    has_root     INTEGER NOT NULL,
+    service      TEXT NOT NULL,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER NOT NULL,
+    duration_ns  INTEGER NOT NULL,
+    span_count   INTEGER NOT NULL,
+    error_count  INTEGER NOT NULL,
+    written_ns   INTEGER NOT NULL
+);
+INSERT INTO traces_v2 (trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns, span_count,
+    error_count, written_ns)
+SELECT trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns, span_count, error_count,
+    written_ns
+FROM traces ORDER BY written_ns;
+
+INSERT OR IGNORE INTO resources (json) SELECT DISTINCT resource FROM spans;
+
+CREATE TABLE spans_v2 (
+    trace_key       INTEGER NOT NULL,
+    span_id         TEXT NOT NULL,
+    parent_span_id  TEXT,
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    service         TEXT NOT NULL,
+    scope           TEXT NOT NULL,
+    start_ns        INTEGER NOT NULL,
+    end_ns          INTEGER NOT NULL,
+    duration_ns     INTEGER NOT NULL,
+    status_code     TEXT NOT NULL,
+    status_message  TEXT NOT NULL,
+    attributes      TEXT NOT NULL,
+    events          TEXT NOT NULL,
+    links           TEXT NOT NULL,
+    dropped         TEXT NOT NULL,
+    resource_id     INTEGER NOT NULL,
+    PRIMARY KEY (trace_key, span_id)
+);
+INSERT INTO spans_v2
+SELECT t.trace_key, s.span_id, s.parent_span_id, s.name, s.kind, s.service, s.scope, s.start_ns, s.end_ns,
+    s.duration_ns, s.status_code, s.status_message, s.attributes, s.events, s.links, s.dropped, r.resource_id
+FROM spans s JOIN traces_v2 t ON t.trace_id = s.trace_id JOIN resources r ON r.json = s.resource
+ORDER BY t.trace_key;
+
+DROP TABLE spans;
+DROP TABLE traces;
+ALTER TABLE traces_v2 RENAME TO traces;
+ALTER TABLE spans_v2 RENAME TO spans;
+
+-- Each index on traces costs about as much per new trace as a span row, so
+-- only the start time (the list's order) and errors (rare) are indexed.
+-- Other filters and orders (service, slowest first, the root name, which is
+-- searched by substring anyway) and retention (by write time, every few
+-- seconds) scan the trace rows, which are small.
+CREATE INDEX traces_start    ON traces (start_ns);
+CREATE INDEX traces_errors   ON traces (start_ns) WHERE error_count > 0;
+CREATE INDEX spans_name      ON spans (name, trace_key);
+"#,
+];
 
 /// Brings the schema up to date, in one transaction (another process may be
 /// doing the same: the version is read again under the write lock).
@@ -110,4 +185,88 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     ))?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Retention, Store, StoreOptions, TraceFilter};
+
+    /// A store written by version 1 (trace-id keys, a resource per span)
+    /// opens with its data intact.
+    #[test]
+    fn version_1_stores_are_migrated_with_their_data() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+            let resource = r#"{"service.name":"old"}"#;
+            for (n, trace) in ["bb".repeat(16), "aa".repeat(16)].iter().enumerate() {
+                let n = n as i64;
+                conn.execute(
+                    "INSERT INTO traces VALUES (?1, 'root', 1, 'old', ?2, ?2 + 10, 10, 2, 0, ?2)",
+                    rusqlite::params![trace, 1000 * (n + 1)],
+                )
+                .unwrap();
+                for (span, parent) in [
+                    ("0000000000000001", None),
+                    ("0000000000000002", Some("0000000000000001")),
+                ] {
+                    conn.execute(
+                        "INSERT INTO spans VALUES (?1, ?2, ?3, 'root', 'server', 'old', 'scope', ?4, ?4 + 10, 10,
+                             'unset', '', '{\"k\":1}', '[]', '[]', '{}', ?5)",
+                        rusqlite::params![trace, span, parent, 1000 * (n + 1), resource],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let store = Store::open(
+            &path,
+            StoreOptions {
+                retention: Retention {
+                    max_age: None,
+                    max_bytes: None,
+                },
+                hard_max_bytes: None,
+            },
+        )
+        .unwrap();
+        let traces = store.traces(&TraceFilter::default()).unwrap();
+        assert_eq!(traces.len(), 2);
+        for t in &traces {
+            assert_eq!(t.span_count, 2);
+            let trace = store.trace(&t.trace_id).unwrap().unwrap();
+            assert_eq!(trace.spans.len(), 2, "{trace:?}");
+            for s in &trace.spans {
+                assert_eq!(s.trace_id, t.trace_id);
+                assert_eq!(s.resource["service.name"], "old");
+                assert_eq!(s.attributes["k"], 1);
+            }
+        }
+        // Keys follow the order the old rows were written in.
+        let conn = Connection::open(&path).unwrap();
+        let keys: Vec<(i64, String)> = conn
+            .prepare("SELECT trace_key, trace_id FROM traces ORDER BY trace_key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, [(1, "bb".repeat(16)), (2, "aa".repeat(16))]);
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        drop(conn);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

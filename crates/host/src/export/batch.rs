@@ -65,21 +65,50 @@ pub struct BatchConfig {
 impl BatchConfig {
     /// The span queue's settings from `OTEL_BSP_*` and `WASI_OBSERVE_*`.
     pub fn spans_from_env() -> Self {
-        Self::from_env("OTEL_BSP", Duration::from_millis(5000))
+        Self::from_env("OTEL_BSP", &BatchConfig::default())
     }
 
     /// The log queue's settings from `OTEL_BLRP_*` and `WASI_OBSERVE_*`.
     pub fn logs_from_env() -> Self {
-        Self::from_env("OTEL_BLRP", Duration::from_millis(1000))
+        Self::from_env("OTEL_BLRP", &Self::log_defaults())
     }
 
-    fn from_env(prefix: &str, delay: Duration) -> Self {
+    fn log_defaults() -> Self {
+        BatchConfig {
+            scheduled_delay: Duration::from_millis(1000),
+            ..BatchConfig::default()
+        }
+    }
+
+    /// As [`spans_from_env`](Self::spans_from_env) (`logs`: as
+    /// [`logs_from_env`](Self::logs_from_env)), with the defaults of a queue
+    /// whose only exporters are embedded stores: 16 384 items queued,
+    /// batches of 8 192. A store writes a batch in one transaction, and each
+    /// transaction writes a page per touched page of its random-keyed
+    /// indexes, so larger batches cost much less per item (docs/store.md).
+    /// The variables still win.
+    pub(crate) fn for_store_from_env(logs: bool) -> Self {
+        let (prefix, d) = if logs {
+            ("OTEL_BLRP", Self::log_defaults())
+        } else {
+            ("OTEL_BSP", BatchConfig::default())
+        };
+        Self::from_env(
+            prefix,
+            &BatchConfig {
+                max_queue_size: 16_384,
+                max_export_batch_size: 8_192,
+                ..d
+            },
+        )
+    }
+
+    fn from_env(prefix: &str, d: &BatchConfig) -> Self {
         let ms = |name: &str, default: Duration| {
             var_usize(name)
                 .map(|v| Duration::from_millis(v as u64))
                 .unwrap_or(default)
         };
-        let d = BatchConfig::default();
         let max_queue_size = var_usize(&format!("{prefix}_MAX_QUEUE_SIZE"))
             .filter(|&n| n > 0)
             .unwrap_or(d.max_queue_size);
@@ -91,7 +120,7 @@ impl BatchConfig {
         BatchConfig {
             max_queue_size,
             max_export_batch_size,
-            scheduled_delay: ms(&format!("{prefix}_SCHEDULE_DELAY"), delay),
+            scheduled_delay: ms(&format!("{prefix}_SCHEDULE_DELAY"), d.scheduled_delay),
             export_timeout: ms(&format!("{prefix}_EXPORT_TIMEOUT"), d.export_timeout),
             max_block: ms("WASI_OBSERVE_MAX_BLOCK_MS", d.max_block),
             retry_buffer: var_usize("WASI_OBSERVE_RETRY_BUFFER").unwrap_or(d.retry_buffer),
@@ -582,6 +611,33 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// A store-only queue gets larger defaults; the variables, when set,
+    /// still win (checked only where the test's environment leaves them unset).
+    #[test]
+    fn store_queues_default_to_large_batches() {
+        for (logs, prefix) in [(false, "OTEL_BSP"), (true, "OTEL_BLRP")] {
+            let store = BatchConfig::for_store_from_env(logs);
+            let plain = if logs {
+                BatchConfig::logs_from_env()
+            } else {
+                BatchConfig::spans_from_env()
+            };
+            assert_eq!(store.scheduled_delay, plain.scheduled_delay);
+            if std::env::var_os(format!("{prefix}_MAX_QUEUE_SIZE")).is_none()
+                && std::env::var_os(format!("{prefix}_MAX_EXPORT_BATCH_SIZE")).is_none()
+            {
+                assert_eq!(
+                    (plain.max_queue_size, plain.max_export_batch_size),
+                    (2048, 512)
+                );
+                assert_eq!(
+                    (store.max_queue_size, store.max_export_batch_size),
+                    (16_384, 8_192)
+                );
+            }
+        }
+    }
 
     #[derive(Default)]
     struct Slow {
