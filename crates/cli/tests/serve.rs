@@ -619,3 +619,50 @@ fn trace_calls_under_serve() {
     assert_eq!(handle.status.code, SpanStatusCode::Error);
     assert_eq!(handle.attr_str("error.type"), Some("trap"));
 }
+
+/// In an instrumented guest, an outgoing request's CLIENT span hangs under
+/// the function that sent it, and that function under the guest's span.
+#[test]
+fn outgoing_requests_of_an_instrumented_guest_are_under_the_sending_function() {
+    let dir = std::env::temp_dir().join(format!("wasi-observe-serve-instr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let instrumented = dir.join("http-guest.instrumented.wasm");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasi-observe"))
+        .args(["instrument", HTTP_GUEST_COMPONENT, "-o"])
+        .arg(&instrumented)
+        .args(["--filter", "http_util::*"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(
+        instrumented.to_str().unwrap(),
+        &receiver,
+        &["--min-function-duration", "0"],
+    );
+    let target = server.url("/headers");
+    let (status, body) = get(&server.url(&format!("/call?url={target}")), &[]);
+    assert_eq!(status, 200, "{body}");
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().any(|s| s.kind == SpanKind::Client)
+            && s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 2
+    });
+    server.stop("-INT");
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    let sender = spans
+        .iter()
+        .find(|s| s.span_id == client.parent_span_id)
+        .unwrap_or_else(|| panic!("the CLIENT span's parent was not exported: {spans:#?}"));
+    assert!(sender.name.starts_with("http_util::get"), "{sender:#?}");
+    let call = spans
+        .iter()
+        .find(|s| s.span_id == sender.parent_span_id)
+        .unwrap();
+    assert_eq!(call.name, "call");
+    let _ = std::fs::remove_dir_all(&dir);
+}

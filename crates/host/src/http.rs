@@ -463,7 +463,8 @@ type ResponseFuture = Box<
 >;
 
 /// Each outgoing request a guest makes through `wasi:http/outgoing-handler`
-/// gets a CLIENT span under the guest's innermost open span, and carries
+/// gets a CLIENT span under the guest's innermost open span (or function
+/// frame, in an instrumented guest), and carries
 /// that span's W3C trace context (replacing any the guest set), so the next
 /// service continues the trace. The request is then sent as wasmtime's
 /// default does. The span ends when the response head arrives (or the
@@ -476,7 +477,9 @@ impl WasiHttpHooks for WasiObserveCtx {
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
         let _ = fut;
-        let parent = self.current_span_context();
+        // Function frames of an instrumented guest count: the request is
+        // then under the function that sent it (which is kept as a span).
+        let parent = self.implicit_parent();
         let mut span = ClientSpan::start(&self.telemetry, &request, parent.as_ref());
         let cx = span.exchange.span.context();
         if cx.is_valid() {
