@@ -156,13 +156,14 @@ DROP TABLE traces;
 ALTER TABLE traces_v2 RENAME TO traces;
 ALTER TABLE spans_v2 RENAME TO spans;
 
--- Each index on traces costs about as much per new trace as a span row, so
--- only the start time (the list's order) and errors (rare) are indexed.
--- Other filters and orders (service, slowest first, the root name, which is
--- searched by substring anyway) and retention (by write time, every few
--- seconds) scan the trace rows, which are small.
+-- Indexes whose new entries go at the end (times) or at a few places
+-- (services, errors) cost little. The duration's would take a random page
+-- per trace, so "slowest first" scans the trace rows, which are small; the
+-- root name is only searched by substring, which an index cannot serve.
 CREATE INDEX traces_start    ON traces (start_ns);
+CREATE INDEX traces_service  ON traces (service, start_ns);
 CREATE INDEX traces_errors   ON traces (start_ns) WHERE error_count > 0;
+CREATE INDEX traces_written  ON traces (written_ns);
 CREATE INDEX spans_name      ON spans (name, trace_key);
 "#,
 ];
