@@ -851,3 +851,62 @@ impl Reencode for Rewriter<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_SLOT_VALUE;
+
+    /// Ids beyond one slot record a `high` slot first, at entry and on every
+    /// way out; ids within one slot do not.
+    #[test]
+    fn large_ids_record_a_high_slot() {
+        let wasm = wat::parse_str(include_str!("../tests/features.wat")).unwrap();
+        let first_id = MAX_SLOT_VALUE - 1;
+        let mut report = Report::default();
+        let out = instrument(
+            &wasm,
+            &Options::default(),
+            Mode::Recorder { first_id },
+            &mut report,
+        )
+        .unwrap()
+        .unwrap();
+        wasmparser::Validator::new_with_features(crate::features())
+            .validate_all(&out.bytes)
+            .unwrap();
+        assert_eq!(out.names.len(), 10);
+        let (mut funcs, mut bodies) = (0, Vec::new());
+        for p in Parser::new(0).parse_all(&out.bytes) {
+            match p.unwrap() {
+                Payload::ImportSection(r) => {
+                    for i in r.into_imports() {
+                        if let TypeRef::Func(_) = i.unwrap().ty {
+                            funcs += 1;
+                        }
+                    }
+                }
+                Payload::FunctionSection(r) => funcs += r.count(),
+                Payload::CodeSectionEntry(body) => bodies.push(body),
+                _ => {}
+            }
+        }
+        // The helpers come last, `high` the very last.
+        let high = funcs - 1;
+        let with_high: Vec<usize> = bodies
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                let mut ops = b.get_operators_reader().unwrap();
+                std::iter::from_fn(|| (!ops.eof()).then(|| ops.read().unwrap())).any(
+                    |op| matches!(op, Operator::Call { function_index } if function_index == high),
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // The first two functions have ids MAX_SLOT_VALUE - 1 and
+        // MAX_SLOT_VALUE; the other eight need a `high` slot. (The `grow`
+        // helper calls `high`'s recording inline, not `high` itself.)
+        assert_eq!(with_high, (2..10).collect::<Vec<_>>());
+    }
+}
