@@ -559,6 +559,8 @@ impl WasiObserveCtx {
             self.end_frame_at(t, Some(end), Some(reason));
         }
         self.functions.overflow = 0;
+        // A `high` slot whose event was lost with a trapped instance.
+        self.functions.high = 0;
         n
     }
 
