@@ -547,7 +547,7 @@ impl Driver {
                 let i = Resource::new_own(rep(u, &self.instruments)?);
                 ok(HostInstrument::drop(&mut self.ctx, i));
             }
-            _ => match u.int_in_range(0..=2)? {
+            _ => match u.int_in_range(0..=3)? {
                 0 => {
                     let parent = ambient(u)?;
                     self.ctx.set_parent(parent);
@@ -556,13 +556,40 @@ impl Driver {
                     let reason = string(u)?;
                     self.ctx.end_open_spans(&reason);
                 }
-                _ => {
+                2 => {
                     self.ctx.current_span_context();
+                }
+                _ => {
+                    self.ctx.recorder_flush(&recorder_words(u)?);
                 }
             },
         }
         Ok(())
     }
+}
+
+/// A recorder batch (16 words): arbitrary words, or slots of few ids (so
+/// enters and exits match), with `high` slots and out-of-range values.
+fn recorder_words(u: &mut Unstructured) -> Result<[u64; 16]> {
+    let mut words = [0u64; 16];
+    for w in &mut words {
+        *w = if u.ratio(1, 8)? {
+            u.arbitrary()?
+        } else {
+            let mut word = 0;
+            for k in 0..3 {
+                let kind: u64 = u.int_in_range(0..=3)?;
+                let value: u64 = if u.ratio(1, 16)? {
+                    u.int_in_range(0..=(1 << 19) - 1)?
+                } else {
+                    u.int_in_range(0..=7)?
+                };
+                word |= ((value << 2) | kind) << (21 * k);
+            }
+            word
+        };
+    }
+    Ok(words)
 }
 
 /// Single guest calls by handle rep, for tests that act as a guest of one

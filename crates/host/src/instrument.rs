@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::trace::IdGenerator as _;
-use wasi_observe_instrument::Event;
+use wasi_observe_instrument::{MAX_EVENT_VALUE, SLOT_BITS, SLOTS_PER_WORD};
 use wasmtime::component::Linker;
 
 use crate::ctx::{WasiObserveCtx, WasiObserveView};
@@ -157,8 +157,12 @@ pub(crate) struct Functions {
     /// When the previous recorder flush returned (the start of the time the
     /// next batch's events share).
     last_flush: Option<u64>,
-    /// A recorder batch's decoded events (kept to reuse its allocation).
-    batch: Vec<Event>,
+    /// The minimum duration in raw clock ticks (computed when first needed:
+    /// the clock is calibrated on its first use).
+    min_ticks: Option<u64>,
+    /// High bits of the next recorder event's value (a `high` slot), kept
+    /// across flushes.
+    high: u64,
 }
 
 impl Default for Functions {
@@ -171,7 +175,8 @@ impl Default for Functions {
             calls: 0,
             epoch: None,
             last_flush: None,
-            batch: Vec::new(),
+            min_ticks: None,
+            high: 0,
         }
     }
 }
@@ -183,6 +188,37 @@ impl Functions {
             self.epoch = Some((now, SystemTime::now()));
         }
         now
+    }
+
+    /// The fewest raw ticks whose [`nanos`](Self::nanos) reach the minimum
+    /// duration, so that `end - start >= min_ticks` says what
+    /// `nanos(start, end) >= min_duration` says without scaling.
+    fn min_ticks(&mut self) -> u64 {
+        if let Some(t) = self.min_ticks {
+            return t;
+        }
+        let min = self.min_duration;
+        let reaches = |ticks: u64| ticks > 0 && Self::nanos(0, ticks) >= min;
+        let ticks = if min == 0 {
+            0
+        } else if !reaches(u64::MAX) {
+            u64::MAX
+        } else {
+            // The scaling is monotonic: the smallest tick count that
+            // reaches `min`, by bisection.
+            let (mut lo, mut hi) = (0u64, u64::MAX);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if reaches(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            hi
+        };
+        self.min_ticks = Some(ticks);
+        ticks
     }
 
     /// Nanoseconds from `start` to `end` (raw readings; zero if reversed).
@@ -216,6 +252,7 @@ impl WasiObserveCtx {
     /// span is below them, or they grew memory). Zero keeps every call.
     pub fn set_min_function_duration(&mut self, min: Duration) {
         self.functions.min_duration = min.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.functions.min_ticks = None;
     }
 
     /// Function frames open now.
@@ -522,6 +559,8 @@ impl WasiObserveCtx {
             self.end_frame_at(t, Some(end), Some(reason));
         }
         self.functions.overflow = 0;
+        // A `high` slot whose event was lost with a trapped instance.
+        self.functions.high = 0;
         n
     }
 
@@ -543,37 +582,95 @@ impl WasiObserveCtx {
         self.function_memory_grow(pages, t);
     }
 
-    /// One recorder flush: up to 32 events that happened since the previous
+    /// One recorder flush: up to 48 events (three 21-bit slots per word, see
+    /// [`wasi_observe_instrument::Event`]) that happened since the previous
     /// flush returned. A clock read in the guest would be a host call per
     /// event, so the events share the interval evenly: the span tree is
     /// exact, durations inside one batch are estimates (see
     /// `docs/instrumentation.md`).
+    ///
+    /// Any words are accepted: a set top bit, an event value beyond
+    /// [`MAX_EVENT_VALUE`], a `high` slot not followed by an event, exits
+    /// that match nothing are counted in `invalid_input` and skipped.
     pub fn recorder_flush(&mut self, words: &[u64]) {
+        const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+        // Bit 0 of each slot: a slot is an event if either kind bit is set.
+        const LOW_KIND_BITS: u64 = 1 | (1 << SLOT_BITS) | (1 << (2 * SLOT_BITS));
+        const TOP: u64 = 1 << 63;
         let now = self.functions.now();
-        // Two events per word; a batch is at most a few dozen words, but a
-        // hostile one may be longer: decode once, into a buffer reused per
-        // store.
-        let mut events = std::mem::take(&mut self.functions.batch);
-        events.clear();
-        events.extend(
-            words
-                .iter()
-                .flat_map(|w| [*w as u32, (*w >> 32) as u32])
-                .filter_map(Event::decode),
-        );
-        let n = events.len() as u64;
+        let n: u64 = words
+            .iter()
+            .map(|w| u64::from(((w | (w >> 1)) & LOW_KIND_BITS).count_ones()))
+            .sum();
         let from = self.functions.last_flush.unwrap_or(now).min(now);
         let step = (now - from) / n.max(1);
+        let min_ticks = self.functions.min_ticks();
+        let enabled = self.telemetry.inner.enabled;
+        // Guest spans cannot start or end inside a batch (the recorder
+        // flushes before every import call).
+        let guest_depth = self.open.len() as u32;
+        let guest_parent = self.open.last().copied().unwrap_or(NO_SPAN);
         let mut t = from;
-        for &event in &events {
-            t += step;
-            match event {
-                Event::Enter(id) => self.function_enter(id, t, None),
-                Event::Exit(id) => self.function_exit(Some(id), t),
-                Event::MemoryGrow(pages) => self.function_memory_grow(pages, t),
+        for &word in words {
+            if word == 0 {
+                continue;
+            }
+            if word & TOP != 0 {
+                self.invalid();
+            }
+            for k in 0..SLOTS_PER_WORD as u32 {
+                let slot = (word >> (k * SLOT_BITS)) & SLOT_MASK;
+                let (kind, low) = (slot & 3, slot >> 2);
+                if kind == 0 {
+                    if low != 0 {
+                        if self.functions.high != 0 {
+                            self.invalid();
+                        }
+                        self.functions.high = low;
+                    }
+                    continue;
+                }
+                t += step;
+                let value = (std::mem::take(&mut self.functions.high) << (SLOT_BITS - 2)) | low;
+                if value > u64::from(MAX_EVENT_VALUE) {
+                    self.invalid();
+                    continue;
+                }
+                let value = value as u32;
+                let f = &mut self.functions;
+                match kind {
+                    1 if enabled && f.overflow == 0 && f.frames.len() < MAX_DEPTH => {
+                        // The common case of `function_enter`.
+                        f.calls += 1;
+                        f.frames.push(Frame {
+                            id: value,
+                            start: t,
+                            ident: None,
+                            guest_depth,
+                            guest_parent,
+                            extra: None,
+                        });
+                    }
+                    1 => self.function_enter(value, t, None),
+                    2 => match f.frames.last() {
+                        // The common case of `function_exit`: a short call
+                        // nothing hangs from ends without a span.
+                        Some(top)
+                            if enabled
+                                && f.overflow == 0
+                                && top.id == value
+                                && top.ident.is_none()
+                                && top.extra.is_none()
+                                && t.saturating_sub(top.start) < min_ticks =>
+                        {
+                            f.frames.pop();
+                        }
+                        _ => self.function_exit(Some(value), t),
+                    },
+                    _ => self.function_memory_grow(value, t),
+                }
             }
         }
-        self.functions.batch = events;
         self.functions.last_flush = Some(self.functions.now());
     }
 

@@ -1916,29 +1916,134 @@ fn dylibso_imports_with_other_types_are_refused_before_running() {
     assert!(err.to_string().contains("unsupported"), "{err}");
 }
 
+/// A recorder batch (16 words) of these events, padded.
+fn batch(events: &[wasi_observe_instrument::Event]) -> Vec<u64> {
+    let mut words = wasi_observe_instrument::Event::encode_words(events);
+    assert!(words.len() <= 16);
+    words.resize(16, 0);
+    words
+}
+
 #[test]
 fn hostile_recorder_batches_are_counted() {
     use wasi_observe_instrument::Event;
     let p = Pipeline::new();
     let mut ctx = p.ctx();
     ctx.set_min_function_duration(Duration::ZERO);
-    let word = |a: Event, b: Event| u64::from(a.encode()) | (u64::from(b.encode()) << 32);
-    let mut batch = [0u64; 16];
     // An exit with nothing open; an enter; an exit of another id (ignored);
-    // a grow; the right exit; then two grows with no frame open (`u64::MAX`
-    // decodes as two) and zero padding.
-    batch[0] = word(Event::Exit(7), Event::Enter(3));
-    batch[1] = word(Event::Exit(99), Event::MemoryGrow(1));
-    batch[2] = u64::from(Event::Exit(3).encode());
-    batch[3] = u64::MAX;
-    ctx.recorder_flush(&batch);
+    // a grow; the right exit; then a word with its top bit set whose three
+    // slots are grows with no frame open, and zero padding.
+    let mut words = batch(&[
+        Event::Exit(7),
+        Event::Enter(3),
+        Event::Exit(99),
+        Event::MemoryGrow(1),
+        Event::Exit(3),
+    ]);
+    words[5] = u64::MAX;
+    ctx.recorder_flush(&words);
     assert_eq!(ctx.open_functions(), 0);
     drop(ctx);
     let spans = p.spans();
     assert_eq!(names(&spans), ["wasm-function[3]"]);
     assert_eq!(spans[0].events.len(), 1);
-    // The stray exit, the mismatched exit, the two grows with no frame.
-    assert_eq!(p.telemetry.stats().invalid_input, 4);
+    // The stray exit, the mismatched exit, the top bit, the three grows
+    // with no frame.
+    assert_eq!(p.telemetry.stats().invalid_input, 6);
+}
+
+/// Values beyond one slot take a `high` slot first, which may end one batch
+/// and apply to the first event of the next; a `high` slot overwritten
+/// before its event, and values beyond 2^30 - 1, are counted and skipped.
+#[test]
+fn recorder_high_slots() {
+    use wasi_observe_instrument::{Event, MAX_EVENT_VALUE, MAX_SLOT_VALUE};
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::ZERO);
+    let big = MAX_SLOT_VALUE + 5;
+    ctx.recorder_flush(&batch(&[
+        Event::Enter(big),
+        Event::Enter(MAX_EVENT_VALUE),
+        Event::MemoryGrow(1 << 20),
+        Event::Exit(MAX_EVENT_VALUE),
+    ]));
+    assert_eq!(ctx.open_functions(), 1);
+    // The exit's `high` slot at the end of one batch, its event slot at the
+    // start of the next.
+    let (high, slot) = Event::Exit(big).encode();
+    let mut words = vec![0u64; 16];
+    words[15] = u64::from(high.unwrap()) << 42;
+    ctx.recorder_flush(&words);
+    assert_eq!(ctx.open_functions(), 1);
+    words[15] = 0;
+    words[0] = u64::from(slot);
+    ctx.recorder_flush(&words);
+    assert_eq!(ctx.open_functions(), 0);
+    assert_eq!(ctx.function_calls(), 2);
+    // Two `high` slots in a row (the first is lost), then a value beyond
+    // 2^30 - 1 (a `high` of 2^19 - 1 with an enter), both counted; an enter
+    // of id 0 after them is a plain enter.
+    let high = |h: u64| h << 2;
+    words.fill(0);
+    words[0] = high(1) | (high(2) << 21) | ((u64::from(MAX_SLOT_VALUE) << 2 | 1) << 42);
+    words[1] = high(u64::from(MAX_SLOT_VALUE)) | (1 << 21) | (1 << 42);
+    ctx.recorder_flush(&words);
+    assert_eq!(ctx.open_functions(), 2);
+    assert_eq!(ctx.end_open_spans("done"), 2);
+    drop(ctx);
+    let spans = p.spans();
+    let mut names = names(&spans);
+    names.sort();
+    let mut expected = vec![
+        format!("wasm-function[{}]", (2 << 19) | MAX_SLOT_VALUE),
+        "wasm-function[0]".to_string(),
+        format!("wasm-function[{big}]"),
+        format!("wasm-function[{MAX_EVENT_VALUE}]"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    let grow = spans
+        .iter()
+        .flat_map(|s| s.events.iter())
+        .find(|e| e.name == "memory.grow")
+        .unwrap();
+    assert_eq!(
+        attr(&grow.attributes, "wasm.memory.grow.pages"),
+        Some(&Value::I64(1 << 20))
+    );
+    // The overwritten `high` slot and the value beyond range.
+    assert_eq!(p.telemetry.stats().invalid_input, 2);
+}
+
+/// Random words: never a panic, and every frame still ends.
+#[test]
+fn recorder_random_words() {
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..2000 {
+        let mut words = [0u64; 16];
+        for w in &mut words {
+            let r = next();
+            // Small ids in most words, so that enters and exits meet.
+            *w = if round % 3 == 0 {
+                r
+            } else {
+                r & 0x0000_3c0f_8001_e07f
+            };
+        }
+        ctx.set_min_function_duration(Duration::from_nanos(next() % 1000));
+        ctx.recorder_flush(&words);
+    }
+    ctx.end_open_spans("done");
+    assert_eq!(ctx.open_functions(), 0);
 }
 
 /// Runs a component from bytes with the recorder import linked.

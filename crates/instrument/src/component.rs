@@ -23,9 +23,7 @@ use wasmparser::{
 };
 
 use crate::module::{self, Mode};
-use crate::{
-    EVENTS_PER_FLUSH, FUNCTIONS_SECTION, Options, RECORDER_FLUSH, RECORDER_IMPORT, Report,
-};
+use crate::{FUNCTIONS_SECTION, Options, RECORDER_FLUSH, RECORDER_IMPORT, Report, WORDS_PER_FLUSH};
 
 pub(crate) fn instrument(wasm: &[u8], options: &Options, report: &mut Report) -> Result<Vec<u8>> {
     let mut r = Rewriter {
@@ -124,7 +122,7 @@ impl Rewriter<'_> {
     fn prefix(&self, component: &mut Component) {
         let mut types = ComponentTypeSection::new();
         let mut instance = InstanceType::new();
-        let params: Vec<(String, wasm_encoder::ComponentValType)> = (0..EVENTS_PER_FLUSH / 2)
+        let params: Vec<(String, wasm_encoder::ComponentValType)> = (0..WORDS_PER_FLUSH)
             .map(|i| (format!("e{i}"), PrimitiveValType::U64.into()))
             .collect();
         instance

@@ -13,9 +13,10 @@
 //!   Dylibso instrumented run under ours) with one host implementation.
 //! - **Components**: a host call from a component costs hundreds of
 //!   nanoseconds, so each instrumented core module gets a recorder: events go
-//!   to a 32-slot buffer in a private memory and are flushed in one call of
-//!   `wasi-observe:instrument/recorder@0.1.0#flush` (16 `u64`s, all scalars,
-//!   so no guest memory is shared with the host). The buffer is flushed when
+//!   to a 48-slot buffer in a private memory and are flushed in one call of
+//!   `wasi-observe:instrument/recorder@0.2.0#flush` (16 `u64`s of three
+//!   21-bit slots each, all scalars, so no guest memory is shared with the
+//!   host). The buffer is flushed when
 //!   full, before every call of an imported function (so the host sees events
 //!   in program order relative to everything else the guest does), and when
 //!   the module's outermost instrumented call returns. Names are in the
@@ -38,22 +39,40 @@ use wasmparser::{Validator, WasmFeatures};
 /// The module name of the core-module hooks (Dylibso's Observe ABI).
 pub const HOOKS_MODULE: &str = "dylibso:observe/instrument";
 
-/// The component import through which recorders flush their events.
-pub const RECORDER_IMPORT: &str = "wasi-observe:instrument/recorder@0.1.0";
+/// The component import through which recorders flush their events (0.2:
+/// three 21-bit slots per word; 0.1 had two 32-bit events per word).
+pub const RECORDER_IMPORT: &str = "wasi-observe:instrument/recorder@0.2.0";
 
-/// The flush function of [`RECORDER_IMPORT`]: 16 `u64` parameters, each two
-/// little-endian 32-bit events (see [`Event`]); zero words are padding.
+/// The flush function of [`RECORDER_IMPORT`]: [`WORDS_PER_FLUSH`] `u64`
+/// parameters, each [`SLOTS_PER_WORD`] 21-bit slots (see [`Event`]), the first
+/// event in the low bits; zero slots are padding.
 pub const RECORDER_FLUSH: &str = "flush";
 
 /// The custom section of an instrumented component that names its function
 /// ids: a count, then that many names (each a LEB128 length and UTF-8 bytes).
 pub const FUNCTIONS_SECTION: &str = "wasi-observe.functions";
 
-/// Events in one recorder flush.
-pub const EVENTS_PER_FLUSH: usize = 32;
+/// `u64` parameters of one recorder flush (16: the most the canonical ABI
+/// passes as scalars, without guest memory).
+pub const WORDS_PER_FLUSH: usize = 16;
 
-/// One 32-bit recorder event: the low two bits say what it is, the rest
-/// carries the function id or the number of pages requested.
+/// Event slots in one `u64` of a flush.
+pub const SLOTS_PER_WORD: usize = 3;
+
+/// Bits of one slot: kind in the low two bits, a 19-bit value above.
+pub const SLOT_BITS: u32 = 21;
+
+/// The largest value one slot carries; larger ones take a [`Slot::High`]
+/// slot first.
+pub const MAX_SLOT_VALUE: u32 = (1 << (SLOT_BITS - 2)) - 1;
+
+/// Slots in one recorder flush (and in the recorder's buffer).
+pub const EVENTS_PER_FLUSH: usize = WORDS_PER_FLUSH * SLOTS_PER_WORD;
+
+/// One recorder event. On the wire an event is one 21-bit slot, kind in the
+/// low two bits (1 enter, 2 exit, 3 memory grow), the function id or the
+/// pages requested above; a value above [`MAX_SLOT_VALUE`] is preceded by a
+/// slot of kind 0 holding its high bits ([`Slot::High`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A function was entered.
@@ -64,11 +83,38 @@ pub enum Event {
     MemoryGrow(u32),
 }
 
+/// What one slot says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Zero: nothing.
+    Padding,
+    /// Kind 0, non-zero: the bits of the next event's value above its own
+    /// 19 (`value << 19`).
+    High(u32),
+    /// Kind 1 to 3: an event, with the low 19 bits of its value.
+    Event(u32, u32),
+}
+
+impl Slot {
+    /// Reads a slot (only the low [`SLOT_BITS`] bits are looked at).
+    pub fn decode(slot: u32) -> Slot {
+        let slot = slot & ((1 << SLOT_BITS) - 1);
+        match (slot & 3, slot >> 2) {
+            (0, 0) => Slot::Padding,
+            (0, high) => Slot::High(high),
+            (kind, low) => Slot::Event(kind, low),
+        }
+    }
+}
+
 impl Event {
-    /// Decodes one event word; `None` for padding (0).
-    pub fn decode(word: u32) -> Option<Event> {
-        let value = word >> 2;
-        match word & 3 {
+    /// The event of kind `kind` (1 to 3) with `value`; `None` for another
+    /// kind or a value above [`MAX_EVENT_VALUE`].
+    pub fn from_parts(kind: u32, value: u64) -> Option<Event> {
+        let value = u32::try_from(value)
+            .ok()
+            .filter(|v| *v <= MAX_EVENT_VALUE)?;
+        match kind {
             1 => Some(Event::Enter(value)),
             2 => Some(Event::Exit(value)),
             3 => Some(Event::MemoryGrow(value)),
@@ -76,13 +122,40 @@ impl Event {
         }
     }
 
-    /// Encodes the event; the value must fit in 30 bits.
-    pub fn encode(self) -> u32 {
+    fn kind_value(self) -> (u32, u32) {
         match self {
-            Event::Enter(id) => (id << 2) | 1,
-            Event::Exit(id) => (id << 2) | 2,
-            Event::MemoryGrow(pages) => (pages.min(MAX_EVENT_VALUE) << 2) | 3,
+            Event::Enter(id) => (1, id.min(MAX_EVENT_VALUE)),
+            Event::Exit(id) => (2, id.min(MAX_EVENT_VALUE)),
+            Event::MemoryGrow(pages) => (3, pages.min(MAX_EVENT_VALUE)),
         }
+    }
+
+    /// The event's slots: a [`Slot::High`] slot if the value needs one, and
+    /// the event's own slot. Values above [`MAX_EVENT_VALUE`] saturate.
+    pub fn encode(self) -> (Option<u32>, u32) {
+        let (kind, value) = self.kind_value();
+        let high = (value > MAX_SLOT_VALUE).then_some((value >> (SLOT_BITS - 2)) << 2);
+        (high, ((value & MAX_SLOT_VALUE) << 2) | kind)
+    }
+
+    /// Encodes a sequence of events into flush words (as many as needed,
+    /// the last one padded with zero slots).
+    pub fn encode_words(events: &[Event]) -> Vec<u64> {
+        let slots: Vec<u32> = events
+            .iter()
+            .flat_map(|e| {
+                let (high, slot) = e.encode();
+                high.into_iter().chain([slot])
+            })
+            .collect();
+        slots
+            .chunks(SLOTS_PER_WORD)
+            .map(|c| {
+                c.iter().enumerate().fold(0u64, |w, (i, s)| {
+                    w | (u64::from(*s) << (SLOT_BITS * i as u32))
+                })
+            })
+            .collect()
     }
 }
 
@@ -196,13 +269,39 @@ mod tests {
 
     #[test]
     fn events_round_trip() {
-        for e in [Event::Enter(0), Event::Exit(7), Event::MemoryGrow(3)] {
-            assert_eq!(Event::decode(e.encode()), Some(e));
+        for e in [
+            Event::Enter(0),
+            Event::Exit(7),
+            Event::MemoryGrow(3),
+            Event::Enter(MAX_SLOT_VALUE),
+            Event::Exit(MAX_SLOT_VALUE + 1),
+            Event::Enter(MAX_EVENT_VALUE),
+        ] {
+            let (high, slot) = e.encode();
+            assert_eq!(high.is_some(), e.kind_value().1 > MAX_SLOT_VALUE, "{e:?}");
+            let high = match high.map(Slot::decode) {
+                Some(Slot::High(h)) => u64::from(h),
+                None => 0,
+                other => panic!("{other:?}"),
+            };
+            let Slot::Event(kind, low) = Slot::decode(slot) else {
+                panic!("{e:?}")
+            };
+            let value = (high << (SLOT_BITS - 2)) | u64::from(low);
+            assert_eq!(Event::from_parts(kind, value), Some(e));
         }
-        assert_eq!(Event::decode(0), None);
+        assert_eq!(Slot::decode(0), Slot::Padding);
+        assert_eq!(Slot::decode(1 << SLOT_BITS), Slot::Padding, "bits above");
         assert_eq!(
-            Event::decode(Event::MemoryGrow(u32::MAX).encode()),
-            Some(Event::MemoryGrow(MAX_EVENT_VALUE))
+            Event::MemoryGrow(u32::MAX).encode(),
+            Event::MemoryGrow(MAX_EVENT_VALUE).encode()
         );
+        assert_eq!(Event::from_parts(1, u64::from(MAX_EVENT_VALUE) + 1), None);
+        assert_eq!(Event::from_parts(0, 1), None);
+        // Three slots per word, first in the low bits; padded with zeros.
+        let words = Event::encode_words(&[Event::Enter(1), Event::Exit(1), Event::Enter(2)]);
+        assert_eq!(words, [5 | (6 << 21) | (9 << 42)]);
+        let words = Event::encode_words(&[Event::Enter(1 << 19); 2]);
+        assert_eq!(words, [4 | (1 << 21) | (4 << 42), 1]);
     }
 }

@@ -15,8 +15,8 @@ use wasmparser::{
 
 use crate::names::{demangle, unnamed};
 use crate::{
-    EVENTS_PER_FLUSH, Event, HOOKS_MODULE, MAX_EVENT_VALUE, Options, RECORDER_FLUSH,
-    RECORDER_IMPORT, Report,
+    EVENTS_PER_FLUSH, Event, HOOKS_MODULE, MAX_EVENT_VALUE, MAX_SLOT_VALUE, Options,
+    RECORDER_FLUSH, RECORDER_IMPORT, Report, SLOT_BITS, SLOTS_PER_WORD, WORDS_PER_FLUSH,
 };
 
 /// How a rewritten module reports events.
@@ -81,6 +81,9 @@ impl Info {
                         if import.module == HOOKS_MODULE
                             || import.module == "dylibso_observe"
                             || import.module == RECORDER_IMPORT
+                            || import
+                                .module
+                                .starts_with("wasi-observe:instrument/recorder@")
                         {
                             bail!(
                                 "the module is already instrumented (it imports `{}`)",
@@ -225,10 +228,12 @@ struct Rewriter<'a> {
     t_empty: u32,
     t_flush: u32,
     multi: HashMap<Vec<wasmparser::ValType>, u32>,
-    /// Function indices (new numbering) of enter, exit, memory-grow.
+    /// Function indices (new numbering) of enter, exit, memory-grow; and
+    /// of the recorder's `high` helper (records a value's high bits).
     enter: u32,
     exit: u32,
     grow: u32,
+    high: u32,
     /// Recorder: the imported flush and the helper that flushes if events
     /// are pending; its memory and globals.
     import_flush: u32,
@@ -285,6 +290,7 @@ impl<'a> Rewriter<'a> {
             grow: if recorder { total + 2 } else { imp + 2 },
             import_flush: imp,
             flush: total + 3,
+            high: total + 4,
             memory: info.memory64.len() as u32,
             pos: info.globals,
             depth: info.globals + 1,
@@ -393,12 +399,17 @@ impl<'a> Rewriter<'a> {
         } else {
             self.skipped += 1;
         }
+        // Recorder events whose id needs more than one slot record a
+        // `high` slot first (ids beyond 2^19, rare).
         let (enter_arg, exit_arg) = match self.mode {
-            Mode::Hooks => (id as i32, id as i32),
-            Mode::Recorder { .. } => (
-                Event::Enter(id).encode() as i32,
-                Event::Exit(id).encode() as i32,
-            ),
+            Mode::Hooks => ((None, id as i32), (None, id as i32)),
+            Mode::Recorder { .. } => {
+                let slots = |e: Event| {
+                    let (high, slot) = e.encode();
+                    (high.map(|h| h as i32), slot as i32)
+                };
+                (slots(Event::Enter(id)), slots(Event::Exit(id)))
+            }
         };
 
         let mut locals = Vec::new();
@@ -428,7 +439,14 @@ impl<'a> Rewriter<'a> {
         let throws = wrapped && self.info.can_throw;
         let bt = Rewriter::block_type(self, &results)?;
         let quiet = self.quiet;
-        let (enter, exit) = (self.enter, self.exit);
+        let (enter, exit, high) = (self.enter, self.exit, self.high);
+        let event = |f: &mut Function, (high_slot, slot): (Option<i32>, i32), helper: u32| {
+            let mut s = f.instructions();
+            if let Some(h) = high_slot {
+                s.i32_const(h).call(high);
+            }
+            s.i32_const(slot).call(helper);
+        };
         let on_exit = |f: &mut Function| {
             if guarded {
                 f.instructions()
@@ -437,16 +455,20 @@ impl<'a> Rewriter<'a> {
                     .i32_sub()
                     .global_set(quiet);
             } else {
-                f.instructions().i32_const(exit_arg).call(exit);
+                event(f, exit_arg, exit);
             }
         };
         if wrapped {
-            let mut s = f.instructions();
             if guarded {
-                s.global_get(quiet).i32_const(1).i32_add().global_set(quiet);
+                f.instructions()
+                    .global_get(quiet)
+                    .i32_const(1)
+                    .i32_add()
+                    .global_set(quiet);
             } else {
-                s.i32_const(enter_arg).call(enter);
+                event(&mut f, enter_arg, enter);
             }
+            let mut s = f.instructions();
             s.block(bt);
             if throws {
                 s.block(BlockType::Result(ValType::EXNREF))
@@ -528,8 +550,8 @@ impl<'a> Rewriter<'a> {
     }
 
     /// Recorder helpers, in the order of their indices: enter, exit,
-    /// memory-grow, flush.
-    fn helpers(&self) -> [Function; 4] {
+    /// memory-grow, flush, high.
+    fn helpers(&self) -> [Function; 5] {
         let mem = MemArg {
             offset: 0,
             align: 2,
@@ -537,17 +559,20 @@ impl<'a> Rewriter<'a> {
             ordering: None,
         };
         let full = (EVENTS_PER_FLUSH * 4) as i32;
-        // Appends the event in local 0 to the buffer; flushes when full.
-        let record = |f: &mut Function| {
+        // Appends the slot in local `event` to the buffer (local 1 is
+        // scratch); flushes when full.
+        let record = |f: &mut Function, event: u32| {
             let mut s = f.instructions();
             s.global_get(self.pos)
-                .local_get(0)
+                .local_tee(1)
+                .local_get(event)
                 .i32_store(mem)
-                .global_get(self.pos)
+                .local_get(1)
                 .i32_const(4)
                 .i32_add()
+                .local_tee(1)
                 .global_set(self.pos)
-                .global_get(self.pos)
+                .local_get(1)
                 .i32_const(full)
                 .i32_eq()
                 .if_(BlockType::Empty)
@@ -562,7 +587,7 @@ impl<'a> Rewriter<'a> {
                 .return_()
                 .end();
         };
-        let mut enter = Function::new([]);
+        let mut enter = Function::new([(1, ValType::I32)]);
         unless_quiet(&mut enter);
         enter
             .instructions()
@@ -570,18 +595,19 @@ impl<'a> Rewriter<'a> {
             .i32_const(1)
             .i32_add()
             .global_set(self.depth);
-        record(&mut enter);
+        record(&mut enter, 0);
         enter.instructions().end();
 
-        let mut exit = Function::new([]);
+        let mut exit = Function::new([(1, ValType::I32)]);
         unless_quiet(&mut exit);
-        record(&mut exit);
+        record(&mut exit, 0);
         exit.instructions()
             .global_get(self.depth)
             .i32_const(1)
             .i32_sub()
+            .local_tee(1)
             .global_set(self.depth)
-            .global_get(self.depth)
+            .local_get(1)
             .i32_const(1)
             .i32_lt_s()
             .if_(BlockType::Empty)
@@ -591,7 +617,9 @@ impl<'a> Rewriter<'a> {
             .end()
             .end();
 
-        let mut grow = Function::new([]);
+        // Pages (local 0) saturate at MAX_EVENT_VALUE; above MAX_SLOT_VALUE
+        // a `high` slot goes first. Local 2 holds the slot recorded.
+        let mut grow = Function::new([(2, ValType::I32)]);
         unless_quiet(&mut grow);
         grow.instructions()
             .i32_const(MAX_EVENT_VALUE as i32)
@@ -600,12 +628,28 @@ impl<'a> Rewriter<'a> {
             .i32_const(MAX_EVENT_VALUE as i32)
             .i32_gt_u()
             .select()
+            .local_tee(0)
+            .i32_const(MAX_SLOT_VALUE as i32)
+            .i32_gt_u()
+            .if_(BlockType::Empty)
+            .local_get(0)
+            .i32_const((SLOT_BITS - 2) as i32)
+            .i32_shr_u()
+            .i32_const(2)
+            .i32_shl()
+            .local_set(2);
+        record(&mut grow, 2);
+        grow.instructions()
+            .end()
+            .local_get(0)
+            .i32_const(MAX_SLOT_VALUE as i32)
+            .i32_and()
             .i32_const(2)
             .i32_shl()
             .i32_const(3)
             .i32_or()
-            .local_set(0);
-        record(&mut grow);
+            .local_set(2);
+        record(&mut grow, 2);
         grow.instructions().end();
 
         let mut flush = Function::new([]);
@@ -625,16 +669,31 @@ impl<'a> Rewriter<'a> {
             .memory_fill(self.memory)
             .i32_const(0)
             .global_set(self.pos);
-        for k in 0..EVENTS_PER_FLUSH as u64 / 2 {
-            s.i32_const(0).i64_load(MemArg {
-                offset: k * 8,
-                align: 3,
-                target: MemArgTarget::Memory(self.memory),
-                ordering: None,
-            });
+        // Word k holds slots 3k (low bits), 3k + 1 and 3k + 2.
+        for k in 0..WORDS_PER_FLUSH as u64 {
+            for j in 0..SLOTS_PER_WORD as u64 {
+                s.i32_const(0).i64_load32_u(MemArg {
+                    offset: (k * SLOTS_PER_WORD as u64 + j) * 4,
+                    align: 2,
+                    target: MemArgTarget::Memory(self.memory),
+                    ordering: None,
+                });
+                if j > 0 {
+                    s.i64_const(i64::from(SLOT_BITS) * j as i64)
+                        .i64_shl()
+                        .i64_or();
+                }
+            }
         }
         s.call(self.import_flush).end();
-        [enter, exit, grow, flush]
+
+        // Records a `high` slot (the param) before an event whose value
+        // does not fit in one.
+        let mut high = Function::new([(1, ValType::I32)]);
+        unless_quiet(&mut high);
+        record(&mut high, 0);
+        high.instructions().end();
+        [enter, exit, grow, flush, high]
     }
 }
 
@@ -659,9 +718,7 @@ impl Reencode for Rewriter<'_> {
         utils::parse_type_section(self, types, section)?;
         types.ty().function([ValType::I32], []);
         types.ty().function([], []);
-        types
-            .ty()
-            .function([ValType::I64; EVENTS_PER_FLUSH / 2], []);
+        types.ty().function([ValType::I64; WORDS_PER_FLUSH], []);
         let mut multi: Vec<_> = self.multi.iter().map(|(r, i)| (*i, r.clone())).collect();
         multi.sort_by_key(|(i, _)| *i);
         for (_, results) in multi {
@@ -717,7 +774,7 @@ impl Reencode for Rewriter<'_> {
     ) -> Result<(), ReError<String>> {
         utils::parse_function_section(self, functions, section)?;
         if self.recorder() {
-            for t in [self.t_i32, self.t_i32, self.t_i32, self.t_empty] {
+            for t in [self.t_i32, self.t_i32, self.t_i32, self.t_empty, self.t_i32] {
                 functions.function(t);
             }
         }
@@ -792,5 +849,64 @@ impl Reencode for Rewriter<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_SLOT_VALUE;
+
+    /// Ids beyond one slot record a `high` slot first, at entry and on every
+    /// way out; ids within one slot do not.
+    #[test]
+    fn large_ids_record_a_high_slot() {
+        let wasm = wat::parse_str(include_str!("../tests/features.wat")).unwrap();
+        let first_id = MAX_SLOT_VALUE - 1;
+        let mut report = Report::default();
+        let out = instrument(
+            &wasm,
+            &Options::default(),
+            Mode::Recorder { first_id },
+            &mut report,
+        )
+        .unwrap()
+        .unwrap();
+        wasmparser::Validator::new_with_features(crate::features())
+            .validate_all(&out.bytes)
+            .unwrap();
+        assert_eq!(out.names.len(), 10);
+        let (mut funcs, mut bodies) = (0, Vec::new());
+        for p in Parser::new(0).parse_all(&out.bytes) {
+            match p.unwrap() {
+                Payload::ImportSection(r) => {
+                    for i in r.into_imports() {
+                        if let TypeRef::Func(_) = i.unwrap().ty {
+                            funcs += 1;
+                        }
+                    }
+                }
+                Payload::FunctionSection(r) => funcs += r.count(),
+                Payload::CodeSectionEntry(body) => bodies.push(body),
+                _ => {}
+            }
+        }
+        // The helpers come last, `high` the very last.
+        let high = funcs - 1;
+        let with_high: Vec<usize> = bodies
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                let mut ops = b.get_operators_reader().unwrap();
+                std::iter::from_fn(|| (!ops.eof()).then(|| ops.read().unwrap())).any(
+                    |op| matches!(op, Operator::Call { function_index } if function_index == high),
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // The first two functions have ids MAX_SLOT_VALUE - 1 and
+        // MAX_SLOT_VALUE; the other eight need a `high` slot. (The `grow`
+        // helper calls `high`'s recording inline, not `high` itself.)
+        assert_eq!(with_high, (2..10).collect::<Vec<_>>());
     }
 }

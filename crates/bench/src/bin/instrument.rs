@@ -9,7 +9,7 @@
 //!   default 100 µs span threshold and with hooks that do nothing (the
 //!   floor: two host calls);
 //! - component: the `instrumented` guest program (fib(N), a guest span, an
-//!   allocation), plain and rewritten (in-guest recorder, flushed every 32
+//!   allocation), plain and rewritten (in-guest recorder, flushed every 48
 //!   events).
 //!
 //! Each figure is the best and the median of `RUNS` runs, as (instrumented -
