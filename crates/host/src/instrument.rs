@@ -221,6 +221,53 @@ impl Functions {
         ticks
     }
 
+    /// The common case of [`WasiObserveCtx::function_enter`]: a plain frame
+    /// below the depth limit is pushed. False: take the general path.
+    #[inline]
+    fn push_plain(
+        &mut self,
+        enabled: bool,
+        id: u32,
+        t: u64,
+        guest_depth: u32,
+        guest_parent: u32,
+    ) -> bool {
+        if !(enabled && self.overflow == 0 && self.frames.len() < MAX_DEPTH) {
+            return false;
+        }
+        self.calls += 1;
+        self.frames.push(Frame {
+            id,
+            start: t,
+            ident: None,
+            guest_depth,
+            guest_parent,
+            extra: None,
+        });
+        true
+    }
+
+    /// The common case of [`WasiObserveCtx::function_exit`]: the exit of a
+    /// short call that nothing hangs from pops its frame, no span made.
+    /// False: take the general path.
+    #[inline]
+    fn pop_short(&mut self, enabled: bool, id: u32, t: u64, min_ticks: u64) -> bool {
+        match self.frames.last() {
+            Some(top)
+                if enabled
+                    && self.overflow == 0
+                    && top.id == id
+                    && top.ident.is_none()
+                    && top.extra.is_none()
+                    && t.saturating_sub(top.start) < min_ticks =>
+            {
+                self.frames.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Nanoseconds from `start` to `end` (raw readings; zero if reversed).
     fn nanos(start: u64, end: u64) -> u64 {
         if end <= start {
@@ -567,13 +614,24 @@ impl WasiObserveCtx {
     /// Hook: a function was entered now.
     pub fn hook_enter(&mut self, id: u32) {
         let t = self.functions.now();
-        self.function_enter(id, t, None);
+        let (depth, parent) = (self.open.len() as u32, self.open.last().copied());
+        let enabled = self.telemetry.inner.enabled;
+        if !self
+            .functions
+            .push_plain(enabled, id, t, depth, parent.unwrap_or(NO_SPAN))
+        {
+            self.function_enter(id, t, None);
+        }
     }
 
     /// Hook: a function exited now.
     pub fn hook_exit(&mut self, id: u32) {
         let t = self.functions.now();
-        self.function_exit(Some(id), t);
+        let min_ticks = self.functions.min_ticks();
+        let enabled = self.telemetry.inner.enabled;
+        if !self.functions.pop_short(enabled, id, t, min_ticks) {
+            self.function_exit(Some(id), t);
+        }
     }
 
     /// Hook: the innermost function asked `memory.grow` for `pages` pages.
@@ -639,34 +697,10 @@ impl WasiObserveCtx {
                 let value = value as u32;
                 let f = &mut self.functions;
                 match kind {
-                    1 if enabled && f.overflow == 0 && f.frames.len() < MAX_DEPTH => {
-                        // The common case of `function_enter`.
-                        f.calls += 1;
-                        f.frames.push(Frame {
-                            id: value,
-                            start: t,
-                            ident: None,
-                            guest_depth,
-                            guest_parent,
-                            extra: None,
-                        });
-                    }
+                    1 if f.push_plain(enabled, value, t, guest_depth, guest_parent) => {}
                     1 => self.function_enter(value, t, None),
-                    2 => match f.frames.last() {
-                        // The common case of `function_exit`: a short call
-                        // nothing hangs from ends without a span.
-                        Some(top)
-                            if enabled
-                                && f.overflow == 0
-                                && top.id == value
-                                && top.ident.is_none()
-                                && top.extra.is_none()
-                                && t.saturating_sub(top.start) < min_ticks =>
-                        {
-                            f.frames.pop();
-                        }
-                        _ => self.function_exit(Some(value), t),
-                    },
+                    2 if f.pop_short(enabled, value, t, min_ticks) => {}
+                    2 => self.function_exit(Some(value), t),
                     _ => self.function_memory_grow(value, t),
                 }
             }
