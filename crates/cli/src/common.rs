@@ -66,8 +66,9 @@ pub struct ExportOptions {
 /// Import and export call tracing.
 #[derive(Args, Clone, Debug, Default)]
 pub struct CallOptions {
-    /// Trace every call the component makes to a host import, and every
-    /// export the host calls, as a span under the guest's current span;
+    /// Trace every call the guest (component or core module) makes to a host
+    /// import, and every export the host calls, as a span under the guest's
+    /// current span;
     /// with `=GLOBS` (comma separated, `*` wildcard), only matching interfaces
     /// or `interface#function` names, e.g. `wasi:http/*,wasi:filesystem/*`.
     #[arg(long, value_name = "GLOBS", num_args = 0..=1, require_equals = true, default_missing_value = "*")]

@@ -1115,6 +1115,68 @@ fn trace_calls_marks_errors() {
     assert_eq!(by_name(&spans)["exiting"].parent_span_id, run_span.span_id);
 }
 
+/// A WASI preview 1 command that writes a line and closes a descriptor it
+/// does not have (an error result).
+const P1_CALLS_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "hi\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (drop (call $fd_close (i32.const 99)))))"#;
+
+/// `--trace-calls` on a core module: its WASI preview 1 calls are spans
+/// under the `_start` export's span; an errno result marks its span failed.
+#[test]
+fn trace_calls_on_a_core_module() {
+    let dir = temp_dir("trace-calls-core");
+    let wat = dir.join("calls.wat");
+    std::fs::write(&wat, P1_CALLS_WAT).unwrap();
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(
+        cli_http(&receiver),
+        &[
+            "--trace-calls",
+            "--trace-call-arguments",
+            wat.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let spans = receiver.spans();
+    let start = spans
+        .iter()
+        .find(|s| s.name == "_start")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert!(start.is_root());
+    assert_eq!(start.attr_str("wasm.call"), Some("export"));
+    let write = by_name(&spans)["wasi_snapshot_preview1#fd_write"];
+    assert_eq!(write.parent_span_id, start.span_id);
+    assert_eq!(write.attr_str("wasm.function"), Some("fd_write"));
+    assert_eq!(write.attr_str("wasm.call"), Some("import"));
+    assert_ne!(write.status.code, SpanStatusCode::Error);
+    assert_eq!(write.attr_str("wasm.arg.fd"), Some("Fd(1)"));
+    let close = by_name(&spans)["wasi_snapshot_preview1#fd_close"];
+    assert_eq!(close.parent_span_id, start.span_id);
+    assert_eq!(close.status.code, SpanStatusCode::Error);
+    assert_eq!(close.attr_str("error.type"), Some("error_result"));
+
+    // A filter keeps only the matching calls (and here not the export).
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(
+        cli_http(&receiver),
+        &["--trace-calls=*#fd_close", wat.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["wasi_snapshot_preview1#fd_close"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A WASI preview 1 command: prints `fib(12) = 144` (fib computed by
 /// recursion), then traps in a nested call when given any argument.
 const FIB_MODULE_WAT: &str = r#"(module

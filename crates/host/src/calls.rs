@@ -1,10 +1,12 @@
-//! Import and export tracing: every call a component makes to a host import
-//! (WASI interfaces, ours) and every export the host calls becomes a span,
-//! with no guest code.
+//! Import and export tracing: every call a component or core module makes
+//! to a host import (WASI interfaces, ours) and every export the host calls
+//! becomes a span, with no guest code.
 //!
 //! wasmtime's generated host bindings open a `tracing` span named
 //! `wit-bindgen import` (fields `module`, `function`) around each import
-//! call and emit a `call` and a `return` event in it. [`CallLayer`] turns
+//! call and emit a `call` and a `return` event in it; for WASI preview 1
+//! (core modules), wiggle's bindings open `wiggle abi` with the same fields
+//! and emit an event with the arguments and one with the `result`. [`CallLayer`] turns
 //! those into OpenTelemetry spans; a store's call hook ([`trace_calls`])
 //! tells it which store is calling, so each span hangs under that guest's
 //! current span. Nothing of this runs unless a store has the hook and the
@@ -38,6 +40,12 @@ use crate::telemetry::Telemetry;
 
 /// The name wasmtime's bindings give the span around an import call.
 const IMPORT_SPAN: &str = "wit-bindgen import";
+/// The same for WASI preview 1, whose bindings wiggle generates.
+const WIGGLE_SPAN: &str = "wiggle abi";
+
+fn is_import_span(name: &str) -> bool {
+    name == IMPORT_SPAN || name == WIGGLE_SPAN
+}
 
 /// Which calls become spans, and what they record.
 #[derive(Clone, Debug, Default)]
@@ -78,8 +86,12 @@ impl CallTracing {
         self
     }
 
-    /// Whether the filter selects `function` of `interface`.
+    /// Whether the filter selects `function` of `interface` (an empty
+    /// interface: a core module's export, matched by its name).
     pub fn selects(&self, interface: &str, function: &str) -> bool {
+        if interface.is_empty() {
+            return self.matches(function, function);
+        }
         self.matches(interface, &format!("{interface}#{function}"))
     }
 
@@ -223,11 +235,25 @@ pub fn export_interface(engine: &Engine, component: &Component, short: &str) -> 
         .map(str::to_string)
 }
 
+/// A span around a core module's export the host calls (`_start`), as
+/// [`export_span`] for components.
+pub fn core_export_span(
+    telemetry: &Telemetry,
+    function: &str,
+    parent: Option<&SpanContext>,
+) -> PlatformSpan {
+    let mut attrs = Vec::with_capacity(2);
+    name_attributes(&mut attrs, "", function, "export");
+    telemetry.start_span(function.to_string(), SpanKind::Internal, parent, attrs)
+}
+
 fn name_attributes(attrs: &mut Vec<KeyValue>, interface: &str, function: &str, direction: &str) {
     let no_version = interface.split('@').next().unwrap_or(interface);
     let package = no_version.split('/').next().unwrap_or(no_version);
-    attrs.push(KeyValue::new("wasm.interface", interface.to_string()));
-    attrs.push(KeyValue::new("wasm.package", package.to_string()));
+    if !interface.is_empty() {
+        attrs.push(KeyValue::new("wasm.interface", interface.to_string()));
+        attrs.push(KeyValue::new("wasm.package", package.to_string()));
+    }
     attrs.push(KeyValue::new("wasm.function", function.to_string()));
     if let Some((_, version)) = interface.split_once('@') {
         attrs.push(KeyValue::new("wasm.version", version.to_string()));
@@ -331,7 +357,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != IMPORT_SPAN {
+        if !is_import_span(attrs.metadata().name()) {
             return;
         }
         let call = SCOPE.with(|scope| {
@@ -373,7 +399,7 @@ where
         let Some(span) = ctx.event_span(event) else {
             return;
         };
-        if span.name() != IMPORT_SPAN {
+        if !is_import_span(span.name()) {
             return;
         }
         let mut fields = EventFields {
@@ -387,7 +413,14 @@ where
         let Some(call) = extensions.get_mut::<CallSpan>() else {
             return;
         };
-        match fields.message.as_deref() {
+        // wiggle's events carry no message: the arguments, then the result.
+        let wiggle = span.name() == WIGGLE_SPAN;
+        let message = match fields.message.as_deref() {
+            None if wiggle && fields.result.is_some() => Some("return"),
+            None if wiggle => Some("call"),
+            m => m,
+        };
+        match message {
             Some("call") => {
                 for (name, value) in fields.arguments {
                     call.span

@@ -173,8 +173,8 @@ impl RunCommand {
         // root spans join that trace.
         let parent = wasi_observe_host::context_from_env();
         observe.set_parent(parent.clone());
-        // --trace-calls (components): a span around the `run` export, the
-        // guest's spans under it, and a span per import call.
+        // --trace-calls: a span around the `run` export (`_start` for a core
+        // module), the guest's spans under it, and a span per import call.
         let calls = match (self.calls.install()?, &loaded) {
             (Some(tracing), Loaded::Component(component, _)) => {
                 let names = Arc::new(calls::ImportNames::of(&engine, component));
@@ -185,7 +185,13 @@ impl RunCommand {
                     });
                 Some((names, span))
             }
-            _ => None,
+            (Some(tracing), Loaded::Module(..)) => {
+                let span = tracing
+                    .selects("", "_start")
+                    .then(|| calls::core_export_span(&telemetry, "_start", parent.as_ref()));
+                Some((Arc::new(calls::ImportNames::default()), span))
+            }
+            (None, _) => None,
         };
         let (names, mut run_span) = calls.unzip();
         let mut run_span = run_span.take().flatten();
@@ -193,14 +199,15 @@ impl RunCommand {
             observe.set_parent(Some(span.context().clone()));
         }
         let mut guest = self.prepare(&engine, loaded, wasi, observe)?;
-        if let Guest::Component(store, _) = &mut guest {
-            match names {
-                Some(names) => calls::trace_calls(store, names),
-                // An instrumented component's recorder times its events
-                // from the last host return.
-                None if instrumented => wasi_observe_host::instrument::time_host_calls(store),
-                None => {}
+        match (&mut guest, names) {
+            (Guest::Component(store, _), Some(names)) => calls::trace_calls(store, names),
+            (Guest::Module(store, _), Some(names)) => calls::trace_calls(store, names),
+            // An instrumented component's recorder times its events from
+            // the last host return.
+            (Guest::Component(store, _), None) if instrumented => {
+                wasi_observe_host::instrument::time_host_calls(store)
             }
+            _ => {}
         }
         guest.set_limits(self.fuel)?;
 
