@@ -83,10 +83,10 @@ impl BatchConfig {
     /// As [`spans_from_env`](Self::spans_from_env) (`logs`: as
     /// [`logs_from_env`](Self::logs_from_env)), with the defaults of a queue
     /// whose only exporters are embedded stores: 16 384 items queued,
-    /// batches of 8 192. A store writes a batch in one transaction, and each
-    /// transaction writes a page per touched page of its random-keyed
-    /// indexes, so larger batches cost much less per item (docs/store.md).
-    /// The variables still win.
+    /// batches of 8 192. A store writes a batch in one transaction, which
+    /// writes each page it touched once, and the random-keyed trace index
+    /// is touched all over: larger batches cost much less per item
+    /// (docs/store.md). The variables still win.
     pub(crate) fn for_store_from_env(logs: bool) -> Self {
         let (prefix, d) = if logs {
             ("OTEL_BLRP", Self::log_defaults())
