@@ -27,12 +27,15 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use wasi_observe_host::export::batch::BatchConfig;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasi_observe_host::{Telemetry, WasiObserveCtx};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod host;
+use host::Host;
 
 // As in the `wasi-observe` binary: glibc's allocator serialises the guest
 // thread, which allocates telemetry, and the export thread, which frees it.
@@ -168,27 +171,6 @@ fn native_counter(n: u64) -> f64 {
 
 // ---------------------------------------------------------------------------
 // Guests: the bench component under the host, as `wasi-observe run` sets it up.
-
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
-    }
-}
 
 struct Guests {
     engine: Engine,

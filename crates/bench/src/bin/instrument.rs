@@ -25,9 +25,13 @@ use wasi_observe_host::instrument::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[path = "../host.rs"]
+mod host;
+use host::Host;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -100,27 +104,6 @@ fn core_run(engine: &Engine, wasm: &[u8], n: i32, hooks: Hooks, t: &Telemetry) -
 enum Hooks {
     Real,
     Empty,
-}
-
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
-    }
 }
 
 fn component_run(

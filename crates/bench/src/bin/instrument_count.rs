@@ -17,12 +17,16 @@ use std::sync::Arc;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use wasi_observe_host::instrument::FunctionNames;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
+use wasi_observe_host::{Telemetry, WasiObserveCtx};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[path = "../host.rs"]
+mod host;
+use host::Host;
 
 #[derive(Debug, Clone, Default)]
 struct Discard;
@@ -30,27 +34,6 @@ struct Discard;
 impl SpanExporter for Discard {
     async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
         Ok(())
-    }
-}
-
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
     }
 }
 
