@@ -1327,41 +1327,7 @@ fn instrumented_component_runs_with_its_recorder() {
             .count()
             > 10
     );
-
-    // Deterministic: the same input gives the same span tree.
-    let receiver = OtlpHttpReceiver::start();
-    let again = run(
-        cli_http(&receiver),
-        &[
-            "--min-function-duration",
-            "0",
-            out_wasm.to_str().unwrap(),
-            "15",
-        ],
-    );
-    assert!(again.status.success());
-    assert_eq!(shape(&receiver.spans()), shape(&spans));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A span tree without ids or times, so two runs compare: each span as the
-/// path of names from its root, sorted.
-fn shape(spans: &[FlatSpan]) -> Vec<String> {
-    let ids: HashMap<&str, &FlatSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
-    let mut paths: Vec<String> = spans
-        .iter()
-        .map(|s| {
-            let mut path = s.name.clone();
-            let mut at = s;
-            while let Some(parent) = ids.get(at.parent_span_id.as_str()) {
-                path = format!("{} > {path}", parent.name);
-                at = parent;
-            }
-            path
-        })
-        .collect();
-    paths.sort();
-    paths
 }
 
 #[test]

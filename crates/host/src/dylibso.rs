@@ -117,7 +117,7 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(
 }
 
 #[derive(Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Enter,
     Exit,
     Grow,
@@ -133,7 +133,7 @@ fn observe<'a, T: WasiObserveView>(caller: &'a mut Caller<'_, T>) -> &'a mut Was
 }
 
 /// Defines one import; `wide`: its pointer is an `i64`.
-fn define<T: WasiObserveView + 'static>(
+pub(crate) fn define<T: WasiObserveView + 'static>(
     linker: &mut Linker<T>,
     m: &str,
     name: &str,
@@ -244,7 +244,7 @@ fn read_string<T: WasiObserveView>(c: &mut Caller<'_, T>, ptr: u64, len: u32) ->
     });
     let ctx = observe(c);
     let Some(bytes) = bytes else {
-        ctx.count_invalid();
+        ctx.invalid();
         return None;
     };
     Some(
@@ -298,10 +298,6 @@ fn statsd(line: &str) -> Option<(InstrumentKind, &str, f64, Vec<wit::KeyValue>)>
 }
 
 impl WasiObserveCtx {
-    fn count_invalid(&self) {
-        Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
-    }
-
     fn dylibso_log(&mut self, level: u32, message: String) {
         let level = match level {
             1 => Level::Error,
@@ -310,7 +306,7 @@ impl WasiObserveCtx {
             4 => Level::Debug,
             5 => Level::Trace,
             _ => {
-                self.count_invalid();
+                self.invalid();
                 Level::Info
             }
         };
@@ -319,7 +315,7 @@ impl WasiObserveCtx {
 
     fn dylibso_metric(&mut self, format: u32, text: &str) {
         if format != 1 {
-            self.count_invalid();
+            self.invalid();
             Stats::add(&self.telemetry.inner.stats.measurements_dropped, 1);
             return;
         }
@@ -329,7 +325,7 @@ impl WasiObserveCtx {
                     let _ = self.record(kind, name.to_string(), Number::F64(value), attributes);
                 }
                 None => {
-                    self.count_invalid();
+                    self.invalid();
                     Stats::add(&self.telemetry.inner.stats.measurements_dropped, 1);
                 }
             }

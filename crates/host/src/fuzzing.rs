@@ -594,7 +594,8 @@ fn recorder_words(u: &mut Unstructured) -> Result<[u64; 16]> {
 
 /// Single guest calls by handle rep, for tests that act as a guest of one
 /// store would (isolation tests): `tracer.start`, `set-attributes` with one
-/// string attribute, `is-recording`, `span-context` and `end`.
+/// string attribute, `is-recording`, `span-context`, `end` and dropping a
+/// handle.
 pub mod calls {
     use super::*;
 
@@ -632,5 +633,10 @@ pub mod calls {
     /// `span.end(none)` on the handle `rep`.
     pub fn end(ctx: &mut WasiObserveCtx, rep: u32) {
         HostSpan::end(ctx, Resource::new_borrow(rep), None).expect("end");
+    }
+
+    /// Drops the handle `rep` (its key may then be given to a new span).
+    pub fn drop_handle(ctx: &mut WasiObserveCtx, rep: u32) {
+        HostSpan::drop(ctx, Resource::new_own(rep)).expect("drop");
     }
 }

@@ -4,10 +4,12 @@
 //!
 //! Every entered function pushes a small frame on a shadow stack; no span
 //! exists yet. When a function exits, its frame becomes a span only if it
-//! lasted at least the minimum duration, grew memory, or must be kept because
-//! a kept span or a guest span hangs below it (a span id is then given to it
-//! and, up the stack, to every ancestor that lacked one: a kept child is never
-//! orphaned, since its ancestors are kept too). Short calls therefore cost a
+//! lasted at least the minimum duration, ends with an error, holds guest data
+//! (a Dylibso named span, tags, memory grows), or must be kept because
+//! something hangs below it: a kept frame, a guest span, a log record or an
+//! outgoing HTTP request (so a function that logs is always a span). A kept
+//! frame gets a span id and its parent then, and so does every ancestor that
+//! lacked one: a kept child is never orphaned. Short calls therefore cost a
 //! push and a pop, not a span.
 //!
 //! Function spans share the store's tracer state: a guest span started inside
@@ -15,20 +17,23 @@
 //! span is the guest span's child. On a trap the host ends every open frame
 //! with an error status, innermost first, so the tree stays balanced.
 //!
-//! Hostile input is counted in `invalid_input`, never trapped: an exit with no
-//! frame open, an exit whose id matches no open frame (ignored), a memory
-//! grow with no frame open (ignored), and frames
-//! beyond [`MAX_DEPTH`] (not recorded, counted in `spans_dropped_open_limit`,
-//! and neither is any frame entered above a refused one, so exits stay
-//! matched in order). Frames holding guest data (Dylibso's named spans and
-//! tags, memory grows) are bounded by the open-span limit, as guest spans.
+//! Hostile input is never trapped. Counted in `invalid_input`: an exit with
+//! no frame open, an exit whose id matches none of the innermost 256 frames
+//! (ignored; one that matches a frame below the top ends the frames above it
+//! with the error "unwound without an exit"), a memory grow or tags with no
+//! frame open (ignored), and malformed recorder words. Frames beyond
+//! [`MAX_DEPTH`] are not recorded and are counted in
+//! `spans_dropped_open_limit`, and so is every frame entered above a refused
+//! one, so exits stay matched in order. Frames holding guest data are bounded
+//! by the open-span limit, as guest spans: grows and tags beyond it (or on a
+//! refused frame) are counted in `events_dropped` and `attributes_dropped`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{SpanContext, Status, TraceFlags, TraceState};
 use opentelemetry_sdk::trace::IdGenerator as _;
 use wasi_observe_instrument::{MAX_EVENT_VALUE, SLOT_BITS, SLOTS_PER_WORD};
 use wasmtime::component::Linker;
@@ -62,8 +67,11 @@ pub struct FunctionNames {
 }
 
 impl FunctionNames {
-    /// Names from a core module's name section (ids are function indices),
-    /// or from an instrumented component's function table; demangled.
+    /// Names from an instrumented core module's name section (ids are
+    /// function indices), or from an instrumented component's function
+    /// table; demangled. Empty for a guest that is not instrumented (a core
+    /// module without the hooks import keeps its names unread: demangling
+    /// them all would only slow its start).
     pub fn from_wasm(wasm: &[u8]) -> Self {
         let by_id = if wasmparser::Parser::is_component(wasm) {
             wasi_observe_instrument::names::component_function_names(wasm)
@@ -71,11 +79,13 @@ impl FunctionNames {
                 .enumerate()
                 .map(|(i, n)| (i as u32, Arc::from(n)))
                 .collect()
-        } else {
+        } else if imports_hooks(wasm) {
             wasi_observe_instrument::names::module_function_names(wasm)
                 .into_iter()
                 .map(|(i, n)| (i, Arc::from(n)))
                 .collect()
+        } else {
+            HashMap::new()
         };
         FunctionNames { by_id }
     }
@@ -99,12 +109,37 @@ impl FunctionNames {
     }
 }
 
-/// A span identity given to a frame that will be exported.
-#[derive(Clone, Copy)]
+/// Whether a core module imports the function hooks ([`HOOKS_MODULE`], or
+/// their older `dylibso_observe::instrument_*` names).
+fn imports_hooks(wasm: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::ImportSection(reader)) => {
+                return reader.into_imports().any(|import| {
+                    import.is_ok_and(|i| {
+                        i.module == HOOKS_MODULE
+                            || (i.module == crate::dylibso::LEGACY_MODULE
+                                && i.name.starts_with("instrument_"))
+                    })
+                });
+            }
+            // Imports come before functions: none were seen.
+            Ok(wasmparser::Payload::FunctionSection(_) | wasmparser::Payload::End(_)) | Err(_) => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A span identity given to a frame that will be exported, with its parent
+/// as it was when the identity was made: the frame is exported under that
+/// parent even if the guest span it named is gone by the frame's end (its
+/// slab key may then name another span).
 struct Ident {
-    trace: TraceId,
-    span: SpanId,
-    sampled: bool,
+    cx: SpanContext,
+    parent: Option<SpanContext>,
 }
 
 /// What few frames carry besides their timing.
@@ -121,7 +156,8 @@ struct Frame {
     id: u32,
     /// Raw clock reading (see [`clock`]).
     start: u64,
-    ident: Option<Ident>,
+    /// Boxed: few frames get one, and the push of the rest stays small.
+    ident: Option<Box<Ident>>,
     /// Guest spans open when the frame was entered, and the innermost.
     guest_depth: u32,
     guest_parent: u32,
@@ -279,7 +315,9 @@ impl Functions {
 
     fn wall(&self, t: u64) -> SystemTime {
         match self.epoch {
-            Some((raw, wall)) if t >= raw => wall + Duration::from_nanos(Self::nanos(raw, t)),
+            Some((raw, wall)) if t >= raw => wall
+                .checked_add(Duration::from_nanos(Self::nanos(raw, t)))
+                .unwrap_or(wall),
             Some((raw, wall)) => wall
                 .checked_sub(Duration::from_nanos(Self::nanos(t, raw)))
                 .unwrap_or(wall),
@@ -312,7 +350,7 @@ impl WasiObserveCtx {
         self.functions.calls
     }
 
-    fn invalid(&self) {
+    pub(crate) fn invalid(&self) {
         Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
     }
 
@@ -405,16 +443,12 @@ impl WasiObserveCtx {
             self.functions.frames.pop();
             return;
         }
-        let index = self.functions.frames.len() - 1;
-        let Some(ident) = self.ensure_ident(index) else {
-            self.functions.frames.pop();
-            return;
-        };
-        let parent = self.frame_parent(index);
+        self.ensure_ident(self.functions.frames.len() - 1);
         let Some(frame) = self.functions.frames.pop() else {
             return;
         };
-        if !ident.sampled {
+        let Some(ident) = frame.ident else { return };
+        if !ident.cx.is_sampled() {
             return;
         }
         let extra = frame.extra.map(|e| *e).unwrap_or_default();
@@ -436,23 +470,14 @@ impl WasiObserveCtx {
         let status = error.map_or(Status::Unset, |e| Status::error(e.to_string()));
         let record = SpanRecord::function(
             name,
-            parent.as_ref(),
+            ident.parent.as_ref(),
             self.functions.wall(frame.start),
             extra.attributes,
             events,
             status,
         );
-        let cx = SpanContext::new(
-            ident.trace,
-            ident.span,
-            TraceFlags::SAMPLED,
-            false,
-            parent
-                .as_ref()
-                .map_or_else(TraceState::default, |p| p.trace_state().clone()),
-        );
         let end = wall_end.unwrap_or_else(|| self.functions.wall(t.max(frame.start)));
-        record.export(cx, end, &self.telemetry);
+        record.export(ident.cx, end, &self.telemetry);
     }
 
     /// The parent of frame `index`: a guest span started since its caller's
@@ -473,23 +498,12 @@ impl WasiObserveCtx {
                 return self.ambient.clone();
             }
         }
-        let p = frames[index - 1].ident?;
-        Some(SpanContext::new(
-            p.trace,
-            p.span,
-            if p.sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::NOT_SAMPLED
-            },
-            false,
-            TraceState::default(),
-        ))
+        frames[index - 1].ident.as_ref().map(|p| p.cx.clone())
     }
 
     /// Gives frame `index`, and every ancestor frame it hangs from, a span
     /// identity (so that all of them will be exported).
-    fn ensure_ident(&mut self, index: usize) -> Option<Ident> {
+    fn ensure_ident(&mut self, index: usize) {
         let mut low = index;
         loop {
             let frames = &self.functions.frames;
@@ -499,31 +513,40 @@ impl WasiObserveCtx {
             }
             low -= 1;
         }
+        let inner = self.telemetry.inner.clone();
         for k in low..=index {
             if self.functions.frames[k].ident.is_some() {
                 continue;
             }
             let parent = self.frame_parent(k);
-            let inner = self.telemetry.inner.clone();
-            let ident = match &parent {
-                Some(p) => Ident {
-                    trace: p.trace_id(),
-                    span: inner.ids.new_span_id(),
-                    sampled: p.is_sampled(),
-                },
+            let cx = match &parent {
+                // A child keeps its parent's trace, sampling and trace-state.
+                Some(p) => SpanContext::new(
+                    p.trace_id(),
+                    inner.ids.new_span_id(),
+                    p.trace_flags(),
+                    false,
+                    p.trace_state().clone(),
+                ),
                 None => {
                     let trace = inner.ids.new_trace_id();
                     let name = self.functions.names.name(self.functions.frames[k].id);
-                    Ident {
+                    let sampled = crate::tracer::sampled_root(&inner, trace, &name);
+                    SpanContext::new(
                         trace,
-                        span: inner.ids.new_span_id(),
-                        sampled: crate::tracer::sampled_root(&inner, trace, &name),
-                    }
+                        inner.ids.new_span_id(),
+                        if sampled {
+                            TraceFlags::SAMPLED
+                        } else {
+                            TraceFlags::NOT_SAMPLED
+                        },
+                        false,
+                        TraceState::default(),
+                    )
                 }
             };
-            self.functions.frames[k].ident = Some(ident);
+            self.functions.frames[k].ident = Some(Box::new(Ident { cx, parent }));
         }
-        self.functions.frames[index].ident
     }
 
     /// The innermost open function frame, as the parent of something a
@@ -533,18 +556,11 @@ impl WasiObserveCtx {
         if self.open.len() as u32 > self.functions.frames[top].guest_depth {
             return None;
         }
-        let ident = self.ensure_ident(top)?;
-        Some(SpanContext::new(
-            ident.trace,
-            ident.span,
-            if ident.sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::NOT_SAMPLED
-            },
-            false,
-            TraceState::default(),
-        ))
+        self.ensure_ident(top);
+        self.functions.frames[top]
+            .ident
+            .as_ref()
+            .map(|i| i.cx.clone())
     }
 
     /// `memory.grow` of `pages` at `t`, recorded on the innermost frame.
@@ -588,6 +604,10 @@ impl WasiObserveCtx {
             self.invalid();
             return;
         };
+        // No tags (`span-tags ""`): nothing to keep the frame for.
+        if attrs.is_empty() {
+            return;
+        }
         let extra = top.extra.get_or_insert_with(Box::default);
         for kv in attrs {
             if extra.attributes.len() < limit {
@@ -601,9 +621,13 @@ impl WasiObserveCtx {
     /// Ends every open frame, innermost first, at `end` with an error status.
     pub(crate) fn end_open_functions(&mut self, reason: &str, end: SystemTime) -> usize {
         let n = self.functions.frames.len();
-        let t = self.functions.now();
-        for _ in 0..n {
-            self.end_frame_at(t, Some(end), Some(reason));
+        // Most stores (and every uninstrumented one) have no frame open:
+        // no clock read (the first would calibrate it).
+        if n > 0 {
+            let t = self.functions.now();
+            for _ in 0..n {
+                self.end_frame_at(t, Some(end), Some(reason));
+            }
         }
         self.functions.overflow = 0;
         // A `high` slot whose event was lost with a trapped instance.
@@ -647,9 +671,10 @@ impl WasiObserveCtx {
     /// exact, durations inside one batch are estimates (see
     /// `docs/instrumentation.md`).
     ///
-    /// Any words are accepted: a set top bit, an event value beyond
-    /// [`MAX_EVENT_VALUE`], a `high` slot not followed by an event, exits
-    /// that match nothing are counted in `invalid_input` and skipped.
+    /// Any words are accepted. Counted in `invalid_input`: a word with its
+    /// unused top bit set (its slots are still decoded), an event value
+    /// beyond [`MAX_EVENT_VALUE`] and a `high` slot followed by another
+    /// (both skipped), and exits that match nothing (as above).
     pub fn recorder_flush(&mut self, words: &[u64]) {
         const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
         // Bit 0 of each slot: a slot is an event if either kind bit is set.
@@ -789,22 +814,45 @@ pub fn add_recorder_to_linker<T: WasiObserveView + 'static>(
 pub fn add_hooks_to_linker<T: WasiObserveView + 'static>(
     linker: &mut wasmtime::Linker<T>,
 ) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        HOOKS_MODULE,
-        "enter",
-        |mut caller: wasmtime::Caller<'_, T>, id: u32| caller.data_mut().observe().hook_enter(id),
-    )?;
-    linker.func_wrap(
-        HOOKS_MODULE,
-        "exit",
-        |mut caller: wasmtime::Caller<'_, T>, id: u32| caller.data_mut().observe().hook_exit(id),
-    )?;
-    linker.func_wrap(
-        HOOKS_MODULE,
-        "memory-grow",
-        |mut caller: wasmtime::Caller<'_, T>, pages: u32| {
-            caller.data_mut().observe().hook_memory_grow(pages)
-        },
-    )?;
+    use crate::dylibso::{Op, define};
+    for (name, op) in [
+        ("enter", Op::Enter),
+        ("exit", Op::Exit),
+        ("memory-grow", Op::Grow),
+    ] {
+        define(linker, HOOKS_MODULE, name, op, false)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FunctionNames;
+
+    /// Names are read only from modules that import the hooks.
+    /// The frame pushed per call stays small (the rare parts are boxed).
+    #[test]
+    fn frames_are_small() {
+        assert!(std::mem::size_of::<super::Frame>() <= 40);
+    }
+
+    #[test]
+    fn function_names_only_for_instrumented_modules() {
+        let plain = wat::parse_str(r#"(module (func $work) (func $other))"#).unwrap();
+        assert!(FunctionNames::from_wasm(&plain).is_empty());
+        let hooked = wat::parse_str(
+            r#"(module (import "dylibso:observe/instrument" "enter" (func $enter (param i32)))
+                 (func $work))"#,
+        )
+        .unwrap();
+        let names = FunctionNames::from_wasm(&hooked);
+        assert_eq!(names.name(1), "work");
+        // Dylibso's older import names count too.
+        let legacy = wat::parse_str(
+            r#"(module (import "dylibso_observe" "instrument_enter" (func $enter (param i32)))
+                 (func $work))"#,
+        )
+        .unwrap();
+        assert_eq!(FunctionNames::from_wasm(&legacy).name(1), "work");
+    }
 }

@@ -2042,8 +2042,136 @@ fn recorder_random_words() {
         ctx.set_min_function_duration(Duration::from_nanos(next() % 1000));
         ctx.recorder_flush(&words);
     }
+    assert!(ctx.function_calls() > 1000, "{}", ctx.function_calls());
     ctx.end_open_spans("done");
     assert_eq!(ctx.open_functions(), 0);
+    drop(ctx);
+    // What was exported is a tree: no orphan, one trace per root.
+    let spans = p.spans();
+    assert!(!spans.is_empty());
+    tree(&spans);
+}
+
+/// A frame is exported under the parent it had when it got its identity,
+/// even if that guest span's handle was dropped meanwhile and its key given
+/// to a span that hangs from the frame (no cycle).
+#[test]
+fn a_reused_span_key_does_not_reparent_a_frame() {
+    use wasi_observe_host::fuzzing::calls;
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::ZERO);
+    let s = calls::start(&mut ctx, "outer");
+    ctx.hook_enter(1);
+    calls::drop_handle(&mut ctx, s);
+    let s2 = calls::start(&mut ctx, "inner");
+    assert_eq!(s2, s, "the test needs the key to be reused");
+    ctx.hook_exit(1);
+    calls::end(&mut ctx, s2);
+    calls::drop_handle(&mut ctx, s2);
+    drop(ctx);
+    let spans = p.spans();
+    let f = span(&spans, "wasm-function[1]");
+    let inner = span(&spans, "inner");
+    assert_eq!(inner.parent_span_id, f.span_context.span_id());
+    assert_ne!(f.parent_span_id, inner.span_context.span_id(), "a cycle");
+    assert_eq!(inner.span_context.trace_id(), f.span_context.trace_id());
+}
+
+/// Function frames pass their parent's trace-state on, to themselves and
+/// to the guest spans (and outgoing requests) under them.
+#[test]
+fn function_frames_keep_the_trace_state() {
+    use wasi_observe_host::fuzzing::calls;
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::ZERO);
+    let state = TraceState::from_key_value([("vendor", "v1")]).unwrap();
+    let caller = remote_parent();
+    ctx.set_parent(Some(SpanContext::new(
+        caller.trace_id(),
+        caller.span_id(),
+        caller.trace_flags(),
+        true,
+        state.clone(),
+    )));
+    ctx.hook_enter(1);
+    let child = calls::start(&mut ctx, "child");
+    calls::end(&mut ctx, child);
+    calls::drop_handle(&mut ctx, child);
+    ctx.hook_exit(1);
+    drop(ctx);
+    let spans = p.spans();
+    let f = span(&spans, "wasm-function[1]");
+    assert_eq!(f.parent_span_id, caller.span_id());
+    assert_eq!(f.span_context.trace_state(), &state);
+    let child = span(&spans, "child");
+    assert_eq!(child.parent_span_id, f.span_context.span_id());
+    assert_eq!(child.span_context.trace_state(), &state);
+}
+
+/// The minimum duration, at a threshold calls can reach: a call longer than
+/// it is a span, a shorter one is not.
+#[test]
+fn calls_shorter_than_the_minimum_are_not_spans() {
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::from_micros(500));
+    ctx.hook_enter(1);
+    std::thread::sleep(Duration::from_millis(2));
+    ctx.hook_exit(1);
+    ctx.hook_enter(2);
+    ctx.hook_exit(2);
+    // The same through recorder batches, whose events share the time since
+    // the previous flush evenly: (enter 3, exit 3) right away, then
+    // (enter 4, exit 4) 2 ms later, 1 ms apart.
+    let pair = |id: u64| (1 | id << 2) | (2 | id << 2) << 21;
+    ctx.recorder_flush(&[pair(3)]);
+    std::thread::sleep(Duration::from_millis(2));
+    ctx.recorder_flush(&[pair(4)]);
+    drop(ctx);
+    assert_eq!(names(&p.spans()), ["wasm-function[1]", "wasm-function[4]"]);
+}
+
+/// An exit that matches a frame below the top ends the frames above it as
+/// unwound; frames beyond the depth limit are refused and counted, and
+/// exits stay matched.
+#[test]
+fn unwound_frames_and_the_depth_limit() {
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_min_function_duration(Duration::ZERO);
+    ctx.hook_enter(1);
+    ctx.hook_enter(2);
+    ctx.hook_exit(1);
+    assert_eq!(ctx.open_functions(), 0);
+    let depth = wasi_observe_host::instrument::MAX_DEPTH;
+    ctx.set_min_function_duration(Duration::from_secs(3600));
+    for _ in 0..=depth {
+        ctx.hook_enter(7);
+    }
+    assert_eq!(ctx.open_functions(), depth);
+    for _ in 0..=depth {
+        ctx.hook_exit(7);
+    }
+    assert_eq!(ctx.open_functions(), 0);
+    drop(ctx);
+    let spans = p.spans();
+    assert_eq!(
+        tree(&spans),
+        [
+            ("wasm-function[1]".to_string(), String::new()),
+            (
+                "wasm-function[2]".to_string(),
+                "wasm-function[1]".to_string()
+            ),
+        ]
+    );
+    let unwound = span(&spans, "wasm-function[2]");
+    assert_eq!(unwound.status, Status::error("unwound without an exit"));
+    let stats = p.telemetry.stats();
+    assert_eq!(stats.invalid_input, 1);
+    assert_eq!(stats.spans_dropped_open_limit, 1);
 }
 
 /// Runs a component from bytes with the recorder import linked.
@@ -2232,4 +2360,7 @@ fn refused_frames_keep_exits_in_order() {
     let stats = p.telemetry.stats();
     assert_eq!(stats.invalid_input, 0);
     assert_eq!(stats.spans_dropped_open_limit, 2);
+    // The tag and the grow of the refused frame.
+    assert_eq!(stats.attributes_dropped, 1);
+    assert_eq!(stats.events_dropped, 1);
 }

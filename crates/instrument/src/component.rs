@@ -39,7 +39,7 @@ pub(crate) fn instrument(wasm: &[u8], options: &Options, report: &mut Report) ->
     if let Some(e) = r.error.take() {
         return Err(e);
     }
-    result.map_err(|e| anyhow!("{e}"))?;
+    result.map_err(crate::reencode_error)?;
     component.section(&CustomSection {
         name: FUNCTIONS_SECTION.into(),
         data: crate::names::encode_names(&r.names).into(),
@@ -211,7 +211,20 @@ impl ReencodeComponent for Rewriter<'_> {
             Payload::Version { .. } => self.prefix(component),
             Payload::ComponentImportSection(s) => {
                 for import in s.clone() {
-                    match import?.ty {
+                    let import = import?;
+                    if import
+                        .name
+                        .name
+                        .starts_with("wasi-observe:instrument/recorder@")
+                    {
+                        let msg = format!(
+                            "the component is already instrumented (it imports `{}`)",
+                            import.name.name
+                        );
+                        self.error = Some(anyhow!("{msg}"));
+                        return Err(ReError::UserError(msg));
+                    }
+                    match import.ty {
                         PTypeRef::Module(_) => self.define(ComponentExternalKind::Module, false),
                         PTypeRef::Component(_) => {
                             self.define(ComponentExternalKind::Component, false)

@@ -167,8 +167,10 @@ pub const MAX_EVENT_VALUE: u32 = (1 << 30) - 1;
 pub struct Options {
     /// Glob patterns (`*` any run of characters, `?` one character) matched
     /// against demangled function names; empty: every function. A function
-    /// that matches none is left as it is (its callees' spans then hang from
-    /// the nearest instrumented caller).
+    /// that matches none gets no enter and exit (its callees' spans then
+    /// hang from the nearest instrumented caller); its `memory.grow` is still
+    /// reported, and in a component it still flushes the recorder before
+    /// calling an import.
     pub filter: Vec<String>,
 }
 
@@ -248,6 +250,16 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A re-encoding failure as an error that keeps the parser's message and
+/// offset (wasm-encoder's own message for it is only "There was an error
+/// when parsing").
+pub(crate) fn reencode_error(e: wasm_encoder::reencode::Error<String>) -> anyhow::Error {
+    match e {
+        wasm_encoder::reencode::Error::ParseError(p) => anyhow::Error::new(p),
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 #[cfg(test)]

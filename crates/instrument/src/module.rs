@@ -163,7 +163,7 @@ pub(crate) fn instrument(
     let mut r = Rewriter::new(&info, options, mode);
     let mut module = Module::new();
     r.parse_core_module(&mut module, Parser::new(0), wasm)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(crate::reencode_error)?;
     if r.next_body != defined {
         bail!("the code section does not match the function section");
     }
@@ -705,9 +705,9 @@ impl Reencode for Rewriter<'_> {
             return Ok(func);
         }
         // Validated code never overflows; a name section (not validated)
-        // may name any index.
-        func.checked_add(self.added_imports)
-            .ok_or_else(|| ReError::UserError(format!("function index {func} out of range")))
+        // may name any index, and a name for a function that cannot exist
+        // stays one.
+        Ok(func.saturating_add(self.added_imports))
     }
 
     fn parse_type_section(
@@ -813,6 +813,13 @@ impl Reencode for Rewriter<'_> {
         // DWARF describes code offsets the rewrite has moved: drop it rather
         // than ship wrong debug information.
         if section.name().starts_with(".debug_") {
+            return Ok(());
+        }
+        // The name section is not validated: a malformed one (names are
+        // decoration) is dropped rather than failing the rewrite. It is
+        // built whole before it is written, so a failure writes nothing.
+        if section.name() == "name" {
+            let _ = utils::parse_custom_section(self, module, section);
             return Ok(());
         }
         utils::parse_custom_section(self, module, section)

@@ -15,30 +15,53 @@ const MAX_MANGLED: usize = 4096;
 
 /// The demangled, readable form of a symbol: Rust names lose their hash
 /// (`app::fib`), C++ names become their declaration, others stay as they are.
+/// At most [`MAX_NAME`] bytes.
 pub fn demangle(name: &str) -> String {
-    // Demangling expands back-references with no bound on the output: a
-    // hostile name could blow up. Real symbols are far shorter than this.
-    let mut out = if name.len() > MAX_MANGLED {
-        name.to_string()
-    } else if let Ok(d) = rustc_demangle::try_demangle(name) {
-        format!("{d:#}")
-    } else if name.starts_with("_Z")
-        && let Some(d) = cpp_demangle::Symbol::new(name)
-            .ok()
-            .and_then(|s| s.demangle().ok())
-    {
-        d
-    } else {
-        name.to_string()
-    };
-    if out.len() > MAX_NAME {
-        let mut end = MAX_NAME;
-        while !out.is_char_boundary(end) {
+    use std::fmt::Write as _;
+    let mut out = Capped(String::new(), false);
+    // Demangling expands back-references: a short hostile name can ask for
+    // gigabytes. Writing stops at `MAX_NAME` (the writer then fails, which
+    // stops the demangler), and very long symbols are not demangled at all.
+    let demangled = name.len() <= MAX_MANGLED
+        && if let Ok(d) = rustc_demangle::try_demangle(name) {
+            let _ = write!(out, "{d:#}");
+            true
+        } else if name.starts_with("_Z")
+            && let Ok(sym) = cpp_demangle::Symbol::new(name)
+        {
+            // Cut at the cap, the output is kept; a symbol that fails to
+            // demangle is kept as it is.
+            let done = sym.structured_demangle(&mut out, &cpp_demangle::DemangleOptions::default());
+            done.is_ok() || out.1
+        } else {
+            false
+        };
+    if !demangled {
+        out.0.clear();
+        let _ = out.write_str(name);
+    }
+    out.0
+}
+
+/// A string that takes at most [`MAX_NAME`] bytes (cut at a character
+/// boundary) and fails the write that would exceed it (then `.1` is set).
+struct Capped(String, bool);
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = MAX_NAME - self.0.len();
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
             end -= 1;
         }
-        out.truncate(end);
+        self.0.push_str(&s[..end]);
+        self.1 = true;
+        Err(std::fmt::Error)
     }
-    out
 }
 
 /// The name of a function without one: wasmtime's form.
@@ -137,6 +160,35 @@ mod tests {
         assert_eq!(demangle("plain_c_name"), "plain_c_name");
         assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
         assert!(demangle(&"x".repeat(5000)).len() <= MAX_NAME);
+    }
+
+    /// Back-references make the demangled form of a short symbol grow
+    /// exponentially: the output stops at the cap, at once.
+    #[test]
+    fn hostile_symbols_are_cut_short() {
+        // Each round's function type takes four of the previous round's
+        // pointer (substitutions: `S_` is `Pi`, then each round adds its
+        // function type and a pointer to it, numbered in base 36).
+        let base36 = |n: u32| char::from_digit(n, 36).unwrap().to_ascii_uppercase();
+        let mut sym = String::from("_Z1fPi");
+        for k in 0..14 {
+            let back = if k == 0 {
+                "S_".to_string()
+            } else {
+                format!("S{}_", base36(2 * k - 1))
+            };
+            sym.push_str("PFv");
+            for _ in 0..4 {
+                sym.push_str(&back);
+            }
+            sym.push('E');
+        }
+        assert!(sym.len() < 300);
+        let start = std::time::Instant::now();
+        let d = demangle(&sym);
+        assert!(d.len() <= MAX_NAME, "{}", d.len());
+        assert!(d.starts_with("f("), "{d}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

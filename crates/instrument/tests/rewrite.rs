@@ -56,6 +56,7 @@ fn core_module_gets_hooks_and_validates() {
     }
     // Ten wrappers, and the guest's own.
     assert_eq!(try_tables, 11);
+    assert_eq!(calls_to_hook(&out, "enter"), 10);
 }
 
 #[test]
@@ -68,6 +69,41 @@ fn filter_leaves_other_functions_alone() {
     validate(&out);
     assert_eq!(report.functions, 2);
     assert_eq!(report.skipped, 8);
+    // Only the two selected functions call `enter`, once each.
+    assert_eq!(calls_to_hook(&out, "enter"), 2);
+}
+
+/// How many `call`s the module's code makes to the hook `name`.
+fn calls_to_hook(wasm: &[u8], name: &str) -> usize {
+    let mut funcs = 0;
+    let mut hook = None;
+    let mut calls = 0;
+    for p in Parser::new(0).parse_all(wasm) {
+        match p.unwrap() {
+            Payload::ImportSection(r) => {
+                for i in r.into_imports() {
+                    let i = i.unwrap();
+                    if let wasmparser::TypeRef::Func(_) = i.ty {
+                        if i.module == HOOKS_MODULE && i.name == name {
+                            hook = Some(funcs);
+                        }
+                        funcs += 1;
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                for op in body.get_operators_reader().unwrap() {
+                    if let Operator::Call { function_index } = op.unwrap()
+                        && Some(function_index) == hook
+                    {
+                        calls += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    calls
 }
 
 #[test]
@@ -147,6 +183,43 @@ fn nested_components_get_the_recorder() {
         .filter(|n| n.starts_with("wasi-observe:instrument/recorder"))
         .count();
     assert_eq!(recorder, 2, "{imports:?}");
-    // Instrumenting the output again is refused.
-    assert!(instrument(&out, &Options::default()).is_err());
+    // Instrumenting the output again is refused, and says why.
+    let err = instrument(&out, &Options::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("already instrumented"),
+        "{err:#}"
+    );
+
+    // Also when no module of it has a function (the recorder import is then
+    // the only trace of the first rewrite).
+    let empty = wat::parse_str(r#"(component (core module $m))"#).unwrap();
+    let (once, _) = instrument(&empty, &Options::default()).unwrap();
+    let err = instrument(&once, &Options::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("already instrumented"),
+        "{err:#}"
+    );
+}
+
+/// The name section is not validated: one naming a function that cannot
+/// exist, or cut short, is dropped or kept as it is, and the rewrite still
+/// succeeds.
+#[test]
+fn junk_in_the_name_section_does_not_fail_the_rewrite() {
+    let base = wat::parse_str(r#"(module (func (export "f")))"#).unwrap();
+    // A function-names subsection (id 1): one entry, index u32::MAX, "x".
+    let huge_index = [1, 8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, b'x'];
+    // The same subsection claiming 8 bytes and holding 1.
+    let truncated = [1, 8, 1];
+    for payload in [&huge_index[..], &truncated[..]] {
+        let mut wasm = base.clone();
+        wasm.push(0); // a custom section
+        wasm.push((5 + payload.len()) as u8);
+        wasm.extend_from_slice(b"\x04name");
+        wasm.extend_from_slice(payload);
+        Validator::new().validate_all(&wasm).unwrap();
+        let (out, report) = instrument(&wasm, &Options::default()).unwrap();
+        assert_eq!(report.functions, 1);
+        validate(&out);
+    }
 }

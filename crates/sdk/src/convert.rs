@@ -56,15 +56,8 @@ pub(crate) fn with_wit_attributes<R>(
         .iter()
         .filter_map(|kv| {
             let value = match &kv.value {
-                Value::Bool(b) => tracer::Value::Bool(*b),
-                Value::I64(i) => tracer::Value::S64(*i),
-                Value::F64(f) => tracer::Value::Float64(*f),
-                Value::String(s) => tracer::Value::String(s.as_str()),
-                Value::Array(Array::Bool(a)) => tracer::Value::BoolArray(a),
-                Value::Array(Array::I64(a)) => tracer::Value::S64Array(a),
-                Value::Array(Array::F64(a)) => tracer::Value::Float64Array(a),
                 Value::Array(Array::String(_)) => tracer::Value::StringArray(string_arrays.next()?),
-                _ => return None,
+                other => scalar_value(other)?,
             };
             Some(tracer::KeyValue {
                 key: kv.key.as_str(),

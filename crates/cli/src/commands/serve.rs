@@ -101,15 +101,15 @@ impl ServeCommand {
             wasmtime::bail!("no such file: {}", self.component.display());
         }
         let engine = engine(false)?;
-        let loaded = load(&engine, &self.component)?;
-        // Names of the functions of an instrumented component.
-        let functions = Arc::new(FunctionNames::from_wasm(loaded.bytes()));
-        let Loaded::Component(component, _) = loaded else {
+        let Loaded::Component(component, bytes) = load(&engine, &self.component)? else {
             wasmtime::bail!(
                 "{} is a core module; serve needs a wasi:http/proxy component",
                 self.component.display()
             );
         };
+        // Names of the functions of an instrumented component.
+        let functions = Arc::new(FunctionNames::from_wasm(&bytes));
+        drop(bytes);
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
