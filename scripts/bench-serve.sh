@@ -7,8 +7,10 @@
 #   scripts/bench-serve.sh [SECONDS_PER_ROUND] [ROUNDS] [CONNECTIONS]
 #
 # "On" exports to the embedded store unless ON_EXPORTER names another
-# `--exporter` list (`none`: telemetry made and dropped at export, which
-# isolates the cost of making it; `otlp` with OTEL_EXPORTER_OTLP_ENDPOINT).
+# `--exporter` list (`jsonl:/dev/null`: everything made and encoded, then
+# discarded; `none`: no exporter, so the guest's SDK records nothing either;
+# `otlp` with OTEL_EXPORTER_OTLP_ENDPOINT).
+# SERVE_ARGS adds flags to both modes (`--allocator on-demand`).
 # Needs wrk (Debian: apt-get install wrk). Prints one line per round and the
 # median of each mode. See docs/serve.md.
 set -euo pipefail
@@ -33,7 +35,8 @@ round() {
   local mode=$1
   local env=(env WASI_OBSERVE_DB="$work/telemetry.db")
   [ "$mode" = off ] && env+=(OTEL_SDK_DISABLED=true)
-  "${env[@]}" "$bin" serve --addr 127.0.0.1:$port --exporter "$on_exporter" "$guest" 2>"$work/serve.log" &
+  # shellcheck disable=SC2086
+  "${env[@]}" "$bin" serve --addr 127.0.0.1:$port --exporter "$on_exporter" ${SERVE_ARGS:-} "$guest" 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$port/hello" && break
@@ -53,7 +56,7 @@ round() {
   echo "$mode $rps" >>"$work/results"
 }
 
-echo "wasi-observe serve (on: --exporter $on_exporter), $conns connections, ${secs}s per round, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "wasi-observe serve ${SERVE_ARGS:+$SERVE_ARGS }(on: --exporter $on_exporter), $conns connections, ${secs}s per round, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 for _ in $(seq "$rounds"); do
   round off
   round on

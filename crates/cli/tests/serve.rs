@@ -20,13 +20,29 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     stderr: mpsc::Receiver<String>,
+    /// What serve printed before it listened.
+    notices: Vec<String>,
 }
 
 impl Server {
     /// Starts serving `component` on a free port, exporting OTLP/HTTP to
     /// `receiver`, and waits until it listens.
     fn start(component: &str, receiver: &OtlpHttpReceiver, args: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasi-observe"));
+        Self::start_with(
+            Command::new(env!("CARGO_BIN_EXE_wasi-observe")),
+            component,
+            receiver,
+            args,
+        )
+    }
+
+    /// As [`Server::start`], with `cmd` (the binary, or a wrapper of it).
+    fn start_with(
+        mut cmd: Command,
+        component: &str,
+        receiver: &OtlpHttpReceiver,
+        args: &[&str],
+    ) -> Server {
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") || k.starts_with("WASI_OBSERVE_") {
                 cmd.env_remove(k);
@@ -56,19 +72,24 @@ impl Server {
                 }
             }
         });
-        let line = stderr
-            .recv_timeout(Duration::from_secs(60))
-            .expect("serve printed its address");
-        let addr = line
-            .strip_prefix("wasi-observe: serving http://")
-            .and_then(|a| a.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .parse()
-            .unwrap();
+        let mut notices = Vec::new();
+        let addr = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("serve printed no address, only {notices:?}"));
+            match line
+                .strip_prefix("wasi-observe: serving http://")
+                .and_then(|a| a.strip_suffix('/'))
+            {
+                Some(addr) => break addr.parse().unwrap(),
+                None => notices.push(line),
+            }
+        };
         Server {
             child,
             addr,
             stderr,
+            notices,
         }
     }
 
@@ -550,6 +571,71 @@ fn shutdown_finishes_requests_in_flight_and_flushes() {
         .count();
     assert_eq!(served, 3, "{spans:#?}");
     assert_eq!(spans.iter().filter(|s| s.name == "route").count(), 3);
+}
+
+/// With every pooled instance slot in use, a request is answered 503 with
+/// an `overloaded` span, and the server serves again once a slot is free.
+#[test]
+fn a_full_instance_pool_answers_503_and_recovers() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &["--max-instances", "1"]);
+    assert!(server.notices.is_empty(), "{:?}", server.notices);
+    let url = server.url("/slow?ms=1500");
+    let slow = std::thread::spawn(move || get(&url, &[]));
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, body) = get(&server.url("/hello?while-full"), &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many requests in flight"), "{body}");
+    assert_eq!(slow.join().unwrap(), (200, "done".to_string()));
+    let (status, body) = get(&server.url("/hello"), &[]);
+    assert_eq!((status, body.as_str()), (200, "hello"));
+
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 3
+    });
+    let refused = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.query") == Some("while-full"))
+        .expect("a span for the refused request");
+    assert_eq!(refused.attr_i64("http.response.status_code"), Some(503));
+    assert_eq!(refused.attr_str("error.type"), Some("overloaded"));
+    assert_eq!(refused.status.code, SpanStatusCode::Error);
+}
+
+/// Where the pool's address space cannot be reserved, serve says so and
+/// allocates instances on demand.
+#[test]
+fn without_room_for_the_pool_serve_allocates_on_demand() {
+    let receiver = OtlpHttpReceiver::start();
+    // 16 GiB of address space: room for instances made one at a time, not
+    // for a pool of them.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"ulimit -v 16777216 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_wasi-observe"),
+    ]);
+    let server = Server::start_with(cmd, HTTP_GUEST_COMPONENT, &receiver, &[]);
+    assert!(
+        server
+            .notices
+            .iter()
+            .any(|n| n.contains("pooling allocator cannot be used")
+                && n.contains("allocating instances on demand")),
+        "{:?}",
+        server.notices
+    );
+    for _ in 0..3 {
+        let (status, body) = get(&server.url("/hello"), &[]);
+        assert_eq!((status, body.as_str()), (200, "hello"));
+    }
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.name == "route").count() >= 3
+    });
+    assert_eq!(
+        spans.iter().filter(|s| s.kind == SpanKind::Server).count(),
+        3
+    );
 }
 
 /// Flags and components are checked before the port is bound.

@@ -30,7 +30,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::commands::run::report_store;
 use crate::common::{
     CallOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_duration, parse_env,
-    trap_summary,
+    pooled_engine, trap_summary,
 };
 
 /// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
@@ -61,6 +61,19 @@ pub struct ServeCommand {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100us")]
     min_function_duration: Duration,
 
+    /// How instances are allocated: `pooling` reuses preallocated slots,
+    /// `on-demand` maps fresh memory for each request. Pooling falls back to
+    /// on-demand, with a notice, where the pool cannot be reserved or the
+    /// component does not fit its slots.
+    #[arg(long, value_name = "KIND", default_value = "pooling")]
+    allocator: Allocator,
+
+    /// With the pooling allocator: how many requests may run at once; more
+    /// are answered 503 (`error.type` `overloaded`).
+    #[arg(long, value_name = "N", default_value = "1000",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_instances: u32,
+
     #[command(flatten)]
     export: ExportOptions,
 
@@ -69,6 +82,12 @@ pub struct ServeCommand {
 
     /// The component to serve.
     component: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Allocator {
+    Pooling,
+    OnDemand,
 }
 
 /// What every request shares.
@@ -94,14 +113,34 @@ const TICK: Duration = Duration::from_millis(10);
 const MAX_HEAD: usize = 64 * 1024;
 
 impl ServeCommand {
+    /// The engine and the compiled guest: pooled if asked for and possible.
+    fn load(&self) -> Result<(Engine, Loaded)> {
+        if self.allocator == Allocator::Pooling {
+            let pooled = pooled_engine(self.max_instances)
+                .and_then(|engine| Ok((load(&engine, &self.component)?, engine)));
+            match pooled {
+                Ok((loaded, engine)) => return Ok((engine, loaded)),
+                // A file that is not a component fails the same way below.
+                Err(e) => eprintln!(
+                    "wasi-observe: the pooling allocator cannot be used ({}); \
+                     allocating instances on demand",
+                    trap_summary(&e)
+                ),
+            }
+        }
+        let engine = engine(false)?;
+        let loaded = load(&engine, &self.component)?;
+        Ok((engine, loaded))
+    }
+
     /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight
     /// and flushes telemetry.
     pub fn execute(self) -> Result<()> {
         if !self.component.exists() {
             wasmtime::bail!("no such file: {}", self.component.display());
         }
-        let engine = engine(false)?;
-        let Loaded::Component(component, bytes) = load(&engine, &self.component)? else {
+        let (engine, loaded) = self.load()?;
+        let Loaded::Component(component, bytes) = loaded else {
             wasmtime::bail!(
                 "{} is a core module; serve needs a wasi:http/proxy component",
                 self.component.display()
@@ -281,6 +320,8 @@ fn text(status: u16, body: String) -> Response<HyperOutgoingBody> {
 /// How a request ended when the component sent no response of its own.
 struct Failure {
     status: u16,
+    /// The span's `error.type`.
+    kind: &'static str,
     message: String,
 }
 
@@ -374,12 +415,21 @@ async fn handle(
         let result = tokio::time::timeout(timeout, run).await;
         let failure = match result {
             Ok(Ok(())) => None,
+            // Every pooled slot is in use: the server is overloaded, the
+            // component did nothing wrong.
+            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Some(Failure {
+                status: 503,
+                kind: "overloaded",
+                message: format!("too many requests in flight: {e}"),
+            }),
             Ok(Err(e)) => Some(Failure {
                 status: 500,
+                kind: "trap",
                 message: format!("the component trapped: {}", trap_summary(&e)),
             }),
             Err(_) => Some(Failure {
                 status: 504,
+                kind: "timeout",
                 message: format!("the component did not finish within {timeout:?}"),
             }),
         };
@@ -390,18 +440,14 @@ async fn handle(
         store.data_mut().observe.end_open_spans(&reason);
         drop(store);
         if let (Some(handle), Some(f)) = (&mut handle_span, &failure) {
-            let kind = if f.status == 504 { "timeout" } else { "trap" };
-            calls::export_failed(handle, kind, f.message.clone());
+            calls::export_failed(handle, f.kind, f.message.clone());
         }
         drop(handle_span);
         let status = sent.load(Ordering::SeqCst);
         match &failure {
             Some(f) => {
                 span.response(if status == 0 { f.status } else { status });
-                span.error(
-                    if f.status == 504 { "timeout" } else { "trap" },
-                    f.message.clone(),
-                );
+                span.error(f.kind, f.message.clone());
             }
             None if status == 0 => {
                 span.response(500);
