@@ -174,18 +174,21 @@ impl StoreExporter {
                          duration_ns, span_count, error_count, written_ns)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 - ?6, ?8, ?9, ?10)",
                 )?;
+                // A row with no spans yet (made for a log record) takes
+                // the batch's figures as they are.
                 let mut update_trace = tx.prepare_cached(
                     "UPDATE traces SET
                          root_name = CASE
-                             WHEN has_root = 0 AND (?3 = 1 OR ?5 < start_ns) THEN ?2
+                             WHEN span_count = 0 OR (has_root = 0 AND (?3 = 1 OR ?5 < start_ns)) THEN ?2
                              ELSE root_name END,
                          service = CASE
-                             WHEN has_root = 0 AND (?3 = 1 OR ?5 < start_ns) THEN ?4
+                             WHEN span_count = 0 OR (has_root = 0 AND (?3 = 1 OR ?5 < start_ns)) THEN ?4
                              ELSE service END,
                          has_root = max(has_root, ?3),
-                         start_ns = min(start_ns, ?5),
-                         end_ns = max(end_ns, ?6),
-                         duration_ns = max(end_ns, ?6) - min(start_ns, ?5),
+                         start_ns = CASE WHEN span_count = 0 THEN ?5 ELSE min(start_ns, ?5) END,
+                         end_ns = CASE WHEN span_count = 0 THEN ?6 ELSE max(end_ns, ?6) END,
+                         duration_ns = CASE WHEN span_count = 0 THEN ?6 - ?5
+                             ELSE max(end_ns, ?6) - min(start_ns, ?5) END,
                          span_count = span_count + ?7,
                          error_count = error_count + ?8,
                          written_ns = ?9
@@ -231,13 +234,25 @@ impl StoreExporter {
 
     fn write_logs(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
         let records: Vec<_> = batch.iter().collect();
+        let written = now_ns();
         self.store
             .write_batch(Signal::Logs, records.len() as u64, |tx| {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
-                         trace_id, span_id, attributes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         trace_id, span_id, attributes, trace_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
+                let mut find =
+                    tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?;
+                // A trace no span of which is stored yet gets a row holding
+                // only its key; its spans fill it in (see `write_spans`).
+                let mut placeholder = tx.prepare_cached(
+                    "INSERT INTO traces (trace_key, trace_id, root_name, has_root, service, start_ns, end_ns,
+                         duration_ns, span_count, error_count, written_ns)
+                     VALUES (?1, ?2, '', 0, ?3, ?4, ?4, 0, 0, 0, ?5)",
+                )?;
+                let mut next_key: Option<i64> = None;
+                let mut keys: HashMap<TraceId, i64> = HashMap::new();
                 for (record, scope) in &records {
                     let time = record
                         .timestamp()
@@ -259,12 +274,44 @@ impl StoreExporter {
                         Some(t) if !t.is_empty() => t.to_string(),
                         _ => scope_name(scope),
                     };
-                    let (trace_id, span_id) = match record.trace_context() {
-                        Some(ctx) => (
-                            Some(ctx.trace_id.to_string()),
-                            Some(ctx.span_id.to_string()),
-                        ),
-                        None => (None, None),
+                    let (trace_id, span_id, trace_key) = match record.trace_context() {
+                        Some(ctx) => {
+                            let hex = ctx.trace_id.to_string();
+                            let key = match keys.get(&ctx.trace_id) {
+                                Some(&key) => key,
+                                None => {
+                                    let key = match find
+                                        .query_row([&hex], |r| r.get::<_, i64>(0))
+                                        .optional()?
+                                    {
+                                        Some(key) => key,
+                                        None => {
+                                            let key = match next_key {
+                                                Some(k) => k,
+                                                None => tx
+                                                    .prepare_cached(
+                                                        "SELECT coalesce(max(trace_key), 0) + 1 FROM traces",
+                                                    )?
+                                                    .query_row([], |r| r.get(0))?,
+                                            };
+                                            next_key = Some(key + 1);
+                                            placeholder.execute(params![
+                                                key,
+                                                hex,
+                                                self.service,
+                                                time,
+                                                written
+                                            ])?;
+                                            key
+                                        }
+                                    };
+                                    keys.insert(ctx.trace_id, key);
+                                    key
+                                }
+                            };
+                            (Some(hex), Some(ctx.span_id.to_string()), Some(key))
+                        }
+                        None => (None, None, None),
                     };
                     let mut attrs = Map::new();
                     for (k, v) in record.attributes_iter() {
@@ -280,6 +327,7 @@ impl StoreExporter {
                         trace_id,
                         span_id,
                         Json::Object(attrs).to_string(),
+                        trace_key,
                     ])?;
                 }
                 Ok(())

@@ -275,6 +275,74 @@ fn a_span_exported_twice_is_stored_and_counted_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Log records written before their trace's spans (as a request logs while
+/// its span is open) find their trace by its key; the trace is listed only
+/// once it has spans, with the spans' times and names, not the logs'.
+#[test]
+fn logs_before_spans_join_their_trace() {
+    let dir = temp_dir("logs-first");
+    let store = open(&dir.join("t.db"));
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_resource(resource("shop"))
+        .with_simple_exporter(store.exporter())
+        .build();
+    let logger = logger_provider.logger("test");
+    let start = SystemTime::now();
+    let emit = |n: u64, body: &'static str, at: SystemTime| {
+        let mut record = logger.create_log_record();
+        record.set_timestamp(at);
+        record.set_body(body.into());
+        record.set_trace_context(
+            support::trace_id(n),
+            opentelemetry::trace::SpanId::from(n << 16 | 1),
+            None,
+        );
+        logger.emit(record);
+    };
+    // Trace 1: a log a second before its spans start; trace 2: logs only.
+    emit(1, "early", start - Duration::from_secs(1));
+    emit(1, "inside", start + Duration::from_millis(2));
+    emit(2, "orphan", start);
+    assert!(store.traces(&TraceFilter::default()).unwrap().is_empty());
+    let t1 = support::trace_id(1).to_string();
+    let t2 = support::trace_id(2).to_string();
+    let by_trace = |t: &str| {
+        store
+            .logs(&LogFilter {
+                trace_id: Some(t.to_string()),
+                ..LogFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|l| l.body)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_trace(&t1), ["early", "inside"]);
+
+    block_on(store.exporter().export(support::trace(1, 3, start, false))).unwrap();
+    let traces = store.traces(&TraceFilter::default()).unwrap();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let t = &traces[0];
+    assert_eq!(t.trace_id, t1);
+    assert_eq!(t.root_name, "GET /item/1");
+    assert_eq!(t.span_count, 3);
+    let start_ns = start.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+    assert_eq!((t.start_ns, t.duration_ns), (start_ns, 10_000_000));
+    let full = store.trace(&t1).unwrap().unwrap();
+    assert_eq!(full.spans.len(), 3);
+    let bodies: Vec<&str> = full.logs.iter().map(|l| l.body.as_str()).collect();
+    assert_eq!(bodies, ["early", "inside"]);
+    assert_eq!(by_trace(&t1), ["early", "inside"]);
+
+    // A trace with logs and no spans: not listed, but found by its id.
+    let orphan = store.trace(&t2).unwrap().expect("the logs' trace");
+    assert_eq!(orphan.summary.span_count, 0);
+    assert_eq!(orphan.logs.len(), 1);
+    assert_eq!(by_trace(&t2), ["orphan"]);
+    logger_provider.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn concurrent_writers_and_readers_lose_nothing() {
     let dir = temp_dir("concurrent");
