@@ -304,6 +304,10 @@ fn logs_before_spans_join_their_trace() {
     emit(1, "inside", start + Duration::from_millis(2));
     emit(2, "orphan", start);
     assert!(store.traces(&TraceFilter::default()).unwrap().is_empty());
+    assert_eq!(
+        (store.counts().unwrap().traces, store.counts().unwrap().logs),
+        (0, 3)
+    );
     let t1 = support::trace_id(1).to_string();
     let t2 = support::trace_id(2).to_string();
     let by_trace = |t: &str| {
