@@ -10,7 +10,9 @@
 # `--exporter` list (`jsonl:/dev/null`: everything made and encoded, then
 # discarded; `none`: no exporter, so the guest's SDK records nothing either;
 # `otlp` with OTEL_EXPORTER_OTLP_ENDPOINT).
-# SERVE_ARGS adds flags to both modes (`--allocator on-demand`).
+# SERVE_ARGS adds flags to both modes (`--allocator on-demand`); BENCH_PATH
+# picks the guest's route (default /hello; see crates/test-programs/http-guest
+# for the routes that break the cost down).
 # Needs wrk (Debian: apt-get install wrk). Prints one line per round and the
 # median of each mode. See docs/serve.md.
 set -euo pipefail
@@ -19,6 +21,7 @@ secs=${1:-10}
 rounds=${2:-3}
 conns=${3:-32}
 on_exporter=${ON_EXPORTER:-store}
+path=${BENCH_PATH:-/hello}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
@@ -39,12 +42,12 @@ round() {
   "${env[@]}" "$bin" serve --addr 127.0.0.1:$port --exporter "$on_exporter" ${SERVE_ARGS:-} "$guest" 2>"$work/serve.log" &
   local pid=$!
   for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/hello" && break
+    curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break
     sleep 0.1
   done
-  wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$port/hello" >/dev/null
+  wrk -t2 -c"$conns" -d2s "http://127.0.0.1:$port$path" >/dev/null
   local out
-  out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/hello")
+  out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port$path")
   kill -INT $pid
   wait $pid 2>/dev/null || true
   local rps p50 p99 errors
@@ -56,7 +59,7 @@ round() {
   echo "$mode $rps" >>"$work/results"
 }
 
-echo "wasi-observe serve ${SERVE_ARGS:+$SERVE_ARGS }(on: --exporter $on_exporter), $conns connections, ${secs}s per round, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "wasi-observe serve ${SERVE_ARGS:+$SERVE_ARGS }$path (on: --exporter $on_exporter), $conns connections, ${secs}s per round, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 for _ in $(seq "$rounds"); do
   round off
   round on

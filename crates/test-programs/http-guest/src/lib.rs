@@ -2,7 +2,10 @@
 //! `/hello`, `/status?code=N`, `/trap`, `/trap-after-response`, `/spin`
 //! (CPU loop), `/slow?ms=N`, `/sleep` (blocked in a host call for an hour), `/no-response`,
 //! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
-//! `traceparent`).
+//! `traceparent`). For the load benchmark's cost breakdown
+//! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
+//! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
+//! log records); `/hello` is one of each.
 
 use wasip2::http::types::{ErrorCode, IncomingRequest, ResponseOutparam};
 
@@ -10,8 +13,30 @@ struct Guest;
 
 impl wasip2::exports::http::incoming_handler::Guest for Guest {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        wasi_observe::init();
         let path = http_util::path_with_query(&request);
+        if path == "/bare" {
+            return http_util::respond(out, 200, "hello");
+        }
+        wasi_observe::init();
+        match path.as_str() {
+            "/init-only" => return http_util::respond(out, 200, "hello"),
+            "/span-only" => {
+                let _span = tracing::info_span!("route", route = %path).entered();
+                return http_util::respond(out, 200, "hello");
+            }
+            "/log-only" => {
+                log::info!(route = path.as_str(); "handling");
+                return http_util::respond(out, 200, "hello");
+            }
+            "/twice" => {
+                for _ in 0..2 {
+                    let _span = tracing::info_span!("route", route = %path).entered();
+                    log::info!(route = path.as_str(); "handling");
+                }
+                return http_util::respond(out, 200, "hello");
+            }
+            _ => {}
+        }
         let route = path.split('?').next().unwrap_or("/").to_string();
         let _span = tracing::info_span!("route", route = %route).entered();
         log::info!(route = route.as_str(); "handling");
