@@ -28,7 +28,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use wasi_observe_host::export::batch::BatchConfig;
 use wasi_observe_host::{Telemetry, WasiObserveCtx};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::sync::Command;
@@ -221,11 +221,7 @@ impl Guests {
             .inherit_stderr()
             .args(&["bench", mode, &n.to_string()])
             .build();
-        let host = Host {
-            wasi,
-            table: ResourceTable::new(),
-            observe: WasiObserveCtx::new(&telemetry),
-        };
+        let host = Host::new(wasi, WasiObserveCtx::new(&telemetry));
         let mut store = Store::new(&self.engine, host);
         let command =
             Command::instantiate(&mut store, &self.component, &self.linker).expect("instantiate");

@@ -674,6 +674,22 @@ fn clear_errors_for_a_wrong_component_or_a_busy_port() {
         "{stderr}"
     );
 
+    // Not WebAssembly at all: its own error, not a word about the pool.
+    let text = std::env::temp_dir().join(format!("not-wasm-{}.wasm", std::process::id()));
+    std::fs::write(&text, "not wasm").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasi-observe"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg(&text)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&text);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a WebAssembly component or module") && !stderr.contains("pooling"),
+        "{stderr}"
+    );
+
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_wasi-observe"))

@@ -72,13 +72,7 @@ impl StoreExporter {
                 let resource_id: i64 = tx
                     .prepare_cached("SELECT resource_id FROM resources WHERE json = ?1")?
                     .query_row([&resource], |r| r.get(0))?;
-                let mut find =
-                    tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?;
-                // Keys of new traces are handed out here, in arrival order:
-                // the immediate transaction keeps other writers out.
-                let mut next_key: i64 = tx
-                    .prepare_cached("SELECT coalesce(max(trace_key), 0) + 1 FROM traces")?
-                    .query_row([], |r| r.get(0))?;
+                let mut keys = TraceKeys::new(tx)?;
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO spans (trace_key, span_id, parent_span_id, name, kind, service, scope,
                          start_ns, end_ns, duration_ns, status_code, status_message, attributes, events, links,
@@ -91,16 +85,7 @@ impl StoreExporter {
                         Some(&i) => i,
                         None => {
                             let hex = trace_id.to_string();
-                            let (key, new) = match find
-                                .query_row([&hex], |r| r.get::<_, i64>(0))
-                                .optional()?
-                            {
-                                Some(key) => (key, false),
-                                None => {
-                                    next_key += 1;
-                                    (next_key - 1, true)
-                                }
-                            };
+                            let (key, new) = keys.get(tx, &hex)?;
                             traces.push(TraceAgg::new(hex, key, new));
                             index.insert(trace_id, traces.len() - 1);
                             traces.len() - 1
@@ -242,8 +227,7 @@ impl StoreExporter {
                          trace_id, span_id, attributes, trace_key)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
-                let mut find =
-                    tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?;
+                let mut keys = TraceKeys::new(tx)?;
                 // A trace no span of which is stored yet gets a row holding
                 // only its key; its spans fill it in (see `write_spans`).
                 let mut placeholder = tx.prepare_cached(
@@ -251,8 +235,7 @@ impl StoreExporter {
                          duration_ns, span_count, error_count, written_ns)
                      VALUES (?1, ?2, '', 0, ?3, ?4, ?4, 0, 0, 0, ?5)",
                 )?;
-                let mut next_key: Option<i64> = None;
-                let mut keys: HashMap<TraceId, i64> = HashMap::new();
+                let mut seen: HashMap<TraceId, i64> = HashMap::new();
                 for (record, scope) in &records {
                     let time = record
                         .timestamp()
@@ -277,35 +260,20 @@ impl StoreExporter {
                     let (trace_id, span_id, trace_key) = match record.trace_context() {
                         Some(ctx) => {
                             let hex = ctx.trace_id.to_string();
-                            let key = match keys.get(&ctx.trace_id) {
+                            let key = match seen.get(&ctx.trace_id) {
                                 Some(&key) => key,
                                 None => {
-                                    let key = match find
-                                        .query_row([&hex], |r| r.get::<_, i64>(0))
-                                        .optional()?
-                                    {
-                                        Some(key) => key,
-                                        None => {
-                                            let key = match next_key {
-                                                Some(k) => k,
-                                                None => tx
-                                                    .prepare_cached(
-                                                        "SELECT coalesce(max(trace_key), 0) + 1 FROM traces",
-                                                    )?
-                                                    .query_row([], |r| r.get(0))?,
-                                            };
-                                            next_key = Some(key + 1);
-                                            placeholder.execute(params![
-                                                key,
-                                                hex,
-                                                self.service,
-                                                time,
-                                                written
-                                            ])?;
-                                            key
-                                        }
-                                    };
-                                    keys.insert(ctx.trace_id, key);
+                                    let (key, new) = keys.get(tx, &hex)?;
+                                    if new {
+                                        placeholder.execute(params![
+                                            key,
+                                            hex,
+                                            self.service,
+                                            time,
+                                            written
+                                        ])?;
+                                    }
+                                    seen.insert(ctx.trace_id, key);
                                     key
                                 }
                             };
@@ -369,6 +337,39 @@ impl StoreExporter {
                 Ok(())
             })
             .map_err(OTelSdkError::InternalFailure)
+    }
+}
+
+/// The keys of the traces one transaction writes: a stored trace's own, or
+/// a new one handed out in arrival order (the immediate transaction keeps
+/// other writers out until it commits).
+struct TraceKeys<'tx> {
+    find: rusqlite::CachedStatement<'tx>,
+    next: Option<i64>,
+}
+
+impl<'tx> TraceKeys<'tx> {
+    fn new(tx: &'tx rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(TraceKeys {
+            find: tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?,
+            next: None,
+        })
+    }
+
+    /// The key of trace `hex`, and whether it is new (no row yet: the
+    /// caller writes one in this transaction).
+    fn get(&mut self, tx: &rusqlite::Transaction<'_>, hex: &str) -> rusqlite::Result<(i64, bool)> {
+        if let Some(key) = self.find.query_row([hex], |r| r.get(0)).optional()? {
+            return Ok((key, false));
+        }
+        let key = match self.next {
+            Some(key) => key,
+            None => tx
+                .prepare_cached("SELECT coalesce(max(trace_key), 0) + 1 FROM traces")?
+                .query_row([], |r| r.get(0))?,
+        };
+        self.next = Some(key + 1);
+        Ok((key, true))
     }
 }
 

@@ -336,7 +336,11 @@ fn logs_before_spans_join_their_trace() {
     assert_eq!(full.spans.len(), 3);
     let bodies: Vec<&str> = full.logs.iter().map(|l| l.body.as_str()).collect();
     assert_eq!(bodies, ["early", "inside"]);
-    assert_eq!(by_trace(&t1), ["early", "inside"]);
+    // A record after the spans joins the same row (no second one is made).
+    emit(1, "late", start + Duration::from_millis(20));
+    assert_eq!(by_trace(&t1), ["early", "inside", "late"]);
+    assert_eq!(store.trace(&t1).unwrap().unwrap().logs.len(), 3);
+    assert_eq!(store.traces(&TraceFilter::default()).unwrap().len(), 1);
 
     // A trace with logs and no spans: not listed, but found by its id.
     let orphan = store.trace(&t2).unwrap().expect("the logs' trace");

@@ -23,11 +23,9 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use wasi_observe_host::instrument::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::sync::Command;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 #[path = "../host.rs"]
 mod host;
@@ -116,14 +114,7 @@ fn component_run(
 ) -> (Duration, u64) {
     let mut observe = WasiObserveCtx::new(t);
     observe.set_function_names(names.clone());
-    let mut wasi = WasiCtx::builder();
-    wasi.stdout(MemoryOutputPipe::new(1 << 16))
-        .args(&["instrumented".to_string(), n.to_string()]);
-    let host = Host {
-        wasi: wasi.build(),
-        table: ResourceTable::new(),
-        observe,
-    };
+    let host = Host::fib(n, observe);
     let mut store = Store::new(engine, host);
     let command = Command::instantiate(&mut store, component, linker).unwrap();
     let start = Instant::now();

@@ -115,19 +115,26 @@ const MAX_HEAD: usize = 64 * 1024;
 impl ServeCommand {
     /// The engine and the compiled guest: pooled if asked for and possible.
     fn load(&self) -> Result<(Engine, Loaded)> {
-        if self.allocator == Allocator::Pooling {
-            let pooled = pooled_engine(self.max_instances)
-                .and_then(|engine| Ok((load(&engine, &self.component)?, engine)));
-            match pooled {
-                Ok((loaded, engine)) => return Ok((engine, loaded)),
-                // A file that is not a component fails the same way below.
-                Err(e) => eprintln!(
-                    "wasi-observe: the pooling allocator cannot be used ({}); \
-                     allocating instances on demand",
-                    trap_summary(&e)
-                ),
-            }
-        }
+        let pooled = match self.allocator {
+            Allocator::Pooling => pooled_engine(self.max_instances)
+                .and_then(|engine| Ok((engine.clone(), load(&engine, &self.component)?))),
+            Allocator::OnDemand => return self.load_on_demand(),
+        };
+        let why = match pooled {
+            Ok(loaded) => return Ok(loaded),
+            Err(why) => why,
+        };
+        // Say why only when on-demand does better: a file that is not a
+        // component fails there too, with its own error.
+        let loaded = self.load_on_demand()?;
+        eprintln!(
+            "wasi-observe: the pooling allocator cannot be used ({why:#}); \
+             allocating instances on demand"
+        );
+        Ok(loaded)
+    }
+
+    fn load_on_demand(&self) -> Result<(Engine, Loaded)> {
         let engine = engine(false)?;
         let loaded = load(&engine, &self.component)?;
         Ok((engine, loaded))
