@@ -178,6 +178,10 @@ fn config(fuel: bool) -> Config {
     config.consume_fuel(fuel);
     // No component-model-async is needed; without it host calls are cheaper.
     config.concurrency_support(false);
+    // For profiling guests with `perf`: their functions get names.
+    if std::env::var_os("WASI_OBSERVE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
@@ -132,10 +133,20 @@ pub(crate) fn with_otel_current_or_ambient<R>(f: impl FnOnce(Parent<'_>) -> R) -
 pub struct WasiObserveLayer {
     location: bool,
     target: bool,
-    /// The host's handle for each callsite's constant attributes (code
-    /// location, target, level), keyed by the callsite's metadata; `None`
-    /// when the host keeps no more sets.
-    shared: Mutex<HashMap<usize, Option<u32>, BuildHasherDefault<AddressHasher>>>,
+    /// Each callsite's constant attributes (code location, target, level)
+    /// as the host keeps them, keyed by the callsite's metadata.
+    shared: Mutex<HashMap<usize, Shared, BuildHasherDefault<AddressHasher>>>,
+}
+
+/// Where a callsite's constant attributes stand with the host.
+#[derive(Clone, Copy)]
+enum Shared {
+    /// Used once, with its constants sent inline: in a short-lived instance
+    /// (one per request, say) most callsites are, and sharing them would
+    /// cost a host call for nothing.
+    Once,
+    /// Shared on second use; `None` when the host keeps no more sets.
+    Handle(Option<u32>),
 }
 
 /// Hashes a callsite's address with one multiplication: the default SipHash
@@ -212,8 +223,9 @@ impl WasiObserveLayer {
         out
     }
 
-    /// The host's handle for a callsite's constant attributes, shared once
-    /// (so they cross the boundary once per callsite, not per span).
+    /// The host's handle for a callsite's constant attributes, shared on
+    /// the callsite's second use (so they cross the boundary at most twice
+    /// per callsite, not once per span); `None` means send them inline.
     fn shared(
         &self,
         meta: &'static Metadata<'static>,
@@ -221,14 +233,24 @@ impl WasiObserveLayer {
     ) -> Option<u32> {
         let key = std::ptr::from_ref(meta) as usize;
         let mut sets = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        *sets.entry(key).or_insert_with(|| {
-            let attrs = constants();
-            if attrs.is_empty() {
-                None
-            } else {
-                with_wit_attributes(&attrs, sdk::share_attributes)
+        let state = match sets.entry(key) {
+            Entry::Vacant(first) => {
+                first.insert(Shared::Once);
+                return None;
             }
-        })
+            Entry::Occupied(seen) => seen.into_mut(),
+        };
+        if let Shared::Handle(handle) = *state {
+            return handle;
+        }
+        let attrs = constants();
+        let handle = if attrs.is_empty() {
+            None
+        } else {
+            with_wit_attributes(&attrs, sdk::share_attributes)
+        };
+        *state = Shared::Handle(handle);
+        handle
     }
 
     fn location(&self, meta: &'static Metadata<'static>, out: &mut Vec<KeyValue>) {
@@ -680,9 +702,13 @@ impl SignalFilter {
     }
 
     pub(crate) fn new(signals: Signals) -> Self {
-        let targets = std::env::var("RUST_LOG")
-            .ok()
-            .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok());
+        Self::with_targets(signals, crate::rust_log())
+    }
+
+    pub(crate) fn with_targets(
+        signals: Signals,
+        targets: Option<tracing_subscriber::filter::Targets>,
+    ) -> Self {
         SignalFilter { signals, targets }
     }
 

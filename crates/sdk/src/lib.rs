@@ -48,7 +48,9 @@
 //! Crossing into the host is the main cost of guest telemetry, so the SDK
 //! crosses as little as the semantics allow: a span is two host calls (start,
 //! with its name, kind and initial fields; end, with whatever was recorded
-//! later), an event or log record one, a measurement one. Entering and
+//! later), an event or log record one, a measurement one. A callsite's
+//! constant attributes (code location, target) go with its first span or
+//! event and are handed to the host once, on its second use. Entering and
 //! exiting spans never crosses. When the host records nothing for a signal
 //! ([`enabled()`]), the SDK disables those callsites and they cost what a
 //! disabled `tracing` callsite costs.
@@ -151,6 +153,11 @@ where
     WasiObserveLayer::default().with_filter(SignalFilter::new(enabled()))
 }
 
+/// The component's `RUST_LOG` filter, if it is set and valid.
+fn rust_log() -> Option<tracing_subscriber::filter::Targets> {
+    std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok())
+}
+
 /// Why [`try_init`] did not install everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -202,7 +209,12 @@ pub fn try_init() -> Result<(), InitError> {
         return Err(InitError::AlreadyInitialized);
     }
     let signals = enabled();
-    let subscriber = tracing_subscriber::registry().with(layer());
+    // Read once: each read of the environment is a host call that copies
+    // every variable into the component.
+    let targets = rust_log();
+    let filter = SignalFilter::with_targets(signals, targets.clone());
+    let subscriber =
+        tracing_subscriber::registry().with(WasiObserveLayer::default().with_filter(filter));
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         STARTED.store(false, Ordering::SeqCst);
         return Err(InitError::SubscriberAlreadySet);
@@ -212,9 +224,7 @@ pub fn try_init() -> Result<(), InitError> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let logger = logger::Logger {
-        targets: std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok()),
-    };
+    let logger = logger::Logger { targets };
     if log::set_boxed_logger(Box::new(logger)).is_err() {
         return Err(InitError::LoggerAlreadySet);
     }

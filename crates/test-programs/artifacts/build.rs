@@ -14,13 +14,18 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out.join("guests");
 
-    println!("cargo:rerun-if-changed={}", programs.join("src").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        programs.join("Cargo.toml").display()
-    );
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for dir in ["examples/frontend", "examples/backend"] {
+    // Everything the guests are built from: the programs and the crates
+    // they use (the SDK, the scenario, the HTTP helpers), the WIT, the
+    // examples, and the lock file. A directory counts as changed when any
+    // file under it does.
+    for dir in [
+        "crates/test-programs",
+        "crates/sdk",
+        "wit",
+        "examples/frontend",
+        "examples/backend",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 

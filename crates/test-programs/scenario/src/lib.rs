@@ -54,12 +54,22 @@ pub fn run() {
     follows();
     special_fields();
     opentelemetry_api();
+    repeated();
     root.record("late", "recorded later");
     log::warn!("a log record inside root");
     drop(guard);
     drop(root);
     explicit_root();
     log::debug!(target: "scenario::shutdown", "scenario done");
+}
+
+/// One callsite used three times: the SDK sends its constant attributes
+/// (code location, target) inline the first time and shares them with the
+/// host on the second; every span and event must carry them all the same.
+fn repeated() {
+    for i in 0..3i64 {
+        info_span!("repeated", i).in_scope(|| info!(i, "again"));
+    }
 }
 
 /// Spans created while another is open but not entered are siblings.
