@@ -5,7 +5,8 @@
 //! `traceparent`). For the load benchmark's cost breakdown
 //! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
 //! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
-//! log records); `/hello` is one of each.
+//! log records); `/hello` is one of each. `/first-span` times the steps of
+//! an instance's first span and log record (`scripts/bench-first-span.sh`).
 
 use wasip2::http::types::{ErrorCode, IncomingRequest, ResponseOutparam};
 
@@ -16,6 +17,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
         let path = http_util::path_with_query(&request);
         if path == "/bare" {
             return http_util::respond(out, 200, "hello");
+        }
+        if path == "/first-span" {
+            return http_util::respond(out, 200, &first_span_steps());
         }
         wasi_observe::init();
         match path.as_str() {
@@ -97,6 +101,35 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
             _ => http_util::respond(out, 404, "no such route"),
         }
     }
+}
+
+/// Times each step of a fresh instance's first telemetry (monotonic clock,
+/// ns), space separated: `init()`; a span's creation, enter and exit, and
+/// close; a second callsite's span (create and close); a third callsite
+/// used three times; two log records.
+fn first_span_steps() -> String {
+    use wasip2::clocks::monotonic_clock::now;
+    let mut t = vec![now()];
+    wasi_observe::init();
+    t.push(now());
+    let first = tracing::info_span!("first");
+    t.push(now());
+    drop(first.enter());
+    t.push(now());
+    drop(first);
+    t.push(now());
+    drop(tracing::info_span!("second"));
+    t.push(now());
+    for _ in 0..3 {
+        drop(tracing::info_span!("third"));
+        t.push(now());
+    }
+    for _ in 0..2 {
+        log::info!("logged");
+        t.push(now());
+    }
+    let steps: Vec<String> = t.windows(2).map(|w| (w[1] - w[0]).to_string()).collect();
+    steps.join(" ")
 }
 
 wasip2::http::proxy::export!(Guest);
