@@ -102,38 +102,20 @@ impl StoreExporter {
                         Status::Ok => ("ok", ""),
                         Status::Error { description } => ("error", description.as_ref()),
                     };
-                    let events = if span.events.is_empty() {
-                        "[]".to_string()
-                    } else {
-                        let events: Vec<Json> = span
-                            .events
-                            .iter()
-                            .map(|e| {
-                                json!({
-                                    "name": e.name.as_ref(),
-                                    "time_ns": unix_ns(e.timestamp),
-                                    "attributes": attrs_json(&e.attributes),
-                                })
-                            })
-                            .collect();
-                        Json::Array(events).to_string()
-                    };
-                    let links = if span.links.is_empty() {
-                        "[]".to_string()
-                    } else {
-                        let links: Vec<Json> = span
-                            .links
-                            .iter()
-                            .map(|l| {
-                                json!({
-                                    "trace_id": l.span_context.trace_id().to_string(),
-                                    "span_id": l.span_context.span_id().to_string(),
-                                    "attributes": attrs_json(&l.attributes),
-                                })
-                            })
-                            .collect();
-                        Json::Array(links).to_string()
-                    };
+                    let events = json_array(&span.events, |e| {
+                        json!({
+                            "name": e.name.as_ref(),
+                            "time_ns": unix_ns(e.timestamp),
+                            "attributes": attrs_json(&e.attributes),
+                        })
+                    });
+                    let links = json_array(&span.links, |l| {
+                        json!({
+                            "trace_id": l.span_context.trace_id().to_string(),
+                            "span_id": l.span_context.span_id().to_string(),
+                            "attributes": attrs_json(&l.attributes),
+                        })
+                    });
                     let dropped = format!(
                         r#"{{"attributes":{},"events":{},"links":{}}}"#,
                         span.dropped_attributes_count,
@@ -653,6 +635,16 @@ pub(crate) fn attrs_json<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> J
         .map(|kv| (kv.key.as_str().to_string(), value_json(&kv.value)))
         .collect();
     Json::Object(map.into_iter().collect())
+}
+
+/// `items` as the text of a JSON array; most spans have no events or links,
+/// and then no value is built.
+fn json_array<T>(items: &[T], item: impl Fn(&T) -> Json) -> String {
+    if items.is_empty() {
+        "[]".to_string()
+    } else {
+        Json::Array(items.iter().map(item).collect()).to_string()
+    }
 }
 
 /// [`attrs_json`] as text, written straight from the attributes: a batch
