@@ -829,13 +829,13 @@ pub fn add_hooks_to_linker<T: WasiObserveView + 'static>(
 mod tests {
     use super::FunctionNames;
 
-    /// Names are read only from modules that import the hooks.
     /// The frame pushed per call stays small (the rare parts are boxed).
     #[test]
     fn frames_are_small() {
         assert!(std::mem::size_of::<super::Frame>() <= 40);
     }
 
+    /// Names are read only from modules that import the hooks.
     #[test]
     fn function_names_only_for_instrumented_modules() {
         let plain = wat::parse_str(r#"(module (func $work) (func $other))"#).unwrap();

@@ -212,11 +212,8 @@ impl ReencodeComponent for Rewriter<'_> {
             Payload::ComponentImportSection(s) => {
                 for import in s.clone() {
                     let import = import?;
-                    if import
-                        .name
-                        .name
-                        .starts_with("wasi-observe:instrument/recorder@")
-                    {
+                    // Any version of the recorder interface.
+                    if import.name.name.split('@').next() == RECORDER_IMPORT.split('@').next() {
                         let msg = format!(
                             "the component is already instrumented (it imports `{}`)",
                             import.name.name

@@ -16,7 +16,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Metric, MetricData, Re
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use rusqlite::{OptionalExtension as _, params};
-use serde::ser::{Serialize, SerializeMap as _, Serializer};
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
 use crate::{Signal, Store, now_ns, unix_ns};
@@ -674,25 +674,12 @@ fn object_text<'a, V: ?Sized, S: Serialize>(
         }
         same
     });
-    let object = Object(
-        order
-            .iter()
-            .map(|&i| (pairs[i].0, value(pairs[i].1)))
-            .collect(),
-    );
-    serde_json::to_string(&object).unwrap_or_else(|_| "{}".to_string())
-}
-
-/// Entries serialized as a JSON object, in the order given.
-struct Object<'a, S>(Vec<(&'a str, S)>);
-
-impl<S: Serialize> Serialize for Object<'_, S> {
-    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
+    let mut out = serde_json::Serializer::new(Vec::new());
+    let entries = order.iter().map(|&i| (pairs[i].0, value(pairs[i].1)));
+    match out.collect_map(entries) {
+        // serde_json writes UTF-8.
+        Ok(()) => String::from_utf8(out.into_inner()).unwrap_or_default(),
+        Err(_) => "{}".to_string(),
     }
 }
 
