@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wasi_observe_host::Telemetry;
+use wasi_observe_host::{Telemetry, TelemetryBuilder};
 use wasi_observe_host::export::{
     Exporter, Signal, exporters_from_env, open_store, parse_exporters,
 };
@@ -87,11 +87,11 @@ pub struct CallOptions {
 impl CallOptions {
     /// The tracing asked for, installed as the process's `tracing`
     /// subscriber; `None` when --trace-calls is absent.
-    pub fn install(&self) -> Result<Option<wasi_observe_host::calls::CallTracing>> {
+    pub fn install(&self) -> Result<Option<wasi_observe_host::host_spans::calls::CallTracing>> {
         let Some(globs) = &self.trace_calls else {
             return Ok(None);
         };
-        let tracing = wasi_observe_host::calls::CallTracing::new()
+        let tracing = wasi_observe_host::host_spans::calls::CallTracing::new()
             .with_filter(globs.split(',').map(|g| g.trim().to_string()))
             .with_min_duration(self.trace_calls_min.unwrap_or_default())
             .with_arguments(self.trace_call_arguments);
@@ -112,6 +112,17 @@ impl ExportOptions {
     /// Builds the telemetry pipeline, named after `component` unless the
     /// environment names the service.
     pub fn telemetry(&self, component: &Path) -> Result<Pipeline> {
+        let (builder, store) = self.builder(component)?;
+        Ok(Pipeline {
+            telemetry: builder.build()?,
+            store,
+        })
+    }
+
+    /// The pipeline's builder with every exporter added, and the store some
+    /// signal goes to (one store handle for all signals, kept so that `run`
+    /// can say what it recorded).
+    fn builder(&self, component: &Path) -> Result<(TelemetryBuilder, Option<Store>)> {
         let service = component
             .file_stem()
             .and_then(|s| s.to_str())
@@ -119,44 +130,34 @@ impl ExportOptions {
         let mut builder = Telemetry::builder().with_default_service_name(service);
         let mut store: Option<Store> = None;
         if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-            builder = builder.with_enabled(false);
-        } else {
-            let fallback = [Exporter::Store(None)];
-            for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
-                let exporters = match &self.exporter {
-                    Some(list) => parse_exporters(list),
-                    None => exporters_from_env(signal, &fallback),
-                }
-                .map_err(wasmtime::Error::msg)?;
-                for e in &exporters {
-                    builder = match e {
-                        // One store handle for all signals, kept so that
-                        // `run` can say what it recorded.
-                        Exporter::Store(path) => {
-                            let path = match path {
-                                Some(p) => p.clone(),
-                                None => self.db.path()?,
-                            };
-                            let s = match &store {
-                                Some(s) if s.path() == path => s.clone(),
-                                _ => open_store(Some(&path))?,
-                            };
-                            store = Some(s.clone());
-                            match signal {
-                                Signal::Traces => builder.with_span_exporter(s.exporter()),
-                                Signal::Logs => builder.with_log_exporter(s.exporter()),
-                                Signal::Metrics => builder.with_metric_exporter(s.exporter()),
-                            }
-                        }
-                        other => builder.with_exporter(signal, other)?,
-                    };
-                }
+            return Ok((builder.with_enabled(false), None));
+        }
+        let fallback = [Exporter::Store(None)];
+        for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+            let exporters = match &self.exporter {
+                Some(list) => parse_exporters(list),
+                None => exporters_from_env(signal, &fallback),
+            }
+            .map_err(wasmtime::Error::msg)?;
+            for e in &exporters {
+                builder = match e {
+                    Exporter::Store(path) => {
+                        let path = match path {
+                            Some(p) => p.clone(),
+                            None => self.db.path()?,
+                        };
+                        let s = match &store {
+                            Some(s) if s.path() == path => s.clone(),
+                            _ => open_store(Some(&path))?,
+                        };
+                        store = Some(s.clone());
+                        builder.with_store(signal, s)
+                    }
+                    other => builder.with_exporter(signal, other)?,
+                };
             }
         }
-        Ok(Pipeline {
-            telemetry: builder.build()?,
-            store,
-        })
+        Ok((builder, store))
     }
 }
 
@@ -375,5 +376,37 @@ pub fn trap_summary(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded store alone gets the store's batch sizes (16 384 queued,
+    /// 8 192 a batch), as docs/store.md promises; beside another exporter,
+    /// the ordinary ones.
+    #[test]
+    fn a_store_only_pipeline_gets_the_store_batch_sizes() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-cli-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("t.db");
+        let options = ExportOptions {
+            exporter: Some(format!("store:{}", db.display())),
+            db: DbOptions::default(),
+        };
+        let (builder, store) = options.builder(Path::new("app.wasm")).unwrap();
+        assert!(store.is_some());
+        assert_eq!(builder.span_batch_config().max_export_batch_size, 8_192);
+        assert_eq!(builder.span_batch_config().max_queue_size, 16_384);
+        assert_eq!(builder.log_batch_config().max_export_batch_size, 8_192);
+
+        let options = ExportOptions {
+            exporter: Some(format!("store:{},console", db.display())),
+            db: DbOptions::default(),
+        };
+        let (builder, _) = options.builder(Path::new("app.wasm")).unwrap();
+        assert_eq!(builder.span_batch_config().max_export_batch_size, 512);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

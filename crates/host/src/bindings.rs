@@ -6,8 +6,8 @@ wasmtime::component::bindgen!({
     // `tracing`: the `wit-bindgen import` spans `calls` turns into spans.
     imports: { default: trappable | tracing },
     with: {
-        "wasi:observe/tracer.span": crate::tracer::GuestSpan,
-        "wasi:observe/metrics.instrument": crate::metrics::GuestInstrument,
+        "wasi:observe/tracer.span": crate::interfaces::tracer::GuestSpan,
+        "wasi:observe/metrics.instrument": crate::interfaces::metrics::GuestInstrument,
     },
 });
 

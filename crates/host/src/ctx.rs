@@ -1,50 +1,57 @@
-//! Per-store state: the spans a guest holds, its ambient parent, and the
-//! linker entry point.
+//! Per-store state ([`WasiObserveCtx`] and its builder), the view a store's
+//! data implements, and the linker entry point.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanContext;
 use slab::Slab;
-use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
-use crate::metrics::Instrument;
-use crate::telemetry::Telemetry;
-use crate::tracer::SpanSlot;
+use crate::functions::FunctionNames;
+use crate::host_spans::calls::ImportNames;
+use crate::pipeline::Telemetry;
+use crate::pipeline::instruments::Instrument;
+use crate::scope::SpanScope;
 
-/// The state one store keeps for `wasi:observe`: its spans (the host holds
-/// span state for guests, as the proposal says), which of them are open, and
-/// the ambient parent of the guest's root spans.
+/// The state one store keeps for observation: its span scope (the spans its
+/// guest holds, which are open, its function frames, the ambient parent of
+/// its root spans), its metric instrument handles and shared attribute sets,
+/// and what its call hook traces.
 ///
 /// Dropping the ctx ends the spans the guest left open, with an error status;
 /// call [`end_open_spans`](Self::end_open_spans) first to give a better reason
 /// (the guest returned, trapped, was interrupted).
 pub struct WasiObserveCtx {
-    pub(crate) telemetry: Telemetry,
-    pub(crate) spans: Slab<SpanSlot>,
-    /// Keys of open spans, in the order they started: the last is the parent
-    /// of the next span.
-    pub(crate) open: Vec<u32>,
-    pub(crate) ambient: Option<SpanContext>,
+    pub(crate) scope: SpanScope,
     pub(crate) instruments: Slab<Arc<Instrument>>,
     /// Attribute sets from `wasi:observe/sdk`'s `share-attributes`.
-    pub(crate) shared: Vec<Arc<[opentelemetry::KeyValue]>>,
+    pub(crate) shared: Vec<Arc<[KeyValue]>>,
     /// Bytes the shared sets hold (bounded).
     pub(crate) shared_bytes: usize,
-    /// Function frames of instrumented guests.
-    pub(crate) functions: crate::instrument::Functions,
+    /// The imports of the store's component, when its import calls are
+    /// traced (see [`crate::observe_store`]).
+    call_tracing: Option<Arc<ImportNames>>,
 }
 
 impl WasiObserveCtx {
-    /// A fresh ctx for one store, feeding `telemetry`.
+    /// A fresh ctx for one store, feeding `telemetry`, with the defaults
+    /// (see [`builder`](Self::builder) for the rest).
     pub fn new(telemetry: &Telemetry) -> Self {
         WasiObserveCtx {
-            telemetry: telemetry.clone(),
-            spans: Slab::new(),
-            open: Vec::new(),
-            ambient: None,
+            scope: SpanScope::new(telemetry.clone()),
             instruments: Slab::new(),
             shared: Vec::new(),
             shared_bytes: 0,
-            functions: Default::default(),
+            call_tracing: None,
+        }
+    }
+
+    /// Starts building a ctx for one store, feeding `telemetry`.
+    pub fn builder(telemetry: &Telemetry) -> WasiObserveCtxBuilder {
+        WasiObserveCtxBuilder {
+            ctx: WasiObserveCtx::new(telemetry),
         }
     }
 
@@ -57,58 +64,97 @@ impl WasiObserveCtx {
 
     /// Replaces the ambient parent (`None`: guest root spans start traces).
     pub fn set_parent(&mut self, parent: Option<SpanContext>) {
-        self.ambient = parent.filter(SpanContext::is_valid);
+        self.scope.set_ambient(parent);
     }
 
     /// The context a host operation made on the guest's behalf should be
     /// parented to: the guest's innermost open span, else the ambient parent.
     pub fn current_span_context(&self) -> Option<SpanContext> {
-        self.open
-            .last()
-            .and_then(|&key| self.spans.get(key as usize))
-            .map(|slot| slot.context().clone())
-            .filter(SpanContext::is_valid)
-            .or_else(|| self.ambient.clone())
-    }
-
-    /// The parent of a span or log record the guest makes now without
-    /// naming one: the innermost open span, function frames included (such a
-    /// frame is then kept, so the child is never orphaned).
-    pub(crate) fn implicit_parent(&mut self) -> Option<SpanContext> {
-        self.innermost_function()
-            .or_else(|| self.current_span_context())
+        self.scope.current_span_context()
     }
 
     /// The pipeline this store feeds.
     pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
+        self.scope.telemetry()
     }
 
     /// Number of spans the guest has started and not ended.
     pub fn open_spans(&self) -> usize {
-        self.open.len()
+        self.scope.open_spans()
     }
 
     /// Ends every open span, innermost first, with an error status whose
     /// description is `reason`, and exports them; function frames (of
     /// instrumented guests) too. Returns how many it ended.
     pub fn end_open_spans(&mut self, reason: &str) -> usize {
-        // One end time for all, so that every span still contains its
-        // children.
-        let end = std::time::SystemTime::now();
-        let functions = self.end_open_functions(reason, end);
-        let keys = std::mem::take(&mut self.open);
-        let n = keys.len() + functions;
-        for key in keys.into_iter().rev() {
-            if let Some(slot) = self.spans.get_mut(key as usize)
-                && let Some((cx, record)) = slot.end()
-                && let Some(mut record) = record
-            {
-                record.status = opentelemetry::trace::Status::error(reason.to_string());
-                record.export(cx, end, &self.telemetry);
-            }
-        }
-        n
+        self.scope.end_open(reason)
+    }
+
+    /// Names the function ids this store's guest reports (see
+    /// [`FunctionNames::from_wasm`]).
+    pub fn set_function_names(&mut self, names: Arc<FunctionNames>) {
+        self.scope.set_function_names(names);
+    }
+
+    /// Calls shorter than `min` are not spans (unless a kept span or a guest
+    /// span is below them, or they grew memory). Zero keeps every call.
+    pub fn set_min_function_duration(&mut self, min: Duration) {
+        self.scope.set_min_function_duration(min);
+    }
+
+    /// Traces the store's import calls as spans (`Some`: the names of its
+    /// component's imports), once [`crate::observe_store`] installs the
+    /// store's call hook.
+    pub fn set_call_tracing(&mut self, imports: Option<Arc<ImportNames>>) {
+        self.call_tracing = imports;
+    }
+
+    /// The imports whose calls are traced, if call tracing is on.
+    pub(crate) fn call_tracing(&self) -> Option<&Arc<ImportNames>> {
+        self.call_tracing.as_ref()
+    }
+
+    /// Whether the guest is a component whose recorder flushes events.
+    pub(crate) fn has_recorder(&self) -> bool {
+        self.scope.has_recorder()
+    }
+
+    /// Function frames open now.
+    pub fn open_functions(&self) -> usize {
+        self.scope.open_functions()
+    }
+
+    /// Function entries this store has reported (kept as spans or not).
+    pub fn function_calls(&self) -> u64 {
+        self.scope.function_calls()
+    }
+
+    /// Hook of instrumented core modules: a function was entered now.
+    pub fn hook_enter(&mut self, id: u32) {
+        self.scope.hook_enter(id);
+    }
+
+    /// Hook: a function exited now.
+    pub fn hook_exit(&mut self, id: u32) {
+        self.scope.hook_exit(id);
+    }
+
+    /// Hook: the innermost function asked `memory.grow` for `pages` pages.
+    pub fn hook_memory_grow(&mut self, pages: u32) {
+        self.scope.hook_memory_grow(pages);
+    }
+
+    /// One flush of an instrumented component's recorder (see
+    /// [`crate::functions`]).
+    pub fn recorder_flush(&mut self, words: &[u64]) {
+        self.scope.recorder_flush(words);
+    }
+
+    /// Tells the recorder timing that the guest resumed now, after a host
+    /// call: the next batch's events happened after this (the call hook of
+    /// [`crate::observe_store`] calls it on every host return).
+    pub fn note_guest_resumed(&mut self) {
+        self.scope.note_guest_resumed();
     }
 }
 
@@ -121,9 +167,50 @@ impl Drop for WasiObserveCtx {
 impl std::fmt::Debug for WasiObserveCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasiObserveCtx")
-            .field("open_spans", &self.open.len())
-            .field("ambient", &self.ambient)
+            .field("open_spans", &self.scope.open_spans())
+            .field("ambient", &self.scope.ambient)
             .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`WasiObserveCtx`] for one store, as
+/// `WasiObserveCtx::builder(&telemetry).with_parent(cx).build()`.
+pub struct WasiObserveCtxBuilder {
+    ctx: WasiObserveCtx,
+}
+
+impl WasiObserveCtxBuilder {
+    /// The ambient parent: the parent of the guest's root spans (a request
+    /// span, an export span, a remote context). An invalid context is none.
+    pub fn with_parent(mut self, parent: Option<SpanContext>) -> Self {
+        self.ctx.set_parent(parent);
+        self
+    }
+
+    /// The names of the function ids an instrumented guest reports.
+    pub fn with_function_names(mut self, names: Arc<FunctionNames>) -> Self {
+        self.ctx.set_function_names(names);
+        self
+    }
+
+    /// Calls shorter than `min` are not spans (default
+    /// [`DEFAULT_MIN_DURATION`](crate::functions::DEFAULT_MIN_DURATION)).
+    pub fn with_min_function_duration(mut self, min: Duration) -> Self {
+        self.ctx.set_min_function_duration(min);
+        self
+    }
+
+    /// Traces the store's import calls (`imports`: its component's, from
+    /// [`ImportNames::of`]); needs [`crate::observe_store`] and the
+    /// [`CallLayer`](crate::host_spans::calls::CallLayer).
+    pub fn with_call_tracing(mut self, imports: Arc<ImportNames>) -> Self {
+        self.ctx.set_call_tracing(Some(imports));
+        self
+    }
+
+    /// The ctx.
+    pub fn build(self) -> WasiObserveCtx {
+        self.ctx
     }
 }
 
@@ -152,10 +239,11 @@ impl HasData for WasiObserve {
     type Data<'a> = &'a mut WasiObserveCtx;
 }
 
-/// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk` and
-/// `wasi:logging/logging`
-/// (unversioned, as the proposal names it, and `@0.1.0-draft`, as existing
-/// components import it) to `linker`.
+/// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk`,
+/// `wasi:logging/logging` (unversioned, as the proposal names it, and
+/// `@0.1.0-draft`, as existing components import it) to `linker`.
+/// Instrumented components also need
+/// [`add_recorder_to_linker`](crate::functions::add_recorder_to_linker).
 ///
 /// Components built against the proposal also import the `datetime` type from
 /// `wasi:clocks/wall-clock@0.2.x`; `wasmtime_wasi::p2::add_to_linker_sync` (or
@@ -169,6 +257,6 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(linker: &mut Linker<T>) -> wa
     metrics::add_to_linker::<T, WasiObserve>(linker, get)?;
     sdk::add_to_linker::<T, WasiObserve>(linker, get)?;
     logging::add_to_linker::<T, WasiObserve>(linker, get)?;
-    crate::logging::add_draft_to_linker(linker)?;
+    crate::interfaces::logging::add_draft_to_linker(linker)?;
     Ok(())
 }

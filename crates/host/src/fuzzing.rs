@@ -32,7 +32,7 @@ use crate::bindings::tracer::{
     self, HostSpan, KeyValue, Link, SpanKind, StartOptions, Status, TraceFlags as WitFlags, Value,
 };
 use crate::export::batch::BatchConfig;
-use crate::export::file::JsonLinesExporter;
+use crate::export::jsonl::JsonLinesExporter;
 use crate::{Limits, Telemetry, WasiObserveCtx};
 
 /// The pipeline every fuzz input feeds: small limits (so that inputs reach
@@ -369,7 +369,7 @@ impl Driver {
         })
     }
 
-    fn span(&self, u: &mut Unstructured) -> Result<Resource<crate::tracer::GuestSpan>> {
+    fn span(&self, u: &mut Unstructured) -> Result<Resource<crate::interfaces::tracer::GuestSpan>> {
         Ok(Resource::new_borrow(rep(u, &self.spans)?))
     }
 

@@ -4,16 +4,25 @@
 //! implementation's addition), and the host ships them to OpenTelemetry
 //! backends.
 //!
-//! Data flows one way: guest call -> interface implementation ([`tracer`],
-//! [`logging`], [`metrics`]) -> one [`Telemetry`] pipeline (sampling, limits,
-//! batching on export threads) -> exporters (OTLP, console, OTLP/JSON lines,
-//! or any OpenTelemetry SDK exporter).
+//! Data flows one way, through one door into the pipeline:
+//!
+//! ```text
+//! guest call -> interfaces/ (tracer, logging, metrics, sdk: convert, bound)
+//!            -> scope (one store's open spans, frames, ambient parent)
+//!            -> pipeline/ (Telemetry: sampler, limits, span birth and end,
+//!               log records, instruments)  <- host_spans/ (SERVER, CLIENT,
+//!               import and export calls), functions/ (frames, recorder, Dylibso)
+//!            -> export/ (batch queues on export threads, retry)
+//!            -> OTLP, console, JSON lines, the embedded store, any SDK exporter
+//! ```
 //!
 //! # Embedding
 //!
-//! Build one [`Telemetry`] for the host, give every store a
-//! [`WasiObserveCtx`], let the store's data implement [`WasiObserveView`], and
-//! call [`add_to_linker`]:
+//! Build one [`Telemetry`] for the host; for every store, build a
+//! [`WasiObserveCtx`] with [`WasiObserveCtx::builder`], let the store's data
+//! implement [`WasiObserveView`], call [`observe_store`] once the store exists
+//! (it installs the one call hook the ctx needs, chaining yours with
+//! [`observe_store_with_hook`]), and link with [`add_to_linker`]:
 //!
 //! ```no_run
 //! use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, export::Exporter};
@@ -53,12 +62,17 @@
 //!     wasi_observe_host::add_to_linker(&mut linker)?;
 //!
 //!     let component = Component::from_file(&engine, "app.wasm")?;
+//!     let observe = WasiObserveCtx::builder(&telemetry)
+//!         // A pipeline's trace context (TRACEPARENT): root spans join it.
+//!         .with_parent(wasi_observe_host::context_from_env())
+//!         .build();
 //!     let host = Host {
 //!         wasi: WasiCtx::builder().inherit_stdio().build(),
 //!         table: ResourceTable::new(),
-//!         observe: WasiObserveCtx::new(&telemetry),
+//!         observe,
 //!     };
 //!     let mut store = Store::new(&engine, host);
+//!     wasi_observe_host::observe_store(&mut store);
 //!     let command = Command::instantiate(&mut store, &component, &linker)?;
 //!     let result = command.wasi_cli_run().call_run(&mut store);
 //!
@@ -75,36 +89,59 @@
 //! }
 //! ```
 //!
+//! Instrumented components (`wasi-observe instrument`) also need
+//! [`functions::add_recorder_to_linker`] and the ctx builder's
+//! [`with_function_names`](WasiObserveCtxBuilder::with_function_names);
+//! import-call spans need
+//! [`with_call_tracing`](WasiObserveCtxBuilder::with_call_tracing) and the
+//! [`CallLayer`](host_spans::calls::CallLayer); `wasi:http` hosts get
+//! SERVER and CLIENT spans from [`host_spans::http`].
+//!
+//! # Cargo features
+//!
+//! - `http` (default): traced `wasi:http` (SERVER and CLIENT spans, W3C
+//!   trace context, duration metrics);
+//! - `store` (default): the embedded SQLite telemetry store as an exporter;
+//! - `testing`: [`testing`], support for tests of hosts and guests;
+//! - `fuzzing`: the fuzz driver behind `fuzz/`.
+//!
 //! [WASI Observe]: https://github.com/WebAssembly/wasi-observe
 //! [wasmtime]: https://wasmtime.dev
 
 #![warn(missing_docs)]
 
 mod bindings;
-pub mod calls;
-mod convert;
 mod ctx;
-pub mod dylibso;
 pub mod export;
+pub mod functions;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(feature = "http")]
-pub mod http;
-pub mod instrument;
-mod limits;
-pub mod logging;
-pub mod metrics;
-mod platform;
-mod sdk;
-mod stats;
-mod telemetry;
-pub mod tracer;
+mod hooks;
+pub mod host_spans;
+pub mod interfaces;
+pub mod pipeline;
+mod scope;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveView, add_to_linker};
-pub use limits::Limits;
-pub use platform::{PlatformSpan, context_from_env};
-pub use stats::StatsSnapshot;
-pub use telemetry::{Telemetry, TelemetryBuilder};
+pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveCtxBuilder, WasiObserveView, add_to_linker};
+pub use hooks::{observe_store, observe_store_with_hook};
+pub use host_spans::{HostSpan, PlatformSpan, context_from_env};
+pub use pipeline::{Limits, StatsSnapshot, Telemetry, TelemetryBuilder};
+
+// The modules' former places, kept so that existing embedders build.
+#[doc(hidden)]
+pub use functions::dylibso;
+#[doc(hidden)]
+pub use functions as instrument;
+#[doc(hidden)]
+pub use host_spans::calls;
+#[cfg(feature = "http")]
+#[doc(hidden)]
+pub use host_spans::http;
+#[doc(hidden)]
+pub use interfaces::{logging, metrics, tracer};
 
 /// Re-exported so embedders can name the OpenTelemetry types in the API
 /// (span contexts for ambient parents, exporters, samplers) at the versions

@@ -20,11 +20,8 @@ use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLogRecord, SdkLoggerProvid
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
 use wasi_observe_host::export::batch::BatchConfig;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
-use wasmtime_wasi::p2::bindings::sync::Command;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasi_observe_host::testing::Run;
+use wasi_observe_host::{Telemetry, WasiObserveCtx};
 
 /// A span as compared: everything but ids and times.
 #[derive(Debug, PartialEq)]
@@ -235,27 +232,6 @@ fn native() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     )
 }
 
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    observe: WasiObserveCtx,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiObserveView for Host {
-    fn observe(&mut self) -> &mut WasiObserveCtx {
-        &mut self.observe
-    }
-}
-
 /// The scenario as a component using the SDK, under the host.
 fn component() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     let spans = InMemorySpanExporter::default();
@@ -272,30 +248,18 @@ fn component() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
         .with_log_exporter(log_records.clone())
         .build()
         .unwrap();
-    let engine = Engine::default();
-    let mut linker = Linker::<Host>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    wasi_observe_host::add_to_linker(&mut linker).unwrap();
-    let component =
-        Component::from_file(&engine, test_programs_artifacts::SDK_SCENARIO_COMPONENT).unwrap();
-    let host = Host {
-        wasi: WasiCtx::builder().inherit_stderr().build(),
-        table: ResourceTable::new(),
-        observe: WasiObserveCtx::new(&telemetry),
-    };
-    let mut store = Store::new(&engine, host);
-    let command = Command::instantiate(&mut store, &component, &linker).unwrap();
-    command
-        .wasi_cli_run()
-        .call_run(&mut store)
-        .unwrap()
-        .unwrap();
+    let run = Run::command(
+        test_programs_artifacts::SDK_SCENARIO_COMPONENT,
+        WasiObserveCtx::new(&telemetry),
+        &["sdk_scenario"],
+    );
+    run.succeeded();
     assert_eq!(
-        store.data().observe.open_spans(),
+        run.store.data().observe.open_spans(),
         0,
         "the guest left spans open"
     );
-    drop(store);
+    drop(run);
     telemetry.force_flush().unwrap();
     (
         spans.get_finished_spans().unwrap(),

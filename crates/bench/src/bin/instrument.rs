@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use wasi_observe_host::instrument::FunctionNames;
+use wasi_observe_host::functions::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
@@ -114,7 +114,7 @@ fn component_run(
 ) -> (Duration, u64) {
     let mut observe = WasiObserveCtx::new(t);
     observe.set_function_names(names.clone());
-    let host = Host::fib(n, observe);
+    let host = host::fib(n, observe);
     let mut store = Store::new(engine, host);
     let command = Command::instantiate(&mut store, component, linker).unwrap();
     let start = Instant::now();
@@ -179,7 +179,7 @@ fn main() {
     let mut linker = Linker::<Host>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     wasi_observe_host::add_to_linker(&mut linker).unwrap();
-    wasi_observe_host::instrument::add_recorder_to_linker(&mut linker).unwrap();
+    wasi_observe_host::functions::add_recorder_to_linker(&mut linker).unwrap();
     let original = std::fs::read(test_programs_artifacts::INSTRUMENTED_COMPONENT).unwrap();
     let (rewritten, _) = wasi_observe_instrument::instrument(&original, &options).unwrap();
     let names = Arc::new(FunctionNames::from_wasm(&rewritten));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use wasi_observe_host::instrument::FunctionNames;
+use wasi_observe_host::functions::FunctionNames;
 use wasi_observe_host::{Telemetry, WasiObserveCtx};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
@@ -53,7 +53,7 @@ fn main() {
     let mut linker = Linker::<Host>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     wasi_observe_host::add_to_linker(&mut linker).unwrap();
-    wasi_observe_host::instrument::add_recorder_to_linker(&mut linker).unwrap();
+    wasi_observe_host::functions::add_recorder_to_linker(&mut linker).unwrap();
     let original = std::fs::read(test_programs_artifacts::INSTRUMENTED_COMPONENT).unwrap();
     let wasm = if mode == "plain" {
         original
@@ -67,7 +67,7 @@ fn main() {
     let component = Component::new(&engine, &wasm).unwrap();
     let mut observe = WasiObserveCtx::new(&t);
     observe.set_function_names(names);
-    let host = Host::fib(n, observe);
+    let host = host::fib(n, observe);
     let mut store = Store::new(&engine, host);
     let command = Command::instantiate(&mut store, &component, &linker).unwrap();
     run(&mut store, &command);

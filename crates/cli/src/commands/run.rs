@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use wasi_observe_host::instrument::FunctionNames;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView, calls};
+use wasi_observe_host::functions::FunctionNames;
+use wasi_observe_host::host_spans::calls;
+use wasi_observe_host::{Telemetry, WasiObserveCtx, WasiObserveView};
 use wasmtime::Result;
 use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
@@ -164,15 +165,10 @@ impl RunCommand {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .with_context(|| format!("cannot open directory {}", host.display()))?;
         }
-        let mut observe = WasiObserveCtx::new(&telemetry);
         let functions = Arc::new(FunctionNames::from_wasm(loaded.bytes()));
-        let instrumented = !functions.is_empty();
-        observe.set_function_names(functions);
-        observe.set_min_function_duration(self.min_function_duration);
         // A pipeline's trace context (TRACEPARENT, TRACESTATE): the guest's
         // root spans join that trace.
         let parent = wasi_observe_host::context_from_env();
-        observe.set_parent(parent.clone());
         // --trace-calls: a span around the `run` export (`_start` for a core
         // module), the guest's spans under it, and a span per import call.
         let calls = match (self.calls.install()?, &loaded) {
@@ -193,21 +189,19 @@ impl RunCommand {
             }
             (None, _) => None,
         };
-        let (names, mut run_span) = calls.unzip();
-        let mut run_span = run_span.take().flatten();
-        if let Some(span) = &run_span {
-            observe.set_parent(Some(span.context().clone()));
+        let (names, run_span) = calls.unzip();
+        let mut run_span = run_span.flatten();
+        let mut observe = WasiObserveCtx::builder(&telemetry)
+            .with_function_names(functions)
+            .with_min_function_duration(self.min_function_duration)
+            .with_parent(run_span.as_ref().map(|s| s.context().clone()).or(parent));
+        if let Some(names) = names {
+            observe = observe.with_call_tracing(names);
         }
-        let mut guest = self.prepare(&engine, loaded, wasi, observe)?;
-        match (&mut guest, names) {
-            (Guest::Component(store, _), Some(names)) => calls::trace_calls(store, names),
-            (Guest::Module(store, _), Some(names)) => calls::trace_calls(store, names),
-            // An instrumented component's recorder times its events from
-            // the last host return.
-            (Guest::Component(store, _), None) if instrumented => {
-                wasi_observe_host::instrument::time_host_calls(store)
-            }
-            _ => {}
+        let mut guest = self.prepare(&engine, loaded, wasi, observe.build())?;
+        match &mut guest {
+            Guest::Component(store, _) => wasi_observe_host::observe_store(store),
+            Guest::Module(store, _) => wasi_observe_host::observe_store(store),
         }
         guest.set_limits(self.fuel)?;
 
@@ -331,7 +325,7 @@ impl RunCommand {
                 let mut linker = Linker::<Host>::new(engine);
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
                 wasi_observe_host::add_to_linker(&mut linker)?;
-                wasi_observe_host::instrument::add_recorder_to_linker(&mut linker)?;
+                wasi_observe_host::functions::add_recorder_to_linker(&mut linker)?;
                 let pre = linker.instantiate_pre(&component).with_context(missing)?;
                 let pre = CommandPre::new(pre).with_context(|| {
                     format!(
@@ -345,7 +339,7 @@ impl RunCommand {
             Loaded::Module(module, _) => {
                 let mut linker = wasmtime::Linker::<ModuleHost>::new(engine);
                 wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h| &mut h.wasi)?;
-                wasi_observe_host::dylibso::add_to_linker(&mut linker, &module)?;
+                wasi_observe_host::functions::dylibso::add_to_linker(&mut linker, &module)?;
                 let pre = linker.instantiate_pre(&module).with_context(missing)?;
                 let host = ModuleHost {
                     wasi: wasi.build_p1(),

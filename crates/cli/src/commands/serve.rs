@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use wasi_observe_host::http::ServerSpan;
-use wasi_observe_host::instrument::FunctionNames;
-use wasi_observe_host::{Telemetry, WasiObserveCtx, calls};
+use wasi_observe_host::functions::FunctionNames;
+use wasi_observe_host::host_spans::calls;
+use wasi_observe_host::host_spans::http::ServerSpan;
+use wasi_observe_host::{Telemetry, WasiObserveCtx};
 use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result, Store};
@@ -160,7 +161,7 @@ impl ServeCommand {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasi_observe_host::add_to_linker(&mut linker)?;
-        wasi_observe_host::instrument::add_recorder_to_linker(&mut linker)?;
+        wasi_observe_host::functions::add_recorder_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(&component).with_context(|| {
             format!(
                 "cannot serve {}: an import is missing",
@@ -365,20 +366,16 @@ async fn handle(
     for (k, v) in &server.envs {
         wasi.env(k, v);
     }
-    let mut observe = WasiObserveCtx::new(&server.telemetry).with_parent(parent);
-    observe.set_function_names(server.functions.clone());
-    observe.set_min_function_duration(server.min_function_duration);
-    let host = Host::new(wasi.build(), observe);
-    let mut store = Store::new(&server.engine, host);
-    match &server.calls {
-        Some((names, _)) => calls::trace_calls(&mut store, names.clone()),
-        // An instrumented component's recorder times its events from the
-        // last host return.
-        None if !server.functions.is_empty() => {
-            wasi_observe_host::instrument::time_host_calls(&mut store)
-        }
-        None => {}
+    let mut observe = WasiObserveCtx::builder(&server.telemetry)
+        .with_parent(Some(parent))
+        .with_function_names(server.functions.clone())
+        .with_min_function_duration(server.min_function_duration);
+    if let Some((names, _)) = &server.calls {
+        observe = observe.with_call_tracing(names.clone());
     }
+    let host = Host::new(wasi.build(), observe.build());
+    let mut store = Store::new(&server.engine, host);
+    wasi_observe_host::observe_store(&mut store);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
 

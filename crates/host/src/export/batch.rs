@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
-use crate::limits::var_usize;
-use crate::stats::Stats;
+use crate::pipeline::limits::var_usize;
+use crate::pipeline::stats::Stats;
 
 /// Queue and batch sizes, as the OpenTelemetry `OTEL_BSP_*` / `OTEL_BLRP_*`
 /// variables define them, plus the backpressure and retry bounds.

@@ -2,7 +2,8 @@
 //!
 //! Every item becomes one compact line (span events and links follow on
 //! indented lines), written to a shared writer that is flushed after every
-//! export. Intended for local debugging, e.g. `wasi-observe run --console`.
+//! export. Intended for local debugging: `wasi-observe run --exporter console`
+//! (or `OTEL_TRACES_EXPORTER=console`, and so on per signal).
 //!
 //! ```text
 //! span  4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 parent=- handle kind=server 1.234ms status=error("boom") attrs{http.method="GET"} events=1

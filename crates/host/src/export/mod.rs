@@ -9,7 +9,19 @@
 
 pub mod batch;
 pub mod console;
-pub mod file;
+pub mod jsonl;
+mod retry;
+#[cfg(feature = "store")]
+pub mod store;
+
+/// The JSON lines exporter's former module name.
+#[doc(hidden)]
+pub mod file {
+    pub use super::jsonl::*;
+}
+
+#[cfg(feature = "store")]
+pub use store::open_store;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -39,19 +51,6 @@ pub enum Exporter {
     /// The embedded SQLite store: the given file, or (`None`)
     /// [`wasi_observe_store::default_path`].
     Store(Option<PathBuf>),
-}
-
-/// Opens the telemetry store at `path` (default:
-/// [`wasi_observe_store::default_path`]), with retention from the environment.
-pub fn open_store(path: Option<&std::path::Path>) -> wasmtime::Result<wasi_observe_store::Store> {
-    let open = || {
-        let path = match path {
-            Some(p) => p.to_path_buf(),
-            None => wasi_observe_store::default_path()?,
-        };
-        wasi_observe_store::Store::open(&path, wasi_observe_store::StoreOptions::from_env()?)
-    };
-    open().map_err(|e| wasmtime::Error::msg(format!("{e:#}")))
 }
 
 impl FromStr for Exporter {
@@ -201,64 +200,7 @@ fn short_type_name<E>() -> &'static str {
     &name[start..]
 }
 
-/// Runs `fut` on the export runtime with a deadline.
-fn run(
-    rt: &Handle,
-    timeout: Duration,
-    fut: impl std::future::Future<Output = OTelSdkResult>,
-) -> Result<(), String> {
-    rt.block_on(async {
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("export timed out after {timeout:?}")),
-        }
-    })
-}
-
-/// Whether an export error may go away by trying again later. Following the
-/// OTLP specification: HTTP 408, 429, 5xx and network errors are transient,
-/// other HTTP statuses (a 405 from a backend that takes no logs, a 400 for a
-/// request it cannot parse) are permanent; gRPC `Cancelled`,
-/// `DeadlineExceeded`, `Aborted`, `OutOfRange`, `Unavailable`, `DataLoss` and
-/// `ResourceExhausted` are transient, other codes permanent. A failure of the
-/// embedded store is permanent (it counts its own drops). Anything else (a
-/// timeout, a file that cannot be written) is taken as transient: the retry
-/// buffer and the exit deadline bound what that costs.
-pub(crate) fn is_transient(message: &str) -> bool {
-    // The embedded store has already counted (and reported) what it could
-    // not write, e.g. when it is full: retrying would count it twice.
-    if message.contains("telemetry store") {
-        return false;
-    }
-    if let Some(rest) = message.split("status code: ").nth(1) {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(code) = digits.parse::<u16>() {
-            return matches!(code, 408 | 429) || code >= 500;
-        }
-    }
-    if let Some(rest) = message.split("gRPC code: ").nth(1) {
-        let code: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
-        return matches!(
-            code.as_str(),
-            "Cancelled"
-                | "DeadlineExceeded"
-                | "Aborted"
-                | "OutOfRange"
-                | "Unavailable"
-                | "DataLoss"
-                | "ResourceExhausted"
-        );
-    }
-    true
-}
-
-fn failure(exporter: &str, message: String) -> batch::Failure {
-    batch::Failure {
-        transient: is_transient(&message),
-        message: format!("{exporter}: {message}"),
-    }
-}
+use retry::run;
 
 /// Exports span batches to every exporter; a batch counts as delivered only
 /// if every exporter took it, and each exporter is retried on its own.
@@ -281,7 +223,7 @@ impl batch::Sink<SpanData> for SpanSink {
         let Some(e) = self.exporters.get(target) else {
             return Ok(());
         };
-        run(&self.rt, timeout, e.export(batch.to_vec())).map_err(|m| failure(e.name(), m))
+        run(&self.rt, timeout, e.name(), e.export(batch.to_vec()))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -318,7 +260,7 @@ impl batch::Sink<QueuedLog> for LogSink {
         };
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|q| (&q.0, &q.1)).collect();
-        run(&self.rt, timeout, e.export(LogBatch::new(&refs))).map_err(|m| failure(e.name(), m))
+        run(&self.rt, timeout, e.name(), e.export(LogBatch::new(&refs)))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -384,59 +326,4 @@ mod tests {
         assert!(parse_exporters("jsonl:").is_err());
     }
 
-    #[test]
-    fn the_store_exporter_opens_its_store_and_refuses_foreign_files() {
-        let dir =
-            std::env::temp_dir().join(format!("wasi-observe-host-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
-        let _ = std::fs::remove_file(&path);
-        let telemetry = crate::Telemetry::builder()
-            .with_exporter(Signal::Traces, &Exporter::Store(Some(path.clone())))
-            .unwrap()
-            .with_exporter(Signal::Logs, &Exporter::Store(Some(path.clone())))
-            .unwrap()
-            .build()
-            .unwrap();
-        telemetry.shutdown().unwrap();
-        let store = wasi_observe_store::Store::open_existing(&path).unwrap();
-        assert_eq!(store.counts().unwrap().traces, 0);
-
-        let foreign = dir.join("notes.txt");
-        std::fs::write(&foreign, "not a database").unwrap();
-        let err = crate::Telemetry::builder()
-            .with_exporter(Signal::Metrics, &Exporter::Store(Some(foreign.clone())))
-            .err()
-            .expect("a foreign file is refused");
-        assert!(
-            err.to_string()
-                .contains("is not a wasi-observe telemetry store"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read(&foreign).unwrap(), b"not a database");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn export_errors_are_classified_as_the_otlp_specification_says() {
-        for transient in [
-            "HTTP export failed: network error",
-            "HTTP export failed with status code: 503",
-            "HTTP export failed with status code: 429",
-            "HTTP export failed with status code: 408",
-            "TonicTracesClient export failed with gRPC code: Unavailable: connection refused",
-            "export timed out after 10s",
-        ] {
-            assert!(is_transient(transient), "{transient}");
-        }
-        for permanent in [
-            "HTTP export failed with status code: 405",
-            "HTTP export failed with status code: 400",
-            "TonicLogsClient export failed with gRPC code: Unimplemented",
-            "TonicLogsClient export failed with gRPC code: Unauthenticated",
-            "Operation failed: telemetry store /tmp/t.db is full (disk full or size cap): 512 spans dropped",
-        ] {
-            assert!(!is_transient(permanent), "{permanent}");
-        }
-    }
 }

@@ -7,7 +7,7 @@
 //! call and emit a `call` and a `return` event in it; for WASI preview 1
 //! (core modules), wiggle's bindings open `wiggle abi` with the same fields
 //! and emit an event with the arguments and one with the `result`. [`CallLayer`] turns
-//! those into OpenTelemetry spans; a store's call hook ([`trace_calls`])
+//! those into OpenTelemetry spans; a store's call hook ([`crate::observe_store`])
 //! tells it which store is calling, so each span hangs under that guest's
 //! current span. Nothing of this runs unless a store has the hook and the
 //! layer is installed: the generated spans then cost a disabled `tracing`
@@ -32,11 +32,11 @@ use tracing_subscriber::registry::LookupSpan;
 use wasi_observe_instrument::glob_match;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::{CallHook, Engine, Store};
+use wasmtime::{Engine, Store};
 
-use crate::ctx::WasiObserveView;
-use crate::platform::PlatformSpan;
-use crate::telemetry::Telemetry;
+use super::HostSpan;
+use crate::ctx::{WasiObserveCtx, WasiObserveView};
+use crate::pipeline::Telemetry;
 
 /// The name wasmtime's bindings give the span around an import call.
 const IMPORT_SPAN: &str = "wit-bindgen import";
@@ -173,30 +173,28 @@ thread_local! {
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
 
-/// Traces the import calls of the guest in `store`: a call hook tells the
-/// [`CallLayer`] which store calls and under which span. (It replaces any
-/// call hook the store had.)
+/// Tells the [`CallLayer`] that the guest of `observe` is calling the host
+/// now (the store's call hook, [`crate::observe_store`], calls it).
+pub(crate) fn calling_host(observe: &WasiObserveCtx, names: &Arc<ImportNames>) {
+    let scope = Scope {
+        telemetry: observe.telemetry().clone(),
+        parent: observe.current_span_context(),
+        names: names.clone(),
+    };
+    SCOPE.with(|s| *s.borrow_mut() = Some(scope));
+}
+
+/// The host call that [`calling_host`] announced returned.
+pub(crate) fn returning_from_host() {
+    SCOPE.with(|s| *s.borrow_mut() = None);
+}
+
+/// Traces the import calls of the guest in `store`, replacing any call hook
+/// the store had.
+#[deprecated(note = "give the names to `WasiObserveCtxBuilder::with_call_tracing` and call `wasi_observe_host::observe_store`, which also chains your own hook")]
 pub fn trace_calls<T: WasiObserveView + 'static>(store: &mut Store<T>, names: Arc<ImportNames>) {
-    store.call_hook(move |mut cx, hook| {
-        match hook {
-            CallHook::CallingHost => {
-                let observe = cx.data_mut().observe();
-                let scope = Scope {
-                    telemetry: observe.telemetry().clone(),
-                    parent: observe.current_span_context(),
-                    names: names.clone(),
-                };
-                SCOPE.with(|s| *s.borrow_mut() = Some(scope));
-            }
-            CallHook::ReturningFromHost => {
-                SCOPE.with(|s| *s.borrow_mut() = None);
-                // As `instrument::time_host_calls`, which this hook replaces.
-                cx.data_mut().observe().note_guest_resumed();
-            }
-            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-        }
-        Ok(())
-    });
+    store.data_mut().observe().set_call_tracing(Some(names));
+    crate::observe_store(store);
 }
 
 /// A span around an export the host calls (`wasi:cli/run@0.2.6#run`), under
@@ -207,7 +205,7 @@ pub fn export_span(
     interface: &str,
     function: &str,
     parent: Option<&SpanContext>,
-) -> PlatformSpan {
+) -> HostSpan {
     let mut attrs = Vec::with_capacity(5);
     name_attributes(&mut attrs, interface, function, "export");
     telemetry.start_span(
@@ -219,7 +217,7 @@ pub fn export_span(
 }
 
 /// Marks an export span failed: `error_type` `trap` or `error_result`.
-pub fn export_failed(span: &mut PlatformSpan, error_type: &str, message: String) {
+pub fn export_failed(span: &mut HostSpan, error_type: &str, message: String) {
     span.set_attribute(KeyValue::new("error.type", error_type.to_string()));
     span.set_status(Status::error(message));
 }
@@ -241,7 +239,7 @@ pub fn core_export_span(
     telemetry: &Telemetry,
     function: &str,
     parent: Option<&SpanContext>,
-) -> PlatformSpan {
+) -> HostSpan {
     let mut attrs = Vec::with_capacity(2);
     name_attributes(&mut attrs, "", function, "export");
     telemetry.start_span(function.to_string(), SpanKind::Internal, parent, attrs)
@@ -269,7 +267,7 @@ pub struct CallLayer {
 
 /// The span being made for one import call, in its `tracing` span.
 struct CallSpan {
-    span: PlatformSpan,
+    span: HostSpan,
     start: Instant,
 }
 

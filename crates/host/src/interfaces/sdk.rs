@@ -12,54 +12,52 @@ use opentelemetry as otel;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
 use wasmtime::component::Resource;
 
+use super::tracer::GuestSpan;
+use super::values;
 use crate::bindings::Datetime;
 use crate::bindings::logging::Level;
 use crate::bindings::sdk::{self as wit, Host, Parent, Signals, SpanEvent};
 use crate::bindings::tracer::{self, HostSpan, KeyValue, StartOptions, Status};
 use crate::ctx::WasiObserveCtx;
-use crate::tracer::{GuestSpan, ParentChoice};
+use crate::pipeline::logs::NewLog;
+use crate::scope::ParentChoice;
 
-impl WasiObserveCtx {
-    fn parent_choice(&self, parent: Parent) -> ParentChoice {
-        match parent {
-            Parent::Ambient => ParentChoice::Ambient,
-            Parent::Span(span) => match self.span_context_of(span.rep()) {
-                Some(cx) => ParentChoice::Given(cx.clone()),
-                // A handle without state (telemetry off, or the open-span
-                // limit): its children hang where it would have.
-                None => ParentChoice::Ambient,
-            },
-            Parent::Context(cx) => match self.wit_context(cx) {
-                Some(cx) => ParentChoice::Given(cx),
-                None => ParentChoice::Ambient,
-            },
-        }
+fn parent_choice(ctx: &WasiObserveCtx, parent: Parent) -> ParentChoice {
+    match parent {
+        Parent::Ambient => ParentChoice::Ambient,
+        Parent::Span(span) => match ctx.scope.context_of(span.rep()) {
+            Some(cx) => ParentChoice::Given(cx.clone()),
+            // A handle without state (telemetry off, or the open-span
+            // limit): its children hang where it would have.
+            None => ParentChoice::Ambient,
+        },
+        Parent::Context(cx) => match wit_context(ctx, cx) {
+            Some(cx) => ParentChoice::Given(cx),
+            None => ParentChoice::Ambient,
+        },
     }
+}
 
-    /// A guest's span context by value; zero ids make it invalid (counted).
-    fn wit_context(&self, cx: wit::Context) -> Option<SpanContext> {
-        let trace_id = (u128::from(cx.trace_id_high) << 64) | u128::from(cx.trace_id_low);
-        if trace_id == 0 || cx.span_id == 0 {
-            crate::stats::Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
-            return None;
-        }
-        let flags = if cx.trace_flags.contains(tracer::TraceFlags::SAMPLED) {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::NOT_SAMPLED
-        };
-        let check = crate::convert::Checker {
-            limits: &self.telemetry.inner.limits,
-            stats: &self.telemetry.inner.stats,
-        };
-        Some(SpanContext::new(
-            TraceId::from_bytes(trace_id.to_be_bytes()),
-            SpanId::from_bytes(cx.span_id.to_be_bytes()),
-            flags,
-            cx.is_remote,
-            check.trace_state(cx.trace_state),
-        ))
+/// A guest's span context by value; zero ids make it invalid (counted).
+fn wit_context(ctx: &WasiObserveCtx, cx: wit::Context) -> Option<SpanContext> {
+    let check = ctx.scope.telemetry().checker();
+    let trace_id = (u128::from(cx.trace_id_high) << 64) | u128::from(cx.trace_id_low);
+    if trace_id == 0 || cx.span_id == 0 {
+        check.invalid();
+        return None;
     }
+    let flags = if cx.trace_flags.contains(tracer::TraceFlags::SAMPLED) {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::NOT_SAMPLED
+    };
+    Some(SpanContext::new(
+        TraceId::from_bytes(trace_id.to_be_bytes()),
+        SpanId::from_bytes(cx.span_id.to_be_bytes()),
+        flags,
+        cx.is_remote,
+        check.trace_state(cx.trace_state),
+    ))
 }
 
 /// Attribute sets an instance may share (`share-attributes`), and the bytes
@@ -93,15 +91,13 @@ fn shareable(kv: otel::KeyValue) -> otel::KeyValue {
     otel::KeyValue::new(key, value)
 }
 
-impl WasiObserveCtx {
-    /// A shared set by handle; an unknown handle is counted and ignored.
-    fn shared_set(&self, handle: Option<u32>) -> Option<Arc<[otel::KeyValue]>> {
-        let set = self.shared.get(handle? as usize).cloned();
-        if set.is_none() {
-            crate::stats::Stats::add(&self.telemetry.inner.stats.invalid_input, 1);
-        }
-        set
+/// A shared set by handle; an unknown handle is counted and ignored.
+fn shared_set(ctx: &WasiObserveCtx, handle: Option<u32>) -> Option<Arc<[otel::KeyValue]>> {
+    let set = ctx.shared.get(handle? as usize).cloned();
+    if set.is_none() {
+        ctx.scope.telemetry().checker().invalid();
     }
+    set
 }
 
 fn to_wit_context(cx: &SpanContext) -> wit::Context {
@@ -116,21 +112,21 @@ fn to_wit_context(cx: &SpanContext) -> wit::Context {
         span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
         trace_flags: flags,
         is_remote: cx.is_remote(),
-        trace_state: crate::convert::trace_state_entries(cx.trace_state()),
+        trace_state: values::trace_state_entries(cx.trace_state()),
     }
 }
 
 impl Host for WasiObserveCtx {
     fn enabled(&mut self) -> wasmtime::Result<Signals> {
-        let inner = &self.telemetry.inner;
+        let on = self.scope.telemetry().signals();
         let mut signals = Signals::empty();
-        if inner.enabled && inner.spans.is_some() {
+        if on.traces {
             signals |= Signals::TRACES;
         }
-        if inner.enabled && inner.logger.is_some() {
+        if on.logs {
             signals |= Signals::LOGS;
         }
-        if inner.enabled && inner.meter.is_some() {
+        if on.metrics {
             signals |= Signals::METRICS;
         }
         Ok(signals)
@@ -140,9 +136,8 @@ impl Host for WasiObserveCtx {
         if attributes.is_empty() || self.shared.len() >= MAX_SHARED_SETS {
             return Ok(None);
         }
-        let (attrs, _) = self
-            .checker()
-            .attributes(attributes, self.telemetry.inner.limits.attributes_per_span);
+        let t = self.scope.telemetry();
+        let (attrs, _) = values::attributes(&t.checker(), attributes, t.limits().attributes_per_span);
         let bytes: usize = attrs.iter().map(attribute_size).sum();
         if self.shared_bytes + bytes > MAX_SHARED_BYTES {
             return Ok(None);
@@ -160,16 +155,16 @@ impl Host for WasiObserveCtx {
         options: Option<StartOptions>,
         shared: Option<u32>,
     ) -> wasmtime::Result<wit::Started> {
-        let parent = self.parent_choice(parent);
-        let shared = self.shared_set(shared);
-        let started = WasiObserveCtx::start_span(self, name, options, parent, shared.as_deref());
+        let parent = parent_choice(self, parent);
+        let shared = shared_set(self, shared);
+        let started = super::tracer::start(self, name, options, parent, shared.as_deref());
         let cx = &started.cx;
         let trace_id = u128::from_be_bytes(cx.trace_id().to_bytes());
         let mut flags = tracer::TraceFlags::empty();
         if cx.is_sampled() {
             flags |= tracer::TraceFlags::SAMPLED;
         }
-        let trace_state = crate::convert::trace_state_entries(cx.trace_state());
+        let trace_state = values::trace_state_entries(cx.trace_state());
         Ok(wit::Started {
             span: Resource::new_own(started.rep),
             trace_id_high: (trace_id >> 64) as u64,
@@ -202,11 +197,12 @@ impl Host for WasiObserveCtx {
             } else {
                 event.attributes
             };
-            let max = self.telemetry.inner.limits.attributes_per_event;
-            let check = self.checker();
-            let shared = self.shared_set(event.shared);
+            let t = self.scope.telemetry().clone();
+            let max = t.limits().attributes_per_event;
+            let check = t.checker();
+            let shared = shared_set(self, event.shared);
             let shared = shared.as_deref().unwrap_or_default();
-            let (mut attrs, mut dropped) = check.attributes_with_room(all, max, shared.len());
+            let (mut attrs, mut dropped) = values::attributes_with_room(&check, all, max, shared.len());
             let name = check.string(event.name);
             for kv in shared {
                 if attrs.len() < max {
@@ -215,14 +211,30 @@ impl Host for WasiObserveCtx {
                     dropped = dropped.saturating_add(1);
                 }
             }
-            self.push_event(span.rep(), name, now, attrs, dropped);
+            if let Some(r) = self.scope.record_mut(span.rep()) {
+                r.add_event(opentelemetry::trace::Event::new(name, now, attrs, dropped), &t);
+            }
         }
-        let cx = match self.parent_choice(span) {
+        let cx = match parent_choice(self, span) {
             ParentChoice::Given(cx) => Some(cx),
-            _ => self.ambient.clone(),
+            _ => self.scope.ambient.clone(),
         };
-        let message = (!message.is_empty()).then_some(message);
-        self.emit_log(level, context, message, attributes, cx.as_ref(), Some(now));
+        let t = self.scope.telemetry();
+        if !t.signals().logs {
+            return Ok(());
+        }
+        let (severity, severity_text) = super::logging::severity(level);
+        let (attributes, _) =
+            values::attributes(&t.checker(), attributes, t.limits().attributes_per_log);
+        t.emit_log(NewLog {
+            severity,
+            severity_text,
+            target: context,
+            body: (!message.is_empty()).then_some(message),
+            attributes,
+            span: cx.as_ref(),
+            time: Some(now),
+        });
         Ok(())
     }
 
@@ -254,8 +266,8 @@ impl Host for WasiObserveCtx {
         span: Resource<GuestSpan>,
         parent: Parent,
     ) -> wasmtime::Result<wit::Context> {
-        let parent = self.parent_choice(parent);
-        let cx = self.reparent(span.rep(), parent);
+        let parent = parent_choice(self, parent);
+        let cx = self.scope.move_under(span.rep(), parent);
         Ok(to_wit_context(&cx))
     }
 }

@@ -8,12 +8,10 @@
 //! under the guest's innermost open span, so no guest code is needed.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use http::{HeaderMap, Method, Request, Version};
 use http_body_util::BodyExt as _;
-use opentelemetry::metrics::Histogram;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
@@ -22,9 +20,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_semantic_conventions::attribute as semconv;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::HostSpan;
 use crate::ctx::WasiObserveCtx;
-use crate::platform::PlatformSpan;
-use crate::telemetry::Telemetry;
+use crate::pipeline::Telemetry;
+use crate::pipeline::instruments::HostHistogram;
 
 /// The W3C trace context a request carries (`traceparent`, `tracestate`).
 /// A missing or malformed header gives `None`: the request starts a new trace
@@ -80,6 +79,18 @@ fn method_attributes(method: &Method, attrs: &mut Vec<KeyValue>) -> &'static str
     }
 }
 
+/// The attributes a duration metric may carry of those a span has so far:
+/// `http.request.method_original` is the client's (or guest's) to choose,
+/// so, as the HTTP conventions say, it goes on spans only; on metrics an
+/// unknown method is `_OTHER`, and no one can grow the host's series.
+fn metric_subset(attrs: &[KeyValue]) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .filter(|kv| kv.key.as_str() != semconv::HTTP_REQUEST_METHOD_ORIGINAL)
+        .cloned()
+        .collect()
+}
+
 fn protocol_version(v: Version) -> Option<&'static str> {
     Some(match v {
         Version::HTTP_09 => "0.9",
@@ -99,45 +110,28 @@ fn split_authority(authority: &str) -> (String, Option<u16>) {
     }
 }
 
-/// The host's HTTP duration histograms, made once per pipeline.
-pub(crate) struct HttpMetrics {
-    server: Histogram<f64>,
-    client: Histogram<f64>,
-}
+/// The bucket boundaries the HTTP semantic conventions advise.
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
-impl HttpMetrics {
-    fn get(t: &Telemetry) -> Option<&HttpMetrics> {
-        let inner = &t.inner;
-        let meter = inner.meter.as_ref()?;
-        Some(inner.http_metrics.get_or_init(|| {
-            // The bucket boundaries the HTTP semantic conventions advise.
-            let buckets = vec![
-                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-            ];
-            HttpMetrics {
-                server: meter
-                    .f64_histogram("http.server.request.duration")
-                    .with_unit("s")
-                    .with_description("Duration of HTTP server requests.")
-                    .with_boundaries(buckets.clone())
-                    .build(),
-                client: meter
-                    .f64_histogram("http.client.request.duration")
-                    .with_unit("s")
-                    .with_description("Duration of HTTP client requests.")
-                    .with_boundaries(buckets)
-                    .build(),
-            }
-        }))
-    }
-}
+const SERVER_DURATION: HostHistogram = HostHistogram {
+    name: "http.server.request.duration",
+    unit: "s",
+    description: "Duration of HTTP server requests.",
+    boundaries: BUCKETS,
+};
 
-/// The lazily made histograms' slot in the pipeline.
-pub(crate) type HttpMetricsSlot = OnceLock<HttpMetrics>;
+const CLIENT_DURATION: HostHistogram = HostHistogram {
+    name: "http.client.request.duration",
+    unit: "s",
+    description: "Duration of HTTP client requests.",
+    boundaries: BUCKETS,
+};
 
 /// What a request span needs to record its outcome and duration metric.
 struct Exchange {
-    span: PlatformSpan,
+    span: HostSpan,
     telemetry: Telemetry,
     start: Instant,
     /// Attributes the duration metric carries (a low-cardinality subset).
@@ -207,8 +201,8 @@ impl Exchange {
         self.span.set_status(Status::error(message));
     }
 
-    fn finish(&mut self, histogram: fn(&HttpMetrics) -> &Histogram<f64>) {
-        let Some(metrics) = HttpMetrics::get(&self.telemetry) else {
+    fn finish(&mut self, histogram: &HostHistogram) {
+        let Some(histogram) = self.telemetry.host_histogram(histogram) else {
             return;
         };
         let mut attrs = std::mem::take(&mut self.metric_attributes);
@@ -221,7 +215,7 @@ impl Exchange {
         if let Some(e) = self.error_type.take() {
             attrs.push(KeyValue::new(semconv::ERROR_TYPE, e));
         }
-        histogram(metrics).record(self.start.elapsed().as_secs_f64(), &attrs);
+        histogram.record(self.start.elapsed().as_secs_f64(), &attrs);
     }
 }
 
@@ -252,7 +246,7 @@ impl ServerSpan {
         let mut attrs = Vec::with_capacity(12);
         let name = method_attributes(request.method(), &mut attrs);
         attrs.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
-        let mut metric_attributes = attrs.clone();
+        let mut metric_attributes = metric_subset(&attrs);
         attrs.push(KeyValue::new(
             semconv::URL_PATH,
             request.uri().path().to_string(),
@@ -377,7 +371,7 @@ impl ServerSpan {
 
 impl Drop for ServerSpan {
     fn drop(&mut self) {
-        self.exchange.finish(|m| &m.server);
+        self.exchange.finish(&SERVER_DURATION);
     }
 }
 
@@ -395,7 +389,7 @@ impl ClientSpan {
         }
         let mut attrs = Vec::with_capacity(6);
         let name = method_attributes(request.method(), &mut attrs);
-        let mut metric_attributes = attrs.clone();
+        let mut metric_attributes = metric_subset(&attrs);
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("http");
         if let Some(host) = uri.host() {
@@ -424,7 +418,7 @@ impl ClientSpan {
 
 impl Drop for ClientSpan {
     fn drop(&mut self) {
-        self.exchange.finish(|m| &m.client);
+        self.exchange.finish(&CLIENT_DURATION);
     }
 }
 
@@ -479,8 +473,8 @@ impl WasiHttpHooks for WasiObserveCtx {
         let _ = fut;
         // Function frames of an instrumented guest count: the request is
         // then under the function that sent it (which is kept as a span).
-        let parent = self.implicit_parent();
-        let mut span = ClientSpan::start(&self.telemetry, &request, parent.as_ref());
+        let parent = self.scope.implicit_parent();
+        let mut span = ClientSpan::start(self.scope.telemetry(), &request, parent.as_ref());
         let cx = span.exchange.span.context();
         if cx.is_valid() {
             inject_context(cx, request.headers_mut());

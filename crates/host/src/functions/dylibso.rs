@@ -36,7 +36,7 @@ use crate::bindings::logging::{Host as _, Level};
 use crate::bindings::metrics::{Host as _, InstrumentKind, Number};
 use crate::bindings::tracer as wit;
 use crate::ctx::{WasiObserveCtx, WasiObserveView};
-use crate::stats::Stats;
+use crate::pipeline::stats::Stats;
 
 /// Dylibso's manual-span and telemetry API.
 pub const API_MODULE: &str = "dylibso:observe/api";
@@ -48,7 +48,7 @@ pub fn uses_dylibso(module: &Module) -> bool {
     module.imports().any(|i| {
         matches!(
             i.module(),
-            crate::instrument::HOOKS_MODULE | API_MODULE | LEGACY_MODULE
+            super::HOOKS_MODULE | API_MODULE | LEGACY_MODULE
         )
     })
 }
@@ -68,20 +68,20 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(
             continue;
         }
         let op = match (m, name) {
-            (crate::instrument::HOOKS_MODULE, "enter") | (LEGACY_MODULE, "instrument_enter") => {
+            (super::HOOKS_MODULE, "enter") | (LEGACY_MODULE, "instrument_enter") => {
                 Op::Enter
             }
-            (crate::instrument::HOOKS_MODULE, "exit") | (LEGACY_MODULE, "instrument_exit") => {
+            (super::HOOKS_MODULE, "exit") | (LEGACY_MODULE, "instrument_exit") => {
                 Op::Exit
             }
-            (crate::instrument::HOOKS_MODULE, "memory-grow")
+            (super::HOOKS_MODULE, "memory-grow")
             | (LEGACY_MODULE, "instrument_memory_grow") => Op::Grow,
             (API_MODULE, "span-enter") | (LEGACY_MODULE, "span_enter") => Op::SpanEnter,
             (API_MODULE, "span-tags") | (LEGACY_MODULE, "span_tags") => Op::SpanTags,
             (API_MODULE, "span-exit") | (LEGACY_MODULE, "span_exit") => Op::SpanExit,
             (API_MODULE, "log") | (LEGACY_MODULE, "log") => Op::Log,
             (API_MODULE, "metric") | (LEGACY_MODULE, "metric") => Op::Metric,
-            (crate::instrument::HOOKS_MODULE | API_MODULE | LEGACY_MODULE, _) => {
+            (super::HOOKS_MODULE | API_MODULE | LEGACY_MODULE, _) => {
                 bail!("unsupported Dylibso Observe import `{m}::{name}`")
             }
             _ => continue,
@@ -182,7 +182,7 @@ pub(crate) fn define<T: WasiObserveView + 'static>(
         }
         Op::SpanExit => {
             linker.func_wrap(m, name, |mut c: Caller<'_, T>| {
-                observe(&mut c).named_span_exit()
+                observe(&mut c).scope.named_span_exit()
             })?;
         }
         _ => {
@@ -192,18 +192,18 @@ pub(crate) fn define<T: WasiObserveView + 'static>(
                 };
                 let ctx = observe(&mut c);
                 match op {
-                    Op::SpanEnter => ctx.named_span_enter(text),
+                    Op::SpanEnter => ctx.scope.named_span_enter(text),
                     _ => {
                         // Only what a span can hold is converted; the rest
                         // is counted as dropped.
-                        let inner = &ctx.telemetry().inner;
-                        let max = inner.limits.attributes_per_span;
+                        let t = ctx.telemetry();
+                        let max = t.limits().attributes_per_span;
                         let total = text.split(',').filter(|t| !t.trim().is_empty()).count();
-                        crate::stats::Stats::add(
-                            &inner.stats.attributes_dropped,
+                        Stats::add(
+                            &t.counters().attributes_dropped,
                             total.saturating_sub(max) as u64,
                         );
-                        ctx.function_attributes(tags(&text, max))
+                        ctx.scope.function_attributes(tags(&text, max))
                     }
                 }
             };
@@ -213,8 +213,8 @@ pub(crate) fn define<T: WasiObserveView + 'static>(
                 };
                 let ctx = observe(&mut c);
                 match op {
-                    Op::Log => ctx.dylibso_log(a, text),
-                    _ => ctx.dylibso_metric(a, &text),
+                    Op::Log => log(ctx, a, text),
+                    _ => metric(ctx, a, &text),
                 }
             };
             if wide {
@@ -234,7 +234,7 @@ fn read_string<T: WasiObserveView>(c: &mut Caller<'_, T>, ptr: u64, len: u32) ->
         Some(Extern::Memory(m)) => Some(m),
         _ => None,
     };
-    let max = c.data_mut().observe().telemetry.inner.limits.value_length;
+    let max = c.data_mut().observe().telemetry().limits().value_length;
     let bytes = memory.and_then(|m| {
         let data = m.data(&*c);
         let start = usize::try_from(ptr).ok()?;
@@ -244,11 +244,12 @@ fn read_string<T: WasiObserveView>(c: &mut Caller<'_, T>, ptr: u64, len: u32) ->
     });
     let ctx = observe(c);
     let Some(bytes) = bytes else {
-        ctx.invalid();
+        ctx.telemetry().checker().invalid();
         return None;
     };
     Some(
-        ctx.checker()
+        ctx.telemetry()
+            .checker()
             .string(String::from_utf8_lossy(&bytes).into_owned()),
     )
 }
@@ -297,8 +298,7 @@ fn statsd(line: &str) -> Option<(InstrumentKind, &str, f64, Vec<wit::KeyValue>)>
     Some((kind, name.trim(), value, attributes))
 }
 
-impl WasiObserveCtx {
-    fn dylibso_log(&mut self, level: u32, message: String) {
+fn log(ctx: &mut WasiObserveCtx, level: u32, message: String) {
         let level = match level {
             1 => Level::Error,
             2 => Level::Warn,
@@ -306,32 +306,31 @@ impl WasiObserveCtx {
             4 => Level::Debug,
             5 => Level::Trace,
             _ => {
-                self.invalid();
+                ctx.telemetry().checker().invalid();
                 Level::Info
             }
         };
-        let _ = self.log(level, String::new(), message);
+        let _ = ctx.log(level, String::new(), message);
     }
 
-    fn dylibso_metric(&mut self, format: u32, text: &str) {
+fn metric(ctx: &mut WasiObserveCtx, format: u32, text: &str) {
         if format != 1 {
-            self.invalid();
-            Stats::add(&self.telemetry.inner.stats.measurements_dropped, 1);
+            ctx.telemetry().checker().invalid();
+            Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
             return;
         }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match statsd(line) {
                 Some((kind, name, value, attributes)) => {
-                    let _ = self.record(kind, name.to_string(), Number::F64(value), attributes);
+                    let _ = ctx.record(kind, name.to_string(), Number::F64(value), attributes);
                 }
                 None => {
-                    self.invalid();
-                    Stats::add(&self.telemetry.inner.stats.measurements_dropped, 1);
+                    ctx.telemetry().checker().invalid();
+                    Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
                 }
             }
         }
     }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,192 +1,32 @@
-//! The one pipeline all stores feed: sampling, limits, batching and export.
-//!
-//! A [`Telemetry`] is built once per host and shared (it is cheap to clone)
-//! by every store's [`WasiObserveCtx`](crate::WasiObserveCtx). Spans end up as
-//! `SpanData` in a batch queue, log records in another, and measurements in
-//! the OpenTelemetry SDK's meters, which aggregate them.
+//! Building a pipeline: exporters per signal (from the OpenTelemetry
+//! environment or given in code), resource, sampler, limits and queues.
 
 use std::env;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
-use opentelemetry::KeyValue;
 use opentelemetry::logs::LoggerProvider as _;
-use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::{
-    LogExporter, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
-};
+use opentelemetry_sdk::logs::{LogExporter, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{RandomIdGenerator, Sampler, ShouldSample, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{RandomIdGenerator, ShouldSample, SpanExporter};
 use tokio::runtime::Runtime;
 use wasmtime::Result;
 use wasmtime::error::Context as _;
 
+use super::instruments::Instruments;
+use super::logs::QueueLogProcessor;
+use super::sampler::sampler_from_env;
+use super::stats::Stats;
+use super::{Inner, Limits, SHUTDOWN_TIMEOUT, Telemetry, self_metric};
 use crate::export::batch::{BatchConfig, BatchQueue, Outcome};
 use crate::export::{
-    DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, QueuedLog, Signal, SpanSink,
-    console::ConsoleExporter, exporters_from_env, file::JsonLinesExporter, open_store,
+    DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, Signal, SpanSink,
+    console::ConsoleExporter, exporters_from_env, jsonl::JsonLinesExporter,
 };
-use crate::limits::Limits;
-use crate::metrics::Instruments;
-use crate::stats::{Stats, StatsSnapshot};
-
-/// How long shutdown waits for each signal's last export.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The host's telemetry pipeline. Clones share it.
-#[derive(Clone)]
-pub struct Telemetry {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) enabled: bool,
-    pub(crate) resource: Resource,
-    pub(crate) scope: InstrumentationScope,
-    pub(crate) sampler: Box<dyn ShouldSample>,
-    pub(crate) ids: RandomIdGenerator,
-    pub(crate) limits: Limits,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) spans: Option<BatchQueue<SpanData>>,
-    pub(crate) logger: Option<SdkLogger>,
-    logger_provider: Option<SdkLoggerProvider>,
-    pub(crate) meter: Option<Meter>,
-    meter_provider: Option<SdkMeterProvider>,
-    _self_metric: Option<ObservableCounter<u64>>,
-    /// The HTTP duration histograms, made on first use.
-    #[cfg(feature = "http")]
-    pub(crate) http_metrics: crate::http::HttpMetricsSlot,
-    pub(crate) instruments: Instruments,
-    runtime: Mutex<Option<Runtime>>,
-    shut_down: AtomicBool,
-}
-
-impl Telemetry {
-    /// Starts building a pipeline.
-    pub fn builder() -> TelemetryBuilder {
-        TelemetryBuilder::new()
-    }
-
-    /// A pipeline that records nothing: every span is non-recording and every
-    /// call a cheap no-op.
-    pub fn disabled() -> Telemetry {
-        TelemetryBuilder::new()
-            .with_enabled(false)
-            .build()
-            .expect("a disabled pipeline has nothing that can fail")
-    }
-
-    /// Whether anything is recorded (false under `OTEL_SDK_DISABLED=true`).
-    pub fn is_enabled(&self) -> bool {
-        self.inner.enabled
-    }
-
-    /// The resource every signal is exported with.
-    pub fn resource(&self) -> &Resource {
-        &self.inner.resource
-    }
-
-    /// The limits applied to guest input.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// What was recorded, exported, dropped and rejected so far.
-    pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
-    }
-
-    /// Exports everything recorded so far, waiting for the exporters.
-    pub fn force_flush(&self) -> Result<()> {
-        let inner = &self.inner;
-        let mut failed = Vec::new();
-        if let Some(q) = &inner.spans
-            && !q.flush(SHUTDOWN_TIMEOUT)
-        {
-            failed.push("traces");
-        }
-        if let Some(p) = &inner.logger_provider
-            && p.force_flush().is_err()
-        {
-            failed.push("logs");
-        }
-        if let Some(p) = &inner.meter_provider
-            && p.force_flush().is_err()
-        {
-            failed.push("metrics");
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            wasmtime::bail!("flushing {} did not complete", failed.join(", "))
-        }
-    }
-
-    /// Exports everything recorded and stops the exporters. Idempotent; later
-    /// telemetry is dropped and counted.
-    pub fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown()
-    }
-}
-
-impl Inner {
-    fn shutdown(&self) -> Result<()> {
-        if self.shut_down.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        let mut failed = Vec::new();
-        if let Some(q) = &self.spans
-            && !q.shutdown(SHUTDOWN_TIMEOUT)
-        {
-            failed.push("traces");
-        }
-        if let Some(p) = &self.logger_provider
-            && p.shutdown().is_err()
-        {
-            failed.push("logs");
-        }
-        if let Some(p) = &self.meter_provider
-            && p.shutdown().is_err()
-        {
-            failed.push("metrics");
-        }
-        if let Some(rt) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            rt.shutdown_background();
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            wasmtime::bail!("shutting down {} did not complete", failed.join(", "))
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
-    }
-}
-
-impl fmt::Debug for Telemetry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Telemetry")
-            .field("enabled", &self.inner.enabled)
-            .field("limits", &self.inner.limits)
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
-    }
-}
 
 /// Builds a [`Telemetry`]. Configuration given in code wins over the
 /// environment; [`from_env`](Self::from_env) reads the standard variables.
@@ -209,7 +49,7 @@ pub struct TelemetryBuilder {
 }
 
 impl TelemetryBuilder {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("wasi-observe-export")
@@ -289,20 +129,60 @@ impl TelemetryBuilder {
             (Signal::Metrics, Exporter::JsonLines(p)) => {
                 self.with_metric_exporter(JsonLinesExporter::create(p).with_context(what)?)
             }
+            #[cfg(feature = "store")]
             (signal, Exporter::Store(path)) => {
-                let exporter = open_store(path.as_deref())?.exporter();
-                let mut builder = self;
-                match signal {
-                    Signal::Traces => {
-                        builder.span_stores += 1;
-                        builder.with_span_exporter(exporter)
-                    }
-                    Signal::Logs => {
-                        builder.log_stores += 1;
-                        builder.with_log_exporter(exporter)
-                    }
-                    Signal::Metrics => builder.with_metric_exporter(exporter),
-                }
+                self.with_store(signal, crate::export::store::open_store(path.as_deref())?)
+            }
+            #[cfg(not(feature = "store"))]
+            (_, Exporter::Store(_)) => wasmtime::bail!(
+                "the embedded telemetry store is not built in (cargo feature `store`)"
+            ),
+        })
+    }
+
+    /// Adds the embedded telemetry store as an exporter of `signal`. A queue
+    /// whose only exporters are stores gets the store's batch sizes (16 384
+    /// items queued, batches of 8 192: a store writes a batch in one
+    /// transaction, so larger batches cost much less per item); adding a
+    /// store with [`with_span_exporter`](Self::with_span_exporter) would
+    /// not. One store may take several signals.
+    #[cfg(feature = "store")]
+    pub fn with_store(mut self, signal: Signal, store: wasi_observe_store::Store) -> Self {
+        let exporter = store.exporter();
+        match signal {
+            Signal::Traces => {
+                self.span_stores += 1;
+                self.with_span_exporter(exporter)
+            }
+            Signal::Logs => {
+                self.log_stores += 1;
+                self.with_log_exporter(exporter)
+            }
+            Signal::Metrics => self.with_metric_exporter(exporter),
+        }
+    }
+
+    /// The span queue's settings this builder would use: those given in
+    /// code, else the store's defaults when every span exporter is a store,
+    /// else `OTEL_BSP_*`.
+    pub fn span_batch_config(&self) -> BatchConfig {
+        self.span_batch.clone().unwrap_or_else(|| {
+            if self.span_stores > 0 && self.span_stores == self.span_exporters.len() {
+                BatchConfig::for_store_from_env(false)
+            } else {
+                BatchConfig::spans_from_env()
+            }
+        })
+    }
+
+    /// The log queue's settings this builder would use (as
+    /// [`span_batch_config`](Self::span_batch_config), with `OTEL_BLRP_*`).
+    pub fn log_batch_config(&self) -> BatchConfig {
+        self.log_batch.clone().unwrap_or_else(|| {
+            if self.log_stores > 0 && self.log_stores == self.log_exporters.len() {
+                BatchConfig::for_store_from_env(true)
+            } else {
+                BatchConfig::logs_from_env()
             }
         })
     }
@@ -380,6 +260,8 @@ impl TelemetryBuilder {
 
     /// Builds the pipeline and starts its export threads.
     pub fn build(self) -> Result<Telemetry> {
+        let span_batch = self.span_batch_config();
+        let log_batch = self.log_batch_config();
         let resource = self.resource.unwrap_or_else(|| {
             let mut b = Resource::builder();
             if let Some(name) = self.service_name.filter(|_| !service_name_in_env()) {
@@ -403,13 +285,7 @@ impl TelemetryBuilder {
             }
             BatchQueue::new(
                 "spans",
-                &self.span_batch.unwrap_or_else(|| {
-                    if self.span_stores == exporters.len() {
-                        BatchConfig::for_store_from_env(false)
-                    } else {
-                        BatchConfig::spans_from_env()
-                    }
-                }),
+                &span_batch,
                 SpanSink {
                     rt: rt.clone(),
                     exporters,
@@ -432,13 +308,7 @@ impl TelemetryBuilder {
             }
             let queue = BatchQueue::new(
                 "logs",
-                &self.log_batch.unwrap_or_else(|| {
-                    if self.log_stores == exporters.len() {
-                        BatchConfig::for_store_from_env(true)
-                    } else {
-                        BatchConfig::logs_from_env()
-                    }
-                }),
+                &log_batch,
                 LogSink {
                     rt: rt.clone(),
                     exporters,
@@ -454,7 +324,10 @@ impl TelemetryBuilder {
             );
             SdkLoggerProvider::builder()
                 .with_resource(resource.clone())
-                .with_log_processor(QueueLogProcessor { queue })
+                .with_log_processor(QueueLogProcessor {
+                    queue,
+                    flush_timeout: SHUTDOWN_TIMEOUT,
+                })
                 .build()
         });
         let logger = logger_provider
@@ -484,43 +357,11 @@ impl TelemetryBuilder {
                 meter,
                 meter_provider,
                 _self_metric: self_metric,
-                #[cfg(feature = "http")]
-                http_metrics: Default::default(),
                 runtime: Mutex::new(Some(self.runtime)),
                 shut_down: AtomicBool::new(false),
             }),
         })
     }
-}
-
-/// The host's own metric, `wasi_observe.dropped{signal, reason}`: what the
-/// pipeline lost, exported with the guests' metrics under the scope
-/// `wasi-observe.host` (apart from the guests' scope, so no guest instrument
-/// can collide with it).
-fn self_metric(provider: &SdkMeterProvider, stats: &Arc<Stats>) -> ObservableCounter<u64> {
-    let scope = InstrumentationScope::builder("wasi-observe.host")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let stats = stats.clone();
-    provider
-        .meter_with_scope(scope)
-        .u64_observable_counter("wasi_observe.dropped")
-        .with_description("Spans, log records and measurements the host dropped")
-        .with_unit("{item}")
-        .with_callback(move |observer| {
-            for (signal, reason, n) in stats.snapshot().drops() {
-                if n > 0 {
-                    observer.observe(
-                        n,
-                        &[
-                            KeyValue::new("signal", signal),
-                            KeyValue::new("reason", reason),
-                        ],
-                    );
-                }
-            }
-        })
-        .build()
 }
 
 fn service_name_in_env() -> bool {
@@ -533,42 +374,3 @@ fn service_name_in_env() -> bool {
         })
 }
 
-/// The sampler `OTEL_TRACES_SAMPLER` names, as the SDK reads it.
-fn sampler_from_env() -> Box<dyn ShouldSample> {
-    if env::var("OTEL_TRACES_SAMPLER").is_err() {
-        return Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-    }
-    #[allow(deprecated)]
-    opentelemetry_sdk::trace::Config::default().sampler
-}
-
-/// Hands log records to the log batch queue (with backpressure), instead of
-/// the SDK's batch processor, which drops at once when its queue is full.
-#[derive(Debug)]
-struct QueueLogProcessor {
-    queue: BatchQueue<QueuedLog>,
-}
-
-impl LogProcessor for QueueLogProcessor {
-    fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        self.queue.push(Box::new((record.clone(), scope.clone())));
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        if self.queue.flush(SHUTDOWN_TIMEOUT) {
-            Ok(())
-        } else {
-            Err(opentelemetry_sdk::error::OTelSdkError::Timeout(
-                SHUTDOWN_TIMEOUT,
-            ))
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.queue.shutdown(timeout) {
-            Ok(())
-        } else {
-            Err(opentelemetry_sdk::error::OTelSdkError::Timeout(timeout))
-        }
-    }
-}

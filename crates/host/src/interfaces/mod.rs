@@ -1,0 +1,15 @@
+//! The WIT interfaces guests call, each a thin implementation that converts
+//! and bounds what the guest passes (through [`values`] and the pipeline's
+//! limits) and hands it to the store's span scope or the pipeline.
+//!
+//! - [`tracer`]: `wasi:observe/tracer`, exactly as proposed;
+//! - [`logging`]: `wasi:logging/logging` (and `@0.1.0-draft`);
+//! - [`metrics`]: `wasi:observe/metrics`, our addition;
+//! - `sdk`: `wasi:observe/sdk`, our addition for guest SDKs (explicit
+//!   parents, fewer crossings; `wit/sdk.wit` says why).
+
+pub mod logging;
+pub mod metrics;
+mod sdk;
+pub mod tracer;
+pub(crate) mod values;

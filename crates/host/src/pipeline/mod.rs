@@ -1,0 +1,275 @@
+//! The one pipeline all stores feed: sampling, limits, batching and export.
+//!
+//! A [`Telemetry`] is built once per host and shared (it is cheap to clone)
+//! by every store's [`WasiObserveCtx`](crate::WasiObserveCtx) and by the
+//! host's own spans. It owns its state; producers (the interfaces, host-made
+//! spans, function frames) reach it through a small door:
+//!
+//! | what | where |
+//! |---|---|
+//! | begin and end a span | [`span`]: `begin_span`, `frame_context`, `end_span` |
+//! | emit a log record | [`logs`]: `emit_log` |
+//! | record a measurement | [`instruments`]: `instrument`, `record`, `host_histogram` |
+//! | bound guest values, count what is cut | [`limits`]: `checker`, and [`stats`] |
+//!
+//! Spans end up as `SpanData` in a batch queue, log records in another
+//! (both drained by export threads, see [`crate::export::batch`]), and
+//! measurements in the OpenTelemetry SDK's meters, which aggregate them.
+
+mod builder;
+pub(crate) mod instruments;
+pub(crate) mod limits;
+pub(crate) mod logs;
+pub(crate) mod sampler;
+pub(crate) mod span;
+pub(crate) mod stats;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
+use opentelemetry::{KeyValue, trace::SpanKind};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{RandomIdGenerator, ShouldSample, SpanData};
+use tokio::runtime::Runtime;
+use wasmtime::Result;
+
+pub use builder::TelemetryBuilder;
+pub use span::HostSpan;
+pub use limits::Limits;
+pub use stats::StatsSnapshot;
+
+use crate::export::batch::BatchQueue;
+use instruments::Instruments;
+use limits::Checker;
+use stats::Stats;
+
+/// How long shutdown waits for each signal's last export.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The host's telemetry pipeline. Clones share it.
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    resource: Resource,
+    scope: InstrumentationScope,
+    sampler: Box<dyn ShouldSample>,
+    ids: RandomIdGenerator,
+    limits: Limits,
+    stats: Arc<Stats>,
+    spans: Option<BatchQueue<SpanData>>,
+    logger: Option<SdkLogger>,
+    logger_provider: Option<SdkLoggerProvider>,
+    meter: Option<Meter>,
+    meter_provider: Option<SdkMeterProvider>,
+    _self_metric: Option<ObservableCounter<u64>>,
+    instruments: Instruments,
+    runtime: Mutex<Option<Runtime>>,
+    shut_down: AtomicBool,
+}
+
+/// Which signals a pipeline exports (a signal with no exporter is recorded
+/// nowhere, so producers may skip it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signals {
+    pub traces: bool,
+    pub logs: bool,
+    pub metrics: bool,
+}
+
+impl Telemetry {
+    /// Starts building a pipeline.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::new()
+    }
+
+    /// A pipeline that records nothing: every span is non-recording and every
+    /// call a cheap no-op.
+    pub fn disabled() -> Telemetry {
+        TelemetryBuilder::new()
+            .with_enabled(false)
+            .build()
+            .expect("a disabled pipeline has nothing that can fail")
+    }
+
+    /// Whether anything is recorded (false under `OTEL_SDK_DISABLED=true`).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// The resource every signal is exported with.
+    pub fn resource(&self) -> &Resource {
+        &self.inner.resource
+    }
+
+    /// The limits applied to guest input.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// What was recorded, exported, dropped and rejected so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Starts a span the host makes itself (a request served, an outgoing
+    /// call) under `parent` (a new trace without one), sampled by the
+    /// pipeline's sampler like a guest span.
+    pub fn start_span(
+        &self,
+        name: impl Into<String>,
+        kind: SpanKind,
+        parent: Option<&opentelemetry::trace::SpanContext>,
+        attributes: Vec<KeyValue>,
+    ) -> HostSpan {
+        HostSpan::start(self, name.into(), kind, parent, attributes)
+    }
+
+    /// Exports everything recorded so far, waiting for the exporters.
+    pub fn force_flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut failed = Vec::new();
+        if let Some(q) = &inner.spans
+            && !q.flush(SHUTDOWN_TIMEOUT)
+        {
+            failed.push("traces");
+        }
+        if let Some(p) = &inner.logger_provider
+            && p.force_flush().is_err()
+        {
+            failed.push("logs");
+        }
+        if let Some(p) = &inner.meter_provider
+            && p.force_flush().is_err()
+        {
+            failed.push("metrics");
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            wasmtime::bail!("flushing {} did not complete", failed.join(", "))
+        }
+    }
+
+    /// Exports everything recorded and stops the exporters. Idempotent; later
+    /// telemetry is dropped and counted.
+    pub fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// Bounds values on their way in (see [`limits`]).
+    pub(crate) fn checker(&self) -> Checker<'_> {
+        Checker {
+            limits: &self.inner.limits,
+            stats: &self.inner.stats,
+        }
+    }
+
+    /// The live counters, for producers that count what they refuse.
+    pub(crate) fn counters(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The signals that go to at least one exporter.
+    pub(crate) fn signals(&self) -> Signals {
+        let p = &self.inner;
+        Signals {
+            traces: p.enabled && p.spans.is_some(),
+            logs: p.enabled && p.logger.is_some(),
+            metrics: p.enabled && p.meter.is_some(),
+        }
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) -> Result<()> {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
+        if let Some(q) = &self.spans
+            && !q.shutdown(SHUTDOWN_TIMEOUT)
+        {
+            failed.push("traces");
+        }
+        if let Some(p) = &self.logger_provider
+            && p.shutdown().is_err()
+        {
+            failed.push("logs");
+        }
+        if let Some(p) = &self.meter_provider
+            && p.shutdown().is_err()
+        {
+            failed.push("metrics");
+        }
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            wasmtime::bail!("shutting down {} did not complete", failed.join(", "))
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.inner.enabled)
+            .field("limits", &self.inner.limits)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host's own metric, `wasi_observe.dropped{signal, reason}`: what the
+/// pipeline lost, exported with the guests' metrics under the scope
+/// `wasi-observe.host` (apart from the guests' scope, so no guest instrument
+/// can collide with it).
+pub(super) fn self_metric(provider: &SdkMeterProvider, stats: &Arc<Stats>) -> ObservableCounter<u64> {
+    let scope = InstrumentationScope::builder("wasi-observe.host")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let stats = stats.clone();
+    provider
+        .meter_with_scope(scope)
+        .u64_observable_counter("wasi_observe.dropped")
+        .with_description("Spans, log records and measurements the host dropped")
+        .with_unit("{item}")
+        .with_callback(move |observer| {
+            for (signal, reason, n) in stats.snapshot().drops() {
+                if n > 0 {
+                    observer.observe(
+                        n,
+                        &[
+                            KeyValue::new("signal", signal),
+                            KeyValue::new("reason", reason),
+                        ],
+                    );
+                }
+            }
+        })
+        .build()
+}
+

@@ -1,0 +1,290 @@
+//! One store's span scope: the spans its guest holds (the host keeps span
+//! state for guests, as the proposal says), which of them are open, the
+//! function frames of an instrumented guest, and the ambient parent.
+//!
+//! Parenting: a span's implicit parent is the innermost open span of the
+//! store (a guest span, or a function frame entered after it), else the
+//! ambient parent (a request span, a remote context); `new-root` starts a new
+//! trace. Spans are born and exported through the pipeline
+//! ([`Telemetry::begin_span`], [`Telemetry::end_span`]); the scope only
+//! remembers them between their start and end.
+
+use std::time::SystemTime;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Link, SpanContext, SpanKind, Status};
+use slab::Slab;
+
+use crate::functions::Functions;
+use crate::pipeline::Telemetry;
+use crate::pipeline::span::{NewSpan, SpanRecord};
+use crate::pipeline::stats::Stats;
+
+/// The rep of every span handle that records nothing and has no state:
+/// spans started while telemetry is disabled or beyond the open-span limit.
+pub(crate) const NOOP: u32 = u32::MAX;
+
+/// One span handle's state.
+pub(crate) enum SpanSlot {
+    Open {
+        cx: SpanContext,
+        record: Option<Box<SpanRecord>>,
+    },
+    Ended {
+        cx: SpanContext,
+    },
+}
+
+impl SpanSlot {
+    pub(crate) fn context(&self) -> &SpanContext {
+        match self {
+            SpanSlot::Open { cx, .. } | SpanSlot::Ended { cx } => cx,
+        }
+    }
+
+    /// Marks the span ended; returns its context and record the first time.
+    fn end(&mut self) -> Option<(SpanContext, Option<Box<SpanRecord>>)> {
+        let SpanSlot::Open { cx, .. } = self else {
+            return None;
+        };
+        let ended = SpanSlot::Ended { cx: cx.clone() };
+        match std::mem::replace(self, ended) {
+            SpanSlot::Open { cx, record } => Some((cx, record)),
+            SpanSlot::Ended { .. } => None,
+        }
+    }
+
+    fn record(&mut self) -> Option<&mut SpanRecord> {
+        match self {
+            SpanSlot::Open {
+                record: Some(r), ..
+            } => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Where a new guest span hangs in its trace.
+pub(crate) enum ParentChoice {
+    /// The innermost open span (function frames included), else the ambient
+    /// parent.
+    Implicit,
+    /// The ambient parent, if any.
+    Ambient,
+    /// This context (a span of the store, or a remote one).
+    Given(SpanContext),
+    /// None: a new trace.
+    Root,
+}
+
+/// A guest span as its interface converted it (limits applied).
+pub(crate) struct GuestSpan {
+    pub name: String,
+    pub kind: SpanKind,
+    pub start: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    pub dropped_attributes: u32,
+    pub links: Vec<Link>,
+    pub dropped_links: u32,
+}
+
+/// A span just started: its handle rep, context and whether it records.
+pub(crate) struct Started {
+    pub rep: u32,
+    pub cx: SpanContext,
+    pub recording: bool,
+}
+
+impl Started {
+    pub(crate) const NOOP: Started = Started {
+        rep: NOOP,
+        cx: SpanContext::NONE,
+        recording: false,
+    };
+}
+
+/// One store's spans and frames.
+pub(crate) struct SpanScope {
+    pub(crate) telemetry: Telemetry,
+    pub(crate) spans: Slab<SpanSlot>,
+    /// Keys of open spans, in the order they started: the last is the parent
+    /// of the next span.
+    pub(crate) open: Vec<u32>,
+    pub(crate) ambient: Option<SpanContext>,
+    pub(crate) functions: Functions,
+}
+
+impl SpanScope {
+    pub(crate) fn new(telemetry: Telemetry) -> Self {
+        SpanScope {
+            telemetry,
+            spans: Slab::new(),
+            open: Vec::new(),
+            ambient: None,
+            functions: Functions::default(),
+        }
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    pub(crate) fn set_ambient(&mut self, parent: Option<SpanContext>) {
+        self.ambient = parent.filter(SpanContext::is_valid);
+    }
+
+    /// The guest's innermost open span, else the ambient parent.
+    pub(crate) fn current_span_context(&self) -> Option<SpanContext> {
+        self.open
+            .last()
+            .and_then(|&key| self.spans.get(key as usize))
+            .map(|slot| slot.context().clone())
+            .filter(SpanContext::is_valid)
+            .or_else(|| self.ambient.clone())
+    }
+
+    /// The parent of something the guest makes now without naming a parent:
+    /// the innermost open span, function frames included (such a frame is
+    /// then kept, so the child is never orphaned).
+    pub(crate) fn implicit_parent(&mut self) -> Option<SpanContext> {
+        self.innermost_function()
+            .or_else(|| self.current_span_context())
+    }
+
+    fn resolve(&mut self, parent: ParentChoice) -> Option<SpanContext> {
+        match parent {
+            ParentChoice::Implicit => self.implicit_parent(),
+            ParentChoice::Ambient => self.ambient.clone(),
+            ParentChoice::Given(cx) => Some(cx).filter(SpanContext::is_valid),
+            ParentChoice::Root => None,
+        }
+    }
+
+    /// Whether a new guest span may be recorded: telemetry is on and the
+    /// store is below the open-span limit (a refusal is counted). Asked
+    /// before the guest's data is converted, so a refused span costs
+    /// nothing more.
+    pub(crate) fn admits_span(&self) -> bool {
+        if !self.telemetry.is_enabled() {
+            return false;
+        }
+        if self.open.len() >= self.telemetry.limits().open_spans_per_store {
+            Stats::add(&self.telemetry.counters().spans_dropped_open_limit, 1);
+            return false;
+        }
+        true
+    }
+
+    /// Starts a guest span under `parent` and keeps its state.
+    pub(crate) fn start(&mut self, parent: ParentChoice, span: GuestSpan) -> Started {
+        let parent = self.resolve(parent);
+        let (cx, record) = self.telemetry.begin_span(NewSpan {
+            name: span.name,
+            kind: span.kind,
+            parent: parent.as_ref(),
+            start: span.start,
+            attributes: span.attributes,
+            dropped_attributes: span.dropped_attributes,
+            links: span.links,
+            dropped_links: span.dropped_links,
+        });
+        let recording = record.is_some();
+        // Recorder events flushed after this happened after this span began.
+        self.note_guest_resumed();
+        let key = self.spans.insert(SpanSlot::Open {
+            cx: cx.clone(),
+            record,
+        }) as u32;
+        self.open.push(key);
+        Started {
+            rep: key,
+            cx,
+            recording,
+        }
+    }
+
+    /// The context of a span handle of this store (ended or not); `None` for
+    /// a non-recording handle without state.
+    pub(crate) fn context_of(&self, rep: u32) -> Option<&SpanContext> {
+        self.spans.get(rep as usize).map(SpanSlot::context)
+    }
+
+    /// The record of an open, recording span.
+    pub(crate) fn record_mut(&mut self, rep: u32) -> Option<&mut SpanRecord> {
+        self.spans.get_mut(rep as usize).and_then(SpanSlot::record)
+    }
+
+    /// Ends a span at `end` (`None`: now) and exports it; a second end is a
+    /// no-op.
+    pub(crate) fn end(&mut self, rep: u32, end: Option<SystemTime>) {
+        let Some((cx, record)) = self.spans.get_mut(rep as usize).and_then(SpanSlot::end) else {
+            return;
+        };
+        if let Some(pos) = self.open.iter().rposition(|&k| k == rep) {
+            self.open.remove(pos);
+        }
+        if let Some(record) = record {
+            self.telemetry
+                .end_span(cx, record, end.unwrap_or_else(SystemTime::now));
+        }
+        self.note_guest_resumed();
+    }
+
+    /// The guest dropped its handle: the span ends (if it had not) and its
+    /// state is released.
+    pub(crate) fn release(&mut self, rep: u32) {
+        if rep == NOOP {
+            return;
+        }
+        self.end(rep, None);
+        self.spans.try_remove(rep as usize);
+    }
+
+    /// Moves an open span under `parent`: a new trace id (the parent's, or a
+    /// fresh one), parent id and sampling flags; the span id stays. A parent
+    /// in the span's own trace is refused (counted): it could be the span
+    /// itself or a descendant, which would make a cycle. Returns the span's
+    /// context, changed or not.
+    pub(crate) fn move_under(&mut self, rep: u32, parent: ParentChoice) -> SpanContext {
+        let parent = self.resolve(parent);
+        let Some(SpanSlot::Open { cx, record }) = self.spans.get_mut(rep as usize) else {
+            return self.context_of(rep).cloned().unwrap_or(SpanContext::NONE);
+        };
+        if parent
+            .as_ref()
+            .is_some_and(|p| p.trace_id() == cx.trace_id())
+        {
+            self.telemetry.checker().invalid();
+            return cx.clone();
+        }
+        self.telemetry.move_span(cx, record, parent.as_ref());
+        cx.clone()
+    }
+
+    /// Number of spans the guest has started and not ended.
+    pub(crate) fn open_spans(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Ends every open span, innermost first, with an error status whose
+    /// description is `reason`, and exports them; function frames too.
+    /// Returns how many it ended.
+    pub(crate) fn end_open(&mut self, reason: &str) -> usize {
+        // One end time for all, so that every span still contains its
+        // children.
+        let end = SystemTime::now();
+        let functions = self.end_open_functions(reason, end);
+        let keys = std::mem::take(&mut self.open);
+        let n = keys.len() + functions;
+        for key in keys.into_iter().rev() {
+            if let Some(slot) = self.spans.get_mut(key as usize)
+                && let Some((cx, record)) = slot.end()
+                && let Some(mut record) = record
+            {
+                record.status = Status::error(reason.to_string());
+                self.telemetry.end_span(cx, record, end);
+            }
+        }
+        n
+    }
+}
