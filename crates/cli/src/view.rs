@@ -40,6 +40,12 @@ impl Style {
         }
     }
 
+    /// No styling, whatever standard output is.
+    #[cfg(test)]
+    pub fn plain() -> Style {
+        Style { on: false }
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -177,18 +183,62 @@ pub fn attributes(attrs: &serde_json::Value) -> String {
     out
 }
 
-/// `s` with control characters escaped, so a guest cannot move the cursor
-/// or fake lines.
+/// `s` as the terminal may show it: control characters escaped (`\n`,
+/// `\u{1b}`) so that guest text cannot move the cursor or fake lines, and
+/// invisible format characters escaped (`\u{202e}`) so that it cannot
+/// reorder what follows it (bidi controls) or hide text (zero-width
+/// characters). Only for terminal output: `--json` keeps the stored text.
 pub fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else if is_invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The format characters (Unicode category Cf) and the line and paragraph
+/// separators: none draws anything, yet each can change how the text around
+/// it reads. Among them the bidi controls (U+061C, U+200E, U+200F,
+/// U+202A..U+202E, U+2066..U+2069), the zero-width characters (U+200B..U+200D,
+/// U+2060, U+FEFF), and the tag characters, which can carry hidden text.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
+/// The first 12 characters of a trace id, as the lists show it. Ids in the
+/// store are whatever its writer put there, so the cut counts characters
+/// (a byte slice would panic on a short id or inside a character).
+pub fn short_id(id: &str) -> String {
+    printable(&id.chars().take(12).collect::<String>())
 }
 
 /// `s` cut to `width` characters (with `…`).
@@ -225,6 +275,53 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(5_000_000));
         assert!(parse_duration("fast").is_err());
         assert_eq!(printable("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
         assert_eq!(cut("abcdef", 4), "abc…");
+    }
+
+    /// Bidi controls, zero-width and other invisible characters come out as
+    /// visible escapes; other text (accents, combining marks, CJK, emoji)
+    /// is unchanged.
+    #[test]
+    fn printable_escapes_bidi_and_invisible_characters() {
+        for c in [
+            '\u{202a}',
+            '\u{202b}',
+            '\u{202c}',
+            '\u{202d}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{61c}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{85}',
+            '\u{7f}',
+            '\u{e0041}',
+        ] {
+            assert_eq!(
+                printable(&format!("a{c}b")),
+                format!("a\\u{{{:x}}}b", u32::from(c))
+            );
+        }
+        let text = "h\u{e9}llo e\u{301} 日本語 👍🏽 \"q\" \\";
+        assert_eq!(printable(text), text);
+    }
+
+    #[test]
+    fn short_ids_are_cut_at_a_character_boundary() {
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id(""), "");
+        assert_eq!(short_id("0123456789aé-and-more"), "0123456789aé");
+        assert_eq!(short_id("0123456789\u{202e}xyz"), "0123456789\\u{202e}x");
     }
 }

@@ -448,3 +448,277 @@ fn a_full_store_drops_with_a_counted_warning_and_the_guest_runs_on() {
     assert_eq!(stored as u64 + n, 20_001);
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
+
+/// A store written with SQL, holding what no host writes but a store file
+/// may contain (whoever writes the file decides what is in it): the views
+/// must show it without panicking, and without passing control or
+/// invisible characters to the terminal.
+struct Crafted(rusqlite::Connection);
+
+impl Crafted {
+    fn new(db: &Path) -> Crafted {
+        // The schema, as wasi-observe creates it.
+        drop(wasi_observe_store::Store::open(db, Default::default()).unwrap());
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO resources (resource_id, json) VALUES (1, '{}')",
+            [],
+        )
+        .unwrap();
+        Crafted(conn)
+    }
+
+    /// A trace row (start 1000, end 2000); returns its key.
+    fn trace(&self, id: &str, root: &str, service: &str, spans: i64) -> i64 {
+        self.0
+            .execute(
+                "INSERT INTO traces (trace_id, root_name, has_root, service, start_ns, end_ns,
+                     duration_ns, span_count, error_count, written_ns)
+                 VALUES (?1, ?2, 1, ?3, 1000, 2000, 1000, ?4, 0, ?5)",
+                rusqlite::params![id, root, service, spans, wasi_observe_store::now_ns()],
+            )
+            .unwrap();
+        self.0.last_insert_rowid()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        &self,
+        key: i64,
+        id: &str,
+        parent: Option<&str>,
+        name: &str,
+        service: &str,
+        start: i64,
+        attributes: &str,
+        events: &str,
+    ) {
+        self.0
+            .prepare_cached(
+                "INSERT INTO spans (trace_key, span_id, parent_span_id, name, kind, service, scope,
+                     start_ns, end_ns, duration_ns, status_code, status_message, attributes, events,
+                     links, dropped, resource_id)
+                 VALUES (?1, ?2, ?3, ?4, 'internal', ?5, 'scope', ?6, 2000, 2000 - ?6, 'unset', '',
+                     ?7, ?8, '[]', '{}', 1)",
+            )
+            .unwrap()
+            .execute(rusqlite::params![
+                key, id, parent, name, service, start, attributes, events
+            ])
+            .unwrap();
+    }
+
+    fn log(
+        &self,
+        key: Option<i64>,
+        trace: Option<&str>,
+        span: Option<&str>,
+        body: &str,
+        service: &str,
+    ) {
+        self.0
+            .execute(
+                "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
+                     trace_id, span_id, attributes, trace_key)
+                 VALUES (1500, 9, 'INFO', ?1, 'target', ?2, ?3, ?4, '{}', ?5)",
+                rusqlite::params![body, service, trace, span, key],
+            )
+            .unwrap();
+    }
+
+    fn metric(&self, name: &str, service: &str, attributes: &str) {
+        self.0
+            .execute(
+                "INSERT INTO metric_points (time_ns, service, name, description, unit, kind,
+                     attributes, value)
+                 VALUES (1500, ?1, ?2, '', '', 'sum', ?3, 7)",
+                rusqlite::params![service, name, attributes],
+            )
+            .unwrap();
+    }
+}
+
+/// Trace ids shorter than the 12 characters the lists show, or with a
+/// multi-byte character where the cut falls, are shown (they used to be
+/// sliced by bytes, which panicked).
+#[test]
+fn trace_ids_too_short_or_cut_inside_a_character_are_shown() {
+    let db = temp_db("short-ids");
+    let store = Crafted::new(&db);
+    for id in ["abcd", "0123456789aé-not-hex"] {
+        let key = store.trace(id, &format!("root-{id}"), "svc", 1);
+        store.span(
+            key,
+            "0000000000000001",
+            None,
+            &format!("root-{id}"),
+            "svc",
+            1000,
+            "{}",
+            "[]",
+        );
+        store.log(
+            Some(key),
+            Some(id),
+            Some("0000000000000001"),
+            &format!("in {id}"),
+            "svc",
+        );
+    }
+    drop(store);
+    let traces = stdout(&db, &["traces"]);
+    let line = |needle: &str| {
+        traces
+            .lines()
+            .find(|l| l.ends_with(needle))
+            .unwrap_or_else(|| panic!("{needle} in\n{traces}"))
+            .to_string()
+    };
+    assert!(line("root-abcd").starts_with("abcd "));
+    assert!(line("root-0123456789aé-not-hex").starts_with("0123456789aé "));
+    let logs = stdout(&db, &["logs"]);
+    assert!(logs.contains("in abcd trace=abcd\n"), "{logs}");
+    assert!(
+        logs.contains("in 0123456789aé-not-hex trace=0123456789aé\n"),
+        "{logs}"
+    );
+    let trace = stdout(&db, &["trace", "abcd"]);
+    assert!(
+        trace.lines().next().unwrap().starts_with("trace abcd "),
+        "{trace}"
+    );
+    assert!(trace.contains("in abcd"), "{trace}");
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+/// Bidi controls, zero-width characters and other control characters in
+/// what guests name and say reach the terminal as visible escapes, in every
+/// view; `--json` gives the text as stored.
+#[test]
+fn bidi_zero_width_and_control_characters_are_escaped_in_terminal_views() {
+    const HIDDEN: [char; 7] = [
+        '\u{202e}', '\u{2066}', '\u{200f}', '\u{61c}', '\u{200b}', '\u{feff}', '\u{1b}',
+    ];
+    let evil =
+        |what: &str| format!("{what}\u{202e}gnp.exe\u{2066}\u{200f}\u{61c}\u{200b}\u{feff}\x1b[2J");
+    let db = temp_db("bidi");
+    let store = Crafted::new(&db);
+    let id = "bd".repeat(16);
+    let key = store.trace(&id, &evil("root"), &evil("svc"), 1);
+    let attrs = serde_json::json!({ evil("key"): evil("value") }).to_string();
+    let events = serde_json::json!([
+        { "name": evil("event"), "time_ns": 1200, "attributes": {} }
+    ])
+    .to_string();
+    store.span(
+        key,
+        "0000000000000001",
+        None,
+        &evil("root"),
+        &evil("svc"),
+        1000,
+        &attrs,
+        &events,
+    );
+    store.log(
+        Some(key),
+        Some(&id),
+        Some("0000000000000001"),
+        &evil("body"),
+        &evil("svc"),
+    );
+    store.metric(&evil("metric"), &evil("svc"), &attrs);
+    drop(store);
+    for args in [
+        vec!["traces"],
+        vec!["trace", &id, "--attributes", "--events"],
+        vec!["logs"],
+        vec!["metrics"],
+    ] {
+        let text = stdout(&db, &args);
+        assert!(
+            !text.contains(HIDDEN),
+            "{args:?} printed a raw hidden character: {text:?}"
+        );
+        assert!(text.contains("\\u{202e}gnp.exe"), "{args:?}: {text}");
+    }
+    // Where nothing is cut to a column's width, all of it.
+    let escaped = "\\u{202e}gnp.exe\\u{2066}\\u{200f}\\u{61c}\\u{200b}\\u{feff}\\u{1b}[2J";
+    let trace = stdout(&db, &["trace", &id, "--attributes", "--events"]);
+    for what in ["svc", "key", "event", "body"] {
+        assert!(
+            trace.contains(&format!("{what}{escaped}")),
+            "{what}: {trace}"
+        );
+    }
+    assert!(trace.contains("root\\u{202e}gnp.exe"), "{trace}");
+    // Attribute values show as JSON, whose escape for ESC is `\u001b`.
+    assert!(trace.contains("\"value\\u{202e}gnp.exe"), "{trace}");
+    let logs = stdout(&db, &["logs"]);
+    assert!(logs.contains(&format!("body{escaped}")), "{logs}");
+    assert!(stdout(&db, &["traces"]).contains(&format!("root{escaped}")));
+    // JSON output is data, not terminal text: the names as stored.
+    let json_trace = json(&db, &["trace", &id, "--json"]);
+    assert_eq!(json_trace["spans"][0]["name"], evil("root"));
+    assert_eq!(json_trace["logs"][0]["body"], evil("body"));
+    assert_eq!(json(&db, &["traces", "--json"])[0]["service"], evil("svc"));
+    assert_eq!(json(&db, &["logs", "--json"])[0]["body"], evil("body"));
+    assert_eq!(json(&db, &["metrics", "--json"])[0]["name"], evil("metric"));
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+/// A trace 20 000 spans deep (each the parent of the next), with a log
+/// record in the deepest: `trace` shows every span and the record in order,
+/// and no line grows with the depth (the indentation stops growing and
+/// shows the depth instead).
+#[test]
+fn a_trace_nested_20000_deep_is_shown_in_bounded_width() {
+    const DEPTH: usize = 20_000;
+    let db = temp_db("deep");
+    let store = Crafted::new(&db);
+    let id = "de".repeat(16);
+    let key = store.trace(&id, "s0", "svc", DEPTH as i64);
+    store.0.execute_batch("BEGIN").unwrap();
+    for i in 0..DEPTH {
+        let parent = i.checked_sub(1).map(|p| format!("{p:016x}"));
+        let attrs = format!("{{\"depth\":{i}}}");
+        store.span(
+            key,
+            &format!("{i:016x}"),
+            parent.as_deref(),
+            &format!("s{i}"),
+            "svc",
+            1000,
+            &attrs,
+            "[]",
+        );
+    }
+    store.0.execute_batch("COMMIT").unwrap();
+    let deepest = format!("{:016x}", DEPTH - 1);
+    store.log(Some(key), Some(&id), Some(&deepest), "at the bottom", "svc");
+    drop(store);
+
+    let text = stdout(&db, &["trace", &id, "--attributes"]);
+    let lines: Vec<&str> = text.lines().collect();
+    // The header, a line and an attribute line per span, the log record.
+    assert_eq!(lines.len(), 1 + 2 * DEPTH + 1);
+    let widest = lines.iter().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest < 160, "a line of {widest} characters");
+    for i in [0, 1, 12, 13, 5000, DEPTH - 1] {
+        let row = lines[1 + 2 * i];
+        let name = row.split_whitespace().find(|w| w.starts_with('s')).unwrap();
+        assert_eq!(name, format!("s{i}"), "{row}");
+        assert_eq!(lines[2 + 2 * i].trim_start(), format!("depth {i}"));
+    }
+    assert!(
+        lines[1 + 2 * 13].contains("[13] s13"),
+        "{}",
+        lines[1 + 2 * 13]
+    );
+    let log = lines[2 * DEPTH + 1];
+    assert!(
+        log.contains(&format!("[{DEPTH}] ◆")) && log.ends_with("at the bottom"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}

@@ -5,7 +5,7 @@ use wasi_observe_store::LogFilter;
 use wasmtime::Result;
 
 use crate::common::{DbOptions, store_err};
-use crate::view::{OutputOptions, Style, cut, printable, timestamp};
+use crate::view::{OutputOptions, Style, cut, printable, short_id, timestamp};
 
 /// List log records, oldest first (the most recent that match).
 #[derive(Parser)]
@@ -87,12 +87,12 @@ impl LogsCommand {
             let trace = l
                 .trace_id
                 .as_deref()
-                .map(|t| format!(" trace={}", &t[..12.min(t.len())]))
+                .map(|t| format!(" trace={}", short_id(t)))
                 .unwrap_or_default();
             println!(
                 "{} {} {} {} {}{}",
                 st.dim(&timestamp(l.time_ns)),
-                st.severity(l.severity_number, &l.severity_text),
+                st.severity(l.severity_number, &printable(&l.severity_text)),
                 cut(&printable(&l.service), 16),
                 st.dim(&format!("[{}]", printable(&l.target))),
                 printable(&l.body),

@@ -71,7 +71,7 @@ impl MetricsCommand {
             println!(
                 "{}  {:<13}  {:<16}  {:<23}  {:<28}  {}",
                 st.cyan(&format!("{:<24}", cut(&printable(&p.name), 24))),
-                p.kind,
+                printable(&p.kind),
                 cut(&printable(&p.service), 16),
                 timestamp(p.time_ns),
                 cut(if attrs.is_empty() { "-" } else { &attrs }, 28),

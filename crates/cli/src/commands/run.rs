@@ -23,7 +23,8 @@ use crate::common::{
     CallOptions, DbOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_dir,
     parse_duration, parse_env, trap_summary,
 };
-use wasi_observe_store::Store as TelemetryStore;
+use crate::view::{printable, short_id};
+use wasi_observe_store::{Store as TelemetryStore, TraceSummary};
 
 /// Run a command component (`wasi:cli/command`) and export its telemetry.
 #[derive(Parser)]
@@ -364,36 +365,52 @@ pub(crate) fn report_store(store: &TelemetryStore, db: &DbOptions) {
             dropped.metric_points
         );
     }
-    let traces = store.recorded_traces();
-    let flag = db.flag();
-    let name = |id: &str| {
-        store
-            .trace_summary(id)
-            .ok()
-            .flatten()
-            .map(|t| format!("{id} ({:?}, {} spans)", t.root_name, t.span_count))
-            .unwrap_or_else(|| id.to_string())
-    };
-    match traces.as_slice() {
-        [] => eprintln!(
-            "wasi-observe: recorded no traces; see logs and metrics with: wasi-observe logs{flag}, wasi-observe metrics{flag}"
+    let line = recorded_line(
+        &store.recorded_traces(),
+        store.recorded_count(),
+        &db.flag(),
+        |id| store.trace_summary(id).ok().flatten(),
+    );
+    eprintln!("wasi-observe: {line}");
+}
+
+/// What [`report_store`] says about the traces: `traces` are the first ids
+/// recorded, `total` how many there were, `summary` looks one up. Apart from
+/// the store so that it can be tested on ids and names no real run records.
+fn recorded_line(
+    traces: &[String],
+    total: usize,
+    flag: &str,
+    summary: impl Fn(&str) -> Option<TraceSummary>,
+) -> String {
+    let name = |id: &str| match summary(id) {
+        Some(t) => format!(
+            "{} (\"{}\", {} spans)",
+            printable(id),
+            printable(&t.root_name),
+            t.span_count
         ),
-        [one] => eprintln!(
-            "wasi-observe: recorded trace {}; see it with: wasi-observe trace {}{flag}",
+        None => printable(id),
+    };
+    match traces {
+        [] => format!(
+            "recorded no traces; see logs and metrics with: wasi-observe logs{flag}, wasi-observe metrics{flag}"
+        ),
+        [one] => format!(
+            "recorded trace {}; see it with: wasi-observe trace {}{flag}",
             name(one),
-            &one[..12]
+            short_id(one)
         ),
         many => {
             let shown: Vec<String> = many.iter().take(3).map(|id| name(id)).collect();
-            let total = store.recorded_count();
-            let more = match total - shown.len() {
+            let more = match total.saturating_sub(shown.len()) {
                 0 => String::new(),
                 n => format!(" and {n} more"),
             };
-            eprintln!(
-                "wasi-observe: recorded {total} traces: {}{more}; see them with: wasi-observe traces{flag}",
+            format!(
+                "recorded {total} traces: {}{more}; see them with: wasi-observe traces{flag}",
                 shown.join(", ")
-            );
+            )
         }
     }
 }
@@ -469,4 +486,53 @@ fn install_signal_handler(stopper: Stopper) -> Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str) -> Option<TraceSummary> {
+        Some(TraceSummary {
+            trace_id: id.to_string(),
+            root_name: "invoice\u{202e}fdp.exe\u{200b}".to_string(),
+            service: "svc".to_string(),
+            start_ns: 0,
+            duration_ns: 1,
+            span_count: 2,
+            error_count: 0,
+        })
+    }
+
+    /// A store holds whatever its writer put there: ids shorter than the 12
+    /// characters shown, or with a multi-byte character where the cut falls,
+    /// are named without a panic, and root names with bidi or zero-width
+    /// characters come out escaped.
+    #[test]
+    fn the_recorded_line_takes_odd_ids_and_escapes_root_names() {
+        assert_eq!(
+            recorded_line(&["abc".into()], 1, "", summary),
+            "recorded trace abc (\"invoice\\u{202e}fdp.exe\\u{200b}\", 2 spans); \
+             see it with: wasi-observe trace abc"
+        );
+        let cut_inside = "0123456789aé-and-more".to_string();
+        assert_eq!(
+            recorded_line(&[cut_inside], 1, " --db x.db", |_| None),
+            "recorded trace 0123456789aé-and-more; see it with: wasi-observe trace 0123456789aé --db x.db"
+        );
+        let hidden = "\u{2066}0123456789abcdef".to_string();
+        let line = recorded_line(&[hidden.clone(), "é".into()], 5, "", summary);
+        assert!(
+            !line.contains('\u{2066}') && !line.contains('\u{202e}'),
+            "{line}"
+        );
+        assert!(
+            line.starts_with("recorded 5 traces: \\u{2066}0123456789abcdef (\""),
+            "{line}"
+        );
+        assert!(
+            line.contains(", é (\"") && line.contains(" and 3 more;"),
+            "{line}"
+        );
+    }
 }

@@ -5,7 +5,9 @@ use wasi_observe_store::TraceFilter;
 use wasmtime::Result;
 
 use crate::common::{DbOptions, store_err};
-use crate::view::{OutputOptions, Style, cut, duration, parse_duration, printable, timestamp};
+use crate::view::{
+    OutputOptions, Style, cut, duration, parse_duration, printable, short_id, timestamp,
+};
 
 /// List recent traces: root span, service, start, duration, spans, errors.
 #[derive(Parser)]
@@ -80,7 +82,7 @@ impl TracesCommand {
             let errors = format!("{:>6}", t.error_count);
             println!(
                 "{}  {:<23}  {:>9}  {:>5}  {}  {:<16}  {}",
-                st.cyan(&t.trace_id[..12]),
+                st.cyan(&format!("{:<12}", short_id(&t.trace_id))),
                 timestamp(t.start_ns),
                 duration(t.duration_ns),
                 t.span_count,
