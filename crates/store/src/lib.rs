@@ -29,6 +29,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod codec;
 mod ingest;
 mod query;
 mod schema;
@@ -39,12 +40,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior};
 
 pub use ingest::StoreExporter;
+pub use ingest::MAX_TRACE_SPANS;
 pub use query::{
-    Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, Trace, TraceFilter,
-    TraceSummary,
+    Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, SpanCursor,
+    SpanPage, TRACE_SPANS_READ, Trace, TraceFilter, TraceSummary,
 };
 
 /// The variable that names the store file (the CLI's `--db`).
@@ -481,42 +483,51 @@ impl Store {
         let _ = self.prune();
     }
 
-    /// Applies retention now: drops telemetry older than the maximum age, then
-    /// the oldest telemetry while the data is larger than the maximum size.
-    /// Returns how many traces were removed.
+    /// Applies retention now: drops telemetry written longer ago than the
+    /// maximum age, then the oldest while the data is larger than the
+    /// maximum size. Spans go by part (the spans of a trace written in one
+    /// batch), so a trace that keeps receiving spans loses its old ones
+    /// like any other; a trace goes when its last part does. Returns how
+    /// many traces were removed.
     pub fn prune(&self) -> Result<u64> {
         let retention = &self.inner.options.retention;
         let mut removed = 0;
         if let Some(age) = retention.max_age {
-            let cutoff = now_ns().saturating_sub(age.as_nanos() as i64);
-            removed += self.delete_before(cutoff)?;
+            // An age past the epoch (e.g. 110 000 days) keeps everything.
+            let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+            let cutoff = now_ns().saturating_sub(age);
+            let boundary = self.first_part_written_since(cutoff)?;
+            removed += self.delete_before(boundary, cutoff)?;
         }
         if let Some(max) = retention.max_bytes {
-            // Remove the oldest tenth of the traces at a time. Deleting rows
-            // leaves pages partly used, so this may remove more than the
-            // bare bytes would call for; it stops when nothing is left.
+            // Remove the oldest tenth of the parts at a time. Part ids never
+            // repeat, so parts written together cannot tie and stop this.
+            // Deleting rows leaves pages partly used, so this may remove
+            // more than the bare bytes would call for; it stops when nothing
+            // is left.
             for _ in 0..100 {
                 if self.data_bytes()? <= max / 10 * 9 {
                     break;
                 }
                 let conn = self.conn();
-                let n: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0))?;
-                let cutoff: Option<i64> = conn
+                let n: i64 = conn.query_row("SELECT count(*) FROM parts", [], |r| r.get(0))?;
+                let boundary: Option<(i64, i64)> = conn
                     .query_row(
-                        "SELECT written_ns FROM traces ORDER BY written_ns LIMIT 1 OFFSET ?1",
+                        "SELECT part_id, written_ns FROM parts ORDER BY part_id LIMIT 1 OFFSET ?1",
                         [(n / 10).max(1)],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .ok();
+                    .optional()?;
                 drop(conn);
-                let cutoff = match cutoff {
-                    Some(c) => c,
-                    // Fewer than two traces: logs and metrics take the room.
-                    None => self.median_other_time()?,
+                let (boundary, cutoff) = match boundary {
+                    Some(b) => b,
+                    // One part left, or none: logs and metrics take the room.
+                    None if n > 0 => (i64::MAX, self.median_other_time()?),
+                    None => (i64::MIN, self.median_other_time()?),
                 };
-                let r = self.delete_before(cutoff)?;
+                let r = self.delete_before(boundary, cutoff)?;
                 removed += r;
-                if r == 0 && self.median_other_time()? == i64::MIN {
+                if r == 0 && n == 0 && self.median_other_time()? == i64::MIN {
                     break;
                 }
             }
@@ -559,19 +570,129 @@ impl Store {
         Ok(t.unwrap_or(i64::MIN))
     }
 
-    /// Deletes traces last written before `cutoff_ns` (with all their
-    /// spans), and log records and metric points older than it.
-    fn delete_before(&self, cutoff_ns: i64) -> Result<u64> {
+    /// The first part written at or after `cutoff_ns` (write times never
+    /// decrease along part ids: a bisection finds it); `i64::MAX` if none.
+    fn first_part_written_since(&self, cutoff_ns: i64) -> Result<i64> {
+        let conn = self.conn();
+        let mut at = conn.prepare_cached(
+            "SELECT part_id, written_ns FROM parts WHERE part_id >= ?1 ORDER BY part_id LIMIT 1",
+        )?;
+        let mut probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+            at.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+        };
+        let Some((mut lo, first)) = probe(i64::MIN)? else {
+            return Ok(i64::MAX);
+        };
+        if first >= cutoff_ns {
+            return Ok(lo);
+        }
+        let (mut hi, last): (i64, i64) =
+            conn.query_row("SELECT part_id, written_ns FROM parts ORDER BY part_id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if last < cutoff_ns {
+            return Ok(i64::MAX);
+        }
+        // Invariant: part `lo` is older than the cutoff, part `hi` is not.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match probe(mid)? {
+                Some((id, written)) if id < hi => {
+                    if written < cutoff_ns {
+                        lo = id;
+                    } else {
+                        hi = id;
+                    }
+                }
+                // No part between `mid` and `hi`: look below.
+                _ => match conn
+                    .prepare_cached(
+                        "SELECT part_id, written_ns FROM parts WHERE part_id > ?1 AND part_id < ?2
+                         ORDER BY part_id DESC LIMIT 1",
+                    )?
+                    .query_row([lo, mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()?
+                {
+                    Some((id, written)) if written < cutoff_ns => lo = id,
+                    Some((id, _)) => hi = id,
+                    None => break,
+                },
+            }
+        }
+        Ok(hi)
+    }
+
+    /// Deletes the parts before part `boundary` (traces left with none go,
+    /// the others are summed up again from what is left), traces that only
+    /// log records made and were last written before `cutoff_ns`, and log
+    /// records and metric points older than it. Returns the traces removed.
+    fn delete_before(&self, boundary: i64, cutoff_ns: i64) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "DELETE FROM spans WHERE trace_key IN (SELECT trace_key FROM traces WHERE written_ns < ?1)",
-            [cutoff_ns],
+        // The name entries of the parts that go, in index order.
+        let mut entries: Vec<(i64, i64)> = Vec::new();
+        let mut spans = 0i64;
+        {
+            let mut stmt =
+                tx.prepare("SELECT trace_key, span_count, name_ids FROM parts WHERE part_id < ?1")?;
+            let mut rows = stmt.query([boundary])?;
+            while let Some(r) = rows.next()? {
+                let key: i64 = r.get(0)?;
+                spans += r.get::<_, i64>(1)?;
+                let names = r.get_ref(2)?.as_blob().unwrap_or_default();
+                entries.extend(
+                    names
+                        .chunks_exact(8)
+                        .map(|b| (i64::from_be_bytes(b.try_into().unwrap_or_default()), key)),
+                );
+            }
+        }
+        entries.sort_unstable();
+        entries.dedup();
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS pruned (trace_key INTEGER PRIMARY KEY);
+             DELETE FROM temp.pruned;",
         )?;
-        let traces = tx.execute("DELETE FROM traces WHERE written_ns < ?1", [cutoff_ns])?;
-        tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
-        tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO temp.pruned SELECT trace_key FROM parts WHERE part_id < ?1",
+            [boundary],
+        )?;
+        tx.execute("DELETE FROM parts WHERE part_id < ?1", [boundary])?;
+        let mut traces = tx.execute(
+            "DELETE FROM traces WHERE trace_key IN temp.pruned
+                 AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.trace_key = traces.trace_key)",
+            [],
+        )? as i64;
+        tx.execute(
+            "UPDATE traces SET span_count = a.spans, error_count = a.errors, start_ns = a.start,
+                 end_ns = a.end, duration_ns = a.end - a.start
+             FROM (SELECT trace_key AS key, sum(span_count) AS spans, sum(error_count) AS errors,
+                       min(start_ns) AS start, max(end_ns) AS end
+                   FROM parts WHERE trace_key IN temp.pruned GROUP BY trace_key) AS a
+             WHERE traces.trace_key = a.key",
+            [],
+        )?;
+        {
+            let mut gone = tx.prepare_cached(
+                "DELETE FROM trace_names WHERE name_id = ?1 AND trace_key = ?2
+                     AND NOT EXISTS (SELECT 1 FROM traces WHERE trace_key = ?2)",
+            )?;
+            for (name, key) in entries {
+                gone.execute([name, key])?;
+            }
+        }
+        // Rows that log records made for traces whose spans never came
+        // (they hold no spans, so they are not counted).
+        let waiting = tx.execute(
+            "DELETE FROM traces WHERE span_count = 0 AND written_ns < ?1",
+            [cutoff_ns],
+        )? as i64;
+        let logs = tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        let points = tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        ingest::add_counts(&tx, [-traces, -spans, -logs, -points])?;
+        tx.execute("DELETE FROM temp.pruned", [])?;
         tx.commit()?;
+        traces += waiting;
         Ok(traces as u64)
     }
 }

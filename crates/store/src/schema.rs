@@ -5,13 +5,30 @@
 //! attributes are JSON objects (keys sorted), events and links JSON arrays.
 
 use anyhow::Result;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::APPLICATION_ID;
+use crate::codec::{self, SpanIn};
+
+/// One step of the schema: SQL, then (for data SQL cannot convert) Rust,
+/// then more SQL.
+pub(crate) struct Migration {
+    pub sql: &'static str,
+    pub rust: Option<fn(&Transaction<'_>) -> rusqlite::Result<()>>,
+    pub after: &'static str,
+}
+
+const fn sql(sql: &'static str) -> Migration {
+    Migration {
+        sql,
+        rust: None,
+        after: "",
+    }
+}
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    sql(r#"
 CREATE TABLE traces (
     trace_id     TEXT PRIMARY KEY NOT NULL,
     root_name    TEXT NOT NULL,
@@ -91,8 +108,8 @@ CREATE TABLE metric_points (
 );
 CREATE INDEX metric_series ON metric_points (name, service, attributes, time_ns);
 CREATE INDEX metric_time   ON metric_points (time_ns);
-"#,
-    r#"
+"#),
+    sql(r#"
 -- Version 2: keys in arrival order. Trace ids are random, so every index
 -- keyed by one takes each new row on a random page: a batch dirtied a page
 -- per span per index, and the store ingested slowly once its indexes
@@ -165,8 +182,8 @@ CREATE INDEX traces_service  ON traces (service, start_ns);
 CREATE INDEX traces_errors   ON traces (start_ns) WHERE error_count > 0;
 CREATE INDEX traces_written  ON traces (written_ns);
 CREATE INDEX spans_name      ON spans (name, trace_key);
-"#,
-    r#"
+"#),
+    sql(r#"
 -- Version 3: log records find their trace by its key too. The index on the
 -- random trace id took each log record on a random page, so a log cost
 -- several times more once the index outgrew the page cache (23 us against
@@ -184,8 +201,250 @@ UPDATE logs SET trace_key = (SELECT t.trace_key FROM traces t WHERE t.trace_id =
 WHERE trace_id IS NOT NULL;
 DROP INDEX logs_trace;
 CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL;
-"#,
+"#),
+    Migration {
+        sql: V4,
+        rust: Some(to_parts),
+        after: V4_AFTER,
+    },
 ];
+
+/// Version 4: the spans of a trace written in one batch are one row of
+/// `parts` (see `codec`), not a row each. At a million traces this made a
+/// span cost a fifth of the CPU (measured: docs/store.md). What the queries
+/// filter on stays in columns: `traces` (one row per trace), and
+/// `trace_names` (one entry per distinct span name per trace, for the span
+/// name filter and the name search).
+///
+/// Retention goes by part: a part's write time, not its trace's last one, so
+/// a trace that keeps receiving spans loses its old ones (schema 3 kept such
+/// a trace whole, forever). `written_ns` never decreases with `part_id`, so
+/// parts older than a time are a range of ids, found by bisection.
+///
+/// The trace id's index holds its first 15 hex digits as an integer
+/// (`id_prefix`) instead of the 32-character text: a random insert per new
+/// trace either way, but a quarter of the size, so the index stays in the
+/// page cache far longer. Writers keep ids unique (they look them up under
+/// the write lock).
+///
+/// Log records lose their service and severity indexes (three entries per
+/// record were most of a record's cost): those filters walk the time index
+/// newest first, which finds common values at once. The services seen are
+/// kept in `services`, and the counts the UI shows in `counts`, so neither
+/// needs a scan.
+const V4: &str = r#"
+CREATE TABLE traces_v4 (
+    trace_key     INTEGER PRIMARY KEY,
+    trace_id      TEXT NOT NULL,
+    id_prefix     INTEGER NOT NULL,
+    root_name     TEXT NOT NULL,
+    has_root      INTEGER NOT NULL,
+    service       TEXT NOT NULL,
+    start_ns      INTEGER NOT NULL,
+    end_ns        INTEGER NOT NULL,
+    duration_ns   INTEGER NOT NULL,
+    span_count    INTEGER NOT NULL,
+    error_count   INTEGER NOT NULL,
+    -- Spans refused because the trace held `MAX_TRACE_SPANS` already.
+    capped_spans  INTEGER NOT NULL DEFAULT 0,
+    written_ns    INTEGER NOT NULL
+);
+
+CREATE TABLE parts (
+    part_id      INTEGER PRIMARY KEY,
+    trace_key    INTEGER NOT NULL,
+    written_ns   INTEGER NOT NULL,
+    span_count   INTEGER NOT NULL,
+    error_count  INTEGER NOT NULL,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER NOT NULL,
+    -- 8 bytes per span, big endian: duplicates are found without decoding.
+    span_ids     BLOB NOT NULL,
+    -- The span names' ids, 8 bytes each: retention removes exactly their
+    -- `trace_names` entries.
+    name_ids     BLOB NOT NULL,
+    spans        BLOB NOT NULL
+);
+
+CREATE TABLE span_names (
+    name_id  INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE trace_names (
+    name_id    INTEGER NOT NULL,
+    trace_key  INTEGER NOT NULL,
+    PRIMARY KEY (name_id, trace_key)
+) WITHOUT ROWID;
+
+CREATE TABLE services (service TEXT PRIMARY KEY) WITHOUT ROWID;
+
+CREATE TABLE counts (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    traces         INTEGER NOT NULL,
+    spans          INTEGER NOT NULL,
+    logs           INTEGER NOT NULL,
+    metric_points  INTEGER NOT NULL
+);
+"#;
+
+/// The converted data in place: old tables go, indexes are made.
+const V4_AFTER: &str = r#"
+DROP TABLE spans;
+DROP TABLE traces;
+ALTER TABLE traces_v4 RENAME TO traces;
+
+INSERT OR IGNORE INTO services
+    SELECT service FROM traces WHERE span_count > 0
+    UNION SELECT service FROM logs UNION SELECT service FROM metric_points;
+INSERT INTO counts VALUES (1,
+    (SELECT count(*) FROM traces WHERE span_count > 0),
+    (SELECT coalesce(sum(span_count), 0) FROM traces),
+    (SELECT count(*) FROM logs),
+    (SELECT count(*) FROM metric_points));
+
+CREATE INDEX traces_id        ON traces (id_prefix);
+CREATE INDEX traces_start     ON traces (start_ns);
+CREATE INDEX traces_service   ON traces (service, start_ns);
+CREATE INDEX traces_errors    ON traces (start_ns) WHERE error_count > 0;
+-- "Slowest first" at a million traces cannot scan them all.
+CREATE INDEX traces_duration  ON traces (duration_ns);
+CREATE INDEX parts_trace      ON parts (trace_key, part_id);
+-- Traces that have only log records so far: retention finds them here.
+CREATE INDEX traces_waiting   ON traces (written_ns) WHERE span_count = 0;
+
+DROP INDEX logs_service;
+DROP INDEX logs_severity;
+"#;
+
+/// Schema 3 to 4: trace rows gain `id_prefix`, spans become parts (one per
+/// trace, written now).
+fn to_parts(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    {
+        let mut read = tx.prepare(
+            "SELECT trace_key, trace_id, root_name, has_root, service, start_ns, end_ns, duration_ns,
+                 span_count, error_count, written_ns FROM traces ORDER BY trace_key",
+        )?;
+        let mut write = tx.prepare(
+            "INSERT INTO traces_v4 (trace_key, trace_id, id_prefix, root_name, has_root, service, start_ns,
+                 end_ns, duration_ns, span_count, error_count, written_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(1)?;
+            write.execute(params![
+                r.get::<_, i64>(0)?,
+                id,
+                crate::ingest::id_prefix(&id),
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, i64>(9)?,
+                r.get::<_, i64>(10)?,
+            ])?;
+        }
+    }
+    // One part per trace, dated when the trace was last written (never
+    // decreasing along part ids, as retention needs).
+    let mut read = tx.prepare(
+        "SELECT s.trace_key, s.span_id, s.parent_span_id, s.name, s.kind, s.service, s.scope, s.start_ns,
+             s.end_ns, s.status_code, s.status_message, s.attributes, s.events, s.links, s.dropped,
+             s.resource_id, t.written_ns
+         FROM spans s JOIN traces t ON t.trace_key = s.trace_key ORDER BY s.trace_key",
+    )?;
+    let mut rows = read.query([])?;
+    let mut part = crate::ingest::PartWriter::new(tx)?;
+    let mut written = i64::MIN;
+    let mut current: Option<i64> = None;
+    let mut spans: Vec<OldSpan> = Vec::new();
+    let mut flush = |key: i64, written: i64, spans: &[OldSpan]| {
+        let spans: Vec<SpanIn<'_>> = spans.iter().map(OldSpan::to_codec).collect();
+        part.write(key, written, &spans)
+    };
+    while let Some(r) = rows.next()? {
+        let key: i64 = r.get(0)?;
+        if let Some(c) = current.filter(|&c| c != key) {
+            flush(c, written, &spans)?;
+            spans.clear();
+        }
+        current = Some(key);
+        written = written.max(r.get(16)?);
+        let dropped: String = r.get(14)?;
+        let dropped: serde_json::Value = serde_json::from_str(&dropped).unwrap_or_default();
+        let count = |k: &str| dropped[k].as_u64().unwrap_or(0) as u32;
+        let hex = |s: Option<String>| s.and_then(|s| u64::from_str_radix(&s, 16).ok()).unwrap_or(0);
+        let list = |s: String| if s == "[]" { String::new() } else { s };
+        spans.push(OldSpan {
+            span_id: hex(r.get(1)?),
+            parent: hex(r.get(2)?),
+            name: r.get(3)?,
+            kind: r.get(4)?,
+            service: r.get(5)?,
+            scope: r.get(6)?,
+            start_ns: r.get(7)?,
+            end_ns: r.get(8)?,
+            status: r.get(9)?,
+            message: r.get(10)?,
+            attributes: r.get(11)?,
+            events: list(r.get(12)?),
+            links: list(r.get(13)?),
+            dropped: [count("attributes"), count("events"), count("links")],
+            resource_id: r.get(15)?,
+        });
+    }
+    if let Some(key) = current {
+        flush(key, written, &spans)?;
+    }
+    drop(flush);
+    part.finish()
+}
+
+/// A span row of schema 3.
+struct OldSpan {
+    span_id: u64,
+    parent: u64,
+    name: String,
+    kind: String,
+    service: String,
+    scope: String,
+    start_ns: i64,
+    end_ns: i64,
+    status: String,
+    message: String,
+    attributes: String,
+    events: String,
+    links: String,
+    dropped: [u32; 3],
+    resource_id: i64,
+}
+
+impl OldSpan {
+    fn to_codec(&self) -> SpanIn<'_> {
+        let index = |list: &[&str], v: &str| list.iter().position(|k| *k == v).unwrap_or(0) as u8;
+        SpanIn {
+            span_id: self.span_id,
+            parent: self.parent,
+            name: &self.name,
+            service: &self.service,
+            scope: &self.scope,
+            kind: index(&codec::KINDS, &self.kind),
+            status: index(&codec::STATUSES, &self.status),
+            message: &self.message,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            attributes: self.attributes.clone(),
+            events: self.events.clone(),
+            links: self.links.clone(),
+            dropped: self.dropped,
+            resource_id: self.resource_id,
+        }
+    }
+}
 
 /// Brings the schema up to date, in one transaction (another process may be
 /// doing the same: the version is read again under the write lock).
@@ -196,8 +455,12 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for sql in MIGRATIONS.iter().skip(current.max(0) as usize) {
-        tx.execute_batch(sql)?;
+    for m in MIGRATIONS.iter().skip(current.max(0) as usize) {
+        tx.execute_batch(m.sql)?;
+        if let Some(rust) = m.rust {
+            rust(&tx)?;
+        }
+        tx.execute_batch(m.after)?;
     }
     tx.execute_batch(&format!(
         "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
@@ -222,7 +485,7 @@ mod tests {
         let path = dir.join("v1.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
             ))
