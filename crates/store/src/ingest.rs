@@ -132,7 +132,8 @@ impl StoreExporter {
                     } else {
                         HashSet::new()
                     };
-                    let room = (MAX_TRACE_SPANS - stored).max(0) as usize;
+                    let cap = self.store.inner.trace_span_cap.load(Ordering::Relaxed) as i64;
+                    let room = (cap - stored).max(0) as usize;
                     let mut agg = TraceAgg::new();
                     let mut capped = 0i64;
                     spans_in.clear();
@@ -475,9 +476,9 @@ pub(crate) struct PartWriter<'tx> {
     tx: &'tx rusqlite::Transaction<'tx>,
     insert: rusqlite::CachedStatement<'tx>,
     names: HashMap<String, i64>,
-    /// (name id, trace key): written at the end, sorted, so that the
-    /// entries of one name go in together.
+    /// (name id, trace key): written at the end, a row per name.
     entries: Vec<(i64, i64)>,
+    last_part: i64,
 }
 
 impl<'tx> PartWriter<'tx> {
@@ -486,11 +487,12 @@ impl<'tx> PartWriter<'tx> {
             tx,
             insert: tx.prepare_cached(
                 "INSERT INTO parts (trace_key, written_ns, span_count, error_count, start_ns, end_ns,
-                     span_ids, name_ids, spans)
+                     span_ids, names, spans)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?,
             names: HashMap::new(),
             entries: Vec::new(),
+            last_part: 0,
         })
     }
 
@@ -536,10 +538,11 @@ impl<'tx> PartWriter<'tx> {
                 self.entries.push((id, key));
             }
         }
-        let names: Vec<u8> = self.entries[first..]
-            .iter()
-            .flat_map(|&(n, _)| n.to_be_bytes())
-            .collect();
+        let mut names = String::from(",");
+        for &(n, _) in &self.entries[first..] {
+            names.push_str(&n.to_string());
+            names.push(',');
+        }
         self.insert.execute(params![
             key,
             written,
@@ -551,32 +554,20 @@ impl<'tx> PartWriter<'tx> {
             names,
             codec::encode(spans, start),
         ])?;
+        self.last_part = self.tx.last_insert_rowid();
         Ok(())
     }
 
-    /// Writes the span name entries.
+    /// Writes the span name lists: one row per name.
     pub(crate) fn finish(mut self) -> rusqlite::Result<()> {
-        const ROWS: usize = 64;
         self.entries.sort_unstable();
         self.entries.dedup();
-        let mut chunks = self.entries.chunks_exact(ROWS);
-        if !self.entries.is_empty() {
-            let sql = format!(
-                "INSERT OR IGNORE INTO trace_names (name_id, trace_key) VALUES {}",
-                vec!["(?, ?)"; ROWS].join(", ")
-            );
-            let mut many = self.tx.prepare_cached(&sql)?;
-            for chunk in chunks.by_ref() {
-                many.execute(rusqlite::params_from_iter(
-                    chunk.iter().flat_map(|&(n, k)| [n, k]),
-                ))?;
-            }
-        }
-        let mut one = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO trace_names (name_id, trace_key) VALUES (?1, ?2)")?;
-        for &(n, k) in chunks.remainder() {
-            one.execute([n, k])?;
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO name_postings (name_id, last_part, keys) VALUES (?1, ?2, ?3)",
+        )?;
+        for group in self.entries.chunk_by(|a, b| a.0 == b.0) {
+            let keys: Vec<u8> = group.iter().flat_map(|&(_, k)| k.to_be_bytes()).collect();
+            insert.execute(params![group[0].0, self.last_part, keys])?;
         }
         Ok(())
     }

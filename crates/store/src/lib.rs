@@ -138,13 +138,15 @@ pub fn parse_age(s: &str) -> Result<Option<Duration>> {
     let n: u64 = digits
         .parse()
         .with_context(|| format!("`{s}`: expected a number and s, m, h or d"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => bail!("`{s}`: unknown unit `{other}` (expected s, m, h or d)"),
     };
+    // Beyond u64 seconds it is forever anyway.
+    let secs = n.saturating_mul(unit_secs);
     Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
 
@@ -203,6 +205,10 @@ struct Inner {
     /// Trace ids written through this handle.
     recorded: Mutex<Recorded>,
     last_prune: Mutex<Option<Instant>>,
+    /// What `loose_modes` found when the store was opened.
+    mode_warning: Option<String>,
+    /// [`MAX_TRACE_SPANS`], lower in the tests.
+    trace_span_cap: AtomicU64,
 }
 
 /// How many recorded trace ids a handle keeps in order (it counts the rest).
@@ -270,9 +276,11 @@ impl Store {
                     );
                 }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    create_private_dir(dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
+                create_private_file(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         }
@@ -350,6 +358,11 @@ impl Store {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
         }
 
+        let mode_warning = loose_modes(path);
+        if let Some(w) = &mode_warning {
+            warn_once(path, w);
+        }
+
         let mut conn = conn;
         schema::migrate(&mut conn).map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
             Some(err) if is_damage(err) => refuse(format!("it is damaged ({err})")),
@@ -366,8 +379,32 @@ impl Store {
                 dropped_points: AtomicU64::new(0),
                 recorded: Mutex::new(Recorded::default()),
                 last_prune: Mutex::new(None),
+                mode_warning,
+                trace_span_cap: AtomicU64::new(MAX_TRACE_SPANS as u64),
             }),
         })
+    }
+
+    /// If the store's files or directory were readable or writable by
+    /// others when it was opened: the warning that was printed (once per
+    /// file and process) on standard error.
+    pub fn mode_warning(&self) -> Option<&str> {
+        self.inner.mode_warning.as_deref()
+    }
+
+    /// How many spans of trace `trace_id` were not stored because it held
+    /// [`MAX_TRACE_SPANS`] already.
+    pub fn capped_spans(&self, trace_id: &str) -> Result<i64> {
+        let conn = self.conn();
+        let n: Option<i64> = conn
+            .prepare_cached(
+                "SELECT capped_spans FROM traces WHERE id_prefix = ?1 AND trace_id = ?2",
+            )?
+            .query_row(rusqlite::params![ingest::id_prefix(trace_id), trace_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(n.unwrap_or(0))
     }
 
     /// The file this store is in.
@@ -629,26 +666,11 @@ impl Store {
     fn delete_before(&self, boundary: i64, cutoff_ns: i64) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // The name entries of the parts that go, in index order.
-        let mut entries: Vec<(i64, i64)> = Vec::new();
-        let mut spans = 0i64;
-        {
-            let mut stmt =
-                tx.prepare("SELECT trace_key, span_count, name_ids FROM parts WHERE part_id < ?1")?;
-            let mut rows = stmt.query([boundary])?;
-            while let Some(r) = rows.next()? {
-                let key: i64 = r.get(0)?;
-                spans += r.get::<_, i64>(1)?;
-                let names = r.get_ref(2)?.as_blob().unwrap_or_default();
-                entries.extend(
-                    names
-                        .chunks_exact(8)
-                        .map(|b| (i64::from_be_bytes(b.try_into().unwrap_or_default()), key)),
-                );
-            }
-        }
-        entries.sort_unstable();
-        entries.dedup();
+        let spans: i64 = tx.query_row(
+            "SELECT coalesce(sum(span_count), 0) FROM parts WHERE part_id < ?1",
+            [boundary],
+            |r| r.get(0),
+        )?;
         tx.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS pruned (trace_key INTEGER PRIMARY KEY);
              DELETE FROM temp.pruned;",
@@ -672,15 +694,10 @@ impl Store {
              WHERE traces.trace_key = a.key",
             [],
         )?;
-        {
-            let mut gone = tx.prepare_cached(
-                "DELETE FROM trace_names WHERE name_id = ?1 AND trace_key = ?2
-                     AND NOT EXISTS (SELECT 1 FROM traces WHERE trace_key = ?2)",
-            )?;
-            for (name, key) in entries {
-                gone.execute([name, key])?;
-            }
-        }
+        // Name lists whose batches are gone entirely (a list naming a
+        // trace that lost the part with the name is harmless: queries check
+        // the parts).
+        tx.execute("DELETE FROM name_postings WHERE last_part < ?1", [boundary])?;
         // Rows that log records made for traces whose spans never came
         // (they hold no spans, so they are not counted).
         let waiting = tx.execute(
@@ -722,6 +739,83 @@ fn is_damage(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Telemetry holds whatever guests recorded (request data, secrets by
+/// mistake): a directory the store makes is its owner's alone (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file readable by its owner alone (0600) before
+/// SQLite opens it: SQLite gives the `-wal` and `-shm` files the mode of
+/// the database file.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // Another process made it first: its mode is checked like any.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// A warning if the store's file, its `-wal` or `-shm`, or its directory
+/// let others than the owner in (made by an older version, or by hand).
+fn loose_modes(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut loose = Vec::new();
+        let mut files = vec![path.to_path_buf()];
+        for ext in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            files.push(PathBuf::from(p));
+        }
+        for f in &files {
+            if let Ok(meta) = std::fs::metadata(f)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                loose.push(format!("{} ({:o})", f.display(), meta.permissions().mode() & 0o777));
+            }
+        }
+        // Its directory: only the one named for the store (a store put
+        // in a shared directory on purpose is not flagged for that).
+        if let Some(dir) = path.parent().filter(|d| d.ends_with("wasi-observe"))
+            && let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            loose.push(format!("{} ({:o})", dir.display(), meta.permissions().mode() & 0o777));
+        }
+        (!loose.is_empty()).then(|| {
+            format!(
+                "the telemetry store is readable or writable by other users: {}; \
+                 it holds what guests recorded: chmod 600 the files (700 the directory)",
+                loose.join(", ")
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Prints `warning` on standard error, once per store file and process.
+fn warn_once(path: &Path, warning: &str) {
+    static WARNED: Mutex<Option<std::collections::HashSet<PathBuf>>> = Mutex::new(None);
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if lock(&WARNED).get_or_insert_default().insert(key) {
+        eprintln!("wasi-observe: warning: {warning}");
+    }
+}
+
 fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read as _;
     let mut n = 0;
@@ -754,6 +848,68 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+    fn span(trace: u128, id: u64) -> SpanData {
+        let now = SystemTime::now();
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: SpanId::from(1),
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Internal,
+            name: "resent".into(),
+            start_time: now,
+            end_time: now,
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    fn export(store: &Store, batch: Vec<SpanData>) {
+        let exporter = store.exporter();
+        let mut f = std::pin::pin!(exporter.export(batch));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r.unwrap(),
+            std::task::Poll::Pending => unreachable!("store exports are synchronous"),
+        }
+    }
+
+    /// A trace stops growing at the cap: what comes later is counted, not
+    /// stored, also across batches; other traces are not affected.
+    #[test]
+    fn spans_past_the_cap_are_counted_not_stored() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("t.db"), StoreOptions::default()).unwrap();
+        store.inner.trace_span_cap.store(10, Ordering::Relaxed);
+        let trace = 0xabcd_u128 << 64 | 1;
+        export(&store, (2..10).map(|i| span(trace, i)).collect());
+        export(&store, (10..20).map(|i| span(trace, i)).collect());
+        export(&store, (20..25).map(|i| span(trace, i)).collect());
+        export(&store, vec![span(trace + 1, 2)]);
+        let id = TraceId::from(trace).to_string();
+        let t = store.trace_summary(&id).unwrap().unwrap();
+        assert_eq!(t.span_count, 10);
+        assert_eq!(store.capped_spans(&id).unwrap(), 8 + 5);
+        assert_eq!(store.trace(&id).unwrap().unwrap().spans.len(), 10);
+        assert_eq!(store.counts().unwrap().spans, 11);
+        let other = TraceId::from(trace + 1).to_string();
+        assert_eq!(store.capped_spans(&other).unwrap(), 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ages_and_sizes_parse() {
@@ -761,6 +917,11 @@ mod tests {
         assert_eq!(parse_age("90").unwrap(), Some(Duration::from_secs(90)));
         assert_eq!(parse_age("0").unwrap(), None);
         assert!(parse_age("3w").is_err());
+        // Past what nanoseconds in an i64 hold: forever, not a wrap.
+        assert_eq!(
+            parse_age("99999999999999999d").unwrap(),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(parse_size("64MiB").unwrap(), Some(64 << 20));
         assert_eq!(parse_size("2GB").unwrap(), Some(2_000_000_000));
         assert_eq!(parse_size("0").unwrap(), None);

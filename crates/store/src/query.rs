@@ -347,16 +347,15 @@ impl Store {
             let Some(id) = id else {
                 return Ok(Vec::new());
             };
-            match keys_with_names(&conn, &[id])? {
-                // A rare name: its traces, looked up by key.
-                Some(keys) => w.add(&in_list(&keys), []),
-                // A common one: one probe per trace, newest first, until the
-                // page is full.
-                None => w.add(
-                    "EXISTS (SELECT 1 FROM trace_names n WHERE n.name_id = ? AND n.trace_key = traces.trace_key)",
-                    [Sql::Integer(id)],
-                ),
+            // Rare: its traces, looked up by key. Common: the traces newest
+            // first, each checked, until the page is full.
+            if let Some(keys) = keys_with_names(&conn, &[id])? {
+                w.add(&in_list(&keys), []);
             }
+            w.add(
+                "EXISTS (SELECT 1 FROM parts p WHERE p.trace_key = traces.trace_key AND instr(p.names, ?))",
+                [text(&format!(",{id},"))],
+            );
         }
         if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
             let matches = "(root_name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\')";
@@ -754,15 +753,20 @@ const CANDIDATES: usize = 10_000;
 /// if there are more than [`CANDIDATES`].
 fn keys_with_names(conn: &rusqlite::Connection, ids: &[i64]) -> Result<Option<Vec<i64>>> {
     let mut keys = Vec::new();
-    let mut stmt =
-        conn.prepare_cached("SELECT trace_key FROM trace_names WHERE name_id = ?1 LIMIT ?2")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT keys FROM name_postings WHERE name_id = ?1 ORDER BY posting_id DESC",
+    )?;
     for &id in ids {
-        let mut rows = stmt.query(rusqlite::params![id, (CANDIDATES + 1 - keys.len()) as i64])?;
+        let mut rows = stmt.query([id])?;
         while let Some(r) = rows.next()? {
-            keys.push(r.get(0)?);
-        }
-        if keys.len() > CANDIDATES {
-            return Ok(None);
+            let blob = r.get_ref(0)?.as_blob()?;
+            keys.extend(
+                blob.chunks_exact(8)
+                    .map(|b| i64::from_be_bytes(b.try_into().unwrap_or_default())),
+            );
+            if keys.len() > CANDIDATES {
+                return Ok(None);
+            }
         }
     }
     keys.sort_unstable();

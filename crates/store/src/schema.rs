@@ -213,8 +213,8 @@ CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL
 /// `parts` (see `codec`), not a row each. At a million traces this made a
 /// span cost a fifth of the CPU (measured: docs/store.md). What the queries
 /// filter on stays in columns: `traces` (one row per trace), and
-/// `trace_names` (one entry per distinct span name per trace, for the span
-/// name filter and the name search).
+/// `name_postings` (per span name and batch, the traces having it: the
+/// span name filter and the name search).
 ///
 /// Retention goes by part: a part's write time, not its trace's last one, so
 /// a trace that keeps receiving spans loses its old ones (schema 3 kept such
@@ -260,9 +260,8 @@ CREATE TABLE parts (
     end_ns       INTEGER NOT NULL,
     -- 8 bytes per span, big endian: duplicates are found without decoding.
     span_ids     BLOB NOT NULL,
-    -- The span names' ids, 8 bytes each: retention removes exactly their
-    -- `trace_names` entries.
-    name_ids     BLOB NOT NULL,
+    -- The span names' ids, as text: ",12,57,".
+    names        TEXT NOT NULL,
     spans        BLOB NOT NULL
 );
 
@@ -271,11 +270,18 @@ CREATE TABLE span_names (
     name     TEXT NOT NULL UNIQUE
 );
 
-CREATE TABLE trace_names (
-    name_id    INTEGER NOT NULL,
-    trace_key  INTEGER NOT NULL,
-    PRIMARY KEY (name_id, trace_key)
-) WITHOUT ROWID;
+-- For each span name, the traces having a span of that name, one row per
+-- name and batch (a list of keys), not one entry per trace: the span name
+-- filter and the search read the lists of the names they want; a trace is
+-- then checked against its parts' `names`, so stale keys do no harm.
+CREATE TABLE name_postings (
+    posting_id  INTEGER PRIMARY KEY,
+    name_id     INTEGER NOT NULL,
+    -- The newest part the batch wrote: retention removes the row with it.
+    last_part   INTEGER NOT NULL,
+    -- Trace keys, 8 bytes each (big endian), ascending.
+    keys        BLOB NOT NULL
+);
 
 CREATE TABLE services (service TEXT PRIMARY KEY) WITHOUT ROWID;
 
@@ -310,6 +316,7 @@ CREATE INDEX traces_errors    ON traces (start_ns) WHERE error_count > 0;
 -- "Slowest first" at a million traces cannot scan them all.
 CREATE INDEX traces_duration  ON traces (duration_ns);
 CREATE INDEX parts_trace      ON parts (trace_key, part_id);
+CREATE INDEX name_postings_name ON name_postings (name_id, posting_id);
 -- Traces that have only log records so far: retention finds them here.
 CREATE INDEX traces_waiting   ON traces (written_ns) WHERE span_count = 0;
 
