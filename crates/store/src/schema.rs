@@ -596,4 +596,122 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A store written by version 3 (a row per span) opens with every
+    /// span, log record and metric point readable as before, its counts,
+    /// services and span names in place, and its data as old as it was.
+    #[test]
+    fn version_3_stores_are_migrated_to_parts() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-migrate3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v3.db");
+        let a = "0af7651916cd43dd8448eb211c80319c";
+        let b = "5e255985c7ddf3ab8f4baaf08198c1d9";
+        let c = "6c2884a9ae7fcf5f84c6400e62ea3f67";
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..3] {
+                conn.execute_batch(m.sql).unwrap();
+            }
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 3;
+                 INSERT INTO resources VALUES (1, '{{\"service.name\":\"old\"}}');
+                 INSERT INTO traces VALUES (1, '{a}', 'checkout', 1, 'old', 1000, 1050, 50, 2, 1, 5000);
+                 INSERT INTO traces VALUES (2, '{b}', 'detached', 1, 'old', 2000, 2010, 10, 1, 0, 6000);
+                 INSERT INTO traces VALUES (3, '{c}', '', 0, 'old', 3000, 3000, 0, 0, 0, 7000);
+                 INSERT INTO spans VALUES (1, '00f067aa0ba902b7', NULL, 'checkout', 'server', 'old', 'http',
+                     1000, 1050, 50, 'unset', '', '{{\"k\":1}}', '[]', '[]',
+                     '{{\"attributes\":0,\"events\":0,\"links\":0}}', 1);
+                 INSERT INTO spans VALUES (1, '00f067aa0ba902b8', '00f067aa0ba902b7', 'charge card', 'client',
+                     'old', 'http', 1010, 1040, 30, 'error', 'declined', '{{}}',
+                     '[{{\"name\":\"retry\",\"time_ns\":1020,\"attributes\":{{\"attempt\":2}}}}]',
+                     '[{{\"trace_id\":\"{b}\",\"span_id\":\"00f067aa0ba902b9\",\"attributes\":{{}}}}]',
+                     '{{\"attributes\":3,\"events\":0,\"links\":1}}', 1);
+                 INSERT INTO spans VALUES (2, '00f067aa0ba902b9', NULL, 'detached', 'internal', 'old', 'http',
+                     2000, 2010, 10, 'ok', '', '{{}}', '[]', '[]',
+                     '{{\"attributes\":0,\"events\":0,\"links\":0}}', 1);
+                 INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service, trace_id,
+                     span_id, attributes, trace_key)
+                     VALUES (1020, 17, 'ERROR', 'declined', 't', 'old', '{a}', '00f067aa0ba902b8', '{{}}', 1),
+                            (3000, 9, 'INFO', 'waiting', 't', 'logger', '{c}', '00f067aa0ba902ba', '{{}}', 3);
+                 INSERT INTO metric_points (time_ns, service, name, description, unit, kind, attributes, value)
+                     VALUES (1000, 'meter', 'orders', '', '', 'counter', '{{}}', 3);"
+            ))
+            .unwrap();
+        }
+        let store = Store::open(
+            &path,
+            StoreOptions {
+                retention: Retention {
+                    max_age: None,
+                    max_bytes: None,
+                },
+                hard_max_bytes: None,
+            },
+        )
+        .unwrap();
+        let list = store.traces(&TraceFilter::default()).unwrap();
+        let ids: Vec<&str> = list.iter().map(|t| t.trace_id.as_str()).collect();
+        assert_eq!(ids, [b, a]);
+        let t = store.trace(a).unwrap().unwrap();
+        assert_eq!((t.summary.span_count, t.summary.error_count), (2, 1));
+        let names: Vec<&str> = t.spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["checkout", "charge card"]);
+        let (root, charge) = (&t.spans[0], &t.spans[1]);
+        assert_eq!((root.span_id.as_str(), root.parent_span_id.as_deref()), ("00f067aa0ba902b7", None));
+        assert_eq!(root.kind, "server");
+        assert_eq!(root.attributes["k"], 1);
+        assert_eq!(root.resource["service.name"], "old");
+        assert_eq!(charge.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!((charge.kind.as_str(), charge.status_code.as_str()), ("client", "error"));
+        assert_eq!(charge.status_message, "declined");
+        assert_eq!((charge.start_ns, charge.end_ns, charge.duration_ns), (1010, 1040, 30));
+        assert_eq!(charge.events[0].name, "retry");
+        assert_eq!(charge.events[0].attributes["attempt"], 2);
+        assert_eq!(charge.links[0].trace_id, b);
+        assert_eq!(charge.dropped["attributes"], 3);
+        assert_eq!(charge.dropped["links"], 1);
+        assert_eq!(t.logs.len(), 1);
+        assert_eq!(store.trace(b).unwrap().unwrap().spans[0].status_code, "ok");
+        // The trace only log records made: not listed, still found.
+        let waiting = store.trace(c).unwrap().unwrap();
+        assert_eq!((waiting.summary.span_count, waiting.logs.len()), (0, 1));
+        assert_eq!(store.resolve_trace_id(&a[..6]).unwrap().as_deref(), Some(a));
+        let only = |f: TraceFilter| store.traces(&f).unwrap().len();
+        assert_eq!(
+            only(TraceFilter {
+                span_name: Some("charge card".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            only(TraceFilter {
+                search: Some("DETACH".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts.traces, counts.spans, counts.logs, counts.metric_points),
+            (2, 3, 2, 1)
+        );
+        assert_eq!(store.services().unwrap(), ["logger", "meter", "old"]);
+        // Parts are dated when their trace was written, so retention sees
+        // the old data as old.
+        let conn = Connection::open(&path).unwrap();
+        let written: Vec<(i64, i64)> = conn
+            .prepare("SELECT trace_key, written_ns FROM parts ORDER BY part_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(written, [(1, 5000), (2, 6000)]);
+        drop(conn);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
