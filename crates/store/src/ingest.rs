@@ -87,16 +87,16 @@ impl StoreExporter {
                 // Look the traces up in index order: neighbouring probes
                 // share pages.
                 let mut order: Vec<usize> = (0..groups.len()).collect();
-                order.sort_by_key(|&i| id_prefix(&groups[i].0));
+                order.sort_by_key(|&i| id_key(&groups[i].0));
                 let mut found = vec![None; groups.len()];
                 for i in order {
                     found[i] = keys.find(&groups[i].0)?;
                 }
                 let mut parts = PartWriter::new(tx)?;
                 let mut insert_trace = tx.prepare_cached(
-                    "INSERT INTO traces (trace_key, trace_id, id_prefix, root_name, has_root, service, start_ns,
-                         end_ns, duration_ns, span_count, error_count, capped_spans, written_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8 - ?7, ?9, ?10, ?11, ?12)",
+                    "INSERT INTO traces (trace_key, trace_id, id_hi, id_lo, root_name, has_root, service,
+                         start_ns, end_ns, duration_ns, span_count, error_count, capped_spans, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 - ?8, ?10, ?11, ?12, ?13)",
                 )?;
                 // A row with no spans yet (made for a log record) takes
                 // the batch's figures as they are.
@@ -160,7 +160,8 @@ impl StoreExporter {
                         insert_trace.execute(params![
                             key,
                             hex,
-                            id_prefix(hex),
+                            id_key(hex).0,
+                            id_key(hex).1,
                             agg.name,
                             agg.has_root,
                             self.service,
@@ -205,89 +206,112 @@ impl StoreExporter {
     }
 
     fn write_logs(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
-        let records: Vec<_> = batch.iter().collect();
         let written = now_ns();
-        self.store
-            .write_batch(Signal::Logs, records.len() as u64, |tx| {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
-                         trace_id, span_id, attributes, trace_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                let mut keys = TraceKeys::new(tx)?;
-                // A trace no span of which is stored yet gets a row holding
-                // only its key; its spans fill it in (see `write_spans`).
-                let mut placeholder = tx.prepare_cached(
-                    "INSERT INTO traces (trace_key, trace_id, id_prefix, root_name, has_root, service, start_ns,
-                         end_ns, duration_ns, span_count, error_count, written_ns)
-                     VALUES (?1, ?2, ?3, '', 0, ?4, ?5, ?5, 0, 0, 0, ?6)",
-                )?;
-                note_service(tx, &self.service)?;
-                let mut seen: HashMap<TraceId, i64> = HashMap::new();
-                for (record, scope) in &records {
-                    let time = record
-                        .timestamp()
-                        .or(record.observed_timestamp())
-                        .map(unix_ns)
-                        .unwrap_or_else(now_ns);
-                    let severity = record.severity_number().map(|s| s as i32).unwrap_or(0);
-                    let text = record
+        // Rows first, outside the transaction; trace keys are filled in.
+        let mut rows: Vec<LogRow> = batch
+            .iter()
+            .map(|(record, scope)| {
+                let time = record
+                    .timestamp()
+                    .or(record.observed_timestamp())
+                    .map(unix_ns)
+                    .unwrap_or(written);
+                let attrs: Vec<(&str, &AnyValue)> = record
+                    .attributes_iter()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .collect();
+                LogRow {
+                    time,
+                    severity: record.severity_number().map(|s| s as i32).unwrap_or(0),
+                    text: record
                         .severity_text()
                         .map(str::to_string)
                         .or(record.severity_number().map(|s| s.name().to_string()))
-                        .unwrap_or_default();
-                    let body = match record.body() {
+                        .unwrap_or_default(),
+                    body: match record.body() {
                         None => String::new(),
                         Some(AnyValue::String(s)) => s.as_str().to_string(),
                         Some(other) => any_json(other).to_string(),
-                    };
-                    let target = match record.target() {
+                    },
+                    target: match record.target() {
                         Some(t) if !t.is_empty() => t.to_string(),
                         _ => scope_name(scope),
-                    };
-                    let (trace_id, span_id, trace_key) = match record.trace_context() {
-                        Some(ctx) => {
-                            let hex = ctx.trace_id.to_string();
-                            let key = match seen.get(&ctx.trace_id) {
-                                Some(&key) => key,
-                                None => {
-                                    let (key, new) = keys.get(tx, &hex)?;
-                                    if new {
-                                        placeholder.execute(params![
-                                            key,
-                                            hex,
-                                            id_prefix(&hex),
-                                            self.service,
-                                            time,
-                                            written
-                                        ])?;
-                                    }
-                                    seen.insert(ctx.trace_id, key);
-                                    key
-                                }
-                            };
-                            (Some(hex), Some(ctx.span_id.to_string()), Some(key))
-                        }
-                        None => (None, None, None),
-                    };
-                    let attrs: Vec<(&str, &AnyValue)> = record
-                        .attributes_iter()
-                        .map(|(k, v)| (k.as_str(), v))
-                        .collect();
-                    insert.execute(params![
-                        time,
-                        severity,
-                        text,
-                        body,
-                        target,
-                        self.service,
-                        trace_id,
-                        span_id,
-                        object_text(&attrs, AnyRef),
-                        trace_key,
-                    ])?;
+                    },
+                    trace_id: record.trace_context().map(|c| c.trace_id.to_string()),
+                    span_id: record.trace_context().map(|c| c.span_id.to_string()),
+                    attributes: object_text(&attrs, AnyRef),
+                    trace_key: None,
                 }
-                add_counts(tx, [0, 0, records.len() as i64, 0])
+            })
+            .collect();
+        self.store
+            .write_batch(Signal::Logs, rows.len() as u64, |tx| {
+                note_service(tx, &self.service)?;
+                // The batch's traces, looked up once each, in index order.
+                let mut traces: Vec<(&str, i64)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.trace_id.as_deref()?, r.time)))
+                    .collect();
+                traces.sort_by_key(|&(hex, _)| id_key(hex));
+                traces.dedup_by_key(|&mut (hex, _)| hex);
+                let mut find = tx.prepare_cached(
+                    "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
+                )?;
+                let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
+                let mut new = Vec::new();
+                for &(hex, time) in &traces {
+                    let id = id_key(hex);
+                    match find.query_row([id.0, id.1], |r| r.get(0)).optional()? {
+                        Some(key) => {
+                            keys.insert(hex, key);
+                        }
+                        None => new.push((hex, time)),
+                    }
+                }
+                // A trace no span of which is stored yet gets a row holding
+                // only its key; its spans fill it in (see `write_spans`).
+                let mut placeholder = tx.prepare_cached(
+                    "INSERT INTO traces (trace_key, trace_id, id_hi, id_lo, root_name, has_root, service,
+                         start_ns, end_ns, duration_ns, span_count, error_count, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
+                )?;
+                let mut next = TraceKeys::new(tx)?;
+                for (hex, time) in new {
+                    let key = next.new_key(tx)?;
+                    let id = id_key(hex);
+                    placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
+                    keys.insert(hex, key);
+                }
+                let keys: Vec<Option<i64>> = rows
+                    .iter()
+                    .map(|r| r.trace_id.as_deref().and_then(|t| keys.get(t).copied()))
+                    .collect();
+                for (row, key) in rows.iter_mut().zip(keys) {
+                    row.trace_key = key;
+                }
+                // Several rows per statement: a statement's own cost is a
+                // good part of a small row's.
+                const ROWS: usize = 32;
+                let sql = |n: usize| {
+                    format!(
+                        "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
+                             trace_id, span_id, attributes, trace_key) VALUES {}",
+                        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+                    )
+                };
+                let mut chunks = rows.chunks_exact(ROWS);
+                let service = &self.service;
+                let mut many = tx.prepare_cached(&sql(ROWS))?;
+                for chunk in chunks.by_ref() {
+                    many.execute(rusqlite::params_from_iter(
+                        chunk.iter().flat_map(|r| r.params(service)),
+                    ))?;
+                }
+                let mut one = tx.prepare_cached(&sql(1))?;
+                for r in chunks.remainder() {
+                    one.execute(rusqlite::params_from_iter(r.params(service)))?;
+                }
+                add_counts(tx, [0, 0, rows.len() as i64, 0])
             })
             .map_err(OTelSdkError::InternalFailure)
     }
@@ -338,11 +362,16 @@ impl StoreExporter {
 /// finding its duplicates cost, until retention removes its old parts.
 pub const MAX_TRACE_SPANS: i64 = 100_000;
 
-/// The index key of a trace id: its first 15 hex digits as a number (so
-/// that prefixes are ranges), or 0 for text that is not hex.
-pub(crate) fn id_prefix(hex: &str) -> i64 {
-    let digits = hex.get(..15).unwrap_or(hex);
-    i64::from_str_radix(digits, 16).unwrap_or(0) << (4 * (15 - digits.len()))
+/// The index key of a trace id: its two halves as numbers, the first
+/// shifted by 2^63 so that its order is the hex text's (prefixes are
+/// ranges). Digits missing or not hex count as 0.
+pub(crate) fn id_key(hex: &str) -> (i64, i64) {
+    let half = |from: usize| {
+        let digits = hex.get(from..(from + 16).min(hex.len())).unwrap_or("");
+        let v = u64::from_str_radix(digits, 16).unwrap_or(0);
+        v.checked_shl(4 * (16 - digits.len() as u32)).unwrap_or(0)
+    };
+    ((half(0) ^ 1 << 63) as i64, half(16) as i64)
 }
 
 /// The write time of a batch: now, or the last part's if the clock went
@@ -435,7 +464,7 @@ impl<'tx> TraceKeys<'tx> {
     fn new(tx: &'tx rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(TraceKeys {
             find: tx.prepare_cached(
-                "SELECT trace_key, span_count FROM traces WHERE id_prefix = ?1 AND trace_id = ?2",
+                "SELECT trace_key, span_count FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
             )?,
             next: None,
         })
@@ -444,7 +473,7 @@ impl<'tx> TraceKeys<'tx> {
     /// The key of trace `hex` and its stored span count, if it has a row.
     fn find(&mut self, hex: &str) -> rusqlite::Result<Option<(i64, i64)>> {
         self.find
-            .query_row(params![id_prefix(hex), hex], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(<[i64; 2]>::from(id_key(hex)), |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
     }
 
@@ -459,14 +488,6 @@ impl<'tx> TraceKeys<'tx> {
         };
         self.next = Some(key + 1);
         Ok(key)
-    }
-
-    /// The key of trace `hex`, and whether it is new.
-    fn get(&mut self, tx: &rusqlite::Transaction<'_>, hex: &str) -> rusqlite::Result<(i64, bool)> {
-        match self.find(hex)? {
-            Some((key, _)) => Ok((key, false)),
-            None => Ok((self.new_key(tx)?, true)),
-        }
     }
 }
 
@@ -687,6 +708,36 @@ impl TraceAgg {
         self.end = self.end.max(end);
         self.spans += 1;
         self.errors += i64::from(error);
+    }
+}
+
+/// One log record, ready to insert.
+struct LogRow {
+    time: i64,
+    severity: i32,
+    text: String,
+    body: String,
+    target: String,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    attributes: String,
+    trace_key: Option<i64>,
+}
+
+impl LogRow {
+    fn params<'a>(&'a self, service: &'a String) -> [&'a dyn rusqlite::ToSql; 10] {
+        [
+            &self.time,
+            &self.severity,
+            &self.text,
+            &self.body,
+            &self.target,
+            service,
+            &self.trace_id,
+            &self.span_id,
+            &self.attributes,
+            &self.trace_key,
+        ]
     }
 }
 

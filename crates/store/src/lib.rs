@@ -398,9 +398,9 @@ impl Store {
         let conn = self.conn();
         let n: Option<i64> = conn
             .prepare_cached(
-                "SELECT capped_spans FROM traces WHERE id_prefix = ?1 AND trace_id = ?2",
+                "SELECT capped_spans FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
             )?
-            .query_row(rusqlite::params![ingest::id_prefix(trace_id), trace_id], |r| {
+            .query_row(rusqlite::params![ingest::id_key(trace_id).0, ingest::id_key(trace_id).1, trace_id], |r| {
                 r.get(0)
             })
             .optional()?;

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use crate::Store;
 use crate::codec;
-use crate::ingest::id_prefix;
+use crate::ingest::id_key;
 
 /// One line of the trace list.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -414,7 +414,7 @@ impl Store {
         let conn = self.conn();
         let (lo, hi) = prefix_range(&id);
         let mut stmt = conn.prepare_cached(
-            "SELECT trace_id FROM traces WHERE id_prefix BETWEEN ?1 AND ?2
+            "SELECT trace_id FROM traces WHERE id_hi BETWEEN ?1 AND ?2
                  AND trace_id >= ?3 AND trace_id < ?3 || 'g' LIMIT 2",
         )?;
         let ids: Vec<String> = stmt
@@ -431,10 +431,10 @@ impl Store {
     pub fn trace_summary(&self, trace_id: &str) -> Result<Option<TraceSummary>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TRACE_COLUMNS} FROM traces WHERE id_prefix = ?1 AND trace_id = ?2"
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3"
         ))?;
         Ok(stmt
-            .query_map(rusqlite::params![id_prefix(trace_id), trace_id], trace_row)?
+            .query_map(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], trace_row)?
             .next()
             .transpose()?)
     }
@@ -453,10 +453,10 @@ impl Store {
         let logs = conn
             .prepare_cached(&format!(
                 "SELECT {LOG_COLUMNS} FROM logs
-                 WHERE trace_key = (SELECT trace_key FROM traces WHERE id_prefix = ?1 AND trace_id = ?2)
+                 WHERE trace_key = (SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3)
                  ORDER BY time_ns, id LIMIT 10000"
             ))?
-            .query_map(rusqlite::params![id_prefix(trace_id), trace_id], log_row)?
+            .query_map(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], log_row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(Some(Trace {
             summary,
@@ -478,8 +478,8 @@ impl Store {
     ) -> Result<SpanPage> {
         let conn = self.conn();
         let key: Option<i64> = conn
-            .prepare_cached("SELECT trace_key FROM traces WHERE id_prefix = ?1 AND trace_id = ?2")?
-            .query_row(rusqlite::params![id_prefix(trace_id), trace_id], |r| {
+            .prepare_cached("SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3")?
+            .query_row(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], |r| {
                 r.get(0)
             })
             .optional()?;
@@ -547,8 +547,8 @@ impl Store {
             // log records is found by a scan.
             let key: Option<i64> = self
                 .conn()
-                .prepare_cached("SELECT trace_key FROM traces WHERE id_prefix = ?1 AND trace_id = ?2")?
-                .query_row(rusqlite::params![id_prefix(t), t], |r| r.get(0))
+                .prepare_cached("SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3")?
+                .query_row(rusqlite::params![id_key(t).0, id_key(t).1, t], |r| r.get(0))
                 .optional()?;
             match key {
                 Some(key) => w.add("trace_key = ?", [Sql::Integer(key)]),
@@ -794,9 +794,10 @@ fn search_keys(conn: &rusqlite::Connection, q: &str) -> Result<Option<Vec<i64>>>
         let (lo, hi) = prefix_range(&q);
         let by_id: Vec<i64> = conn
             .prepare_cached(
-                "SELECT trace_key FROM traces WHERE id_prefix BETWEEN ?1 AND ?2 LIMIT ?3",
+                "SELECT trace_key FROM traces WHERE id_hi BETWEEN ?1 AND ?2 AND trace_id >= ?3
+                     AND trace_id < ?3 || 'g' LIMIT ?4",
             )?
-            .query_map(rusqlite::params![lo, hi, CANDIDATES as i64 + 1], |r| {
+            .query_map(rusqlite::params![lo, hi, &q, CANDIDATES as i64 + 1], |r| {
                 r.get(0)
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -816,10 +817,11 @@ fn in_list(keys: &[i64]) -> String {
     format!("trace_key IN ({})", list.join(","))
 }
 
-/// The `id_prefix` values of the trace ids starting with hex digits `hex`.
+/// The `id_hi` values of the trace ids starting with hex digits `hex`.
 fn prefix_range(hex: &str) -> (i64, i64) {
-    let digits = &hex[..hex.len().min(15)];
-    let lo = id_prefix(digits);
-    let width = 4 * (15 - digits.len() as u32);
-    (lo, lo + ((1i64 << width) - 1))
+    let digits = &hex[..hex.len().min(16)];
+    let (lo, _) = id_key(digits);
+    let width = 4 * (16 - digits.len() as u32);
+    let span = 1u64.checked_shl(width).map_or(u64::MAX, |s| s - 1);
+    (lo, lo.wrapping_add(span as i64))
 }
