@@ -344,14 +344,19 @@ impl Store {
         // In WAL mode, NORMAL keeps every committed transaction when the
         // process dies; only a power loss may lose the last ones.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 32 MiB of page cache (the default is 2 MiB): the indexes of a large
-        // store stay in memory while a batch is written.
-        conn.pragma_update(None, "cache_size", -32_768)?;
-        // Checkpoint when the WAL holds 32 MiB (the default is 4 MiB): a
-        // large batch alone writes more than 4 MiB, and the pages written by
-        // several batches (the last pages of every index) are then copied
-        // into the database once, with one fsync, instead of after each.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // 64 MiB of page cache at most (the default is 2 MiB): the pages a
+        // batch writes at random (one per new trace in the trace id and
+        // duration indexes) stay in memory while the store grows to a
+        // million traces.
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        // Reads through a memory map: no system call and copy per page read.
+        // Writes still go through the WAL, so a full disk is still an error.
+        conn.pragma_update(None, "mmap_size", 256_i64 << 20)?;
+        // Checkpoint when the WAL holds 64 MiB (the default is 4 MiB): the
+        // pages several batches write (the last pages of every index, and
+        // the random ones above) are then copied into the database once,
+        // with one fsync, instead of after each batch.
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         if let Some(max) = options.hard_max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             let pages = (max / page.max(512) as u64).max(1);
