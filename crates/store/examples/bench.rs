@@ -109,7 +109,11 @@ fn export_logs(exporter: &StoreExporter, batch: &[SdkLogRecord], scope: &Instrum
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut arg = |default: u64| -> anyhow::Result<u64> {
-        Ok(args.next().map(|a| a.parse()).transpose()?.unwrap_or(default))
+        Ok(args
+            .next()
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
     };
     let traces = arg(100_000)?;
     let per_trace = arg(5)?;
@@ -371,7 +375,9 @@ fn main() -> anyhow::Result<()> {
     );
     report(
         "metrics (current values)",
-        time(20, || store.metrics(&MetricFilter::default()).unwrap().len()),
+        time(20, || {
+            store.metrics(&MetricFilter::default()).unwrap().len()
+        }),
     );
     report(
         "metric series of one instrument",
@@ -382,10 +388,7 @@ fn main() -> anyhow::Result<()> {
                 .len()
         }),
     );
-    report(
-        "services",
-        time(20, || store.services().unwrap().len()),
-    );
+    report("services", time(20, || store.services().unwrap().len()));
     report(
         "counts (the UI header)",
         time(20, || store.counts().unwrap()),
@@ -393,6 +396,11 @@ fn main() -> anyhow::Result<()> {
     drop(meter_provider);
     drop(exporter);
     drop(store);
-    std::fs::remove_dir_all(&dir)?;
+    // To look at the store afterwards.
+    if std::env::var_os("WASI_OBSERVE_BENCH_KEEP").is_some() {
+        println!("kept {}", path.display());
+    } else {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

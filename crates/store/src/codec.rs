@@ -250,8 +250,14 @@ mod tests {
         assert_eq!(back.len(), 3);
         for (a, b) in spans.iter().zip(&back) {
             assert_eq!((a.span_id, a.parent), (b.span_id, b.parent));
-            assert_eq!((a.name, a.service, a.scope), (&*b.name, &*b.service, &*b.scope));
-            assert_eq!((a.kind, a.status, a.message), (b.kind, b.status, &*b.message));
+            assert_eq!(
+                (a.name, a.service, a.scope),
+                (&*b.name, &*b.service, &*b.scope)
+            );
+            assert_eq!(
+                (a.kind, a.status, a.message),
+                (b.kind, b.status, &*b.message)
+            );
             assert_eq!((a.start_ns, a.end_ns), (b.start_ns, b.end_ns));
             assert_eq!(
                 (&a.attributes, &a.events, &a.links),

@@ -300,7 +300,7 @@ impl StoreExporter {
                     )
                 };
                 let mut chunks = rows.chunks_exact(ROWS);
-                let service = &self.service;
+                let service: &dyn rusqlite::ToSql = &self.service;
                 let mut many = tx.prepare_cached(&sql(ROWS))?;
                 for chunk in chunks.by_ref() {
                     many.execute(rusqlite::params_from_iter(
@@ -473,7 +473,9 @@ impl<'tx> TraceKeys<'tx> {
     /// The key of trace `hex` and its stored span count, if it has a row.
     fn find(&mut self, hex: &str) -> rusqlite::Result<Option<(i64, i64)>> {
         self.find
-            .query_row(<[i64; 2]>::from(id_key(hex)), |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(<[i64; 2]>::from(id_key(hex)), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
     }
 
@@ -725,7 +727,7 @@ struct LogRow {
 }
 
 impl LogRow {
-    fn params<'a>(&'a self, service: &'a String) -> [&'a dyn rusqlite::ToSql; 10] {
+    fn params<'a>(&'a self, service: &'a dyn rusqlite::ToSql) -> [&'a dyn rusqlite::ToSql; 10] {
         [
             &self.time,
             &self.severity,

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior};
 
-pub use ingest::StoreExporter;
 pub use ingest::MAX_TRACE_SPANS;
+pub use ingest::StoreExporter;
 pub use query::{
     Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, SpanCursor,
     SpanPage, TRACE_SPANS_READ, Trace, TraceFilter, TraceSummary,
@@ -405,9 +405,14 @@ impl Store {
             .prepare_cached(
                 "SELECT capped_spans FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
             )?
-            .query_row(rusqlite::params![ingest::id_key(trace_id).0, ingest::id_key(trace_id).1, trace_id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                rusqlite::params![
+                    ingest::id_key(trace_id).0,
+                    ingest::id_key(trace_id).1,
+                    trace_id
+                ],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(n.unwrap_or(0))
     }
@@ -620,7 +625,8 @@ impl Store {
             "SELECT part_id, written_ns FROM parts WHERE part_id >= ?1 ORDER BY part_id LIMIT 1",
         )?;
         let mut probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
-            at.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+            at.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
         };
         let Some((mut lo, first)) = probe(i64::MIN)? else {
             return Ok(i64::MAX);
@@ -628,10 +634,11 @@ impl Store {
         if first >= cutoff_ns {
             return Ok(lo);
         }
-        let (mut hi, last): (i64, i64) =
-            conn.query_row("SELECT part_id, written_ns FROM parts ORDER BY part_id DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let (mut hi, last): (i64, i64) = conn.query_row(
+            "SELECT part_id, written_ns FROM parts ORDER BY part_id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         if last < cutoff_ns {
             return Ok(i64::MAX);
         }
@@ -652,7 +659,9 @@ impl Store {
                         "SELECT part_id, written_ns FROM parts WHERE part_id > ?1 AND part_id < ?2
                          ORDER BY part_id DESC LIMIT 1",
                     )?
-                    .query_row([lo, mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .query_row([lo, mid], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
                     .optional()?
                 {
                     Some((id, written)) if written < cutoff_ns => lo = id,
@@ -710,7 +719,8 @@ impl Store {
             [cutoff_ns],
         )? as i64;
         let logs = tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])? as i64;
-        let points = tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        let points =
+            tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
         ingest::add_counts(&tx, [-traces, -spans, -logs, -points])?;
         tx.execute("DELETE FROM temp.pruned", [])?;
         tx.commit()?;
@@ -786,7 +796,11 @@ fn loose_modes(path: &Path) -> Option<String> {
             if let Ok(meta) = std::fs::metadata(f)
                 && meta.permissions().mode() & 0o077 != 0
             {
-                loose.push(format!("{} ({:o})", f.display(), meta.permissions().mode() & 0o777));
+                loose.push(format!(
+                    "{} ({:o})",
+                    f.display(),
+                    meta.permissions().mode() & 0o777
+                ));
             }
         }
         // Its directory: only the one named for the store (a store put
@@ -795,7 +809,11 @@ fn loose_modes(path: &Path) -> Option<String> {
             && let Ok(meta) = std::fs::metadata(dir)
             && meta.permissions().mode() & 0o077 != 0
         {
-            loose.push(format!("{} ({:o})", dir.display(), meta.permissions().mode() & 0o777));
+            loose.push(format!(
+                "{} ({:o})",
+                dir.display(),
+                meta.permissions().mode() & 0o777
+            ));
         }
         (!loose.is_empty()).then(|| {
             format!(

@@ -293,7 +293,10 @@ fn buckets_json(text: &str) -> Option<Json> {
         if s.is_empty() {
             return Some(Json::Array(Vec::new()));
         }
-        s.split(',').map(item).collect::<Option<Vec<_>>>().map(Json::Array)
+        s.split(',')
+            .map(item)
+            .collect::<Option<Vec<_>>>()
+            .map(Json::Array)
     }
     let mut map = serde_json::Map::new();
     map.insert(
@@ -462,7 +465,10 @@ impl Store {
             "SELECT {TRACE_COLUMNS} FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3"
         ))?;
         Ok(stmt
-            .query_map(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], trace_row)?
+            .query_map(
+                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
+                trace_row,
+            )?
             .next()
             .transpose()?)
     }
@@ -506,10 +512,13 @@ impl Store {
     ) -> Result<SpanPage> {
         let conn = self.conn();
         let key: Option<i64> = conn
-            .prepare_cached("SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3")?
-            .query_row(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], |r| {
-                r.get(0)
-            })
+            .prepare_cached(
+                "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
+            )?
+            .query_row(
+                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
+                |r| r.get(0),
+            )
             .optional()?;
         let mut page = SpanPage {
             spans: Vec::new(),
@@ -752,13 +761,19 @@ fn span_out(
         span_id: format!("{:016x}", s.span_id),
         parent_span_id: (s.parent != 0).then(|| format!("{:016x}", s.parent)),
         name: s.name,
-        kind: codec::KINDS.get(s.kind as usize).unwrap_or(&"internal").to_string(),
+        kind: codec::KINDS
+            .get(s.kind as usize)
+            .unwrap_or(&"internal")
+            .to_string(),
         service: s.service,
         scope: s.scope,
         start_ns: s.start_ns,
         end_ns: s.end_ns,
         duration_ns: s.end_ns - s.start_ns,
-        status_code: codec::STATUSES.get(s.status as usize).unwrap_or(&"unset").to_string(),
+        status_code: codec::STATUSES
+            .get(s.status as usize)
+            .unwrap_or(&"unset")
+            .to_string(),
         status_message: s.message,
         attributes: json(&s.attributes),
         events: serde_json::from_str(&s.events).unwrap_or_default(),

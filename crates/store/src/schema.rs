@@ -323,6 +323,9 @@ CREATE INDEX traces_waiting   ON traces (written_ns) WHERE span_count = 0;
 
 DROP INDEX logs_service;
 DROP INDEX logs_severity;
+-- An instrument's latest points by id, without a sort (points are few
+-- beside spans: the entry costs little).
+CREATE INDEX metric_name ON metric_points (name);
 "#;
 
 /// Schema 3 to 4: trace rows gain `id_hi` and `id_lo`, spans become parts (one per
@@ -386,7 +389,10 @@ fn to_parts(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let dropped: String = r.get(14)?;
         let dropped: serde_json::Value = serde_json::from_str(&dropped).unwrap_or_default();
         let count = |k: &str| dropped[k].as_u64().unwrap_or(0) as u32;
-        let hex = |s: Option<String>| s.and_then(|s| u64::from_str_radix(&s, 16).ok()).unwrap_or(0);
+        let hex = |s: Option<String>| {
+            s.and_then(|s| u64::from_str_radix(&s, 16).ok())
+                .unwrap_or(0)
+        };
         let list = |s: String| if s == "[]" { String::new() } else { s };
         spans.push(OldSpan {
             span_id: hex(r.get(1)?),
@@ -409,7 +415,6 @@ fn to_parts(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     if let Some(key) = current {
         flush(key, written, &spans)?;
     }
-    drop(flush);
     part.finish()
 }
 
@@ -604,7 +609,8 @@ mod tests {
     /// services and span names in place, and its data as old as it was.
     #[test]
     fn version_3_stores_are_migrated_to_parts() {
-        let dir = std::env::temp_dir().join(format!("wasi-observe-migrate3-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-migrate3-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("v3.db");
@@ -661,14 +667,23 @@ mod tests {
         let names: Vec<&str> = t.spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["checkout", "charge card"]);
         let (root, charge) = (&t.spans[0], &t.spans[1]);
-        assert_eq!((root.span_id.as_str(), root.parent_span_id.as_deref()), ("00f067aa0ba902b7", None));
+        assert_eq!(
+            (root.span_id.as_str(), root.parent_span_id.as_deref()),
+            ("00f067aa0ba902b7", None)
+        );
         assert_eq!(root.kind, "server");
         assert_eq!(root.attributes["k"], 1);
         assert_eq!(root.resource["service.name"], "old");
         assert_eq!(charge.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
-        assert_eq!((charge.kind.as_str(), charge.status_code.as_str()), ("client", "error"));
+        assert_eq!(
+            (charge.kind.as_str(), charge.status_code.as_str()),
+            ("client", "error")
+        );
         assert_eq!(charge.status_message, "declined");
-        assert_eq!((charge.start_ns, charge.end_ns, charge.duration_ns), (1010, 1040, 30));
+        assert_eq!(
+            (charge.start_ns, charge.end_ns, charge.duration_ns),
+            (1010, 1040, 30)
+        );
         assert_eq!(charge.events[0].name, "retry");
         assert_eq!(charge.events[0].attributes["attempt"], 2);
         assert_eq!(charge.links[0].trace_id, b);
@@ -697,7 +712,12 @@ mod tests {
         );
         let counts = store.counts().unwrap();
         assert_eq!(
-            (counts.traces, counts.spans, counts.logs, counts.metric_points),
+            (
+                counts.traces,
+                counts.spans,
+                counts.logs,
+                counts.metric_points
+            ),
             (2, 3, 2, 1)
         );
         assert_eq!(store.services().unwrap(), ["logger", "meter", "old"]);

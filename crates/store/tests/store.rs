@@ -665,7 +665,12 @@ fn store_files_are_private_and_loose_ones_are_warned_about() {
     let path = store_dir.join("t.db");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let store = open(&path);
-    block_on(store.exporter().export(support::trace(1, 2, SystemTime::now(), false))).unwrap();
+    block_on(
+        store
+            .exporter()
+            .export(support::trace(1, 2, SystemTime::now(), false)),
+    )
+    .unwrap();
     assert_eq!(mode(&store_dir), 0o700);
     assert_eq!(mode(&dir.join("nested")), 0o700);
     for file in ["t.db", "t.db-wal", "t.db-shm"] {
@@ -722,7 +727,10 @@ fn retention_removes_old_spans_of_a_trace_that_keeps_growing() {
     block_on(exporter.export(later)).unwrap();
     store.prune().unwrap();
     let id = support::trace_id(1).to_string();
-    let t = store.trace(&id).unwrap().expect("the trace keeps its new spans");
+    let t = store
+        .trace(&id)
+        .unwrap()
+        .expect("the trace keeps its new spans");
     let names: Vec<&str> = t.spans.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["step-10", "step-11", "step-12"]);
     assert_eq!((t.summary.span_count, t.summary.error_count), (3, 0));
@@ -750,8 +758,20 @@ fn retention_removes_old_spans_of_a_trace_that_keeps_growing() {
 fn size_retention_gets_through_traces_written_in_one_batch() {
     let dir = temp_dir("one-batch");
     let max = 1 << 20;
+    // Written with no limit (so no automatic prune runs however slow the
+    // machine), pruned through a handle with one.
+    let path = dir.join("t.db");
+    let writer = Store::open(&path, keep_all()).unwrap();
+    let exporter = writer.exporter();
+    let start = UNIX_EPOCH + Duration::from_nanos(now_ns() as u64);
+    for b in 0..2u64 {
+        let batch = (0..2500)
+            .flat_map(|i| support::trace(b * 2500 + i, 4, start + Duration::from_secs(i), false))
+            .collect();
+        block_on(exporter.export(batch)).unwrap();
+    }
     let store = Store::open(
-        &dir.join("t.db"),
+        &path,
         StoreOptions {
             retention: Retention {
                 max_age: None,
@@ -761,14 +781,6 @@ fn size_retention_gets_through_traces_written_in_one_batch() {
         },
     )
     .unwrap();
-    let exporter = store.exporter();
-    let start = UNIX_EPOCH + Duration::from_nanos(now_ns() as u64);
-    for b in 0..2u64 {
-        let batch = (0..2500)
-            .flat_map(|i| support::trace(b * 2500 + i, 4, start + Duration::from_secs(i), false))
-            .collect();
-        block_on(exporter.export(batch)).unwrap();
-    }
     assert!(store.data_bytes().unwrap() > max);
     assert!(store.prune().unwrap() > 0);
     assert!(store.data_bytes().unwrap() <= max);
@@ -802,7 +814,12 @@ fn a_very_long_retention_age_keeps_everything() {
         },
     )
     .unwrap();
-    block_on(store.exporter().export(support::trace(1, 3, SystemTime::now(), false))).unwrap();
+    block_on(
+        store
+            .exporter()
+            .export(support::trace(1, 3, SystemTime::now(), false)),
+    )
+    .unwrap();
     assert_eq!(store.prune().unwrap(), 0);
     assert_eq!(store.counts().unwrap().spans, 3);
     let _ = std::fs::remove_dir_all(&dir);
@@ -845,7 +862,10 @@ fn a_trace_is_read_in_pages() {
     assert_eq!(seen.len(), 2500);
     let t = store.trace(&id).unwrap().unwrap();
     assert_eq!((t.spans.len(), t.summary.span_count), (2500, 2500));
-    assert_eq!(t.spans[0].name, "GET /item/1", "by start time, the root first");
+    assert_eq!(
+        t.spans[0].name, "GET /item/1",
+        "by start time, the root first"
+    );
     assert!(
         store
             .trace_spans(&"f".repeat(32), None, 10)
