@@ -210,8 +210,8 @@ CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL
 ];
 
 /// Version 4: the spans of a trace written in one batch are one row of
-/// `parts` (see `codec`), not a row each. At a million traces this made a
-/// span cost a fifth of the CPU (measured: docs/store.md). What the queries
+/// `parts` (see `codec`), not a row and two index entries each (the
+/// figures are in docs/store.md). What the queries
 /// filter on stays in columns: `traces` (one row per trace), and
 /// `name_postings` (per span name and batch, the traces having it: the
 /// span name filter and the name search).
