@@ -569,12 +569,11 @@ impl Store {
                 let (boundary, cutoff) = match boundary {
                     Some(b) => b,
                     // One part left, or none: logs and metrics take the room.
-                    None if n > 0 => (i64::MAX, self.median_other_time()?),
                     None => (i64::MIN, self.median_other_time()?),
                 };
                 let r = self.delete_before(boundary, cutoff)?;
                 removed += r;
-                if r == 0 && n == 0 && self.median_other_time()? == i64::MIN {
+                if r == 0 && n <= 1 && self.median_other_time()? == i64::MIN {
                     break;
                 }
             }
