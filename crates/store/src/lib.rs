@@ -9,12 +9,14 @@
 //!   `PushMetricExporter`; each export batch is one transaction.
 //! - The query methods ([`Store::traces`], [`Store::trace`], [`Store::logs`],
 //!   [`Store::metrics`], [`Store::metric_series`]) serve the terminal views and
-//!   the web UI.
+//!   the web UI; [`Store::trace_spans`] reads a trace of any size in pages.
 //!
 //! The file is in WAL mode: any number of processes may write and read at
 //! once (writers take turns, waiting up to [`BUSY_TIMEOUT`]), and what was
 //! committed survives the writing process being killed. Retention is bounded
-//! by age and by size ([`Retention`]); old data is pruned by the writers.
+//! by age and by size ([`Retention`]); old data is pruned by the writers, by
+//! when it was written (a trace that keeps receiving spans loses its old
+//! ones). The files are created readable by their owner alone.
 //! When the disk is full (or the hard cap [`StoreOptions::hard_max_bytes`] is
 //! reached) new data is dropped and counted ([`Store::dropped`]), and the
 //! export returns an error saying so (the host warns once and reports the
