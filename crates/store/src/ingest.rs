@@ -1,12 +1,12 @@
 //! From OpenTelemetry SDK data to rows: the exporters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::logs::AnyValue;
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
+use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -19,6 +19,7 @@ use rusqlite::{OptionalExtension as _, params};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
+use crate::codec::{self, SpanIn};
 use crate::{Signal, Store, now_ns, unix_ns};
 
 /// Writes spans, log records and metrics to a [`Store`]: one transaction per
@@ -61,11 +62,18 @@ impl StoreExporter {
 
     fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let resource = self.resource.to_string();
-        let mut written_traces = Vec::new();
-        // What this batch adds to each trace, in order of first appearance.
-        let mut traces: Vec<TraceAgg> = Vec::new();
+        // The batch's spans by trace, in order of first appearance.
+        let mut groups: Vec<(String, Vec<&SpanData>)> = Vec::new();
         let mut index: HashMap<TraceId, usize> = HashMap::new();
-        let written = now_ns();
+        for span in batch {
+            let trace_id = span.span_context.trace_id();
+            let i = *index.entry(trace_id).or_insert_with(|| {
+                groups.push((trace_id.to_string(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(span);
+        }
+        let mut written_traces = Vec::new();
         self.store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
                 tx.prepare_cached("INSERT OR IGNORE INTO resources (json) VALUES (?1)")?
@@ -73,85 +81,22 @@ impl StoreExporter {
                 let resource_id: i64 = tx
                     .prepare_cached("SELECT resource_id FROM resources WHERE json = ?1")?
                     .query_row([&resource], |r| r.get(0))?;
+                note_service(tx, &self.service)?;
+                let written = write_time(tx)?;
                 let mut keys = TraceKeys::new(tx)?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO spans (trace_key, span_id, parent_span_id, name, kind, service, scope,
-                         start_ns, end_ns, duration_ns, status_code, status_message, attributes, events, links,
-                         dropped, resource_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                )?;
-                for span in batch {
-                    let trace_id = span.span_context.trace_id();
-                    let i = match index.get(&trace_id) {
-                        Some(&i) => i,
-                        None => {
-                            let hex = trace_id.to_string();
-                            let (key, new) = keys.get(tx, &hex)?;
-                            traces.push(TraceAgg::new(hex, key, new));
-                            index.insert(trace_id, traces.len() - 1);
-                            traces.len() - 1
-                        }
-                    };
-                    let agg = &mut traces[i];
-                    let start = unix_ns(span.start_time);
-                    let end = unix_ns(span.end_time).max(start);
-                    let parent = (span.parent_span_id != SpanId::INVALID)
-                        .then(|| span.parent_span_id.to_string());
-                    let (code, message) = match &span.status {
-                        Status::Unset => ("unset", ""),
-                        Status::Ok => ("ok", ""),
-                        Status::Error { description } => ("error", description.as_ref()),
-                    };
-                    let events = json_array(&span.events, |e| {
-                        json!({
-                            "name": e.name.as_ref(),
-                            "time_ns": unix_ns(e.timestamp),
-                            "attributes": attrs_json(&e.attributes),
-                        })
-                    });
-                    let links = json_array(&span.links, |l| {
-                        json!({
-                            "trace_id": l.span_context.trace_id().to_string(),
-                            "span_id": l.span_context.span_id().to_string(),
-                            "attributes": attrs_json(&l.attributes),
-                        })
-                    });
-                    let dropped = format!(
-                        r#"{{"attributes":{},"events":{},"links":{}}}"#,
-                        span.dropped_attributes_count,
-                        span.events.dropped_count,
-                        span.links.dropped_count,
-                    );
-                    let inserted = insert.execute(params![
-                        agg.key,
-                        span.span_context.span_id().to_string(),
-                        parent,
-                        span.name.as_ref(),
-                        kind_name(&span.span_kind),
-                        self.service,
-                        span.instrumentation_scope.name(),
-                        start,
-                        end,
-                        end - start,
-                        code,
-                        message,
-                        attrs_text(&span.attributes),
-                        events,
-                        links,
-                        dropped,
-                        resource_id,
-                    ])?;
-                    // A span sent twice is stored once and counted once.
-                    if inserted == 1 {
-                        agg.add(span.name.as_ref(), parent.is_none(), start, end, code == "error");
-                    }
+                // Look the traces up in index order: neighbouring probes
+                // share pages.
+                let mut order: Vec<usize> = (0..groups.len()).collect();
+                order.sort_by_key(|&i| id_key(&groups[i].0));
+                let mut found = vec![None; groups.len()];
+                for i in order {
+                    found[i] = keys.find(&groups[i].0)?;
                 }
-                // One write per trace and batch, not per span: the trace
-                // row's indexes change once.
+                let mut parts = PartWriter::new(tx)?;
                 let mut insert_trace = tx.prepare_cached(
-                    "INSERT INTO traces (trace_key, trace_id, root_name, has_root, service, start_ns, end_ns,
-                         duration_ns, span_count, error_count, written_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 - ?6, ?8, ?9, ?10)",
+                    "INSERT INTO traces (trace_key, trace_id, id_hi, id_lo, root_name, has_root, service,
+                         start_ns, end_ns, duration_ns, span_count, error_count, capped_spans, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 - ?8, ?10, ?11, ?12, ?13)",
                 )?;
                 // A row with no spans yet (made for a log record) takes
                 // the batch's figures as they are.
@@ -170,41 +115,90 @@ impl StoreExporter {
                              ELSE max(end_ns, ?6) - min(start_ns, ?5) END,
                          span_count = span_count + ?7,
                          error_count = error_count + ?8,
+                         capped_spans = capped_spans + ?10,
                          written_ns = ?9
                      WHERE trace_key = ?1",
                 )?;
-                for t in traces.iter().filter(|t| t.spans > 0) {
-                    if t.new {
+                let (mut new_traces, mut new_spans) = (0, 0);
+                let mut spans_in = Vec::new();
+                for ((hex, group), found) in groups.iter().zip(found) {
+                    let (key, stored) = match found {
+                        Some(f) => f,
+                        None => (keys.new_key(tx)?, 0),
+                    };
+                    // A span sent twice is stored once and counted once.
+                    let mut seen = if stored > 0 {
+                        parts.span_ids(key)?
+                    } else {
+                        HashSet::new()
+                    };
+                    let cap = self.store.inner.trace_span_cap.load(Ordering::Relaxed) as i64;
+                    let room = (cap - stored).max(0) as usize;
+                    let mut agg = TraceAgg::new();
+                    let mut capped = 0i64;
+                    spans_in.clear();
+                    for span in group {
+                        let span_id = u64::from_be_bytes(span.span_context.span_id().to_bytes());
+                        if !seen.insert(span_id) {
+                            continue;
+                        }
+                        if spans_in.len() >= room {
+                            capped += 1;
+                            continue;
+                        }
+                        let s = span_in(span, &self.service, resource_id);
+                        agg.add(s.name, s.parent == 0, s.start_ns, s.end_ns, s.status == 2);
+                        spans_in.push(s);
+                    }
+                    if !spans_in.is_empty() {
+                        parts.write(key, written, &spans_in)?;
+                    }
+                    if found.is_none() {
+                        if agg.spans == 0 {
+                            continue;
+                        }
                         insert_trace.execute(params![
-                            t.key,
-                            t.trace_id,
-                            t.name,
-                            t.has_root,
+                            key,
+                            hex,
+                            id_key(hex).0,
+                            id_key(hex).1,
+                            agg.name,
+                            agg.has_root,
                             self.service,
-                            t.start,
-                            t.end,
-                            t.spans,
-                            t.errors,
+                            agg.start,
+                            agg.end,
+                            agg.spans,
+                            agg.errors,
+                            capped,
                             written,
                         ])?;
-                    } else {
+                        new_traces += 1;
+                    } else if agg.spans > 0 || capped > 0 {
+                        if stored == 0 && agg.spans > 0 {
+                            new_traces += 1;
+                        }
                         update_trace.execute(params![
-                            t.key,
-                            t.name,
-                            t.has_root,
+                            key,
+                            agg.name,
+                            agg.has_root,
                             self.service,
-                            t.start,
-                            t.end,
-                            t.spans,
-                            t.errors,
+                            agg.start,
+                            agg.end,
+                            agg.spans,
+                            agg.errors,
                             written,
+                            capped,
                         ])?;
                     }
+                    new_spans += agg.spans;
                     // Every trace this handle wrote spans of, even one a
                     // caller (another process) started.
-                    written_traces.push(t.trace_id.clone());
+                    if agg.spans > 0 {
+                        written_traces.push(hex.clone());
+                    }
                 }
-                Ok(())
+                parts.finish()?;
+                add_counts(tx, [new_traces, new_spans, 0, 0])
             })
             .map_err(OTelSdkError::InternalFailure)?;
         self.store.note_traces(written_traces);
@@ -212,87 +206,112 @@ impl StoreExporter {
     }
 
     fn write_logs(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
-        let records: Vec<_> = batch.iter().collect();
         let written = now_ns();
-        self.store
-            .write_batch(Signal::Logs, records.len() as u64, |tx| {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
-                         trace_id, span_id, attributes, trace_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                let mut keys = TraceKeys::new(tx)?;
-                // A trace no span of which is stored yet gets a row holding
-                // only its key; its spans fill it in (see `write_spans`).
-                let mut placeholder = tx.prepare_cached(
-                    "INSERT INTO traces (trace_key, trace_id, root_name, has_root, service, start_ns, end_ns,
-                         duration_ns, span_count, error_count, written_ns)
-                     VALUES (?1, ?2, '', 0, ?3, ?4, ?4, 0, 0, 0, ?5)",
-                )?;
-                let mut seen: HashMap<TraceId, i64> = HashMap::new();
-                for (record, scope) in &records {
-                    let time = record
-                        .timestamp()
-                        .or(record.observed_timestamp())
-                        .map(unix_ns)
-                        .unwrap_or_else(now_ns);
-                    let severity = record.severity_number().map(|s| s as i32).unwrap_or(0);
-                    let text = record
+        // Rows first, outside the transaction; trace keys are filled in.
+        let mut rows: Vec<LogRow> = batch
+            .iter()
+            .map(|(record, scope)| {
+                let time = record
+                    .timestamp()
+                    .or(record.observed_timestamp())
+                    .map(unix_ns)
+                    .unwrap_or(written);
+                let attrs: Vec<(&str, &AnyValue)> = record
+                    .attributes_iter()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .collect();
+                LogRow {
+                    time,
+                    severity: record.severity_number().map(|s| s as i32).unwrap_or(0),
+                    text: record
                         .severity_text()
                         .map(str::to_string)
                         .or(record.severity_number().map(|s| s.name().to_string()))
-                        .unwrap_or_default();
-                    let body = match record.body() {
+                        .unwrap_or_default(),
+                    body: match record.body() {
                         None => String::new(),
                         Some(AnyValue::String(s)) => s.as_str().to_string(),
                         Some(other) => any_json(other).to_string(),
-                    };
-                    let target = match record.target() {
+                    },
+                    target: match record.target() {
                         Some(t) if !t.is_empty() => t.to_string(),
                         _ => scope_name(scope),
-                    };
-                    let (trace_id, span_id, trace_key) = match record.trace_context() {
-                        Some(ctx) => {
-                            let hex = ctx.trace_id.to_string();
-                            let key = match seen.get(&ctx.trace_id) {
-                                Some(&key) => key,
-                                None => {
-                                    let (key, new) = keys.get(tx, &hex)?;
-                                    if new {
-                                        placeholder.execute(params![
-                                            key,
-                                            hex,
-                                            self.service,
-                                            time,
-                                            written
-                                        ])?;
-                                    }
-                                    seen.insert(ctx.trace_id, key);
-                                    key
-                                }
-                            };
-                            (Some(hex), Some(ctx.span_id.to_string()), Some(key))
-                        }
-                        None => (None, None, None),
-                    };
-                    let attrs: Vec<(&str, &AnyValue)> = record
-                        .attributes_iter()
-                        .map(|(k, v)| (k.as_str(), v))
-                        .collect();
-                    insert.execute(params![
-                        time,
-                        severity,
-                        text,
-                        body,
-                        target,
-                        self.service,
-                        trace_id,
-                        span_id,
-                        object_text(&attrs, AnyRef),
-                        trace_key,
-                    ])?;
+                    },
+                    trace_id: record.trace_context().map(|c| c.trace_id.to_string()),
+                    span_id: record.trace_context().map(|c| c.span_id.to_string()),
+                    attributes: object_text(&attrs, AnyRef),
+                    trace_key: None,
                 }
-                Ok(())
+            })
+            .collect();
+        self.store
+            .write_batch(Signal::Logs, rows.len() as u64, |tx| {
+                note_service(tx, &self.service)?;
+                // The batch's traces, looked up once each, in index order.
+                let mut traces: Vec<(&str, i64)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.trace_id.as_deref()?, r.time)))
+                    .collect();
+                traces.sort_by_key(|&(hex, _)| id_key(hex));
+                traces.dedup_by_key(|&mut (hex, _)| hex);
+                let mut find = tx.prepare_cached(
+                    "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
+                )?;
+                let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
+                let mut new = Vec::new();
+                for &(hex, time) in &traces {
+                    let id = id_key(hex);
+                    match find.query_row([id.0, id.1], |r| r.get(0)).optional()? {
+                        Some(key) => {
+                            keys.insert(hex, key);
+                        }
+                        None => new.push((hex, time)),
+                    }
+                }
+                // A trace no span of which is stored yet gets a row holding
+                // only its key; its spans fill it in (see `write_spans`).
+                let mut placeholder = tx.prepare_cached(
+                    "INSERT INTO traces (trace_key, trace_id, id_hi, id_lo, root_name, has_root, service,
+                         start_ns, end_ns, duration_ns, span_count, error_count, written_ns)
+                     VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
+                )?;
+                let mut next = TraceKeys::new(tx)?;
+                for (hex, time) in new {
+                    let key = next.new_key(tx)?;
+                    let id = id_key(hex);
+                    placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
+                    keys.insert(hex, key);
+                }
+                let keys: Vec<Option<i64>> = rows
+                    .iter()
+                    .map(|r| r.trace_id.as_deref().and_then(|t| keys.get(t).copied()))
+                    .collect();
+                for (row, key) in rows.iter_mut().zip(keys) {
+                    row.trace_key = key;
+                }
+                // Several rows per statement: a statement's own cost is a
+                // good part of a small row's.
+                const ROWS: usize = 32;
+                let sql = |n: usize| {
+                    format!(
+                        "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
+                             trace_id, span_id, attributes, trace_key) VALUES {}",
+                        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+                    )
+                };
+                let mut chunks = rows.chunks_exact(ROWS);
+                let service: &dyn rusqlite::ToSql = &self.service;
+                let mut many = tx.prepare_cached(&sql(ROWS))?;
+                for chunk in chunks.by_ref() {
+                    many.execute(rusqlite::params_from_iter(
+                        chunk.iter().flat_map(|r| r.params(service)),
+                    ))?;
+                }
+                let mut one = tx.prepare_cached(&sql(1))?;
+                for r in chunks.remainder() {
+                    one.execute(rusqlite::params_from_iter(r.params(service)))?;
+                }
+                add_counts(tx, [0, 0, rows.len() as i64, 0])
             })
             .map_err(OTelSdkError::InternalFailure)
     }
@@ -328,15 +347,114 @@ impl StoreExporter {
                         r.buckets,
                     ])?;
                 }
-                Ok(())
+                if !rows.is_empty() {
+                    note_service(tx, &service)?;
+                }
+                add_counts(tx, [0, 0, 0, rows.len() as i64])
             })
             .map_err(OTelSdkError::InternalFailure)
     }
 }
 
+/// The most spans one trace keeps: more are counted in its row
+/// (`capped_spans`), not stored. A client that resends one `traceparent`
+/// forever makes one endless trace; this bounds what reading it and
+/// finding its duplicates cost, until retention removes its old parts.
+pub const MAX_TRACE_SPANS: i64 = 100_000;
+
+/// The index key of a trace id: its two halves as numbers, the first
+/// shifted by 2^63 so that its order is the hex text's (prefixes are
+/// ranges). Digits missing or not hex count as 0.
+pub(crate) fn id_key(hex: &str) -> (i64, i64) {
+    let half = |from: usize| {
+        let digits = hex.get(from..(from + 16).min(hex.len())).unwrap_or("");
+        let v = u64::from_str_radix(digits, 16).unwrap_or(0);
+        v.checked_shl(4 * (16 - digits.len() as u32)).unwrap_or(0)
+    };
+    ((half(0) ^ 1 << 63) as i64, half(16) as i64)
+}
+
+/// The write time of a batch: now, or the last part's if the clock went
+/// back, so that write times never decrease along `part_id` (retention
+/// bisects on that).
+fn write_time(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT written_ns FROM parts ORDER BY part_id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(now_ns().max(last.unwrap_or(i64::MIN)))
+}
+
+fn note_service(tx: &rusqlite::Transaction<'_>, service: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO services (service) VALUES (?1)")?
+        .execute([service])?;
+    Ok(())
+}
+
+/// Adds to the counts the UI shows (traces, spans, log records, points).
+pub(crate) fn add_counts(tx: &rusqlite::Transaction<'_>, add: [i64; 4]) -> rusqlite::Result<()> {
+    if add != [0; 4] {
+        tx.prepare_cached(
+            "UPDATE counts SET traces = traces + ?1, spans = spans + ?2, logs = logs + ?3,
+                 metric_points = metric_points + ?4",
+        )?
+        .execute(add)?;
+    }
+    Ok(())
+}
+
+/// A span of the SDK as the codec takes it.
+fn span_in<'a>(span: &'a SpanData, service: &'a str, resource_id: i64) -> SpanIn<'a> {
+    let start = unix_ns(span.start_time);
+    let (status, message) = match &span.status {
+        Status::Unset => (0, ""),
+        Status::Ok => (1, ""),
+        Status::Error { description } => (2, description.as_ref()),
+    };
+    SpanIn {
+        span_id: u64::from_be_bytes(span.span_context.span_id().to_bytes()),
+        parent: u64::from_be_bytes(span.parent_span_id.to_bytes()),
+        name: span.name.as_ref(),
+        service,
+        scope: span.instrumentation_scope.name(),
+        kind: match span.span_kind {
+            SpanKind::Internal => 0,
+            SpanKind::Server => 1,
+            SpanKind::Client => 2,
+            SpanKind::Producer => 3,
+            SpanKind::Consumer => 4,
+        },
+        status,
+        message,
+        start_ns: start,
+        end_ns: unix_ns(span.end_time).max(start),
+        attributes: attrs_text(&span.attributes),
+        events: json_list(&span.events, |e| {
+            json!({
+                "name": e.name.as_ref(),
+                "time_ns": unix_ns(e.timestamp),
+                "attributes": attrs_json(&e.attributes),
+            })
+        }),
+        links: json_list(&span.links, |l| {
+            json!({
+                "trace_id": l.span_context.trace_id().to_string(),
+                "span_id": l.span_context.span_id().to_string(),
+                "attributes": attrs_json(&l.attributes),
+            })
+        }),
+        dropped: [
+            span.dropped_attributes_count,
+            span.events.dropped_count,
+            span.links.dropped_count,
+        ],
+        resource_id,
+    }
+}
+
 /// The keys of the traces one transaction writes: a stored trace's own, or
 /// a new one handed out in arrival order (the immediate transaction keeps
-/// other writers out until it commits).
+/// other writers out until it commits, so ids stay unique).
 struct TraceKeys<'tx> {
     find: rusqlite::CachedStatement<'tx>,
     next: Option<i64>,
@@ -345,17 +463,25 @@ struct TraceKeys<'tx> {
 impl<'tx> TraceKeys<'tx> {
     fn new(tx: &'tx rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(TraceKeys {
-            find: tx.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?,
+            find: tx.prepare_cached(
+                "SELECT trace_key, span_count FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
+            )?,
             next: None,
         })
     }
 
-    /// The key of trace `hex`, and whether it is new (no row yet: the
-    /// caller writes one in this transaction).
-    fn get(&mut self, tx: &rusqlite::Transaction<'_>, hex: &str) -> rusqlite::Result<(i64, bool)> {
-        if let Some(key) = self.find.query_row([hex], |r| r.get(0)).optional()? {
-            return Ok((key, false));
-        }
+    /// The key of trace `hex` and its stored span count, if it has a row.
+    fn find(&mut self, hex: &str) -> rusqlite::Result<Option<(i64, i64)>> {
+        self.find
+            .query_row(<[i64; 2]>::from(id_key(hex)), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+    }
+
+    /// A key for a new trace (the caller writes its row in this
+    /// transaction).
+    fn new_key(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
         let key = match self.next {
             Some(key) => key,
             None => tx
@@ -363,8 +489,125 @@ impl<'tx> TraceKeys<'tx> {
                 .query_row([], |r| r.get(0))?,
         };
         self.next = Some(key + 1);
-        Ok((key, true))
+        Ok(key)
     }
+}
+
+/// Writes parts (the spans of one trace from one batch) and the span name
+/// entries of their traces.
+pub(crate) struct PartWriter<'tx> {
+    tx: &'tx rusqlite::Transaction<'tx>,
+    insert: rusqlite::CachedStatement<'tx>,
+    names: HashMap<String, i64>,
+    /// (name id, trace key): written at the end, a row per name.
+    entries: Vec<(i64, i64)>,
+    last_part: i64,
+}
+
+impl<'tx> PartWriter<'tx> {
+    pub(crate) fn new(tx: &'tx rusqlite::Transaction<'tx>) -> rusqlite::Result<Self> {
+        Ok(PartWriter {
+            tx,
+            insert: tx.prepare_cached(
+                "INSERT INTO parts (trace_key, written_ns, span_count, error_count, start_ns, end_ns,
+                     span_ids, names, spans)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+            names: HashMap::new(),
+            entries: Vec::new(),
+            last_part: 0,
+        })
+    }
+
+    /// The span ids stored for trace `key`.
+    fn span_ids(&self, key: i64) -> rusqlite::Result<HashSet<u64>> {
+        let mut ids = HashSet::new();
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT span_ids FROM parts WHERE trace_key = ?1")?;
+        let mut rows = stmt.query([key])?;
+        while let Some(row) = rows.next()? {
+            let blob = row.get_ref(0)?.as_blob().unwrap_or_default();
+            ids.extend(
+                blob.chunks_exact(8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default())),
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Writes `spans` (of trace `key`, not empty) as one part.
+    pub(crate) fn write(
+        &mut self,
+        key: i64,
+        written: i64,
+        spans: &[SpanIn<'_>],
+    ) -> rusqlite::Result<()> {
+        let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
+        let errors = spans.iter().filter(|s| s.status == 2).count() as i64;
+        let ids: Vec<u8> = spans.iter().flat_map(|s| s.span_id.to_be_bytes()).collect();
+        let first = self.entries.len();
+        for s in spans {
+            let id = match self.names.get(s.name) {
+                Some(&id) => id,
+                None => {
+                    let id = name_id(self.tx, s.name)?;
+                    self.names.insert(s.name.to_string(), id);
+                    id
+                }
+            };
+            if !self.entries[first..].iter().any(|&(n, _)| n == id) {
+                self.entries.push((id, key));
+            }
+        }
+        let mut names = String::from(",");
+        for &(n, _) in &self.entries[first..] {
+            names.push_str(&n.to_string());
+            names.push(',');
+        }
+        self.insert.execute(params![
+            key,
+            written,
+            spans.len() as i64,
+            errors,
+            start,
+            end,
+            ids,
+            names,
+            codec::encode(spans, start),
+        ])?;
+        self.last_part = self.tx.last_insert_rowid();
+        Ok(())
+    }
+
+    /// Writes the span name lists: one row per name.
+    pub(crate) fn finish(mut self) -> rusqlite::Result<()> {
+        self.entries.sort_unstable();
+        self.entries.dedup();
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO name_postings (name_id, last_part, keys) VALUES (?1, ?2, ?3)",
+        )?;
+        for group in self.entries.chunk_by(|a, b| a.0 == b.0) {
+            let keys: Vec<u8> = group.iter().flat_map(|&(_, k)| k.to_be_bytes()).collect();
+            insert.execute(params![group[0].0, self.last_part, keys])?;
+        }
+        Ok(())
+    }
+}
+
+/// The id of span name `name`, made if new.
+fn name_id(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<i64> {
+    if let Some(id) = tx
+        .prepare_cached("SELECT name_id FROM span_names WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO span_names (name) VALUES (?1)")?
+        .execute([name])?;
+    Ok(tx.last_insert_rowid())
 }
 
 impl fmt::Debug for StoreExporter {
@@ -437,10 +680,6 @@ impl PushMetricExporter for StoreExporter {
 
 /// What one batch adds to a trace's row.
 struct TraceAgg {
-    trace_id: String,
-    key: i64,
-    /// Not stored yet: its row is inserted, not updated.
-    new: bool,
     /// The root span's name, or the earliest span's until the root comes.
     name: String,
     has_root: bool,
@@ -451,11 +690,8 @@ struct TraceAgg {
 }
 
 impl TraceAgg {
-    fn new(trace_id: String, key: i64, new: bool) -> Self {
+    fn new() -> Self {
         TraceAgg {
-            trace_id,
-            key,
-            new,
             name: String::new(),
             has_root: false,
             start: i64::MAX,
@@ -474,6 +710,36 @@ impl TraceAgg {
         self.end = self.end.max(end);
         self.spans += 1;
         self.errors += i64::from(error);
+    }
+}
+
+/// One log record, ready to insert.
+struct LogRow {
+    time: i64,
+    severity: i32,
+    text: String,
+    body: String,
+    target: String,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    attributes: String,
+    trace_key: Option<i64>,
+}
+
+impl LogRow {
+    fn params<'a>(&'a self, service: &'a dyn rusqlite::ToSql) -> [&'a dyn rusqlite::ToSql; 10] {
+        [
+            &self.time,
+            &self.severity,
+            &self.text,
+            &self.body,
+            &self.target,
+            service,
+            &self.trace_id,
+            &self.span_id,
+            &self.attributes,
+            &self.trace_key,
+        ]
     }
 }
 
@@ -597,16 +863,6 @@ fn data_rows<T: AsF64>(metric: &Metric, data: &MetricData<T>, rows: &mut Vec<Poi
     }
 }
 
-fn kind_name(kind: &SpanKind) -> &'static str {
-    match kind {
-        SpanKind::Client => "client",
-        SpanKind::Server => "server",
-        SpanKind::Producer => "producer",
-        SpanKind::Consumer => "consumer",
-        SpanKind::Internal => "internal",
-    }
-}
-
 fn scope_name(scope: &InstrumentationScope) -> String {
     scope.name().to_string()
 }
@@ -637,11 +893,11 @@ pub(crate) fn attrs_json<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> J
     Json::Object(map.into_iter().collect())
 }
 
-/// `items` as the text of a JSON array; most spans have no events or links,
-/// and then no value is built.
-fn json_array<T>(items: &[T], item: impl Fn(&T) -> Json) -> String {
+/// `items` as the text of a JSON array, or "" for none (most spans have no
+/// events or links: then nothing is built, and the codec stores no bytes).
+fn json_list<T>(items: &[T], item: impl Fn(&T) -> Json) -> String {
     if items.is_empty() {
-        "[]".to_string()
+        String::new()
     } else {
         Json::Array(items.iter().map(item).collect()).to_string()
     }

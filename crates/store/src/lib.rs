@@ -9,12 +9,14 @@
 //!   `PushMetricExporter`; each export batch is one transaction.
 //! - The query methods ([`Store::traces`], [`Store::trace`], [`Store::logs`],
 //!   [`Store::metrics`], [`Store::metric_series`]) serve the terminal views and
-//!   the web UI.
+//!   the web UI; [`Store::trace_spans`] reads a trace of any size in pages.
 //!
 //! The file is in WAL mode: any number of processes may write and read at
 //! once (writers take turns, waiting up to [`BUSY_TIMEOUT`]), and what was
 //! committed survives the writing process being killed. Retention is bounded
-//! by age and by size ([`Retention`]); old data is pruned by the writers.
+//! by age and by size ([`Retention`]); old data is pruned by the writers, by
+//! when it was written (a trace that keeps receiving spans loses its old
+//! ones). The files are created readable by their owner alone.
 //! When the disk is full (or the hard cap [`StoreOptions::hard_max_bytes`] is
 //! reached) new data is dropped and counted ([`Store::dropped`]), and the
 //! export returns an error saying so (the host warns once and reports the
@@ -29,6 +31,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod codec;
 mod ingest;
 mod query;
 mod schema;
@@ -39,12 +42,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior};
 
+pub use ingest::MAX_TRACE_SPANS;
 pub use ingest::StoreExporter;
 pub use query::{
-    Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, Trace, TraceFilter,
-    TraceSummary,
+    Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, SpanCursor,
+    SpanPage, TRACE_SPANS_READ, Trace, TraceFilter, TraceSummary,
 };
 
 /// The variable that names the store file (the CLI's `--db`).
@@ -136,13 +140,15 @@ pub fn parse_age(s: &str) -> Result<Option<Duration>> {
     let n: u64 = digits
         .parse()
         .with_context(|| format!("`{s}`: expected a number and s, m, h or d"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => bail!("`{s}`: unknown unit `{other}` (expected s, m, h or d)"),
     };
+    // Beyond u64 seconds it is forever anyway.
+    let secs = n.saturating_mul(unit_secs);
     Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
 
@@ -201,6 +207,10 @@ struct Inner {
     /// Trace ids written through this handle.
     recorded: Mutex<Recorded>,
     last_prune: Mutex<Option<Instant>>,
+    /// What `loose_modes` found when the store was opened.
+    mode_warning: Option<String>,
+    /// [`MAX_TRACE_SPANS`], lower in the tests.
+    trace_span_cap: AtomicU64,
 }
 
 /// How many recorded trace ids a handle keeps in order (it counts the rest).
@@ -268,9 +278,11 @@ impl Store {
                     );
                 }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    create_private_dir(dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
+                create_private_file(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         }
@@ -334,18 +346,28 @@ impl Store {
         // In WAL mode, NORMAL keeps every committed transaction when the
         // process dies; only a power loss may lose the last ones.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 32 MiB of page cache (the default is 2 MiB): the indexes of a large
-        // store stay in memory while a batch is written.
-        conn.pragma_update(None, "cache_size", -32_768)?;
-        // Checkpoint when the WAL holds 32 MiB (the default is 4 MiB): a
-        // large batch alone writes more than 4 MiB, and the pages written by
-        // several batches (the last pages of every index) are then copied
-        // into the database once, with one fsync, instead of after each.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // 64 MiB of page cache at most (the default is 2 MiB): the pages a
+        // batch writes at random (one per new trace in the trace id and
+        // duration indexes) stay in memory while the store grows to a
+        // million traces.
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        // Reads through a memory map: no system call and copy per page read.
+        // Writes still go through the WAL, so a full disk is still an error.
+        conn.pragma_update(None, "mmap_size", 256_i64 << 20)?;
+        // Checkpoint when the WAL holds 64 MiB (the default is 4 MiB): the
+        // pages several batches write (the last pages of every index, and
+        // the random ones above) are then copied into the database once,
+        // with one fsync, instead of after each batch.
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         if let Some(max) = options.hard_max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             let pages = (max / page.max(512) as u64).max(1);
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+
+        let mode_warning = loose_modes(path);
+        if let Some(w) = &mode_warning {
+            warn_once(path, w);
         }
 
         let mut conn = conn;
@@ -364,8 +386,37 @@ impl Store {
                 dropped_points: AtomicU64::new(0),
                 recorded: Mutex::new(Recorded::default()),
                 last_prune: Mutex::new(None),
+                mode_warning,
+                trace_span_cap: AtomicU64::new(MAX_TRACE_SPANS as u64),
             }),
         })
+    }
+
+    /// If the store's files or directory were readable or writable by
+    /// others when it was opened: the warning that was printed (once per
+    /// file and process) on standard error.
+    pub fn mode_warning(&self) -> Option<&str> {
+        self.inner.mode_warning.as_deref()
+    }
+
+    /// How many spans of trace `trace_id` were not stored because it held
+    /// [`MAX_TRACE_SPANS`] already.
+    pub fn capped_spans(&self, trace_id: &str) -> Result<i64> {
+        let conn = self.conn();
+        let n: Option<i64> = conn
+            .prepare_cached(
+                "SELECT capped_spans FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
+            )?
+            .query_row(
+                rusqlite::params![
+                    ingest::id_key(trace_id).0,
+                    ingest::id_key(trace_id).1,
+                    trace_id
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0))
     }
 
     /// The file this store is in.
@@ -481,42 +532,50 @@ impl Store {
         let _ = self.prune();
     }
 
-    /// Applies retention now: drops telemetry older than the maximum age, then
-    /// the oldest telemetry while the data is larger than the maximum size.
-    /// Returns how many traces were removed.
+    /// Applies retention now: drops telemetry written longer ago than the
+    /// maximum age, then the oldest while the data is larger than the
+    /// maximum size. Spans go by part (the spans of a trace written in one
+    /// batch), so a trace that keeps receiving spans loses its old ones
+    /// like any other; a trace goes when its last part does. Returns how
+    /// many traces were removed.
     pub fn prune(&self) -> Result<u64> {
         let retention = &self.inner.options.retention;
         let mut removed = 0;
         if let Some(age) = retention.max_age {
-            let cutoff = now_ns().saturating_sub(age.as_nanos() as i64);
-            removed += self.delete_before(cutoff)?;
+            // An age past the epoch (e.g. 110 000 days) keeps everything.
+            let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+            let cutoff = now_ns().saturating_sub(age);
+            let boundary = self.first_part_written_since(cutoff)?;
+            removed += self.delete_before(boundary, cutoff)?;
         }
         if let Some(max) = retention.max_bytes {
-            // Remove the oldest tenth of the traces at a time. Deleting rows
-            // leaves pages partly used, so this may remove more than the
-            // bare bytes would call for; it stops when nothing is left.
+            // Remove the oldest tenth of the parts at a time. Part ids never
+            // repeat, so parts written together cannot tie and stop this.
+            // Deleting rows leaves pages partly used, so this may remove
+            // more than the bare bytes would call for; it stops when nothing
+            // is left.
             for _ in 0..100 {
                 if self.data_bytes()? <= max / 10 * 9 {
                     break;
                 }
                 let conn = self.conn();
-                let n: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0))?;
-                let cutoff: Option<i64> = conn
+                let n: i64 = conn.query_row("SELECT count(*) FROM parts", [], |r| r.get(0))?;
+                let boundary: Option<(i64, i64)> = conn
                     .query_row(
-                        "SELECT written_ns FROM traces ORDER BY written_ns LIMIT 1 OFFSET ?1",
+                        "SELECT part_id, written_ns FROM parts ORDER BY part_id LIMIT 1 OFFSET ?1",
                         [(n / 10).max(1)],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .ok();
+                    .optional()?;
                 drop(conn);
-                let cutoff = match cutoff {
-                    Some(c) => c,
-                    // Fewer than two traces: logs and metrics take the room.
-                    None => self.median_other_time()?,
+                let (boundary, cutoff) = match boundary {
+                    Some(b) => b,
+                    // One part left, or none: logs and metrics take the room.
+                    None => (i64::MIN, self.median_other_time()?),
                 };
-                let r = self.delete_before(cutoff)?;
+                let r = self.delete_before(boundary, cutoff)?;
                 removed += r;
-                if r == 0 && self.median_other_time()? == i64::MIN {
+                if r == 0 && n <= 1 && self.median_other_time()? == i64::MIN {
                     break;
                 }
             }
@@ -559,19 +618,114 @@ impl Store {
         Ok(t.unwrap_or(i64::MIN))
     }
 
-    /// Deletes traces last written before `cutoff_ns` (with all their
-    /// spans), and log records and metric points older than it.
-    fn delete_before(&self, cutoff_ns: i64) -> Result<u64> {
+    /// The first part written at or after `cutoff_ns` (write times never
+    /// decrease along part ids: a bisection finds it); `i64::MAX` if none.
+    fn first_part_written_since(&self, cutoff_ns: i64) -> Result<i64> {
+        let conn = self.conn();
+        let mut at = conn.prepare_cached(
+            "SELECT part_id, written_ns FROM parts WHERE part_id >= ?1 ORDER BY part_id LIMIT 1",
+        )?;
+        let mut probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+            at.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        };
+        let Some((mut lo, first)) = probe(i64::MIN)? else {
+            return Ok(i64::MAX);
+        };
+        if first >= cutoff_ns {
+            return Ok(lo);
+        }
+        let (mut hi, last): (i64, i64) = conn.query_row(
+            "SELECT part_id, written_ns FROM parts ORDER BY part_id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if last < cutoff_ns {
+            return Ok(i64::MAX);
+        }
+        // Invariant: part `lo` is older than the cutoff, part `hi` is not.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match probe(mid)? {
+                Some((id, written)) if id < hi => {
+                    if written < cutoff_ns {
+                        lo = id;
+                    } else {
+                        hi = id;
+                    }
+                }
+                // No part between `mid` and `hi`: look below.
+                _ => match conn
+                    .prepare_cached(
+                        "SELECT part_id, written_ns FROM parts WHERE part_id > ?1 AND part_id < ?2
+                         ORDER BY part_id DESC LIMIT 1",
+                    )?
+                    .query_row([lo, mid], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?
+                {
+                    Some((id, written)) if written < cutoff_ns => lo = id,
+                    Some((id, _)) => hi = id,
+                    None => break,
+                },
+            }
+        }
+        Ok(hi)
+    }
+
+    /// Deletes the parts before part `boundary` (traces left with none go,
+    /// the others are summed up again from what is left), traces that only
+    /// log records made and were last written before `cutoff_ns`, and log
+    /// records and metric points older than it. Returns the traces removed.
+    fn delete_before(&self, boundary: i64, cutoff_ns: i64) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "DELETE FROM spans WHERE trace_key IN (SELECT trace_key FROM traces WHERE written_ns < ?1)",
-            [cutoff_ns],
+        let spans: i64 = tx.query_row(
+            "SELECT coalesce(sum(span_count), 0) FROM parts WHERE part_id < ?1",
+            [boundary],
+            |r| r.get(0),
         )?;
-        let traces = tx.execute("DELETE FROM traces WHERE written_ns < ?1", [cutoff_ns])?;
-        tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
-        tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS pruned (trace_key INTEGER PRIMARY KEY);
+             DELETE FROM temp.pruned;",
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO temp.pruned SELECT trace_key FROM parts WHERE part_id < ?1",
+            [boundary],
+        )?;
+        tx.execute("DELETE FROM parts WHERE part_id < ?1", [boundary])?;
+        let mut traces = tx.execute(
+            "DELETE FROM traces WHERE trace_key IN temp.pruned
+                 AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.trace_key = traces.trace_key)",
+            [],
+        )? as i64;
+        tx.execute(
+            "UPDATE traces SET span_count = a.spans, error_count = a.errors, start_ns = a.start,
+                 end_ns = a.end, duration_ns = a.end - a.start
+             FROM (SELECT trace_key AS key, sum(span_count) AS spans, sum(error_count) AS errors,
+                       min(start_ns) AS start, max(end_ns) AS end
+                   FROM parts WHERE trace_key IN temp.pruned GROUP BY trace_key) AS a
+             WHERE traces.trace_key = a.key",
+            [],
+        )?;
+        // Name lists whose batches are gone entirely (a list naming a
+        // trace that lost the part with the name is harmless: queries check
+        // the parts).
+        tx.execute("DELETE FROM name_postings WHERE last_part < ?1", [boundary])?;
+        // Rows that log records made for traces whose spans never came
+        // (they hold no spans, so they are not counted).
+        let waiting = tx.execute(
+            "DELETE FROM traces WHERE span_count = 0 AND written_ns < ?1",
+            [cutoff_ns],
+        )? as i64;
+        let logs = tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        let points =
+            tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        ingest::add_counts(&tx, [-traces, -spans, -logs, -points])?;
+        tx.execute("DELETE FROM temp.pruned", [])?;
         tx.commit()?;
+        traces += waiting;
         Ok(traces as u64)
     }
 }
@@ -599,6 +753,91 @@ fn is_damage(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
     )
+}
+
+/// Telemetry holds whatever guests recorded (request data, secrets by
+/// mistake): a directory the store makes is its owner's alone (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file readable by its owner alone (0600) before
+/// SQLite opens it: SQLite gives the `-wal` and `-shm` files the mode of
+/// the database file.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // Another process made it first: its mode is checked like any.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// A warning if the store's file, its `-wal` or `-shm`, or its directory
+/// let others than the owner in (made by an older version, or by hand).
+fn loose_modes(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut loose = Vec::new();
+        let mut files = vec![path.to_path_buf()];
+        for ext in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            files.push(PathBuf::from(p));
+        }
+        for f in &files {
+            if let Ok(meta) = std::fs::metadata(f)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                loose.push(format!(
+                    "{} ({:o})",
+                    f.display(),
+                    meta.permissions().mode() & 0o777
+                ));
+            }
+        }
+        // Its directory: only the one named for the store (a store put
+        // in a shared directory on purpose is not flagged for that).
+        if let Some(dir) = path.parent().filter(|d| d.ends_with("wasi-observe"))
+            && let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            loose.push(format!(
+                "{} ({:o})",
+                dir.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        (!loose.is_empty()).then(|| {
+            format!(
+                "the telemetry store is readable or writable by other users: {}; \
+                 it holds what guests recorded: chmod 600 the files (700 the directory)",
+                loose.join(", ")
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Prints `warning` on standard error, once per store file and process.
+fn warn_once(path: &Path, warning: &str) {
+    static WARNED: Mutex<Option<std::collections::HashSet<PathBuf>>> = Mutex::new(None);
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if lock(&WARNED).get_or_insert_default().insert(key) {
+        eprintln!("wasi-observe: warning: {warning}");
+    }
 }
 
 fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -633,6 +872,68 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+    fn span(trace: u128, id: u64) -> SpanData {
+        let now = SystemTime::now();
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: SpanId::from(1),
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Internal,
+            name: "resent".into(),
+            start_time: now,
+            end_time: now,
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    fn export(store: &Store, batch: Vec<SpanData>) {
+        let exporter = store.exporter();
+        let mut f = std::pin::pin!(exporter.export(batch));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r.unwrap(),
+            std::task::Poll::Pending => unreachable!("store exports are synchronous"),
+        }
+    }
+
+    /// A trace stops growing at the cap: what comes later is counted, not
+    /// stored, also across batches; other traces are not affected.
+    #[test]
+    fn spans_past_the_cap_are_counted_not_stored() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("t.db"), StoreOptions::default()).unwrap();
+        store.inner.trace_span_cap.store(10, Ordering::Relaxed);
+        let trace = 0xabcd_u128 << 64 | 1;
+        export(&store, (2..10).map(|i| span(trace, i)).collect());
+        export(&store, (10..20).map(|i| span(trace, i)).collect());
+        export(&store, (20..25).map(|i| span(trace, i)).collect());
+        export(&store, vec![span(trace + 1, 2)]);
+        let id = TraceId::from(trace).to_string();
+        let t = store.trace_summary(&id).unwrap().unwrap();
+        assert_eq!(t.span_count, 10);
+        assert_eq!(store.capped_spans(&id).unwrap(), 8 + 5);
+        assert_eq!(store.trace(&id).unwrap().unwrap().spans.len(), 10);
+        assert_eq!(store.counts().unwrap().spans, 11);
+        let other = TraceId::from(trace + 1).to_string();
+        assert_eq!(store.capped_spans(&other).unwrap(), 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ages_and_sizes_parse() {
@@ -640,6 +941,11 @@ mod tests {
         assert_eq!(parse_age("90").unwrap(), Some(Duration::from_secs(90)));
         assert_eq!(parse_age("0").unwrap(), None);
         assert!(parse_age("3w").is_err());
+        // Past what nanoseconds in an i64 hold: forever, not a wrap.
+        assert_eq!(
+            parse_age("99999999999999999d").unwrap(),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(parse_size("64MiB").unwrap(), Some(64 << 20));
         assert_eq!(parse_size("2GB").unwrap(), Some(2_000_000_000));
         assert_eq!(parse_size("0").unwrap(), None);

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::Store;
+use crate::codec;
+use crate::ingest::id_key;
 
 /// One line of the trace list.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -225,10 +227,6 @@ pub struct Counts {
 
 const TRACE_COLUMNS: &str =
     "trace_id, root_name, service, start_ns, duration_ns, span_count, error_count";
-/// Spans are read with their trace (`t`) and resource (`r`) joined in.
-const SPAN_COLUMNS: &str = "t.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.service, s.scope, \
-     s.start_ns, s.end_ns, s.duration_ns, s.status_code, s.status_message, s.attributes, s.events, s.links, \
-     s.dropped, r.json";
 const LOG_COLUMNS: &str = "id, time_ns, severity_number, severity_text, body, target, service, trace_id, span_id, attributes";
 const POINT_COLUMNS: &str =
     "time_ns, service, name, description, unit, kind, attributes, value, count, min, max, buckets";
@@ -247,30 +245,6 @@ fn trace_row(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
         duration_ns: row.get(4)?,
         span_count: row.get(5)?,
         error_count: row.get(6)?,
-    })
-}
-
-fn span_row(row: &Row<'_>) -> rusqlite::Result<Span> {
-    let events: String = row.get(13)?;
-    let links: String = row.get(14)?;
-    Ok(Span {
-        trace_id: row.get(0)?,
-        span_id: row.get(1)?,
-        parent_span_id: row.get(2)?,
-        name: row.get(3)?,
-        kind: row.get(4)?,
-        service: row.get(5)?,
-        scope: row.get(6)?,
-        start_ns: row.get(7)?,
-        end_ns: row.get(8)?,
-        duration_ns: row.get(9)?,
-        status_code: row.get(10)?,
-        status_message: row.get(11)?,
-        attributes: json_col(row, 12)?,
-        events: serde_json::from_str(&events).unwrap_or_default(),
-        links: serde_json::from_str(&links).unwrap_or_default(),
-        dropped: json_col(row, 15)?,
-        resource: json_col(row, 16)?,
     })
 }
 
@@ -303,8 +277,39 @@ fn point_row(row: &Row<'_>) -> rusqlite::Result<MetricPoint> {
         count: row.get(8)?,
         min: row.get(9)?,
         max: row.get(10)?,
-        buckets: buckets.and_then(|b| serde_json::from_str(&b).ok()),
+        buckets: buckets.and_then(|b| buckets_json(&b).or_else(|| serde_json::from_str(&b).ok())),
     })
+}
+
+/// A histogram's buckets as the exporter writes them
+/// (`{"bounds":[..],"counts":[..]}`), read without the general JSON parser:
+/// a metric series is thousands of points, and this was most of its time.
+/// `None` for any other text (the general parser then reads it).
+fn buckets_json(text: &str) -> Option<Json> {
+    let rest = text.strip_prefix(r#"{"bounds":["#)?;
+    let (bounds, rest) = rest.split_once(r#"],"counts":["#)?;
+    let counts = rest.strip_suffix("]}")?;
+    fn list(s: &str, item: impl Fn(&str) -> Option<Json>) -> Option<Json> {
+        if s.is_empty() {
+            return Some(Json::Array(Vec::new()));
+        }
+        s.split(',')
+            .map(item)
+            .collect::<Option<Vec<_>>>()
+            .map(Json::Array)
+    }
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "bounds".into(),
+        list(bounds, |n| {
+            serde_json::Number::from_f64(n.parse().ok()?).map(Json::Number)
+        })?,
+    );
+    map.insert(
+        "counts".into(),
+        list(counts, |n| Some(Json::from(n.parse::<u64>().ok()?)))?,
+    );
+    Some(Json::Object(map))
 }
 
 /// `%text%` for LIKE, with the wildcards in `text` escaped.
@@ -364,22 +369,38 @@ impl Store {
         if let Some(s) = &f.service {
             w.add("service = ?", [text(s)]);
         }
+        let conn = self.conn();
         if let Some(n) = &f.span_name {
-            // One index probe per trace, newest first, until the page is
-            // full: cheap when the name is common, bounded when it is rare.
+            let id: Option<i64> = conn
+                .prepare_cached("SELECT name_id FROM span_names WHERE name = ?1")?
+                .query_row([n], |r| r.get(0))
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(Vec::new());
+            };
+            // Rare: its traces, looked up by key. Common: the traces newest
+            // first, each checked, until the page is full.
+            if let Some(keys) = keys_with_names(&conn, &[id])? {
+                w.add(&in_list(&keys), []);
+            }
             w.add(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.name = ? AND s.trace_key = traces.trace_key)",
-                [text(n)],
+                "EXISTS (SELECT 1 FROM parts p WHERE p.trace_key = traces.trace_key AND instr(p.names, ?))",
+                [text(&format!(",{id},"))],
             );
         }
         if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            w.add(
-                "(root_name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\')",
-                [
-                    text(&like(q)),
-                    text(&format!("{}%", like(q).trim_start_matches('%'))),
-                ],
-            );
+            let matches = "(root_name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\')";
+            let values = [
+                text(&like(q)),
+                text(&format!("{}%", like(q).trim_start_matches('%'))),
+            ];
+            // The root name is a span name: the distinct names that match
+            // (a short list) lead to the few traces that may, unless they
+            // are many, and then a scan newest first finds them at once.
+            match search_keys(&conn, q)? {
+                Some(keys) => w.add(&format!("{} AND {matches}", in_list(&keys)), values),
+                None => w.add(matches, values),
+            }
         }
         if let Some(d) = f.min_duration_ns {
             w.add("duration_ns >= ?", [Sql::Integer(d)]);
@@ -403,10 +424,16 @@ impl Store {
             "SELECT {TRACE_COLUMNS} FROM traces {} ORDER BY {order} LIMIT {limit}",
             w.sql()
         );
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params_from_iter(w.params.iter()), trace_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let run = |stmt: &mut rusqlite::Statement<'_>| -> rusqlite::Result<Vec<TraceSummary>> {
+            stmt.query_map(params_from_iter(w.params.iter()), trace_row)?
+                .collect()
+        };
+        // Lists of keys make one-off statements: keep them out of the cache.
+        Ok(if sql.len() > 4096 {
+            run(&mut conn.prepare(&sql)?)?
+        } else {
+            run(&mut *conn.prepare_cached(&sql)?)?
+        })
     }
 
     /// Resolves a trace id or a unique prefix of one (at least 4 hex digits).
@@ -416,11 +443,13 @@ impl Store {
             bail!("`{id}` is not a trace id (32 hex digits, or a prefix of at least 4)");
         }
         let conn = self.conn();
+        let (lo, hi) = prefix_range(&id);
         let mut stmt = conn.prepare_cached(
-            "SELECT trace_id FROM traces WHERE trace_id >= ?1 AND trace_id < ?1 || 'g' LIMIT 2",
+            "SELECT trace_id FROM traces WHERE id_hi BETWEEN ?1 AND ?2
+                 AND trace_id >= ?3 AND trace_id < ?3 || 'g' LIMIT 2",
         )?;
         let ids: Vec<String> = stmt
-            .query_map([&id], |r| r.get(0))?
+            .query_map(rusqlite::params![lo, hi, &id], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         match ids.len() {
             0 => Ok(None),
@@ -433,38 +462,112 @@ impl Store {
     pub fn trace_summary(&self, trace_id: &str) -> Result<Option<TraceSummary>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id = ?1"
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3"
         ))?;
-        Ok(stmt.query_map([trace_id], trace_row)?.next().transpose()?)
+        Ok(stmt
+            .query_map(
+                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
+                trace_row,
+            )?
+            .next()
+            .transpose()?)
     }
 
-    /// One trace, with its spans and logs; `None` if it is not stored.
+    /// One trace, with its spans (by start time) and logs; `None` if it is
+    /// not stored. At most [`TRACE_SPANS_READ`] spans (the first stored)
+    /// and 10 000 log records are read: a trace that holds more (its
+    /// `span_count` says) is read in pages with [`Store::trace_spans`].
     pub fn trace(&self, trace_id: &str) -> Result<Option<Trace>> {
         let Some(summary) = self.trace_summary(trace_id)? else {
             return Ok(None);
         };
+        let mut spans = self.trace_spans(trace_id, None, TRACE_SPANS_READ)?.spans;
+        spans.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
         let conn = self.conn();
-        let spans = conn
-            .prepare_cached(&format!(
-                "SELECT {SPAN_COLUMNS} FROM traces t JOIN spans s ON s.trace_key = t.trace_key
-                 JOIN resources r ON r.resource_id = s.resource_id
-                 WHERE t.trace_id = ?1 ORDER BY s.start_ns, s.span_id"
-            ))?
-            .query_map([trace_id], span_row)?
-            .collect::<rusqlite::Result<_>>()?;
         let logs = conn
             .prepare_cached(&format!(
                 "SELECT {LOG_COLUMNS} FROM logs
-                 WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)
+                 WHERE trace_key = (SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3)
                  ORDER BY time_ns, id LIMIT 10000"
             ))?
-            .query_map([trace_id], log_row)?
+            .query_map(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], log_row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(Some(Trace {
             summary,
             spans,
             logs,
         }))
+    }
+
+    /// A page of at most `limit` spans of a trace, in the order they were
+    /// stored, after `after` (`None`: from the first). The page's `next`
+    /// reads on; it is `None` after the last span. Memory and time are
+    /// bounded by `limit` (and the spans of one export batch), however
+    /// large the trace.
+    pub fn trace_spans(
+        &self,
+        trace_id: &str,
+        after: Option<SpanCursor>,
+        limit: usize,
+    ) -> Result<SpanPage> {
+        let conn = self.conn();
+        let key: Option<i64> = conn
+            .prepare_cached(
+                "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
+            )?
+            .query_row(
+                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut page = SpanPage {
+            spans: Vec::new(),
+            next: None,
+        };
+        let Some(key) = key else {
+            return Ok(page);
+        };
+        let after = after.unwrap_or(SpanCursor {
+            part_id: i64::MIN,
+            skip: 0,
+        });
+        let mut resources = ResourceCache::default();
+        let mut stmt = conn.prepare_cached(
+            "SELECT part_id, start_ns, spans FROM parts WHERE trace_key = ?1 AND part_id >= ?2
+             ORDER BY part_id",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![key, after.part_id])?;
+        while let Some(row) = rows.next()? {
+            let part_id: i64 = row.get(0)?;
+            if page.spans.len() >= limit {
+                page.next = Some(SpanCursor { part_id, skip: 0 });
+                break;
+            }
+            let skip = if part_id == after.part_id {
+                after.skip
+            } else {
+                0
+            };
+            let base: i64 = row.get(1)?;
+            let blob = row.get_ref(2)?.as_blob()?;
+            let Some(decoded) = codec::decode(blob, base) else {
+                bail!("trace {trace_id}: a stored part is damaged (part {part_id})");
+            };
+            let total = decoded.len();
+            let room = limit - page.spans.len();
+            for s in decoded.into_iter().skip(skip).take(room) {
+                page.spans
+                    .push(span_out(trace_id, s, &mut resources, &conn)?);
+            }
+            if skip + room < total {
+                page.next = Some(SpanCursor {
+                    part_id,
+                    skip: skip + room,
+                });
+                break;
+            }
+        }
+        Ok(page)
     }
 
     /// Log records, oldest first (the most recent `limit` that match).
@@ -481,8 +584,8 @@ impl Store {
             // log records is found by a scan.
             let key: Option<i64> = self
                 .conn()
-                .prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")?
-                .query_row([t], |r| r.get(0))
+                .prepare_cached("SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3")?
+                .query_row(rusqlite::params![id_key(t).0, id_key(t).1, t], |r| r.get(0))
                 .optional()?;
             match key {
                 Some(key) => w.add("trace_key = ?", [Sql::Integer(key)]),
@@ -559,27 +662,228 @@ impl Store {
     /// The services that sent anything, by name.
     pub fn services(&self) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT service FROM traces
-             UNION SELECT DISTINCT service FROM logs
-             UNION SELECT DISTINCT service FROM metric_points ORDER BY 1",
-        )?;
+        let mut stmt = conn.prepare_cached("SELECT service FROM services ORDER BY 1")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// How much the store holds.
+    /// How much the store holds (kept up to date by every write and
+    /// prune, so the UI's header costs no scan).
     pub fn counts(&self) -> Result<Counts> {
         let conn = self.conn();
-        let count = |table: &str| -> rusqlite::Result<i64> {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        };
-        Ok(Counts {
-            // Not the rows made for log records whose spans are not stored.
-            traces: count("traces WHERE span_count > 0")?,
-            spans: count("spans")?,
-            logs: count("logs")?,
-            metric_points: count("metric_points")?,
+        Ok(conn
+            .prepare_cached("SELECT traces, spans, logs, metric_points FROM counts")?
+            .query_row([], |r| {
+                Ok(Counts {
+                    traces: r.get(0)?,
+                    spans: r.get(1)?,
+                    logs: r.get(2)?,
+                    metric_points: r.get(3)?,
+                })
+            })?)
+    }
+}
+
+/// The most spans [`Store::trace`] reads.
+pub const TRACE_SPANS_READ: usize = 10_000;
+
+/// Where a page of a trace's spans ended ([`Store::trace_spans`]). As text
+/// (`Display`, `FromStr`) it can go through a URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanCursor {
+    part_id: i64,
+    skip: usize,
+}
+
+impl std::fmt::Display for SpanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.part_id, self.skip)
+    }
+}
+
+impl std::str::FromStr for SpanCursor {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (part, skip) = s
+            .split_once('.')
+            .ok_or_else(|| anyhow::anyhow!("`{s}` is not a span cursor"))?;
+        Ok(SpanCursor {
+            part_id: part.parse()?,
+            skip: skip.parse()?,
         })
+    }
+}
+
+/// A page of a trace's spans.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SpanPage {
+    /// The spans, in the order they were stored.
+    pub spans: Vec<Span>,
+    /// Where the next page starts; `None` after the last.
+    #[serde(serialize_with = "cursor_text")]
+    pub next: Option<SpanCursor>,
+}
+
+fn cursor_text<S: serde::Serializer>(c: &Option<SpanCursor>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
+}
+
+/// Resources by id, parsed once per read.
+#[derive(Default)]
+struct ResourceCache(std::collections::HashMap<i64, Json>);
+
+fn span_out(
+    trace_id: &str,
+    s: codec::SpanOut,
+    resources: &mut ResourceCache,
+    conn: &rusqlite::Connection,
+) -> Result<Span> {
+    let resource = match resources.0.get(&s.resource_id) {
+        Some(r) => r.clone(),
+        None => {
+            let text: Option<String> = conn
+                .prepare_cached("SELECT json FROM resources WHERE resource_id = ?1")?
+                .query_row([s.resource_id], |r| r.get(0))
+                .optional()?;
+            let r = text
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Json::Object(Default::default()));
+            resources.0.insert(s.resource_id, r.clone());
+            r
+        }
+    };
+    let json = |t: &str| serde_json::from_str(t).unwrap_or(Json::String(t.to_string()));
+    Ok(Span {
+        trace_id: trace_id.to_string(),
+        span_id: format!("{:016x}", s.span_id),
+        parent_span_id: (s.parent != 0).then(|| format!("{:016x}", s.parent)),
+        name: s.name,
+        kind: codec::KINDS
+            .get(s.kind as usize)
+            .unwrap_or(&"internal")
+            .to_string(),
+        service: s.service,
+        scope: s.scope,
+        start_ns: s.start_ns,
+        end_ns: s.end_ns,
+        duration_ns: s.end_ns - s.start_ns,
+        status_code: codec::STATUSES
+            .get(s.status as usize)
+            .unwrap_or(&"unset")
+            .to_string(),
+        status_message: s.message,
+        attributes: json(&s.attributes),
+        events: serde_json::from_str(&s.events).unwrap_or_default(),
+        links: serde_json::from_str(&s.links).unwrap_or_default(),
+        dropped: serde_json::json!({
+            "attributes": s.dropped[0],
+            "events": s.dropped[1],
+            "links": s.dropped[2],
+        }),
+        resource,
+    })
+}
+
+/// At most this many candidate traces are looked up by key; more, and a
+/// filter probes the traces newest first instead (it then finds its page
+/// at once, the candidates being common).
+const CANDIDATES: usize = 2_000;
+
+/// The keys of the traces having a span named by one of `ids`, or `None`
+/// if there are more than [`CANDIDATES`].
+fn keys_with_names(conn: &rusqlite::Connection, ids: &[i64]) -> Result<Option<Vec<i64>>> {
+    let mut keys = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT keys FROM name_postings WHERE name_id = ?1 ORDER BY posting_id DESC",
+    )?;
+    for &id in ids {
+        let mut rows = stmt.query([id])?;
+        while let Some(r) = rows.next()? {
+            let blob = r.get_ref(0)?.as_blob()?;
+            keys.extend(
+                blob.chunks_exact(8)
+                    .map(|b| i64::from_be_bytes(b.try_into().unwrap_or_default())),
+            );
+            if keys.len() > CANDIDATES {
+                return Ok(None);
+            }
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(Some(keys))
+}
+
+/// The traces a text search may match: those with a span name containing
+/// the text, and those whose id starts with it; `None` if too many.
+fn search_keys(conn: &rusqlite::Connection, q: &str) -> Result<Option<Vec<i64>>> {
+    let ids: Vec<i64> = conn
+        .prepare_cached("SELECT name_id FROM span_names WHERE name LIKE ?1 ESCAPE '\\' LIMIT ?2")?
+        .query_map(rusqlite::params![like(q), CANDIDATES as i64 + 1], |r| {
+            r.get(0)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if ids.len() > CANDIDATES {
+        return Ok(None);
+    }
+    let Some(mut keys) = keys_with_names(conn, &ids)? else {
+        return Ok(None);
+    };
+    let q = q.to_ascii_lowercase();
+    if !q.is_empty() && q.len() <= 32 && q.chars().all(|c| c.is_ascii_hexdigit()) {
+        let (lo, hi) = prefix_range(&q);
+        let by_id: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT trace_key FROM traces WHERE id_hi BETWEEN ?1 AND ?2 AND trace_id >= ?3
+                     AND trace_id < ?3 || 'g' LIMIT ?4",
+            )?
+            .query_map(rusqlite::params![lo, hi, &q, CANDIDATES as i64 + 1], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if by_id.len() > CANDIDATES {
+            return Ok(None);
+        }
+        keys.extend(by_id);
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    Ok(Some(keys))
+}
+
+/// `trace_key IN (...)`, the keys written out (integers: nothing to escape).
+fn in_list(keys: &[i64]) -> String {
+    let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+    format!("trace_key IN ({})", list.join(","))
+}
+
+/// The `id_hi` values of the trace ids starting with hex digits `hex`.
+fn prefix_range(hex: &str) -> (i64, i64) {
+    let digits = &hex[..hex.len().min(16)];
+    let (lo, _) = id_key(digits);
+    let width = 4 * (16 - digits.len() as u32);
+    let span = 1u64.checked_shl(width).map_or(u64::MAX, |s| s - 1);
+    (lo, lo.wrapping_add(span as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quick reading of buckets gives what the JSON parser gives.
+    #[test]
+    fn buckets_read_as_json() {
+        for text in [
+            r#"{"bounds":[0.0,5.0,7.5,1e300],"counts":[1,0,2,3,18446744073709551615]}"#,
+            r#"{"bounds":[],"counts":[4]}"#,
+        ] {
+            let json: Json = serde_json::from_str(text).unwrap();
+            assert_eq!(buckets_json(text), Some(json), "{text}");
+        }
+        assert_eq!(buckets_json(r#"{"counts":[1],"bounds":[]}"#), None);
+        assert_eq!(buckets_json(r#"{"bounds":[x],"counts":[]}"#), None);
     }
 }

@@ -642,3 +642,236 @@ fn retention_prunes_by_age_and_by_size() {
     assert!(file < 4 * max, "the file gave space back: {file}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn keep_all() -> StoreOptions {
+    StoreOptions {
+        retention: Retention {
+            max_age: None,
+            max_bytes: None,
+        },
+        hard_max_bytes: None,
+    }
+}
+
+/// Telemetry is its owner's alone: a store made from nothing gets a 0700
+/// directory and 0600 files (the database, its -wal and -shm); one whose
+/// files others may read is opened with a warning.
+#[cfg(unix)]
+#[test]
+fn store_files_are_private_and_loose_ones_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("modes");
+    let store_dir = dir.join("nested").join("wasi-observe");
+    let path = store_dir.join("t.db");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let store = open(&path);
+    block_on(
+        store
+            .exporter()
+            .export(support::trace(1, 2, SystemTime::now(), false)),
+    )
+    .unwrap();
+    assert_eq!(mode(&store_dir), 0o700);
+    assert_eq!(mode(&dir.join("nested")), 0o700);
+    for file in ["t.db", "t.db-wal", "t.db-shm"] {
+        assert_eq!(mode(&store_dir.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(store.mode_warning(), None);
+    drop(store);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(&path);
+    let warning = store.mode_warning().expect("a warning");
+    assert!(warning.contains("t.db (644)"), "{warning}");
+    assert!(!warning.contains("wasi-observe (7"), "{warning}");
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = open(&path);
+    let warning = store.mode_warning().expect("a warning");
+    assert!(warning.contains("wasi-observe (755)"), "{warning}");
+    assert!(!warning.contains("t.db ("), "{warning}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A trace that keeps receiving spans (a client resending one
+/// `traceparent`) cannot pin its old spans: age retention goes by when
+/// each batch of them was written, and the trace's figures follow.
+#[test]
+fn retention_removes_old_spans_of_a_trace_that_keeps_growing() {
+    let dir = temp_dir("pinned");
+    let store = Store::open(
+        &dir.join("t.db"),
+        StoreOptions {
+            retention: Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    let exporter = store.exporter();
+    let start = SystemTime::now();
+    // Spans 0-3 of trace 1 (span 3 an error), then, later, more of it.
+    block_on(exporter.export(support::trace(1, 4, start, true))).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = (0..3)
+        .map(|i| {
+            let mut s = support::span(1, 10 + i, start + Duration::from_secs(1), false);
+            s.parent_span_id = opentelemetry::trace::SpanId::from(1 << 16 | 1);
+            s
+        })
+        .collect();
+    block_on(exporter.export(later)).unwrap();
+    store.prune().unwrap();
+    let id = support::trace_id(1).to_string();
+    let t = store
+        .trace(&id)
+        .unwrap()
+        .expect("the trace keeps its new spans");
+    let names: Vec<&str> = t.spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["step-10", "step-11", "step-12"]);
+    assert_eq!((t.summary.span_count, t.summary.error_count), (3, 0));
+    let new_start = start + Duration::from_millis(1000 + 10);
+    assert_eq!(t.summary.start_ns, wasi_observe_store::unix_ns(new_start));
+    assert_eq!(store.counts().unwrap().spans, 3);
+    // A span name only the removed spans had no longer lists the trace.
+    let named = |n: &str| {
+        store
+            .traces(&TraceFilter {
+                span_name: Some(n.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!((named("step-2"), named("step-11")), (0, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Traces written in one batch share a write time; pruning by size must
+/// still get under the limit (it went by trace write time, and a tenth of
+/// the traces falling inside one batch stopped it).
+#[test]
+fn size_retention_gets_through_traces_written_in_one_batch() {
+    let dir = temp_dir("one-batch");
+    let max = 1 << 20;
+    // Written with no limit (so no automatic prune runs however slow the
+    // machine), pruned through a handle with one.
+    let path = dir.join("t.db");
+    let writer = Store::open(&path, keep_all()).unwrap();
+    let exporter = writer.exporter();
+    let start = UNIX_EPOCH + Duration::from_nanos(now_ns() as u64);
+    for b in 0..2u64 {
+        let batch = (0..2500)
+            .flat_map(|i| support::trace(b * 2500 + i, 4, start + Duration::from_secs(i), false))
+            .collect();
+        block_on(exporter.export(batch)).unwrap();
+    }
+    let store = Store::open(
+        &path,
+        StoreOptions {
+            retention: Retention {
+                max_age: None,
+                max_bytes: Some(max),
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    assert!(store.data_bytes().unwrap() > max);
+    assert!(store.prune().unwrap() > 0);
+    assert!(store.data_bytes().unwrap() <= max);
+    let counts = store.counts().unwrap();
+    assert!(counts.traces > 0 && counts.traces < 5000, "{counts:?}");
+    assert_eq!(counts.spans, counts.traces * 4);
+    // The newest survive.
+    let newest = store
+        .traces(&TraceFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(newest[0].trace_id, support::trace_id(4999).to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A retention age too long for nanoseconds in 64 bits keeps everything
+/// (it wrapped, and deleted everything).
+#[test]
+fn a_very_long_retention_age_keeps_everything() {
+    let dir = temp_dir("long-age");
+    let store = Store::open(
+        &dir.join("t.db"),
+        StoreOptions {
+            retention: Retention {
+                max_age: wasi_observe_store::parse_age("110000d").unwrap(),
+                max_bytes: None,
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    block_on(
+        store
+            .exporter()
+            .export(support::trace(1, 3, SystemTime::now(), false)),
+    )
+    .unwrap();
+    assert_eq!(store.prune().unwrap(), 0);
+    assert_eq!(store.counts().unwrap().spans, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A huge trace is read in bounded pages, each span once; `trace` reads
+/// at most `TRACE_SPANS_READ` of it.
+#[test]
+fn a_trace_is_read_in_pages() {
+    let dir = temp_dir("pages");
+    let store = Store::open(&dir.join("t.db"), keep_all()).unwrap();
+    let exporter = store.exporter();
+    let start = SystemTime::now();
+    // 2 500 spans of trace 1 in three batches (the third: the root alone).
+    let span = |i: u64| {
+        let mut s = support::span(1, i, start, false);
+        s.parent_span_id = opentelemetry::trace::SpanId::from(1 << 16 | 1);
+        s
+    };
+    block_on(exporter.export((1..1200).map(span).collect())).unwrap();
+    block_on(exporter.export((1200..2500).map(span).collect())).unwrap();
+    block_on(exporter.export(vec![support::span(1, 0, start, false)])).unwrap();
+    let id = support::trace_id(1).to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut sizes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.trace_spans(&id, after, 700).unwrap();
+        sizes.push(page.spans.len());
+        for s in &page.spans {
+            assert!(seen.insert(s.span_id.clone()), "{} twice", s.span_id);
+        }
+        // Cursors survive being text (a URL parameter).
+        after = match page.next {
+            Some(c) => Some(c.to_string().parse().unwrap()),
+            None => break,
+        };
+    }
+    assert_eq!(sizes, [700, 700, 700, 400]);
+    assert_eq!(seen.len(), 2500);
+    let t = store.trace(&id).unwrap().unwrap();
+    assert_eq!((t.spans.len(), t.summary.span_count), (2500, 2500));
+    assert_eq!(
+        t.spans[0].name, "GET /item/1",
+        "by start time, the root first"
+    );
+    assert!(
+        store
+            .trace_spans(&"f".repeat(32), None, 10)
+            .unwrap()
+            .spans
+            .is_empty()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
