@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wasi_observe_host::{Telemetry, TelemetryBuilder};
 use wasi_observe_host::export::{
     Exporter, Signal, exporters_from_env, open_store, parse_exporters,
 };
+use wasi_observe_host::{Telemetry, TelemetryBuilder};
 use wasi_observe_store::Store;
 use wasmtime::component::Component;
 use wasmtime::error::Context as _;
@@ -388,7 +388,8 @@ mod tests {
     /// the ordinary ones.
     #[test]
     fn a_store_only_pipeline_gets_the_store_batch_sizes() {
-        let dir = std::env::temp_dir().join(format!("wasi-observe-cli-batch-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-cli-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("t.db");
         let options = ExportOptions {

@@ -22,7 +22,10 @@ use crate::host_spans::calls;
 /// its builder made. It replaces any call hook the store had: to keep
 /// yours, use [`observe_store_with_hook`].
 pub fn observe_store<T: WasiObserveView + 'static>(store: &mut Store<T>) {
-    install(store, None::<fn(StoreContextMut<'_, T>, CallHook) -> Result<()>>);
+    install(
+        store,
+        None::<fn(StoreContextMut<'_, T>, CallHook) -> Result<()>>,
+    );
 }
 
 /// As [`observe_store`], calling `hook` too, after this crate's work, on

@@ -132,9 +132,9 @@ pub use pipeline::{Limits, StatsSnapshot, Telemetry, TelemetryBuilder};
 
 // The modules' former places, kept so that existing embedders build.
 #[doc(hidden)]
-pub use functions::dylibso;
-#[doc(hidden)]
 pub use functions as instrument;
+#[doc(hidden)]
+pub use functions::dylibso;
 #[doc(hidden)]
 pub use host_spans::calls;
 #[cfg(feature = "http")]

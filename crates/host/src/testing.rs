@@ -47,6 +47,15 @@ impl TestHost {
             observe,
         }
     }
+
+    /// Store data for a command run with `args` (the first is the program
+    /// name), its standard output going to `output`, its standard error
+    /// inherited.
+    pub fn with_output(output: &Output, observe: WasiObserveCtx, args: &[&str]) -> TestHost {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.pipe()).inherit_stderr().args(args);
+        TestHost::new(wasi.build(), observe)
+    }
 }
 
 impl WasiView for TestHost {
@@ -97,8 +106,8 @@ pub fn component(path: &str) -> Component {
     if let Some(c) = cache.lock().unwrap().get(path) {
         return c.clone();
     }
-    let c = Component::from_file(engine(), path)
-        .unwrap_or_else(|e| panic!("compiling {path}: {e:?}"));
+    let c =
+        Component::from_file(engine(), path).unwrap_or_else(|e| panic!("compiling {path}: {e:?}"));
     cache.lock().unwrap().insert(path.to_string(), c.clone());
     c
 }
@@ -142,13 +151,13 @@ impl Drop for Output {
     }
 }
 
-/// One finished guest command run: its result, its output and its store
-/// (so the test decides when its open spans end).
+/// One finished guest command run: its result, what it printed and its
+/// store (so the test decides when its open spans end).
 pub struct Run {
     /// `wasi:cli/run`'s result, or the trap.
     pub result: wasmtime::Result<Result<(), ()>>,
-    /// What the guest printed.
-    pub output: Output,
+    /// What the guest printed on its standard output.
+    pub stdout: String,
     /// The store, still holding the guest's state.
     pub store: Store<TestHost>,
 }
@@ -157,33 +166,31 @@ impl Run {
     /// Runs the command component at `path` with `args` (the first is the
     /// program name), feeding `observe`.
     pub fn command(path: &str, observe: WasiObserveCtx, args: &[&str]) -> Run {
+        Run::component(&component(path), observe, args)
+    }
+
+    /// Runs a compiled command component (on [`engine`]).
+    pub fn component(component: &Component, observe: WasiObserveCtx, args: &[&str]) -> Run {
         static LINKER: OnceLock<Linker<TestHost>> = OnceLock::new();
         let linker = LINKER.get_or_init(|| linker(engine()));
         let output = Output::new();
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(output.pipe()).inherit_stderr().args(args);
-        let mut store = Store::new(engine(), TestHost::new(wasi.build(), observe));
+        let mut store = Store::new(engine(), TestHost::with_output(&output, observe, args));
         crate::observe_store(&mut store);
-        let command = Command::instantiate(&mut store, &component(path), linker)
-            .unwrap_or_else(|e| panic!("instantiating {path}: {e:?}"));
+        let command = Command::instantiate(&mut store, component, linker)
+            .unwrap_or_else(|e| panic!("instantiating the guest: {e:?}"));
         let result = command.wasi_cli_run().call_run(&mut store);
         Run {
             result,
-            output,
+            stdout: output.text(),
             store,
         }
-    }
-
-    /// What the guest printed.
-    pub fn stdout(&self) -> String {
-        self.output.text()
     }
 
     /// Panics, with the guest's output, unless the guest returned success.
     pub fn succeeded(&self) {
         match &self.result {
             Ok(Ok(())) => {}
-            other => panic!("the guest failed: {other:?}"),
+            other => panic!("the guest failed: {other:?}\nstdout: {}", self.stdout),
         }
     }
 
@@ -262,7 +269,9 @@ impl InMemoryPipeline {
     /// Every metric export so far.
     pub fn metrics(&self) -> Vec<ResourceMetrics> {
         self.telemetry.force_flush().expect("flushing");
-        self.metrics.get_finished_metrics().expect("reading metrics")
+        self.metrics
+            .get_finished_metrics()
+            .expect("reading metrics")
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use otlp_receiver::{
-    GrpcCollector, OtlpHttpReceiver, ReceiverOptions, Signal, SpanKind, SpanStatusCode,
+    AnyValueExt, GrpcCollector, OtlpHttpReceiver, ReceiverOptions, Signal, SpanKind, SpanStatusCode,
 };
 use test_programs_artifacts::*;
 

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use otlp_receiver::{OtlpHttpReceiver, ReceiverOptions, SpanStatusCode};
+use otlp_receiver::{AnyValueExt, OtlpHttpReceiver, SpanStatusCode};
 use test_programs_artifacts::*;
 
 use crate::support::*;

@@ -325,5 +325,4 @@ mod tests {
         assert!(parse_exporters("zipkin").is_err());
         assert!(parse_exporters("jsonl:").is_err());
     }
-
 }

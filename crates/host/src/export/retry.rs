@@ -114,14 +114,19 @@ mod tests {
         }
     }
 
-    /// One finished span.
+    /// One finished span, with ids of its own.
     fn span() -> opentelemetry_sdk::trace::SpanData {
-        use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+        };
         let now = std::time::SystemTime::now();
         opentelemetry_sdk::trace::SpanData {
             span_context: SpanContext::new(
-                TraceId::from(7u128),
-                SpanId::from(9u64),
+                TraceId::from(u128::from(n)),
+                SpanId::from(n),
                 TraceFlags::SAMPLED,
                 false,
                 TraceState::NONE,
@@ -188,7 +193,10 @@ mod tests {
             }
             .unwrap();
             let span = span();
-            exporter.export(vec![span]).await.expect_err("the export fails")
+            exporter
+                .export(vec![span])
+                .await
+                .expect_err("the export fails")
         })
     }
 
@@ -197,7 +205,13 @@ mod tests {
     /// permanent; a refused gRPC connection is transient.
     #[test]
     fn the_otlp_exporters_errors_are_classified() {
-        for (status, transient) in [(503, true), (429, true), (502, true), (405, false), (400, false)] {
+        for (status, transient) in [
+            (503, true),
+            (429, true),
+            (502, true),
+            (405, false),
+            (400, false),
+        ] {
             let e = otlp_error(true, &answering(status));
             assert_eq!(is_transient(&e), transient, "HTTP {status}: {e}");
         }

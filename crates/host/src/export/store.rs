@@ -61,7 +61,8 @@ mod tests {
     /// sizes; one with another exporter beside the store does not.
     #[test]
     fn a_store_only_queue_gets_the_store_batch_sizes() {
-        let dir = std::env::temp_dir().join(format!("wasi-observe-host-batch-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-host-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = super::open_store(Some(&dir.join("t.db"))).unwrap();
         let only = crate::Telemetry::builder()

@@ -45,12 +45,9 @@ pub const LEGACY_MODULE: &str = "dylibso_observe";
 
 /// Whether `module` imports any of Dylibso's functions.
 pub fn uses_dylibso(module: &Module) -> bool {
-    module.imports().any(|i| {
-        matches!(
-            i.module(),
-            super::HOOKS_MODULE | API_MODULE | LEGACY_MODULE
-        )
-    })
+    module
+        .imports()
+        .any(|i| matches!(i.module(), super::HOOKS_MODULE | API_MODULE | LEGACY_MODULE))
 }
 
 /// Defines every Dylibso import `module` declares, with the declared types.
@@ -68,14 +65,11 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(
             continue;
         }
         let op = match (m, name) {
-            (super::HOOKS_MODULE, "enter") | (LEGACY_MODULE, "instrument_enter") => {
-                Op::Enter
+            (super::HOOKS_MODULE, "enter") | (LEGACY_MODULE, "instrument_enter") => Op::Enter,
+            (super::HOOKS_MODULE, "exit") | (LEGACY_MODULE, "instrument_exit") => Op::Exit,
+            (super::HOOKS_MODULE, "memory-grow") | (LEGACY_MODULE, "instrument_memory_grow") => {
+                Op::Grow
             }
-            (super::HOOKS_MODULE, "exit") | (LEGACY_MODULE, "instrument_exit") => {
-                Op::Exit
-            }
-            (super::HOOKS_MODULE, "memory-grow")
-            | (LEGACY_MODULE, "instrument_memory_grow") => Op::Grow,
             (API_MODULE, "span-enter") | (LEGACY_MODULE, "span_enter") => Op::SpanEnter,
             (API_MODULE, "span-tags") | (LEGACY_MODULE, "span_tags") => Op::SpanTags,
             (API_MODULE, "span-exit") | (LEGACY_MODULE, "span_exit") => Op::SpanExit,
@@ -299,38 +293,38 @@ fn statsd(line: &str) -> Option<(InstrumentKind, &str, f64, Vec<wit::KeyValue>)>
 }
 
 fn log(ctx: &mut WasiObserveCtx, level: u32, message: String) {
-        let level = match level {
-            1 => Level::Error,
-            2 => Level::Warn,
-            3 => Level::Info,
-            4 => Level::Debug,
-            5 => Level::Trace,
-            _ => {
-                ctx.telemetry().checker().invalid();
-                Level::Info
-            }
-        };
-        let _ = ctx.log(level, String::new(), message);
-    }
+    let level = match level {
+        1 => Level::Error,
+        2 => Level::Warn,
+        3 => Level::Info,
+        4 => Level::Debug,
+        5 => Level::Trace,
+        _ => {
+            ctx.telemetry().checker().invalid();
+            Level::Info
+        }
+    };
+    let _ = ctx.log(level, String::new(), message);
+}
 
 fn metric(ctx: &mut WasiObserveCtx, format: u32, text: &str) {
-        if format != 1 {
-            ctx.telemetry().checker().invalid();
-            Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
-            return;
-        }
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match statsd(line) {
-                Some((kind, name, value, attributes)) => {
-                    let _ = ctx.record(kind, name.to_string(), Number::F64(value), attributes);
-                }
-                None => {
-                    ctx.telemetry().checker().invalid();
-                    Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
-                }
+    if format != 1 {
+        ctx.telemetry().checker().invalid();
+        Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
+        return;
+    }
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match statsd(line) {
+            Some((kind, name, value, attributes)) => {
+                let _ = ctx.record(kind, name.to_string(), Number::F64(value), attributes);
+            }
+            None => {
+                ctx.telemetry().checker().invalid();
+                Stats::add(&ctx.telemetry().counters().measurements_dropped, 1);
             }
         }
     }
+}
 
 #[cfg(test)]
 mod tests {

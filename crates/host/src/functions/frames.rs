@@ -63,7 +63,7 @@ fn clock() -> &'static quanta::Clock {
 pub(crate) struct Functions {
     pub(super) names: Arc<FunctionNames>,
     pub(super) min_duration: u64,
-    pub(super) frames: Vec<Frame>,
+    frames: Vec<Frame>,
     /// Frames refused (beyond `MAX_DEPTH`, or named beyond the open-span
     /// limit) and those entered above them: not recorded, exits matched in
     /// order.
@@ -247,10 +247,7 @@ impl SpanScope {
         // Frames that hold guest data (a name, later tags) are bounded like
         // guest spans; plain function frames are a few words each.
         let limit = if name.is_some() {
-            self.telemetry
-                .limits()
-                .open_spans_per_store
-                .min(MAX_DEPTH)
+            self.telemetry.limits().open_spans_per_store.min(MAX_DEPTH)
         } else {
             MAX_DEPTH
         };
@@ -555,5 +552,4 @@ mod tests {
     fn frames_are_small() {
         assert!(std::mem::size_of::<super::Frame>() <= 40);
     }
-
 }

@@ -37,9 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use frames::Functions;
-pub use recorder::{add_hooks_to_linker, add_recorder_to_linker};
 #[allow(deprecated)]
 pub use recorder::time_host_calls;
+pub use recorder::{add_hooks_to_linker, add_recorder_to_linker};
 pub use wasi_observe_instrument::{FUNCTIONS_SECTION, HOOKS_MODULE, RECORDER_IMPORT};
 
 /// Deepest shadow stack kept per store; deeper frames are counted and not

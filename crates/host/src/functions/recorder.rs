@@ -79,12 +79,13 @@ impl SpanScope {
         }
         self.functions.last_flush = Some(self.functions.now());
     }
-
 }
 
 /// Makes the recorder timing of an instrumented component exact around host
 /// calls, replacing any call hook the store had.
-#[deprecated(note = "call `wasi_observe_host::observe_store`, which does this and chains your own hook")]
+#[deprecated(
+    note = "call `wasi_observe_host::observe_store`, which does this and chains your own hook"
+)]
 pub fn time_host_calls<T: WasiObserveView + 'static>(store: &mut wasmtime::Store<T>) {
     crate::observe_store(store);
 }

@@ -191,7 +191,9 @@ pub(crate) fn returning_from_host() {
 
 /// Traces the import calls of the guest in `store`, replacing any call hook
 /// the store had.
-#[deprecated(note = "give the names to `WasiObserveCtxBuilder::with_call_tracing` and call `wasi_observe_host::observe_store`, which also chains your own hook")]
+#[deprecated(
+    note = "give the names to `WasiObserveCtxBuilder::with_call_tracing` and call `wasi_observe_host::observe_store`, which also chains your own hook"
+)]
 pub fn trace_calls<T: WasiObserveView + 'static>(store: &mut Store<T>, names: Arc<ImportNames>) {
     store.data_mut().observe().set_call_tracing(Some(names));
     crate::observe_store(store);

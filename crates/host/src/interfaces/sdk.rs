@@ -137,7 +137,8 @@ impl Host for WasiObserveCtx {
             return Ok(None);
         }
         let t = self.scope.telemetry();
-        let (attrs, _) = values::attributes(&t.checker(), attributes, t.limits().attributes_per_span);
+        let (attrs, _) =
+            values::attributes(&t.checker(), attributes, t.limits().attributes_per_span);
         let bytes: usize = attrs.iter().map(attribute_size).sum();
         if self.shared_bytes + bytes > MAX_SHARED_BYTES {
             return Ok(None);
@@ -202,7 +203,8 @@ impl Host for WasiObserveCtx {
             let check = t.checker();
             let shared = shared_set(self, event.shared);
             let shared = shared.as_deref().unwrap_or_default();
-            let (mut attrs, mut dropped) = values::attributes_with_room(&check, all, max, shared.len());
+            let (mut attrs, mut dropped) =
+                values::attributes_with_room(&check, all, max, shared.len());
             let name = check.string(event.name);
             for kv in shared {
                 if attrs.len() < max {
@@ -212,7 +214,10 @@ impl Host for WasiObserveCtx {
                 }
             }
             if let Some(r) = self.scope.record_mut(span.rep()) {
-                r.add_event(opentelemetry::trace::Event::new(name, now, attrs, dropped), &t);
+                r.add_event(
+                    opentelemetry::trace::Event::new(name, now, attrs, dropped),
+                    &t,
+                );
             }
         }
         let cx = match parent_choice(self, span) {

@@ -373,4 +373,3 @@ fn service_name_in_env() -> bool {
             })
         })
 }
-

@@ -103,7 +103,9 @@ impl Instrument {
         match value {
             Number::Int(v) => {
                 let i = self.int.get_or_init(|| match self.kind {
-                    Kind::Counter => IntInstrument::Counter(build!(self, meter, u64_counter).build()),
+                    Kind::Counter => {
+                        IntInstrument::Counter(build!(self, meter, u64_counter).build())
+                    }
                     Kind::UpDownCounter => {
                         IntInstrument::UpDown(build!(self, meter, i64_up_down_counter).build())
                     }
@@ -257,7 +259,12 @@ impl Telemetry {
     /// Records a measurement (`None`: an instrument that was refused, so
     /// the measurement is dropped and counted). Attributes are already
     /// converted and bounded by the producer.
-    pub(crate) fn record(&self, instrument: Option<&Instrument>, value: Number, attrs: &[KeyValue]) {
+    pub(crate) fn record(
+        &self,
+        instrument: Option<&Instrument>,
+        value: Number,
+        attrs: &[KeyValue],
+    ) {
         let p = &self.inner;
         let Some(meter) = &p.meter else { return };
         let ok = instrument.is_some_and(|i| i.record(meter, value, attrs));

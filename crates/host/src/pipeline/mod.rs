@@ -40,8 +40,8 @@ use tokio::runtime::Runtime;
 use wasmtime::Result;
 
 pub use builder::TelemetryBuilder;
-pub use span::HostSpan;
 pub use limits::Limits;
+pub use span::HostSpan;
 pub use stats::StatsSnapshot;
 
 use crate::export::batch::BatchQueue;
@@ -247,7 +247,10 @@ impl fmt::Debug for Telemetry {
 /// pipeline lost, exported with the guests' metrics under the scope
 /// `wasi-observe.host` (apart from the guests' scope, so no guest instrument
 /// can collide with it).
-pub(super) fn self_metric(provider: &SdkMeterProvider, stats: &Arc<Stats>) -> ObservableCounter<u64> {
+pub(super) fn self_metric(
+    provider: &SdkMeterProvider,
+    stats: &Arc<Stats>,
+) -> ObservableCounter<u64> {
     let scope = InstrumentationScope::builder("wasi-observe.host")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
@@ -272,4 +275,3 @@ pub(super) fn self_metric(provider: &SdkMeterProvider, stats: &Arc<Stats>) -> Ob
         })
         .build()
 }
-

@@ -196,10 +196,23 @@ impl Telemetry {
             None => p.ids.new_trace_id(),
         };
         let (name, kind, attributes, links) = match record.as_deref() {
-            Some(r) => (r.name.as_str(), r.kind.clone(), &r.attributes[..], &r.links[..]),
+            Some(r) => (
+                r.name.as_str(),
+                r.kind.clone(),
+                &r.attributes[..],
+                &r.links[..],
+            ),
             None => ("", SpanKind::Internal, &[][..], &[][..]),
         };
-        let sampling = sample(&*p.sampler, parent, trace_id, name, &kind, attributes, links);
+        let sampling = sample(
+            &*p.sampler,
+            parent,
+            trace_id,
+            name,
+            &kind,
+            attributes,
+            links,
+        );
         *cx = SpanContext::new(
             trace_id,
             cx.span_id(),
@@ -387,4 +400,3 @@ impl fmt::Debug for HostSpan {
             .finish_non_exhaustive()
     }
 }
-

@@ -76,7 +76,7 @@ pub(crate) fn tracer_features() {
     }
 
     // The ids the guest saw are the exported ones.
-    let printed = r.printed_ids();
+    let printed = printed_ids(&r);
     assert_eq!(printed.len(), 4, "stdout: {}", r.stdout);
     for (name, s) in [
         ("root", root),
@@ -340,7 +340,7 @@ fn tracer_features_ambient_parent() {
     assert!(root.parent_span_is_remote);
     assert_ne!(root.span_context.span_id(), parent.span_id());
     assert_eq!(
-        r.printed_ids()["root"].0,
+        printed_ids(&r)["root"].0,
         hex_trace(parent.trace_id()),
         "the guest sees the ambient trace id"
     );
@@ -380,7 +380,7 @@ fn tracer_features_isolated_stores() {
             );
             r.succeeded();
             assert_eq!(r.end_open_spans("unused"), 0);
-            r.printed_ids()
+            printed_ids(&r)
         });
         let b = scope.spawn(|| {
             let r = run(
@@ -389,7 +389,7 @@ fn tracer_features_isolated_stores() {
                 &["tracer_features"],
             );
             r.succeeded();
-            r.printed_ids()
+            printed_ids(&r)
         });
         (a.join().unwrap(), b.join().unwrap())
     });

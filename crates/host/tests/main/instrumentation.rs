@@ -2,7 +2,7 @@
 //! `wasi-observe instrument`, and modules using Dylibso's Observe ABI.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::logs::Severity;
@@ -10,12 +10,10 @@ use opentelemetry::trace::{SpanContext, SpanId, Status, TraceState};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::trace::SpanData;
-use wasi_observe_host::instrument::FunctionNames;
+use wasi_observe_host::functions::FunctionNames;
 use wasi_observe_host::{Limits, Telemetry, WasiObserveCtx, WasiObserveView};
 use wasmtime::Store;
-use wasmtime::component::{Component, Linker};
-use wasmtime_wasi::p2::bindings::sync::Command;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::component::Component;
 
 use crate::support::*;
 
@@ -125,7 +123,7 @@ fn count(edges: &[(String, String)], name: &str, parent: &str) -> usize {
         .count()
 }
 
-const FEATURES_WAT: &str = include_str!("../../instrument/tests/features.wat");
+const FEATURES_WAT: &str = include_str!("../../../instrument/tests/features.wat");
 
 #[test]
 fn instrumented_core_module_span_tree() {
@@ -597,7 +595,7 @@ fn unwound_frames_and_the_depth_limit() {
     ctx.hook_enter(2);
     ctx.hook_exit(1);
     assert_eq!(ctx.open_functions(), 0);
-    let depth = wasi_observe_host::instrument::MAX_DEPTH;
+    let depth = wasi_observe_host::functions::MAX_DEPTH;
     ctx.set_min_function_duration(Duration::from_secs(3600));
     for _ in 0..=depth {
         ctx.hook_enter(7);
@@ -626,24 +624,10 @@ fn unwound_frames_and_the_depth_limit() {
     assert_eq!(stats.spans_dropped_open_limit, 1);
 }
 
-/// Runs a component from bytes with the recorder import linked.
+/// Runs a component from bytes (the test linker has the recorder import).
 fn run_bytes(wasm: &[u8], observe: WasiObserveCtx, args: &[&str]) -> Run {
-    static LINKER: OnceLock<Linker<Host>> = OnceLock::new();
-    let linker = LINKER.get_or_init(|| {
-        let mut l = new_linker(engine());
-        wasi_observe_host::instrument::add_recorder_to_linker(&mut l).unwrap();
-        l
-    });
-    let stdout = MemoryOutputPipe::new(1 << 20);
-    let mut store = Store::new(engine(), host(observe, &stdout, args));
     let component = Component::new(engine(), wasm).unwrap();
-    let command = Command::instantiate(&mut store, &component, linker).unwrap();
-    let result = command.wasi_cli_run().call_run(&mut store);
-    Run {
-        result,
-        stdout: stdout_text(&stdout),
-        store,
-    }
+    Run::component(&component, observe, args)
 }
 
 fn instrumented_component_tree(wasm: &[u8]) -> (String, Vec<SpanData>) {

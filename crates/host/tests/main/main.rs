@@ -4,6 +4,7 @@
 //! metrics are checked in detail. One test binary, a module per subject.
 
 mod guests;
+mod host_spans;
 mod instrumentation;
 mod support;
 
