@@ -40,7 +40,8 @@ pub struct Written {
 #[derive(Debug, Clone)]
 pub struct JsonLines {
     file: Arc<Mutex<File>>,
-    resource: ResourceAttributesWithSchema,
+    /// Set by the providers; converted at each export, as the host does.
+    resource: Option<Resource>,
     written: Arc<Written>,
 }
 
@@ -49,9 +50,13 @@ impl JsonLines {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(JsonLines {
             file: Arc::new(Mutex::new(file)),
-            resource: ResourceAttributesWithSchema::default(),
+            resource: None,
             written,
         })
+    }
+
+    fn resource(&self) -> ResourceAttributesWithSchema {
+        self.resource.as_ref().map(Into::into).unwrap_or_default()
     }
 
     fn write(&self, json: serde_json::Result<Vec<u8>>) -> OTelSdkResult {
@@ -70,7 +75,7 @@ impl SpanExporter for JsonLines {
         }
         let n = batch.len() as u64;
         let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
+            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource()),
         };
         self.write(serde_json::to_vec(&request))?;
         self.written.spans.fetch_add(n, Ordering::Relaxed);
@@ -78,7 +83,7 @@ impl SpanExporter for JsonLines {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        self.resource = Some(resource.clone());
     }
 }
 
@@ -89,7 +94,7 @@ impl LogExporter for JsonLines {
             return Ok(());
         }
         let request = ExportLogsServiceRequest {
-            resource_logs: group_logs_by_resource_and_scope(&batch, &self.resource),
+            resource_logs: group_logs_by_resource_and_scope(&batch, &self.resource()),
         };
         self.write(serde_json::to_vec(&request))?;
         self.written.logs.fetch_add(n, Ordering::Relaxed);
@@ -97,7 +102,7 @@ impl LogExporter for JsonLines {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        self.resource = Some(resource.clone());
     }
 }
 

@@ -198,7 +198,15 @@ async fn serve(addr: SocketAddr, histogram: Option<Histogram<f64>>) -> Result<()
         .header_read_timeout(Duration::from_secs(30));
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                // Out of file descriptors and the like: keep serving.
+                Err(e) => {
+                    eprintln!("native-peer: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         };
@@ -298,9 +306,10 @@ fn handle(
 fn route(path: &str) -> Response<Full<Bytes>> {
     let _span = tracing::info_span!("route", route = %path).entered();
     tracing::info!(route = path, "handling");
-    let status = if path == "/hello" { 200 } else { 404 };
     let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if path != "/hello" {
+        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+    }
     response
 }
 
