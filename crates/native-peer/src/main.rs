@@ -32,22 +32,22 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-use opentelemetry::KeyValue;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::Layer as _;
 
 // As `wasi-observe` does: the batch processors' threads free what the
 // request threads allocate, which glibc's allocator serialises.
@@ -72,11 +72,15 @@ fn main() -> Result<(), Error> {
         std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
     // Built before the runtime: the blocking OTLP client must not be made
     // inside it, and the SDK's processors run on their own threads anyway.
-    let telemetry = (!disabled).then(|| Telemetry::install(&exporter)).transpose()?;
+    let telemetry = (!disabled)
+        .then(|| Telemetry::install(&exporter))
+        .transpose()?;
     let histogram = telemetry.as_ref().map(|t| t.histogram.clone());
 
     // Multi-threaded, one worker per core, as `serve`.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(addr, histogram))?;
     drop(runtime);
     if let Some(t) = telemetry {
@@ -101,8 +105,7 @@ impl Telemetry {
         let tracer = SdkTracerProvider::builder().with_resource(resource.clone());
         let logger = SdkLoggerProvider::builder().with_resource(resource.clone());
         let meter = SdkMeterProvider::builder().with_resource(resource);
-        let (tracer, logger, meter, written) = if let Some(path) = exporter.strip_prefix("jsonl:")
-        {
+        let (tracer, logger, meter, written) = if let Some(path) = exporter.strip_prefix("jsonl:") {
             let written = Arc::new(jsonl::Written::default());
             let file = jsonl::JsonLines::create(path, written.clone())?;
             (
@@ -120,7 +123,9 @@ impl Telemetry {
                 None,
             )
         } else {
-            return Err(format!("unknown exporter {exporter} (expected jsonl:PATH or otlp)").into());
+            return Err(
+                format!("unknown exporter {exporter} (expected jsonl:PATH or otlp)").into(),
+            );
         };
         let (tracer, logger, meter) = (tracer.build(), logger.build(), meter.build());
 
@@ -290,7 +295,10 @@ fn handle(
     if let Some(v) = version {
         attributes.push(KeyValue::new("network.protocol.version", v));
     }
-    attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+    attributes.push(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
     if status >= 500 {
         span.record("error.type", status.to_string());
         span.record("otel.status_code", "ERROR");
