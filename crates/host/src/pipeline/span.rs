@@ -278,6 +278,7 @@ impl Telemetry {
     /// Ends a span at `end` and hands it to the span queue, if it is sampled
     /// and the pipeline exports traces. An end before the start is clamped to
     /// the start (counted).
+    #[allow(clippy::boxed_local, reason = "records live boxed in their producers")]
     pub(crate) fn end_span(&self, cx: SpanContext, record: Box<SpanRecord>, end: SystemTime) {
         let p = &self.inner;
         let Some(queue) = &p.spans else { return };
