@@ -83,6 +83,13 @@ impl WasiObserveCtx {
         self.scope.open_spans()
     }
 
+    /// Bytes this store holds for its guest (open spans, named frames and
+    /// their tags, shared attribute sets), bounded by
+    /// [`Limits::store_bytes`](crate::Limits::store_bytes).
+    pub fn held_bytes(&self) -> usize {
+        self.scope.budget.used
+    }
+
     /// Ends every open span, innermost first, with an error status whose
     /// description is `reason`, and exports them; function frames (of
     /// instrumented guests) too. Returns how many it ended.

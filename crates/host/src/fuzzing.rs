@@ -64,6 +64,12 @@ pub fn telemetry() -> &'static Telemetry {
                 array_length: 8,
                 open_spans_per_store: 16,
                 instruments: 32,
+                // Small, so that fuzzing reaches every budget's edge.
+                store_bytes: 16 << 10,
+                export_bytes: 1 << 20,
+                metric_value_length: 16,
+                series_per_instrument: 8,
+                metric_bytes: 4 << 10,
             })
             .with_span_batch_config(batch.clone())
             .with_log_batch_config(batch)

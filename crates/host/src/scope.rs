@@ -8,6 +8,10 @@
 //! trace. Spans are born and exported through the pipeline
 //! ([`Telemetry::begin_span`], [`Telemetry::end_span`]); the scope only
 //! remembers them between their start and end.
+//!
+//! What the scope remembers is bounded in bytes by the store's
+//! [budget](crate::pipeline::budget): a span that would not fit does not
+//! record, data that would not fit is refused, both counted.
 
 use std::time::SystemTime;
 
@@ -17,6 +21,7 @@ use slab::Slab;
 
 use crate::functions::Functions;
 use crate::pipeline::Telemetry;
+use crate::pipeline::budget::{StoreBudget, attrs_bytes, link_bytes};
 use crate::pipeline::span::{NewSpan, SpanRecord};
 use crate::pipeline::stats::Stats;
 
@@ -112,6 +117,9 @@ pub(crate) struct SpanScope {
     pub(crate) open: Vec<u32>,
     pub(crate) ambient: Option<SpanContext>,
     pub(crate) functions: Functions,
+    /// Bytes held for the guest: open span records, frames' names and tags,
+    /// shared attribute sets.
+    pub(crate) budget: StoreBudget,
 }
 
 impl SpanScope {
@@ -122,6 +130,7 @@ impl SpanScope {
             open: Vec::new(),
             ambient: None,
             functions: Functions::default(),
+            budget: StoreBudget::default(),
         }
     }
 
@@ -175,8 +184,38 @@ impl SpanScope {
         true
     }
 
-    /// Starts a guest span under `parent` and keeps its state.
+    /// Takes `bytes` from the store's budget for something the guest gives
+    /// it to keep; false (the caller drops it and counts) if they do not fit.
+    pub(crate) fn take_bytes(&mut self, bytes: usize) -> bool {
+        let max = self.telemetry.limits().store_bytes;
+        if self.budget.fits(bytes, max) {
+            self.budget.add(bytes);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the store's budget is spent (so a guest's data need not
+    /// even be read).
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.budget.used >= self.telemetry.limits().store_bytes
+    }
+
+    /// Starts a guest span under `parent` and keeps its state; a span that
+    /// does not fit the store's byte budget does not record (counted).
     pub(crate) fn start(&mut self, parent: ParentChoice, span: GuestSpan) -> Started {
+        let estimate = std::mem::size_of::<SpanRecord>()
+            + span.name.len()
+            + attrs_bytes(&span.attributes)
+            + span.links.iter().map(link_bytes).sum::<usize>();
+        if !self
+            .budget
+            .fits(estimate, self.telemetry.limits().store_bytes)
+        {
+            Stats::add(&self.telemetry.counters().spans_dropped_store_budget, 1);
+            return Started::NOOP;
+        }
         let parent = self.resolve(parent);
         let (cx, record) = self.telemetry.begin_span(NewSpan {
             name: span.name,
@@ -189,6 +228,9 @@ impl SpanScope {
             dropped_links: span.dropped_links,
         });
         let recording = record.is_some();
+        if let Some(r) = &record {
+            self.budget.add(r.bytes());
+        }
         // Recorder events flushed after this happened after this span began.
         self.note_guest_resumed();
         let key = self.spans.insert(SpanSlot::Open {
@@ -209,9 +251,50 @@ impl SpanScope {
         self.spans.get(rep as usize).map(SpanSlot::context)
     }
 
-    /// The record of an open, recording span.
-    pub(crate) fn record_mut(&mut self, rep: u32) -> Option<&mut SpanRecord> {
-        self.spans.get_mut(rep as usize).and_then(SpanSlot::record)
+    /// Whether a span handle records (open, sampled in or record-only).
+    pub(crate) fn is_recording(&mut self, rep: u32) -> bool {
+        self.spans
+            .get_mut(rep as usize)
+            .and_then(SpanSlot::record)
+            .is_some()
+    }
+
+    /// How many links an open, recording span holds; `None` if it does not
+    /// record.
+    pub(crate) fn links_of(&mut self, rep: u32) -> Option<usize> {
+        self.spans
+            .get_mut(rep as usize)
+            .and_then(SpanSlot::record)
+            .map(|r| r.links.len())
+    }
+
+    /// Changes an open, recording span with `f`, if the `incoming` bytes it
+    /// adds fit the store's budget; else refuses, counting `items` values
+    /// dropped. The budget then holds what the record holds. False if
+    /// nothing was changed.
+    pub(crate) fn update_span(
+        &mut self,
+        rep: u32,
+        incoming: usize,
+        items: u64,
+        f: impl FnOnce(&mut SpanRecord, &Telemetry),
+    ) -> bool {
+        let Some(r) = self.spans.get_mut(rep as usize).and_then(SpanSlot::record) else {
+            return false;
+        };
+        let max = self.telemetry.limits().store_bytes;
+        if !self.budget.fits(incoming, max) {
+            Stats::add(
+                &self.telemetry.counters().values_dropped_store_budget,
+                items,
+            );
+            return false;
+        }
+        let before = r.bytes();
+        f(r, &self.telemetry);
+        self.budget.sub(before);
+        self.budget.add(r.bytes());
+        true
     }
 
     /// Ends a span at `end` (`None`: now) and exports it; a second end is a
@@ -224,6 +307,7 @@ impl SpanScope {
             self.open.remove(pos);
         }
         if let Some(record) = record {
+            self.budget.sub(record.bytes());
             self.telemetry
                 .end_span(cx, record, end.unwrap_or_else(SystemTime::now));
         }
@@ -257,7 +341,12 @@ impl SpanScope {
             self.telemetry.checker().invalid();
             return cx.clone();
         }
+        let held = record.as_ref().map_or(0, |r| r.bytes());
         self.telemetry.move_span(cx, record, parent.as_ref());
+        if record.is_none() {
+            // No longer recording: its record is gone.
+            self.budget.sub(held);
+        }
         cx.clone()
     }
 
@@ -281,6 +370,7 @@ impl SpanScope {
                 && let Some((cx, record)) = slot.end()
                 && let Some(mut record) = record
             {
+                self.budget.sub(record.bytes());
                 record.status = Status::error(reason.to_string());
                 self.telemetry.end_span(cx, record, end);
             }

@@ -3,6 +3,7 @@
 //! One test binary, a module per subject.
 
 mod basics;
+mod budgets;
 mod instrument;
 mod reliability;
 mod support;

@@ -18,6 +18,12 @@
 //! overflows, the oldest items are dropped and counted. Permanent failures
 //! (a refused signal, a malformed request) are not retried. At shutdown the
 //! worker retries for at most `exit_retry`, then counts what is left as failed.
+//!
+//! Items are also bounded in bytes: every queue of a pipeline takes its
+//! items' bytes from one [`SharedBudget`] and gives them back when they leave
+//! the worker (exported, refused, or dropped from the retry buffer). An item
+//! that does not fit is dropped at once, counted: waiting could not help a
+//! producer when megabytes are already queued.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
+use crate::pipeline::budget::{Held, SharedBudget};
 use crate::pipeline::limits::var_usize;
 use crate::pipeline::stats::Stats;
 
@@ -189,23 +196,28 @@ pub(crate) struct BatchQueue<T> {
     max_block: Duration,
     stats: Arc<Stats>,
     dropped: fn(&Stats) -> &AtomicU64,
+    dropped_budget: fn(&Stats) -> &AtomicU64,
+    budget: Arc<SharedBudget>,
     worker: Mutex<Option<JoinHandle<()>>>,
     name: &'static str,
 }
 
 /// The counters a queue keeps: items delivered, lost by the exporter,
-/// dropped because the queue stayed full, dropped from the retry buffer, and
-/// export retries.
+/// dropped because the queue stayed full or the byte budget was, dropped
+/// from the retry buffer, and export retries; and the byte budget its items
+/// take from.
 pub(crate) struct Outcome {
     pub stats: Arc<Stats>,
+    pub budget: Arc<SharedBudget>,
     pub exported: fn(&Stats) -> &AtomicU64,
     pub failed: fn(&Stats) -> &AtomicU64,
     pub dropped: fn(&Stats) -> &AtomicU64,
+    pub dropped_budget: fn(&Stats) -> &AtomicU64,
     pub dropped_retry: fn(&Stats) -> &AtomicU64,
     pub retries: fn(&Stats) -> &AtomicU64,
 }
 
-impl<T: Send + 'static> BatchQueue<T> {
+impl<T: Held + Send + 'static> BatchQueue<T> {
     pub(crate) fn new(
         name: &'static str,
         config: &BatchConfig,
@@ -213,6 +225,7 @@ impl<T: Send + 'static> BatchQueue<T> {
         outcome: Outcome,
     ) -> Self {
         let (stats, dropped) = (outcome.stats.clone(), outcome.dropped);
+        let (budget, dropped_budget) = (outcome.budget.clone(), outcome.dropped_budget);
         let (items, items_rx) = crossbeam_channel::bounded(config.max_queue_size);
         let (control, control_rx) = crossbeam_channel::unbounded();
         let targets = sink.targets().clamp(1, 64);
@@ -249,6 +262,8 @@ impl<T: Send + 'static> BatchQueue<T> {
             max_block: config.max_block,
             stats,
             dropped,
+            dropped_budget,
+            budget,
             worker: Mutex::new(Some(handle)),
             name,
         }
@@ -256,6 +271,20 @@ impl<T: Send + 'static> BatchQueue<T> {
 
     /// Queues an item; returns false if it was dropped.
     pub(crate) fn push(&self, item: T) -> bool {
+        let bytes = item.held_bytes();
+        if !self.budget.take(bytes) {
+            Stats::add((self.dropped_budget)(&self.stats), 1);
+            return false;
+        }
+        let pushed = self.push_counted(item);
+        if !pushed {
+            self.budget.give(bytes);
+        }
+        pushed
+    }
+
+    /// [`push`](Self::push) once the item's bytes are taken.
+    fn push_counted(&self, item: T) -> bool {
         let item = match self.items.try_send(item) {
             Ok(()) => {
                 if self.shedding.load(Ordering::Relaxed) {
@@ -375,7 +404,12 @@ struct Worker<T, S> {
     episode: Option<Episode>,
 }
 
-impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
+/// The bytes a list of items holds.
+fn bytes<T: Held>(items: &[T]) -> usize {
+    items.iter().map(Held::held_bytes).sum()
+}
+
+impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
     fn run(mut self) {
         let batch_size = self.config.max_export_batch_size;
         let delay = self.config.scheduled_delay;
@@ -505,6 +539,7 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
         let o = &self.outcome;
         let counter = if p.refused { o.failed } else { o.exported };
         counter(&o.stats).fetch_add(n, Ordering::Relaxed);
+        o.budget.give(bytes(&p.items));
         Ok(())
     }
 
@@ -533,6 +568,7 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
                 break;
             };
             let n = excess.min(front.items.len());
+            self.outcome.budget.give(bytes(&front.items[..n]));
             front.items.drain(..n);
             self.pending_items -= n;
             dropped += n;
@@ -600,7 +636,9 @@ impl<T: Send + 'static, S: Sink<T>> Worker<T, S> {
                 "wasi-observe: gave up exporting {} {} at exit (counted, reported at exit)",
                 self.pending_items, self.name
             );
-            self.pending.clear();
+            for p in self.pending.drain(..) {
+                o.budget.give(bytes(&p.items));
+            }
             self.pending_items = 0;
         }
         self.sink.shutdown(self.config.export_timeout);
@@ -666,12 +704,25 @@ mod tests {
         fn shutdown(&mut self, _: Duration) {}
     }
 
+    /// Test items hold a kilobyte each.
+    impl Held for u32 {
+        fn held_bytes(&self) -> usize {
+            1024
+        }
+    }
+
     fn outcome() -> Outcome {
+        outcome_with_budget(usize::MAX)
+    }
+
+    fn outcome_with_budget(bytes: usize) -> Outcome {
         Outcome {
             stats: Arc::default(),
+            budget: Arc::new(SharedBudget::new(bytes)),
             exported: |s| &s.spans_exported,
             failed: |s| &s.spans_export_failed,
             dropped: |s| &s.spans_dropped_queue_full,
+            dropped_budget: |s| &s.spans_dropped_export_budget,
             dropped_retry: |s| &s.spans_dropped_retry_buffer,
             retries: |s| &s.spans_export_retries,
         }
@@ -689,6 +740,35 @@ mod tests {
             retry_max: Duration::from_millis(50),
             exit_retry: Duration::from_millis(300),
         }
+    }
+
+    /// Queued, exporting and retry-buffered items hold their bytes until they
+    /// leave; beyond the budget new items are dropped at once, counted.
+    #[test]
+    fn the_byte_budget_bounds_queue_and_retry_buffer() {
+        let sink = Slow::default();
+        let (seen, down) = (sink.seen.clone(), sink.down.clone());
+        let out = outcome_with_budget(100 * 1024);
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
+        down.store(true, Ordering::SeqCst);
+        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
+        let pushed = (0..300).filter(|&i| q.push(i)).count();
+        assert!(q.flush(Duration::from_secs(5)));
+        // Nothing exported while the sink is down: the budget admitted
+        // exactly 100 items, the rest were dropped without waiting.
+        assert_eq!(pushed, 100);
+        assert_eq!(budget.used(), 100 * 1024);
+        let s = stats.snapshot();
+        assert_eq!(s.spans_dropped_export_budget, 200);
+        assert_eq!(s.spans_dropped_queue_full, 0);
+        down.store(false, Ordering::SeqCst);
+        assert!(q.flush(Duration::from_secs(5)));
+        assert_eq!(seen.lock().unwrap().len(), 100);
+        assert_eq!(budget.used(), 0);
+        // Room again.
+        assert!(q.push(1));
+        assert!(q.shutdown(Duration::from_secs(5)));
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
@@ -722,7 +802,7 @@ mod tests {
         let sink = Slow::default();
         let (seen, down) = (sink.seen.clone(), sink.down.clone());
         let out = outcome();
-        let stats = out.stats.clone();
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
         down.store(true, Ordering::SeqCst);
         let mut cfg = config(16, 2000);
         cfg.retry_buffer = 100;
@@ -740,6 +820,8 @@ mod tests {
         assert!(s.spans_dropped_retry_buffer >= 900, "{s}");
         // The newest survived.
         assert_eq!(seen.last(), Some(&999));
+        // Dropped items gave their bytes back.
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(
     Ok(())
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Enter,
     Exit,
@@ -181,6 +181,12 @@ pub(crate) fn define<T: WasiObserveView + 'static>(
         }
         _ => {
             let two = move |mut c: Caller<'_, T>, ptr: u64, len: u32| {
+                // Tags the store has no room for are not even read.
+                if op == Op::SpanTags && observe(&mut c).scope.budget_spent() {
+                    let t = observe(&mut c).telemetry();
+                    Stats::add(&t.counters().values_dropped_store_budget, 1);
+                    return;
+                }
                 let Some(text) = read_string(&mut c, ptr, len) else {
                     return;
                 };

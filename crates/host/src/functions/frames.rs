@@ -8,6 +8,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, Status};
 
 use super::{DEFAULT_MIN_DURATION, FunctionNames, MAX_DEPTH};
+use crate::pipeline::budget::kv_bytes;
 use crate::pipeline::stats::Stats;
 use crate::scope::SpanScope;
 
@@ -33,6 +34,8 @@ struct Extra {
     attributes: Vec<KeyValue>,
     /// `memory.grow` requests: when, and how many pages.
     grows: Vec<(u64, u32)>,
+    /// The bytes taken from the store's budget for it.
+    bytes: usize,
 }
 
 struct Frame {
@@ -258,12 +261,23 @@ impl SpanScope {
             Stats::add(&self.telemetry.counters().spans_dropped_open_limit, 1);
             return;
         }
-        let extra = name.map(|n| {
-            Box::new(Extra {
-                name: Some(self.telemetry.checker().string(n)),
-                ..Extra::default()
-            })
-        });
+        // A name that does not fit the store's budget is dropped (counted):
+        // the frame is kept, as an unnamed one, so exits still match.
+        let extra = name
+            .map(|n| self.telemetry.checker().string(n))
+            .and_then(|n| {
+                let bytes = std::mem::size_of::<Extra>() + n.len();
+                if self.take_bytes(bytes) {
+                    Some(Box::new(Extra {
+                        name: Some(n),
+                        bytes,
+                        ..Extra::default()
+                    }))
+                } else {
+                    Stats::add(&self.telemetry.counters().values_dropped_store_budget, 1);
+                    None
+                }
+            });
         self.functions.frames.push(Frame {
             id,
             start: t,
@@ -327,6 +341,9 @@ impl SpanScope {
         let Some(frame) = self.functions.frames.pop() else {
             return;
         };
+        if let Some(extra) = &frame.extra {
+            self.budget.sub(extra.bytes);
+        }
         let Some(ident) = frame.ident else { return };
         if !ident.cx.is_sampled() {
             return;
@@ -434,6 +451,8 @@ impl SpanScope {
         };
         let extra = top.extra.get_or_insert_with(Box::default);
         if extra.grows.len() < limit {
+            // 12 bytes each, at most `events_per_span` per frame: not
+            // counted against the budget.
             extra.grows.push((t, pages));
         } else {
             Stats::add(&self.telemetry.counters().events_dropped, 1);
@@ -458,21 +477,33 @@ impl SpanScope {
             );
             return;
         }
-        let Some(top) = self.functions.frames.last_mut() else {
+        if self.functions.frames.is_empty() {
             self.telemetry.checker().invalid();
             return;
-        };
+        }
         // No tags (`span-tags ""`): nothing to keep the frame for.
         if attrs.is_empty() {
             return;
         }
+        let counters = self.telemetry.counters();
+        let max = self.telemetry.limits().store_bytes;
+        let Some(top) = self.functions.frames.last_mut() else {
+            return;
+        };
         let extra = top.extra.get_or_insert_with(Box::default);
         for kv in attrs {
-            if extra.attributes.len() < limit {
-                extra.attributes.push(kv);
-            } else {
-                Stats::add(&self.telemetry.counters().attributes_dropped, 1);
+            if extra.attributes.len() >= limit {
+                Stats::add(&counters.attributes_dropped, 1);
+                continue;
             }
+            let bytes = kv_bytes(&kv);
+            if !self.budget.fits(bytes, max) {
+                Stats::add(&counters.values_dropped_store_budget, 1);
+                continue;
+            }
+            self.budget.add(bytes);
+            extra.bytes += bytes;
+            extra.attributes.push(kv);
         }
     }
 

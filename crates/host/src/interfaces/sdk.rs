@@ -19,6 +19,7 @@ use crate::bindings::logging::Level;
 use crate::bindings::sdk::{self as wit, Host, Parent, Signals, SpanEvent};
 use crate::bindings::tracer::{self, HostSpan, KeyValue, StartOptions, Status};
 use crate::ctx::WasiObserveCtx;
+use crate::pipeline::budget::{attrs_bytes, event_bytes};
 use crate::pipeline::logs::NewLog;
 use crate::scope::ParentChoice;
 
@@ -63,22 +64,9 @@ fn wit_context(ctx: &WasiObserveCtx, cx: wit::Context) -> Option<SpanContext> {
 /// Attribute sets an instance may share (`share-attributes`), and the bytes
 /// they may hold together: a callsite's constants are small, and without a
 /// byte bound a guest could make the host keep 1024 x 128 values of 64 KiB.
+/// They count against the store's budget too.
 const MAX_SHARED_SETS: usize = 1024;
 const MAX_SHARED_BYTES: usize = 1 << 20;
-
-/// The bytes an attribute holds (its strings and array elements).
-fn attribute_size(kv: &otel::KeyValue) -> usize {
-    use otel::{Array, Value};
-    let value = match &kv.value {
-        Value::String(s) => s.as_str().len(),
-        Value::Array(Array::String(a)) => a.iter().map(|s| s.as_str().len()).sum(),
-        Value::Array(Array::Bool(a)) => a.len(),
-        Value::Array(Array::I64(a)) => a.len() * 8,
-        Value::Array(Array::F64(a)) => a.len() * 8,
-        _ => 8,
-    };
-    kv.key.as_str().len() + value
-}
 
 /// An attribute whose strings are reference-counted, so that copying it into
 /// each span is a counter increment rather than an allocation.
@@ -139,8 +127,10 @@ impl Host for WasiObserveCtx {
         let t = self.scope.telemetry();
         let (attrs, _) =
             values::attributes(&t.checker(), attributes, t.limits().attributes_per_span);
-        let bytes: usize = attrs.iter().map(attribute_size).sum();
-        if self.shared_bytes + bytes > MAX_SHARED_BYTES {
+        let bytes = attrs_bytes(&attrs);
+        // Refused, the guest sends the attributes with each use instead:
+        // nothing is lost.
+        if self.shared_bytes + bytes > MAX_SHARED_BYTES || !self.scope.take_bytes(bytes) {
             return Ok(None);
         }
         self.shared_bytes += bytes;
@@ -213,12 +203,11 @@ impl Host for WasiObserveCtx {
                     dropped = dropped.saturating_add(1);
                 }
             }
-            if let Some(r) = self.scope.record_mut(span.rep()) {
-                r.add_event(
-                    opentelemetry::trace::Event::new(name, now, attrs, dropped),
-                    &t,
-                );
-            }
+            let event = opentelemetry::trace::Event::new(name, now, attrs, dropped);
+            self.scope
+                .update_span(span.rep(), event_bytes(&event), 1, |r, t| {
+                    r.add_event(event, t)
+                });
         }
         let cx = match parent_choice(self, span) {
             ParentChoice::Given(cx) => Some(cx),

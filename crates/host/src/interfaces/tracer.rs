@@ -18,6 +18,7 @@ use super::values;
 use crate::bindings::Datetime;
 use crate::bindings::tracer::{self as wit, Host, HostSpan, StartOptions};
 use crate::ctx::WasiObserveCtx;
+use crate::pipeline::budget::{attrs_bytes, event_bytes, link_bytes, status_bytes};
 use crate::scope::{GuestSpan as NewGuestSpan, ParentChoice, Started};
 
 /// The host side of a guest's `span` resource. Its state lives in the
@@ -118,7 +119,7 @@ impl HostSpan for WasiObserveCtx {
     }
 
     fn is_recording(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<bool> {
-        Ok(self.scope.record_mut(span.rep()).is_some())
+        Ok(self.scope.is_recording(span.rep()))
     }
 
     fn set_attributes(
@@ -126,16 +127,18 @@ impl HostSpan for WasiObserveCtx {
         span: Resource<GuestSpan>,
         attributes: Vec<wit::KeyValue>,
     ) -> wasmtime::Result<()> {
-        let t = self.scope.telemetry.clone();
-        if let Some(r) = self.scope.record_mut(span.rep()) {
-            let dropped = values::merge_attributes(
-                &t.checker(),
-                &mut r.attributes,
-                attributes,
-                t.limits().attributes_per_span,
-            );
-            r.dropped_attributes = r.dropped_attributes.saturating_add(dropped);
+        let rep = span.rep();
+        if !self.scope.is_recording(rep) {
+            return Ok(());
         }
+        let t = self.scope.telemetry();
+        let max = t.limits().attributes_per_span;
+        let (attrs, dropped) = values::attributes(&t.checker(), attributes, max);
+        let (bytes, n) = (attrs_bytes(&attrs), attrs.len() as u64);
+        self.scope.update_span(rep, bytes, n, |r, t| {
+            r.merge_attributes(&t.checker(), attrs, max);
+            r.dropped_attributes = r.dropped_attributes.saturating_add(dropped);
+        });
         Ok(())
     }
 
@@ -146,10 +149,11 @@ impl HostSpan for WasiObserveCtx {
         timestamp: Option<Datetime>,
         attributes: Option<Vec<wit::KeyValue>>,
     ) -> wasmtime::Result<()> {
-        let t = self.scope.telemetry.clone();
-        let Some(r) = self.scope.record_mut(span.rep()) else {
+        let rep = span.rep();
+        if !self.scope.is_recording(rep) {
             return Ok(());
-        };
+        }
+        let t = self.scope.telemetry();
         let check = t.checker();
         let time = values::timestamp_or_now(&check, timestamp);
         let (attrs, dropped) = values::attributes(
@@ -157,20 +161,23 @@ impl HostSpan for WasiObserveCtx {
             attributes.unwrap_or_default(),
             t.limits().attributes_per_event,
         );
-        let name = check.string(name);
-        r.add_event(Event::new(name, time, attrs, dropped), &t);
+        let event = Event::new(check.string(name), time, attrs, dropped);
+        self.scope
+            .update_span(rep, event_bytes(&event), 1, |r, t| r.add_event(event, t));
         Ok(())
     }
 
     fn add_link(&mut self, span: Resource<GuestSpan>, link: wit::Link) -> wasmtime::Result<()> {
-        let t = self.scope.telemetry.clone();
-        let Some(r) = self.scope.record_mut(span.rep()) else {
+        let rep = span.rep();
+        let Some(held) = self.scope.links_of(rep) else {
             return Ok(());
         };
-        let room = t.limits().links_per_span.saturating_sub(r.links.len());
+        let t = self.scope.telemetry();
+        let room = t.limits().links_per_span.saturating_sub(held);
         let (links, dropped) = values::links(&t.checker(), t.limits(), vec![link], room);
-        r.links.extend(links);
-        r.dropped_links = r.dropped_links.saturating_add(dropped);
+        let bytes = links.iter().map(link_bytes).sum();
+        self.scope
+            .update_span(rep, bytes, 1, |r, _| r.add_links(links, dropped));
         Ok(())
     }
 
@@ -187,17 +194,16 @@ impl HostSpan for WasiObserveCtx {
             wit::Status::Ok => Status::Ok,
             wit::Status::Unset => Status::Unset,
         };
-        if let Some(r) = self.scope.record_mut(span.rep()) {
-            r.set_status(status);
-        }
+        let bytes = status_bytes(&status);
+        self.scope
+            .update_span(span.rep(), bytes, 1, |r, _| r.set_status(status));
         Ok(())
     }
 
     fn update_name(&mut self, span: Resource<GuestSpan>, name: String) -> wasmtime::Result<()> {
         let name = self.scope.telemetry().checker().string(name);
-        if let Some(r) = self.scope.record_mut(span.rep()) {
-            r.name = name;
-        }
+        self.scope
+            .update_span(span.rep(), name.len(), 1, |r, _| r.set_name(name));
         Ok(())
     }
 

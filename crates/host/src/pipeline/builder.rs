@@ -17,6 +17,7 @@ use tokio::runtime::Runtime;
 use wasmtime::Result;
 use wasmtime::error::Context as _;
 
+use super::budget::SharedBudget;
 use super::instruments::Instruments;
 use super::logs::QueueLogProcessor;
 use super::sampler::sampler_from_env;
@@ -277,6 +278,7 @@ impl TelemetryBuilder {
         let sampler = self.sampler.unwrap_or_else(sampler_from_env);
         let rt = self.runtime.handle().clone();
         let enabled = self.enabled;
+        let export_budget = Arc::new(SharedBudget::new(limits.export_bytes));
 
         let spans = (enabled && !self.span_exporters.is_empty()).then(|| {
             let mut exporters = self.span_exporters;
@@ -292,9 +294,11 @@ impl TelemetryBuilder {
                 },
                 Outcome {
                     stats: stats.clone(),
+                    budget: export_budget.clone(),
                     exported: |s| &s.spans_exported,
                     failed: |s| &s.spans_export_failed,
                     dropped: |s| &s.spans_dropped_queue_full,
+                    dropped_budget: |s| &s.spans_dropped_export_budget,
                     dropped_retry: |s| &s.spans_dropped_retry_buffer,
                     retries: |s| &s.spans_export_retries,
                 },
@@ -315,9 +319,11 @@ impl TelemetryBuilder {
                 },
                 Outcome {
                     stats: stats.clone(),
+                    budget: export_budget.clone(),
                     exported: |s| &s.logs_exported,
                     failed: |s| &s.logs_export_failed,
                     dropped: |s| &s.logs_dropped_queue_full,
+                    dropped_budget: |s| &s.logs_dropped_export_budget,
                     dropped_retry: |s| &s.logs_dropped_retry_buffer,
                     retries: |s| &s.logs_export_retries,
                 },
@@ -348,7 +354,7 @@ impl TelemetryBuilder {
                 scope,
                 sampler,
                 ids: RandomIdGenerator::default(),
-                instruments: Instruments::new(limits.instruments),
+                instruments: Instruments::new(&limits),
                 limits,
                 stats,
                 spans,

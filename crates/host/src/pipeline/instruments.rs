@@ -8,15 +8,27 @@
 //! increments of a counter, negative or non-finite histogram values,
 //! non-finite values of the other kinds, and new instruments beyond
 //! `WASI_OBSERVE_MAX_INSTRUMENTS`.
+//!
+//! Series (an instrument's distinct attribute sets) live as long as the
+//! process, so no one may inflate them: string attribute values are cut to
+//! [`Limits::metric_value_length`](super::Limits::metric_value_length), each
+//! instrument (the host's own included) keeps at most
+//! `series_per_instrument` series, and all series' attributes together at
+//! most `metric_bytes`. A measurement of a series beyond these is dropped,
+//! counted in `measurements_dropped_series_limit`, rather than folded into
+//! the SDK's overflow series where it would be lost silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::Telemetry;
-use super::limits::Checker;
+use super::budget::{SharedBudget, attrs_bytes};
+use super::limits::{Checker, Limits, truncate};
 use super::stats::Stats;
 
 /// The kinds of instrument a guest can record into.
@@ -60,6 +72,41 @@ pub(crate) struct Instrument {
     boundaries: Option<Vec<f64>>,
     int: OnceLock<IntInstrument>,
     float: OnceLock<FloatInstrument>,
+    series: Series,
+}
+
+/// The series an instrument has, by a hash of their attribute sets.
+#[derive(Default)]
+struct Series {
+    seen: Mutex<HashSet<u64>>,
+    warned: AtomicBool,
+}
+
+impl Series {
+    /// Whether a measurement with `attrs` may be recorded: its series is
+    /// known, or there is room for a new one (whose bytes it takes).
+    fn admits(&self, attrs: &[KeyValue], limits: &Limits, all: &Instruments, name: &str) -> bool {
+        let key = all.series_key(attrs);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&key) {
+            return true;
+        }
+        if seen.len() >= limits.series_per_instrument {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "wasi-observe: instrument {name:?} reached {} series (WASI_OBSERVE_MAX_SERIES); \
+                     dropping measurements of new attribute sets (counted, reported at exit)",
+                    limits.series_per_instrument
+                );
+            }
+            return false;
+        }
+        if !all.series_bytes.take(attrs_bytes(attrs)) {
+            return false;
+        }
+        seen.insert(key);
+        true
+    }
 }
 
 enum IntInstrument {
@@ -156,20 +203,45 @@ impl Instrument {
     }
 }
 
+/// One of the host's own histograms and its series.
+type HostEntry = (Histogram<f64>, Arc<Series>);
+
 /// Every instrument of a pipeline, by name and kind, and the host's own.
 pub(super) struct Instruments {
     max: usize,
     by_name: Mutex<HashMap<String, [Option<Arc<Instrument>>; KINDS]>>,
-    host: Mutex<HashMap<&'static str, Histogram<f64>>>,
+    host: Mutex<HashMap<&'static str, HostEntry>>,
+    /// Bytes all series' attributes hold.
+    series_bytes: SharedBudget,
+    /// Keyed at random, so that no guest can choose attribute sets whose
+    /// hashes collide (a collision would admit a series uncounted).
+    hasher: RandomState,
 }
 
 impl Instruments {
-    pub(super) fn new(max: usize) -> Self {
+    pub(super) fn new(limits: &Limits) -> Self {
         Instruments {
-            max,
+            max: limits.instruments,
             by_name: Mutex::new(HashMap::new()),
             host: Mutex::new(HashMap::new()),
+            series_bytes: SharedBudget::named(
+                limits.metric_bytes,
+                "the attributes of metric series",
+                "WASI_OBSERVE_MAX_METRIC_BYTES",
+            ),
+            hasher: RandomState::new(),
         }
+    }
+
+    /// A hash of an attribute set that does not depend on the order of its
+    /// attributes (the SDK sorts them too).
+    fn series_key(&self, attrs: &[KeyValue]) -> u64 {
+        attrs.iter().fold(0u64, |acc, kv| {
+            let mut h = self.hasher.build_hasher();
+            kv.key.as_str().hash(&mut h);
+            hash_value(&kv.value, &mut h);
+            acc.wrapping_add(h.finish())
+        })
     }
 
     /// The instrument `name` of `kind`, made with `describe()` if it is new.
@@ -217,9 +289,92 @@ impl Instruments {
             boundaries,
             int: OnceLock::new(),
             float: OnceLock::new(),
+            series: Series::default(),
         });
         map.entry(name.to_string()).or_default()[kind.index()] = Some(instrument.clone());
         Some(instrument)
+    }
+}
+
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Bool(b) => (0u8, b).hash(h),
+        Value::I64(i) => (1u8, i).hash(h),
+        Value::F64(f) => (2u8, f.to_bits()).hash(h),
+        Value::String(s) => (3u8, s.as_str()).hash(h),
+        Value::Array(Array::Bool(a)) => (4u8, a).hash(h),
+        Value::Array(Array::I64(a)) => (5u8, a).hash(h),
+        Value::Array(Array::F64(a)) => {
+            6u8.hash(h);
+            a.iter().for_each(|f| f.to_bits().hash(h));
+        }
+        Value::Array(Array::String(a)) => {
+            7u8.hash(h);
+            a.iter().for_each(|s| s.as_str().hash(h));
+        }
+        other => (8u8, other.to_string()).hash(h),
+    }
+}
+
+/// Attributes with their string values cut to `max` bytes; `None` when
+/// none is longer (the common case: no copy).
+fn metric_attributes(attrs: &[KeyValue], max: usize, check: &Checker<'_>) -> Option<Vec<KeyValue>> {
+    let long = |s: &StringValue| s.as_str().len() > max;
+    let any_long = attrs.iter().any(|kv| match &kv.value {
+        Value::String(s) => long(s),
+        Value::Array(Array::String(a)) => a.iter().any(long),
+        _ => false,
+    });
+    if !any_long {
+        return None;
+    }
+    let cut = |s: &StringValue| -> StringValue {
+        let mut s = s.as_str().to_string();
+        if truncate(&mut s, max) {
+            check.count(&check.stats.values_truncated);
+        }
+        s.into()
+    };
+    Some(
+        attrs
+            .iter()
+            .map(|kv| {
+                let value = match &kv.value {
+                    Value::String(s) => Value::String(cut(s)),
+                    Value::Array(Array::String(a)) => {
+                        Value::Array(Array::String(a.iter().map(cut).collect()))
+                    }
+                    other => other.clone(),
+                };
+                KeyValue::new(kv.key.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// One of the host's own instruments, bounded in series like a guest's.
+pub(crate) struct HostInstrument {
+    histogram: Histogram<f64>,
+    series: Arc<Series>,
+    telemetry: Telemetry,
+    name: &'static str,
+}
+
+impl HostInstrument {
+    /// Records `value` with `attrs` (whose text may come from a client).
+    pub(crate) fn record(&self, value: f64, attrs: &[KeyValue]) {
+        let t = &self.telemetry;
+        let p = &t.inner;
+        let cut = metric_attributes(attrs, p.limits.metric_value_length, &t.checker());
+        let attrs = cut.as_deref().unwrap_or(attrs);
+        if !self
+            .series
+            .admits(attrs, &p.limits, &p.instruments, self.name)
+        {
+            Stats::add(&p.stats.measurements_dropped_series_limit, 1);
+            return;
+        }
+        self.histogram.record(value, attrs);
     }
 }
 
@@ -267,6 +422,14 @@ impl Telemetry {
     ) {
         let p = &self.inner;
         let Some(meter) = &p.meter else { return };
+        let cut = metric_attributes(attrs, p.limits.metric_value_length, &self.checker());
+        let attrs = cut.as_deref().unwrap_or(attrs);
+        if let Some(i) = instrument
+            && !i.series.admits(attrs, &p.limits, &p.instruments, &i.name)
+        {
+            Stats::add(&p.stats.measurements_dropped_series_limit, 1);
+            return;
+        }
         let ok = instrument.is_some_and(|i| i.record(meter, value, attrs));
         let counter = if ok {
             &p.stats.measurements
@@ -278,7 +441,7 @@ impl Telemetry {
 
     /// One of the host's own histograms, made on first use; `None` when
     /// metrics are off.
-    pub(crate) fn host_histogram(&self, spec: &HostHistogram) -> Option<Histogram<f64>> {
+    pub(crate) fn host_histogram(&self, spec: &HostHistogram) -> Option<HostInstrument> {
         let meter = self.inner.meter.as_ref()?;
         let mut map = self
             .inner
@@ -286,18 +449,22 @@ impl Telemetry {
             .host
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        Some(
-            map.entry(spec.name)
-                .or_insert_with(|| {
-                    meter
-                        .f64_histogram(spec.name)
-                        .with_unit(spec.unit)
-                        .with_description(spec.description)
-                        .with_boundaries(spec.boundaries.to_vec())
-                        .build()
-                })
-                .clone(),
-        )
+        let (histogram, series) = map.entry(spec.name).or_insert_with(|| {
+            let histogram = meter
+                .f64_histogram(spec.name)
+                .with_unit(spec.unit)
+                .with_description(spec.description)
+                .with_boundaries(spec.boundaries.to_vec())
+                .build();
+            (histogram, Arc::default())
+        });
+        // Made per use: the pipeline must not hold a handle to itself.
+        Some(HostInstrument {
+            histogram: histogram.clone(),
+            series: series.clone(),
+            telemetry: self.clone(),
+            name: spec.name,
+        })
     }
 }
 

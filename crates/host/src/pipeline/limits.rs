@@ -58,6 +58,30 @@ pub struct Limits {
     /// Distinct metric instruments (kind and name) the host creates for all
     /// guests together (`WASI_OBSERVE_MAX_INSTRUMENTS`, default 1000).
     pub instruments: usize,
+    /// Bytes one store may hold on its guest's behalf between calls: open
+    /// spans with their attributes, events and links, function frames with
+    /// their names and tags, shared attribute sets
+    /// (`WASI_OBSERVE_MAX_STORE_BYTES`, default 64 MiB). Beyond it new spans
+    /// do not record and new data is refused, counted (see
+    /// [`budget`](super::budget)).
+    pub store_bytes: usize,
+    /// Bytes of telemetry waiting to be exported, for the whole pipeline:
+    /// queues, batches being exported, retry buffers
+    /// (`WASI_OBSERVE_MAX_EXPORT_BYTES`, default 256 MiB). Beyond it new
+    /// spans and log records are dropped, counted.
+    pub export_bytes: usize,
+    /// Bytes kept of a string attribute value of a measurement
+    /// (`WASI_OBSERVE_METRIC_VALUE_LENGTH`, default 256). Metric series live
+    /// as long as the process, so their values are kept short.
+    pub metric_value_length: usize,
+    /// Distinct attribute sets (series) one instrument keeps
+    /// (`WASI_OBSERVE_MAX_SERIES`, default 1000, below the SDK's own
+    /// overflow at 2000). Measurements of further sets are dropped, counted.
+    pub series_per_instrument: usize,
+    /// Bytes the attributes of all metric series may hold together
+    /// (`WASI_OBSERVE_MAX_METRIC_BYTES`, default 16 MiB). Measurements of a
+    /// new series beyond it are dropped, counted.
+    pub metric_bytes: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +97,11 @@ impl Default for Limits {
             array_length: 1024,
             open_spans_per_store: 10_000,
             instruments: 1000,
+            store_bytes: 64 << 20,
+            export_bytes: 256 << 20,
+            metric_value_length: 256,
+            series_per_instrument: 1000,
+            metric_bytes: 16 << 20,
         }
     }
 }
@@ -106,6 +135,13 @@ impl Limits {
             open_spans_per_store: var_usize("WASI_OBSERVE_MAX_OPEN_SPANS")
                 .unwrap_or(d.open_spans_per_store),
             instruments: var_usize("WASI_OBSERVE_MAX_INSTRUMENTS").unwrap_or(d.instruments),
+            store_bytes: var_usize("WASI_OBSERVE_MAX_STORE_BYTES").unwrap_or(d.store_bytes),
+            export_bytes: var_usize("WASI_OBSERVE_MAX_EXPORT_BYTES").unwrap_or(d.export_bytes),
+            metric_value_length: var_usize("WASI_OBSERVE_METRIC_VALUE_LENGTH")
+                .unwrap_or(d.metric_value_length),
+            series_per_instrument: var_usize("WASI_OBSERVE_MAX_SERIES")
+                .unwrap_or(d.series_per_instrument),
+            metric_bytes: var_usize("WASI_OBSERVE_MAX_METRIC_BYTES").unwrap_or(d.metric_bytes),
         }
     }
 }

@@ -11,11 +11,13 @@
 //! | emit a log record | [`logs`]: `emit_log` |
 //! | record a measurement | [`instruments`]: `instrument`, `record`, `host_histogram` |
 //! | bound guest values, count what is cut | [`limits`]: `checker`, and [`stats`] |
+//! | bound what is held in bytes | [`budget`]: per store, and for export |
 //!
 //! Spans end up as `SpanData` in a batch queue, log records in another
 //! (both drained by export threads, see [`crate::export::batch`]), and
 //! measurements in the OpenTelemetry SDK's meters, which aggregate them.
 
+pub(crate) mod budget;
 mod builder;
 pub(crate) mod instruments;
 pub(crate) mod limits;

@@ -17,10 +17,14 @@ use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry_sdk::trace::{IdGenerator as _, SpanData, SpanEvents, SpanLinks};
 
 use super::Telemetry;
+use super::budget::{attrs_bytes, event_bytes, kv_bytes, link_bytes, status_bytes};
+use super::limits::Checker;
 use super::sampler::{frame_sampling, sample};
 use super::stats::Stats;
 
-/// What a recording span has collected until it ends.
+/// What a recording span has collected until it ends. Its fields are read
+/// freely, but changed only through its methods, which keep
+/// [`bytes`](Self::bytes) true for the store's byte budget.
 pub(crate) struct SpanRecord {
     pub name: String,
     pub kind: SpanKind,
@@ -36,6 +40,8 @@ pub(crate) struct SpanRecord {
     pub status: Status,
     /// Sampled: exported when it ends (a record-only span is not).
     sampled: bool,
+    /// The bytes it holds (see [`budget`](super::budget)).
+    bytes: usize,
 }
 
 /// What a producer knows of a span it starts; the limits have been applied
@@ -75,26 +81,61 @@ impl NewSpan<'_> {
 }
 
 impl SpanRecord {
+    /// The bytes it holds: itself, its name, attributes, events, links and
+    /// status.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn count_bytes(&self) -> usize {
+        std::mem::size_of::<SpanRecord>()
+            + self.name.len()
+            + attrs_bytes(&self.attributes)
+            + self.events.iter().map(event_bytes).sum::<usize>()
+            + self.links.iter().map(link_bytes).sum::<usize>()
+            + status_bytes(&self.status)
+    }
+
     /// Sets (or replaces) an attribute, within the count and length limits.
     pub fn set_attribute(&mut self, kv: KeyValue, t: &Telemetry) {
         let kv = t.checker().bounded(kv);
         let max = t.limits().attributes_per_span;
+        let added = kv_bytes(&kv);
         if let Some(old) = self.attributes.iter_mut().find(|old| old.key == kv.key) {
+            self.bytes = self.bytes.saturating_sub(kv_bytes(old)) + added;
             *old = kv;
         } else if self.attributes.len() < max {
             self.attributes.push(kv);
+            self.bytes += added;
         } else {
             self.dropped_attributes = self.dropped_attributes.saturating_add(1);
             Stats::add(&t.counters().attributes_dropped, 1);
         }
     }
 
+    /// Applies attributes as [`Checker::merge_attributes`] does (a key
+    /// given again replaces its value), within `max`.
+    pub fn merge_attributes(&mut self, check: &Checker<'_>, new: Vec<KeyValue>, max: usize) {
+        let before = attrs_bytes(&self.attributes);
+        let dropped = check.merge_attributes(&mut self.attributes, new, max);
+        self.dropped_attributes = self.dropped_attributes.saturating_add(dropped);
+        self.bytes = self.bytes.saturating_sub(before) + attrs_bytes(&self.attributes);
+    }
+
     /// Sets the status as OpenTelemetry says: `Unset` is ignored and `Ok`
     /// is final.
     pub fn set_status(&mut self, status: Status) {
         if status != Status::Unset && self.status != Status::Ok {
+            self.bytes =
+                self.bytes.saturating_sub(status_bytes(&self.status)) + status_bytes(&status);
             self.status = status;
         }
+    }
+
+    /// Renames it.
+    pub fn set_name(&mut self, name: String) {
+        self.bytes = self.bytes.saturating_sub(self.name.len()) + name.len();
+        self.name = name;
     }
 
     /// Adds an event, within the event count limit.
@@ -103,8 +144,16 @@ impl SpanRecord {
             self.dropped_events = self.dropped_events.saturating_add(1);
             Stats::add(&t.counters().events_dropped, 1);
         } else {
+            self.bytes += event_bytes(&event);
             self.events.push(event);
         }
+    }
+
+    /// Adds links (already within the link limit) and counts those dropped.
+    pub fn add_links(&mut self, links: Vec<Link>, dropped: u32) {
+        self.bytes += links.iter().map(link_bytes).sum::<usize>();
+        self.links.extend(links);
+        self.dropped_links = self.dropped_links.saturating_add(dropped);
     }
 }
 
@@ -163,7 +212,7 @@ impl Telemetry {
             dropped_links = dropped_links.saturating_add(cut as u32);
             Stats::add(&p.stats.links_dropped, cut as u64);
         }
-        let record = Box::new(SpanRecord {
+        let mut record = Box::new(SpanRecord {
             name,
             kind: span.kind,
             parent_span_id: parent.map_or(SpanId::INVALID, |p| p.span_id()),
@@ -177,7 +226,9 @@ impl Telemetry {
             dropped_links,
             status: Status::Unset,
             sampled: sampling.flags.is_sampled(),
+            bytes: 0,
         });
+        record.bytes = record.count_bytes();
         (cx, Some(record))
     }
 
@@ -258,6 +309,7 @@ impl Telemetry {
         events: Vec<Event>,
         status: Status,
     ) -> Box<SpanRecord> {
+        // Made as it ends: no budget to keep, so its bytes are not counted.
         Box::new(SpanRecord {
             name: self.checker().string(name),
             kind: SpanKind::Internal,
@@ -272,6 +324,7 @@ impl Telemetry {
             dropped_links: 0,
             status,
             sampled: true,
+            bytes: 0,
         })
     }
 

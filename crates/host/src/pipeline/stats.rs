@@ -50,6 +50,14 @@ stats! {
     spans_export_retries,
     /// Spans not recorded because the store had too many open spans.
     spans_dropped_open_limit,
+    /// Spans not recorded because their store's byte budget was full.
+    spans_dropped_store_budget,
+    /// Attributes, events, links, names and tags refused because their
+    /// store's byte budget was full.
+    values_dropped_store_budget,
+    /// Spans dropped because telemetry waiting for export filled its byte
+    /// budget.
+    spans_dropped_export_budget,
     /// Span attributes dropped by the count limits (span, event and link attributes).
     attributes_dropped,
     /// Span events dropped by the count limit.
@@ -71,12 +79,18 @@ stats! {
     logs_export_failed,
     /// Log records dropped (oldest first) because the retry buffer was full.
     logs_dropped_retry_buffer,
+    /// Log records dropped because telemetry waiting for export filled its
+    /// byte budget.
+    logs_dropped_export_budget,
     /// Export retries of log batches (not a loss).
     logs_export_retries,
     /// Measurements recorded.
     measurements,
     /// Measurements dropped (invalid value or name, instrument limit).
     measurements_dropped,
+    /// Measurements dropped because their instrument had as many series
+    /// as it may keep, or all series together held their byte budget.
+    measurements_dropped_series_limit,
 }
 
 impl Stats {
@@ -90,7 +104,7 @@ impl Stats {
 impl StatsSnapshot {
     /// Whole items lost, as `(signal, reason, count)`: what the host's
     /// `wasi_observe.dropped` self-metric reports.
-    pub fn drops(&self) -> [(&'static str, &'static str, u64); 8] {
+    pub fn drops(&self) -> [(&'static str, &'static str, u64); 12] {
         [
             ("traces", "queue_full", self.spans_dropped_queue_full),
             (
@@ -100,10 +114,18 @@ impl StatsSnapshot {
             ),
             ("traces", "export_failed", self.spans_export_failed),
             ("traces", "open_span_limit", self.spans_dropped_open_limit),
+            ("traces", "store_budget", self.spans_dropped_store_budget),
+            ("traces", "export_budget", self.spans_dropped_export_budget),
             ("logs", "queue_full", self.logs_dropped_queue_full),
             ("logs", "retry_buffer_full", self.logs_dropped_retry_buffer),
             ("logs", "export_failed", self.logs_export_failed),
+            ("logs", "export_budget", self.logs_dropped_export_budget),
             ("metrics", "rejected", self.measurements_dropped),
+            (
+                "metrics",
+                "series_limit",
+                self.measurements_dropped_series_limit,
+            ),
         ]
     }
 

@@ -554,6 +554,56 @@ pub(crate) fn exit_code() {
     );
 }
 
+/// A guest that gives its open spans far more than the store may hold: the
+/// store keeps what fits its byte budget, refuses the rest (counted), and
+/// gives the bytes back as the spans end.
+#[test]
+pub(crate) fn heavy_spans() {
+    const BUDGET: usize = 20 << 20;
+    let p = Pipeline::with(|b| {
+        b.with_limits(Limits {
+            store_bytes: BUDGET,
+            ..Limits::default()
+        })
+    });
+    let mut r = run(
+        test_programs_artifacts::HEAVY_SPANS_COMPONENT,
+        p.ctx(),
+        &["heavy_spans", "10"],
+    );
+    r.succeeded();
+    assert_eq!(r.stdout.trim(), "recording 10 of 10");
+    // 128 attributes of 64 KiB are about 8 MiB: two spans' worth fit.
+    let held = r.store.data().observe.held_bytes();
+    assert!(held > 16 << 20 && held <= BUDGET, "{held}");
+    assert_eq!(p.telemetry.stats().values_dropped_store_budget, 8 * 128);
+    assert_eq!(r.end_open_spans("left open"), 10);
+    assert_eq!(r.store.data().observe.held_bytes(), 0);
+    drop(r);
+    let spans = p.spans();
+    let full: Vec<usize> = spans.iter().map(|s| s.attributes.len()).collect();
+    assert_eq!(full.iter().filter(|&&n| n == 128).count(), 2, "{full:?}");
+    assert_eq!(full.iter().filter(|&&n| n == 0).count(), 8, "{full:?}");
+
+    // Arrays of empty strings cost their elements' handles.
+    let p = Pipeline::with(|b| {
+        b.with_limits(Limits {
+            store_bytes: BUDGET,
+            ..Limits::default()
+        })
+    });
+    let r = run(
+        test_programs_artifacts::HEAVY_SPANS_COMPONENT,
+        p.ctx(),
+        &["heavy_spans", "100", "arrays"],
+    );
+    r.succeeded();
+    let held = r.store.data().observe.held_bytes();
+    assert!(held <= BUDGET, "{held}");
+    let refused = p.telemetry.stats().values_dropped_store_budget;
+    assert!(refused >= 90 * 128, "{refused}");
+}
+
 #[test]
 pub(crate) fn open_spans() {
     let p = Pipeline::with(|b| {
