@@ -248,7 +248,9 @@ impl HasData for WasiObserve {
 
 /// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk`,
 /// `wasi:logging/logging` (unversioned, as the proposal names it, and
-/// `@0.1.0-draft`, as existing components import it) to `linker`.
+/// `@0.1.0-draft`, as existing components import it) and
+/// `wasi:otel@0.2.0-rc.2` ([`interfaces::otel`](crate::interfaces::otel))
+/// to `linker`.
 /// Instrumented components also need
 /// [`add_recorder_to_linker`](crate::functions::add_recorder_to_linker).
 ///
@@ -265,5 +267,6 @@ pub fn add_to_linker<T: WasiObserveView + 'static>(linker: &mut Linker<T>) -> wa
     sdk::add_to_linker::<T, WasiObserve>(linker, get)?;
     logging::add_to_linker::<T, WasiObserve>(linker, get)?;
     crate::interfaces::logging::add_draft_to_linker(linker)?;
+    crate::interfaces::otel::add_to_linker(linker)?;
     Ok(())
 }

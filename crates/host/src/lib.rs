@@ -126,6 +126,7 @@ mod scope;
 pub mod testing;
 
 pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveCtxBuilder, WasiObserveView, add_to_linker};
+pub use export::aggregated::AggregatedMetricExporter;
 pub use hooks::{observe_store, observe_store_with_hook};
 pub use host_spans::{HostSpan, PlatformSpan, context_from_env};
 pub use pipeline::{Limits, StatsSnapshot, Telemetry, TelemetryBuilder};
@@ -146,4 +147,4 @@ pub use interfaces::{logging, metrics, tracer};
 /// Re-exported so embedders can name the OpenTelemetry types in the API
 /// (span contexts for ambient parents, exporters, samplers) at the versions
 /// this crate uses.
-pub use {opentelemetry, opentelemetry_sdk};
+pub use {opentelemetry, opentelemetry_proto, opentelemetry_sdk};

@@ -350,6 +350,67 @@ impl SpanScope {
         cx.clone()
     }
 
+    /// Whether the store holds as many open spans as it may (a refusal is
+    /// counted).
+    pub(crate) fn open_limit_reached(&self) -> bool {
+        let full = self.open.len() >= self.telemetry.limits().open_spans_per_store;
+        if full {
+            Stats::add(&self.telemetry.counters().spans_dropped_open_limit, 1);
+        }
+        full
+    }
+
+    /// The key of the open span with this context, innermost first.
+    fn find_open(&self, cx: &SpanContext) -> Option<usize> {
+        self.open.iter().rposition(|&key| {
+            self.spans.get(key as usize).is_some_and(|slot| {
+                let open = slot.context();
+                open.span_id() == cx.span_id() && open.trace_id() == cx.trace_id()
+            })
+        })
+    }
+
+    /// Whether a span with this context is open in the store.
+    pub(crate) fn is_open(&self, cx: &SpanContext) -> bool {
+        self.find_open(cx).is_some()
+    }
+
+    /// Opens a span a guest's own SDK started (`wasi:otel` `on-start`), so
+    /// that host-made spans nest under it. With `unended`, a stand-in
+    /// record (internal, started now under `parent`) that
+    /// [`end_open`](Self::end_open) exports with an error status if the
+    /// guest never ends the span.
+    pub(crate) fn open_foreign(
+        &mut self,
+        cx: SpanContext,
+        parent: Option<&SpanContext>,
+        unended: Option<String>,
+    ) {
+        let record = unended.map(|name| {
+            self.telemetry.frame_record(
+                name,
+                parent,
+                SystemTime::now(),
+                Vec::new(),
+                Vec::new(),
+                Status::Unset,
+            )
+        });
+        let key = self.spans.insert(SpanSlot::Open { cx, record }) as u32;
+        self.open.push(key);
+    }
+
+    /// Closes a span opened by [`open_foreign`](Self::open_foreign),
+    /// dropping its stand-in; false if it was not open.
+    pub(crate) fn close_foreign(&mut self, cx: &SpanContext) -> bool {
+        let Some(pos) = self.find_open(cx) else {
+            return false;
+        };
+        let key = self.open.remove(pos);
+        self.spans.try_remove(key as usize);
+        true
+    }
+
     /// Number of spans the guest has started and not ended.
     pub(crate) fn open_spans(&self) -> usize {
         self.open.len()

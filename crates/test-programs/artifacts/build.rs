@@ -22,6 +22,7 @@ fn main() {
         "crates/test-programs",
         "crates/sdk",
         "wit",
+        "wit-otel",
         "examples/frontend",
         "examples/backend",
         "Cargo.lock",
@@ -42,6 +43,10 @@ fn main() {
             // HTTP components (libraries, not in `foreach_program!`).
             "-p",
             "http-guest",
+            // The OpenTelemetry SDK behind wasi:otel (a command of its own
+            // crate, so that the other programs do not build the SDK).
+            "-p",
+            "otel-sdk-guest",
             "-p",
             "frontend",
             "-p",
@@ -113,6 +118,12 @@ fn main() {
             path.display().to_string()
         ));
     }
+    let path = wasm_dir.join("otel-sdk-guest.wasm");
+    assert!(path.exists(), "{} was not built", path.display());
+    src.push_str(&format!(
+        "/// The OpenTelemetry SDK guest (`crates/test-programs/otel-sdk-guest`), a wasm32-wasip2 command.\npub const OTEL_SDK_GUEST_COMPONENT: &str = {:?};\n",
+        path.display().to_string()
+    ));
     src.push_str(
         "/// Calls `$mac!(name)` for every guest program, so a test file can make\n\
          /// sure that each has a test.\n#[macro_export]\nmacro_rules! foreach_program {\n    ($mac:ident) => {\n",

@@ -5,6 +5,7 @@
 mod basics;
 mod budgets;
 mod instrument;
+mod otel;
 mod reliability;
 mod support;
 mod trace_calls;

@@ -73,7 +73,7 @@ impl JsonLinesExporter {
     /// Writes an already serialized request as one line, then flushes.
     /// (Serializing before taking the lock means a failure never leaves half
     /// a line behind.)
-    fn write_line(&self, json: serde_json::Result<Vec<u8>>) -> OTelSdkResult {
+    pub(crate) fn write_line(&self, json: serde_json::Result<Vec<u8>>) -> OTelSdkResult {
         let mut line = json.map_err(|e| {
             OTelSdkError::InternalFailure(format!("json lines exporter: serialize: {e}"))
         })?;

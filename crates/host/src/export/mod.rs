@@ -7,6 +7,7 @@
 //! embedded telemetry store (`wasi-observe-store`, an SQLite file the
 //! `wasi-observe traces`/`trace`/`logs`/`metrics`/`ui` commands read).
 
+pub mod aggregated;
 pub mod batch;
 pub mod console;
 pub mod jsonl;

@@ -56,7 +56,7 @@ pub(crate) fn is_transient(e: &OTelSdkError) -> bool {
 }
 
 /// The same for a failure known by its text alone.
-fn message_is_transient(message: &str) -> bool {
+pub(crate) fn message_is_transient(message: &str) -> bool {
     if message.contains("telemetry store") {
         return false;
     }

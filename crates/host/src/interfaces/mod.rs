@@ -6,10 +6,13 @@
 //! - [`logging`]: `wasi:logging/logging` (and `@0.1.0-draft`);
 //! - [`metrics`]: `wasi:observe/metrics`, our addition;
 //! - `sdk`: `wasi:observe/sdk`, our addition for guest SDKs (explicit
-//!   parents, fewer crossings; `wit/sdk.wit` says why).
+//!   parents, fewer crossings; `wit/sdk.wit` says why);
+//! - [`otel`]: `wasi:otel@0.2.0-rc.2`, the proposal that grew out of WASI
+//!   Observe, for components built with its guest SDKs.
 
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 mod sdk;
 pub mod tracer;
 pub(crate) mod values;

@@ -4,6 +4,7 @@
 use std::env;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::LoggerProvider as _;
@@ -23,6 +24,7 @@ use super::logs::QueueLogProcessor;
 use super::sampler::sampler_from_env;
 use super::stats::Stats;
 use super::{Inner, Limits, SHUTDOWN_TIMEOUT, Telemetry, self_metric};
+use crate::export::aggregated::{AggregatedMetricExporter, AggregatedSink, ConsoleAggregated};
 use crate::export::batch::{BatchConfig, BatchQueue, Outcome};
 use crate::export::{
     DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, Signal, SpanSink,
@@ -46,6 +48,8 @@ pub struct TelemetryBuilder {
     log_stores: usize,
     meter_builder: MeterProviderBuilder,
     metric_readers: usize,
+    /// wasi:otel: where guest-aggregated metrics go.
+    aggregated_exporters: Vec<Box<dyn AggregatedMetricExporter>>,
     runtime: Runtime,
 }
 
@@ -71,6 +75,7 @@ impl TelemetryBuilder {
             log_stores: 0,
             meter_builder: SdkMeterProvider::builder(),
             metric_readers: 0,
+            aggregated_exporters: Vec::new(),
             runtime,
         }
     }
@@ -118,9 +123,9 @@ impl TelemetryBuilder {
                 self.with_span_exporter(ConsoleExporter::stderr())
             }
             (Signal::Logs, Exporter::Console) => self.with_log_exporter(ConsoleExporter::stderr()),
-            (Signal::Metrics, Exporter::Console) => {
-                self.with_metric_exporter(ConsoleExporter::stderr())
-            }
+            (Signal::Metrics, Exporter::Console) => self
+                .with_metric_exporter(ConsoleExporter::stderr())
+                .with_aggregated_metric_exporter(ConsoleAggregated),
             (Signal::Traces, Exporter::JsonLines(p)) => {
                 self.with_span_exporter(JsonLinesExporter::create(p).with_context(what)?)
             }
@@ -128,7 +133,9 @@ impl TelemetryBuilder {
                 self.with_log_exporter(JsonLinesExporter::create(p).with_context(what)?)
             }
             (Signal::Metrics, Exporter::JsonLines(p)) => {
-                self.with_metric_exporter(JsonLinesExporter::create(p).with_context(what)?)
+                let exporter = JsonLinesExporter::create(p).with_context(what)?;
+                self.with_aggregated_metric_exporter(exporter.clone())
+                    .with_metric_exporter(exporter)
             }
             #[cfg(feature = "store")]
             (signal, Exporter::Store(path)) => {
@@ -259,6 +266,18 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Adds an exporter of the metrics `wasi:otel` guests aggregate
+    /// themselves, passed on as OTLP data (the SDK's metric exporters cannot
+    /// take them: see [`crate::export::aggregated`]). The JSON lines and
+    /// console exporters add theirs.
+    pub fn with_aggregated_metric_exporter(
+        mut self,
+        exporter: impl AggregatedMetricExporter,
+    ) -> Self {
+        self.aggregated_exporters.push(Box::new(exporter));
+        self
+    }
+
     /// Builds the pipeline and starts its export threads.
     pub fn build(self) -> Result<Telemetry> {
         let span_batch = self.span_batch_config();
@@ -340,6 +359,34 @@ impl TelemetryBuilder {
             .as_ref()
             .map(|p| p.logger_with_scope(scope.clone()));
 
+        // wasi:otel: a queue that never blocks the guest (`max_block` 0).
+        let guest_metrics = (enabled && !self.aggregated_exporters.is_empty()).then(|| {
+            BatchQueue::new(
+                "wasi-otel-metrics",
+                &BatchConfig {
+                    max_queue_size: 256,
+                    max_export_batch_size: 16,
+                    scheduled_delay: Duration::from_secs(1),
+                    max_block: Duration::ZERO,
+                    retry_buffer: 256,
+                    ..BatchConfig::default()
+                },
+                AggregatedSink {
+                    exporters: self.aggregated_exporters,
+                },
+                Outcome {
+                    stats: stats.clone(),
+                    budget: export_budget.clone(),
+                    exported: |s| &s.otel_metric_exports_delivered,
+                    failed: |s| &s.otel_metric_exports_dropped,
+                    dropped: |s| &s.otel_metric_exports_dropped,
+                    dropped_budget: |s| &s.otel_metric_exports_dropped,
+                    dropped_retry: |s| &s.otel_metric_exports_dropped,
+                    retries: |s| &s.otel_metric_export_retries,
+                },
+            )
+        });
+
         let meter_provider = (enabled && self.metric_readers > 0)
             .then(|| self.meter_builder.with_resource(resource.clone()).build());
         let meter = meter_provider
@@ -358,6 +405,7 @@ impl TelemetryBuilder {
                 limits,
                 stats,
                 spans,
+                guest_metrics,
                 logger,
                 logger_provider,
                 meter,

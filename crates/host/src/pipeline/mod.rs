@@ -10,6 +10,7 @@
 //! | begin and end a span | [`span`]: `begin_span`, `frame_context`, `end_span` |
 //! | emit a log record | [`logs`]: `emit_log` |
 //! | record a measurement | [`instruments`]: `instrument`, `record`, `host_histogram` |
+//! | hand over what a guest's own SDK finished (`wasi:otel`) | [`finished`]: `export_finished_span`, `logger_for`, `export_guest_metrics` |
 //! | bound guest values, count what is cut | [`limits`]: `checker`, and [`stats`] |
 //! | bound what is held in bytes | [`budget`]: per store, and for export |
 //!
@@ -19,6 +20,7 @@
 
 pub(crate) mod budget;
 mod builder;
+pub(crate) mod finished;
 pub(crate) mod instruments;
 pub(crate) mod limits;
 pub(crate) mod logs;
@@ -46,6 +48,7 @@ pub use limits::Limits;
 pub use span::HostSpan;
 pub use stats::StatsSnapshot;
 
+use crate::export::aggregated::GuestMetrics;
 use crate::export::batch::BatchQueue;
 use instruments::Instruments;
 use limits::Checker;
@@ -69,6 +72,9 @@ struct Inner {
     limits: Limits,
     stats: Arc<Stats>,
     spans: Option<BatchQueue<SpanData>>,
+    /// Metrics `wasi:otel` guests aggregated, for the aggregated-metric
+    /// exporters.
+    guest_metrics: Option<BatchQueue<GuestMetrics>>,
     logger: Option<SdkLogger>,
     logger_provider: Option<SdkLoggerProvider>,
     meter: Option<Meter>,
@@ -155,6 +161,11 @@ impl Telemetry {
         {
             failed.push("metrics");
         }
+        if let Some(q) = &inner.guest_metrics
+            && !q.flush(SHUTDOWN_TIMEOUT)
+        {
+            failed.push("wasi:otel metrics");
+        }
         if failed.is_empty() {
             Ok(())
         } else {
@@ -212,6 +223,11 @@ impl Inner {
             && p.shutdown().is_err()
         {
             failed.push("metrics");
+        }
+        if let Some(q) = &self.guest_metrics
+            && !q.shutdown(SHUTDOWN_TIMEOUT)
+        {
+            failed.push("wasi:otel metrics");
         }
         if let Some(rt) = self
             .runtime

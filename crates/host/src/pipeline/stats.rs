@@ -88,6 +88,14 @@ stats! {
     measurements,
     /// Measurements dropped (invalid value or name, instrument limit).
     measurements_dropped,
+    /// `wasi:otel` metric exports (guest-aggregated) delivered to every
+    /// aggregated-metric exporter.
+    otel_metric_exports_delivered,
+    /// `wasi:otel` metric exports lost: the queue or the export budget was
+    /// full, an exporter refused them, or the retry buffer overflowed.
+    otel_metric_exports_dropped,
+    /// Export retries of `wasi:otel` metric exports (not a loss).
+    otel_metric_export_retries,
     /// Measurements dropped because their instrument had as many series
     /// as it may keep, or all series together held their byte budget.
     measurements_dropped_series_limit,
@@ -104,7 +112,7 @@ impl Stats {
 impl StatsSnapshot {
     /// Whole items lost, as `(signal, reason, count)`: what the host's
     /// `wasi_observe.dropped` self-metric reports.
-    pub fn drops(&self) -> [(&'static str, &'static str, u64); 12] {
+    pub fn drops(&self) -> [(&'static str, &'static str, u64); 13] {
         [
             ("traces", "queue_full", self.spans_dropped_queue_full),
             (
@@ -125,6 +133,11 @@ impl StatsSnapshot {
                 "metrics",
                 "series_limit",
                 self.measurements_dropped_series_limit,
+            ),
+            (
+                "metrics",
+                "guest_export_lost",
+                self.otel_metric_exports_dropped,
             ),
         ]
     }
@@ -147,6 +160,8 @@ impl StatsSnapshot {
                         | "measurements"
                         | "spans_export_retries"
                         | "logs_export_retries"
+                        | "otel_metric_exports_delivered"
+                        | "otel_metric_export_retries"
                 )
         })
     }

@@ -22,4 +22,7 @@ test_programs_artifacts::foreach_program!(assert_test_exists);
 mod programs {
     pub(crate) use crate::guests::*;
     pub(crate) use crate::instrumentation::*;
+    // The wasi:otel guests' tests are in tests/otel.rs.
+    pub(crate) mod otel_wit {}
+    pub(crate) mod otel_wit_main {}
 }

@@ -1,0 +1,72 @@
+//! `wasi:otel@0.2.0-rc.2` guests under `run`, through the real binary.
+
+use std::collections::HashMap;
+
+use test_programs_artifacts::*;
+
+use crate::support::{cli, run};
+
+/// A wasi:otel guest under `run`: its spans (parented, typed, the open one
+/// ended with an error) and its aggregated metrics (a histogram with its
+/// buckets) arrive through a real exporter, and `run` records it into the
+/// store by default.
+#[test]
+fn wasi_otel_guests_run_unchanged() {
+    let dir = std::env::temp_dir().join(format!("wasi-observe-otel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("otel.jsonl");
+    let _ = std::fs::remove_file(&file);
+    let out = run(
+        cli(),
+        &[
+            "--exporter",
+            &format!("jsonl:{}", file.display()),
+            OTEL_WIT_COMPONENT,
+        ],
+    );
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let spans: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| l.get("resourceSpans"))
+        .flat_map(|rs| rs.as_array().unwrap())
+        .flat_map(|rs| rs["scopeSpans"].as_array().unwrap())
+        .flat_map(|ss| ss["spans"].as_array().unwrap())
+        .collect();
+    let by_name: HashMap<&str, &serde_json::Value> = spans
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), *s))
+        .collect();
+    assert_eq!(by_name["child"]["parentSpanId"], "b7ad6b7169203331");
+    let unended = by_name["wasi:otel span (never ended)"];
+    assert_eq!(unended["status"]["code"], 2, "{unended}");
+    let metrics: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| l.get("resourceMetrics"))
+        .flat_map(|rm| rm.as_array().unwrap())
+        .flat_map(|rm| rm["scopeMetrics"].as_array().unwrap())
+        .flat_map(|sm| sm["metrics"].as_array().unwrap())
+        .collect();
+    let latency = metrics.iter().find(|m| m["name"] == "latency").unwrap();
+    let point = &latency["histogram"]["dataPoints"][0];
+    assert_eq!(point["explicitBounds"], serde_json::json!([1.0, 5.0, 10.0]));
+    assert_eq!(point["bucketCounts"].as_array().unwrap().len(), 4);
+
+    // The default exporter: the store, which names the trace it recorded
+    // (the guest's own trace id: no TRACEPARENT here).
+    let db = dir.join("telemetry.db");
+    let mut cmd = cli();
+    cmd.env("WASI_OBSERVE_DB", &db).env_remove("TRACEPARENT");
+    let out = run(cmd, &[OTEL_WIT_COMPONENT]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("recorded") && stderr.contains("0af7651916cd"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
