@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use test_programs_artifacts::*;
 
-use crate::support::{cli, run};
+use crate::support::{cli, cli_http, run};
 
 /// A wasi:otel guest under `run`: its spans (parented, typed, the open one
 /// ended with an error) and its aggregated metrics (a histogram with its
@@ -69,4 +69,26 @@ fn wasi_otel_guests_run_unchanged() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The guest's aggregated metrics reach an OTLP collector as it aggregated
+/// them (a histogram with its own buckets), beside its spans, configured by
+/// the standard variables only.
+#[test]
+fn wasi_otel_metrics_reach_an_otlp_collector_losslessly() {
+    let receiver = otlp_receiver::OtlpHttpReceiver::start();
+    let out = run(cli_http(&receiver), &[OTEL_WIT_COMPONENT]);
+    assert!(out.status.success());
+    let latency = receiver
+        .wait_for_metric("latency", crate::support::WAIT)
+        .expect("the guest's histogram");
+    // The inconsistent second point was dropped by the host.
+    let points = latency.histogram_points();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].explicit_bounds, [1.0, 5.0, 10.0]);
+    assert_eq!(points[0].bucket_counts, [1, 2, 0, 3]);
+    assert_eq!(points[0].count, 6);
+    assert_eq!(points[0].sum, Some(40.0));
+    let spans = receiver.spans();
+    assert!(spans.iter().any(|s| s.name == "child"), "{spans:#?}");
 }

@@ -112,3 +112,133 @@ impl Sink<Box<proto::ResourceMetrics>> for AggregatedSink {
         }
     }
 }
+
+/// OTLP for guest-aggregated metrics, configured by the same standard
+/// variables as the host's own OTLP metric exporter (so both go to the same
+/// collector): `OTEL_EXPORTER_OTLP[_METRICS]_PROTOCOL` (`http/protobuf`,
+/// the default, or `http/json`; `grpc` is not supported for these yet and
+/// falls back to `http/protobuf` on the same endpoint, with a warning),
+/// `_ENDPOINT` (a signal endpoint as is; the general one with
+/// `/v1/metrics` appended), `_HEADERS` (`key=value` pairs, values
+/// percent-decoded) and `_TIMEOUT` (milliseconds, default 10 s).
+#[derive(Debug)]
+pub(crate) struct OtlpAggregated {
+    client: reqwest::Client,
+    url: String,
+    json: bool,
+    headers: Vec<(String, String)>,
+    timeout: std::time::Duration,
+    rt: tokio::runtime::Handle,
+}
+
+fn otlp_var(signal: &str, general: &str) -> Option<String> {
+    [signal, general]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+impl OtlpAggregated {
+    pub(crate) fn from_env(rt: tokio::runtime::Handle) -> Self {
+        let protocol = otlp_var(
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        )
+        .unwrap_or_else(|| "http/protobuf".into());
+        let json = protocol.trim() == "http/json";
+        if protocol.trim() == "grpc" {
+            eprintln!(
+                "wasi-observe: wasi:otel guests' aggregated metrics are sent over OTLP \
+                 http/protobuf, not gRPC, to the configured endpoint"
+            );
+        }
+        let url = match std::env::var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => {
+                let base = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| "http://localhost:4318".into());
+                format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        ] {
+            for pair in std::env::var(name).unwrap_or_default().split(',') {
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s.trim())
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                let (k, v) = (decode(k), decode(v));
+                // The signal's own headers win over the general ones.
+                headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+                headers.push((k, v));
+            }
+        }
+        let timeout = otlp_var(
+            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        )
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis,
+        );
+        OtlpAggregated {
+            client: reqwest::Client::new(),
+            url,
+            json,
+            headers,
+            timeout,
+            rt,
+        }
+    }
+}
+
+impl AggregatedMetricExporter for OtlpAggregated {
+    fn export(&self, request: &ExportMetricsServiceRequest) -> Result<(), String> {
+        if request.resource_metrics.is_empty() {
+            return Ok(());
+        }
+        let (body, content_type) = if self.json {
+            let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+            (body, "application/json")
+        } else {
+            (
+                prost::Message::encode_to_vec(request),
+                "application/x-protobuf",
+            )
+        };
+        let mut post = self
+            .client
+            .post(&self.url)
+            .timeout(self.timeout)
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in &self.headers {
+            post = post.header(k.as_str(), v.as_str());
+        }
+        // The request future is made on the runtime: it arms a timer.
+        let response = self
+            .rt
+            .block_on(async move { post.send().await })
+            .map_err(|e| format!("OTLP metrics to {}: {e} (connection)", self.url))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            // The retry policy reads the status code from this text.
+            Err(format!(
+                "OTLP metrics to {}: status code: {}",
+                self.url,
+                status.as_u16()
+            ))
+        }
+    }
+}

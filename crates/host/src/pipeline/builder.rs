@@ -24,7 +24,9 @@ use super::logs::QueueLogProcessor;
 use super::sampler::sampler_from_env;
 use super::stats::Stats;
 use super::{Inner, Limits, SHUTDOWN_TIMEOUT, Telemetry, self_metric};
-use crate::export::aggregated::{AggregatedMetricExporter, AggregatedSink, ConsoleAggregated};
+use crate::export::aggregated::{
+    AggregatedMetricExporter, AggregatedSink, ConsoleAggregated, OtlpAggregated,
+};
 use crate::export::batch::{BatchConfig, BatchQueue, Outcome};
 use crate::export::{
     DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, Signal, SpanSink,
@@ -114,11 +116,15 @@ impl TelemetryBuilder {
                     .build()
                     .with_context(what)?,
             ),
-            (Signal::Metrics, Exporter::Otlp) => self.with_metric_exporter(
-                opentelemetry_otlp::MetricExporter::builder()
-                    .build()
-                    .with_context(what)?,
-            ),
+            (Signal::Metrics, Exporter::Otlp) => {
+                let guests = OtlpAggregated::from_env(self.runtime.handle().clone());
+                self.with_metric_exporter(
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .build()
+                        .with_context(what)?,
+                )
+                .with_aggregated_metric_exporter(guests)
+            }
             (Signal::Traces, Exporter::Console) => {
                 self.with_span_exporter(ConsoleExporter::stderr())
             }
