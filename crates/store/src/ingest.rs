@@ -324,6 +324,12 @@ impl StoreExporter {
                 metric_rows(metric, &mut rows);
             }
         }
+        self.write_points(&service, &rows)
+    }
+
+    /// Writes metric points aggregated elsewhere, for `service`.
+    pub fn write_points(&self, service: &str, rows: &[PointRow]) -> OTelSdkResult {
+        self.check()?;
         self.store
             .write_batch(Signal::Metrics, rows.len() as u64, |tx| {
                 let mut insert = tx.prepare_cached(
@@ -331,7 +337,7 @@ impl StoreExporter {
                          value, count, min, max, buckets)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
-                for r in &rows {
+                for r in rows {
                     insert.execute(params![
                         r.time_ns,
                         service,
@@ -348,7 +354,7 @@ impl StoreExporter {
                     ])?;
                 }
                 if !rows.is_empty() {
-                    note_service(tx, &service)?;
+                    note_service(tx, service)?;
                 }
                 add_counts(tx, [0, 0, 0, rows.len() as i64])
             })
@@ -743,19 +749,26 @@ impl LogRow {
     }
 }
 
-/// One metric data point, ready to insert.
-struct PointRow {
-    time_ns: i64,
-    name: String,
-    description: String,
-    unit: String,
-    kind: &'static str,
-    attributes: String,
-    value: f64,
-    count: Option<i64>,
-    min: Option<f64>,
-    max: Option<f64>,
-    buckets: Option<String>,
+/// One metric data point as the store keeps it. Points the SDK aggregated
+/// are made from its data; a producer that aggregated elsewhere (a
+/// `wasi:otel` guest) writes its own with [`StoreExporter::write_points`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PointRow {
+    pub time_ns: i64,
+    pub name: String,
+    pub description: String,
+    pub unit: String,
+    /// `counter`, `updowncounter`, `gauge`, `histogram` or `exp_histogram`.
+    pub kind: &'static str,
+    /// The point's attributes as the text of a JSON object.
+    pub attributes: String,
+    /// The value; a histogram's sum.
+    pub value: f64,
+    pub count: Option<i64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// A histogram's `{"bounds": [..], "counts": [..]}`.
+    pub buckets: Option<String>,
 }
 
 /// Conversion of the SDK's three number types to what is stored.

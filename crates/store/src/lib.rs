@@ -45,7 +45,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior};
 
 pub use ingest::MAX_TRACE_SPANS;
-pub use ingest::StoreExporter;
+pub use ingest::{PointRow, StoreExporter};
 pub use query::{
     Counts, Event, Link, LogFilter, LogRecord, MetricFilter, MetricPoint, Span, SpanCursor,
     SpanPage, TRACE_SPANS_READ, Trace, TraceFilter, TraceSummary,

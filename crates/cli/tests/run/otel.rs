@@ -68,6 +68,21 @@ fn wasi_otel_guests_run_unchanged() {
         stderr.contains("recorded") && stderr.contains("0af7651916cd"),
         "{stderr}"
     );
+    // The store keeps the guest's histogram as the guest aggregated it.
+    let store = wasi_observe_store::Store::open_existing(&db).unwrap();
+    let points = store
+        .metrics(&wasi_observe_store::MetricFilter {
+            name: Some("latency".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(points.len(), 1, "{points:#?}");
+    assert_eq!(points[0].kind, "histogram");
+    assert_eq!(points[0].count, Some(6));
+    assert_eq!(points[0].value, 40.0);
+    // Only the guest's inconsistent histogram point is lost (on purpose);
+    // before the store took guest metrics, every point was.
+    assert!(stderr.contains("measurements_dropped=1\n"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -20,6 +20,153 @@ pub fn open_store(path: Option<&std::path::Path>) -> wasmtime::Result<wasi_obser
     open().map_err(|e| wasmtime::Error::msg(format!("{e:#}")))
 }
 
+/// The store takes the metrics `wasi:otel` guests aggregated as points of
+/// their own kinds (a histogram with its buckets), like the SDK's.
+impl crate::export::aggregated::AggregatedMetricExporter for wasi_observe_store::StoreExporter {
+    fn export(
+        &self,
+        request: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    ) -> Result<(), String> {
+        for rm in &request.resource_metrics {
+            let service = rm
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(proto_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "unknown_service".into());
+            let mut rows = Vec::new();
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    point_rows(m, &mut rows);
+                }
+            }
+            self.write_points(&service, &rows)
+                .map_err(|e| format!("telemetry store: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+use opentelemetry_proto::tonic::common::v1::any_value as proto_value;
+use opentelemetry_proto::tonic::metrics::v1::{self as proto, metric::Data, number_data_point};
+use wasi_observe_store::PointRow;
+
+fn point_rows(m: &proto::Metric, rows: &mut Vec<PointRow>) {
+    let row = |time: u64,
+               kind,
+               attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+               value| PointRow {
+        time_ns: i64::try_from(time).unwrap_or(i64::MAX),
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        kind,
+        attributes: attrs_json(attrs).to_string(),
+        value,
+        ..PointRow::default()
+    };
+    let number = |v: &Option<number_data_point::Value>| match v {
+        Some(number_data_point::Value::AsDouble(f)) => *f,
+        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+        None => 0.0,
+    };
+    match &m.data {
+        Some(Data::Gauge(g)) => {
+            for p in &g.data_points {
+                rows.push(row(
+                    p.time_unix_nano,
+                    "gauge",
+                    &p.attributes,
+                    number(&p.value),
+                ));
+            }
+        }
+        Some(Data::Sum(s)) => {
+            let kind = if s.is_monotonic {
+                "counter"
+            } else {
+                "updowncounter"
+            };
+            for p in &s.data_points {
+                rows.push(row(p.time_unix_nano, kind, &p.attributes, number(&p.value)));
+            }
+        }
+        Some(Data::Histogram(h)) => {
+            for p in &h.data_points {
+                let mut r = row(
+                    p.time_unix_nano,
+                    "histogram",
+                    &p.attributes,
+                    p.sum.unwrap_or(0.0),
+                );
+                r.count = i64::try_from(p.count).ok();
+                r.min = p.min;
+                r.max = p.max;
+                r.buckets = Some(
+                    serde_json::json!({"bounds": p.explicit_bounds, "counts": p.bucket_counts})
+                        .to_string(),
+                );
+                rows.push(r);
+            }
+        }
+        Some(Data::ExponentialHistogram(h)) => {
+            for p in &h.data_points {
+                let mut r = row(
+                    p.time_unix_nano,
+                    "exp_histogram",
+                    &p.attributes,
+                    p.sum.unwrap_or(0.0),
+                );
+                r.count = i64::try_from(p.count).ok();
+                r.min = p.min;
+                r.max = p.max;
+                rows.push(r);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Attributes as the store's JSON object (keys sorted, as for SDK data).
+fn attrs_json(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> serde_json::Value {
+    let map: std::collections::BTreeMap<String, serde_json::Value> = attrs
+        .iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                value_json(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map.into_iter().collect())
+}
+
+fn value_json(v: Option<&proto_value::Value>) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match v {
+        Some(proto_value::Value::StringValue(s)) => Json::String(s.clone()),
+        Some(proto_value::Value::BoolValue(b)) => Json::Bool(*b),
+        Some(proto_value::Value::IntValue(i)) => Json::from(*i),
+        Some(proto_value::Value::DoubleValue(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number)
+        }
+        Some(proto_value::Value::ArrayValue(a)) => Json::Array(
+            a.values
+                .iter()
+                .map(|v| value_json(v.value.as_ref()))
+                .collect(),
+        ),
+        Some(proto_value::Value::KvlistValue(l)) => attrs_json(&l.values),
+        Some(proto_value::Value::BytesValue(b)) => Json::from(b.clone()),
+        _ => Json::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Exporter, Signal};

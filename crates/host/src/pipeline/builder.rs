@@ -172,7 +172,9 @@ impl TelemetryBuilder {
                 self.log_stores += 1;
                 self.with_log_exporter(exporter)
             }
-            Signal::Metrics => self.with_metric_exporter(exporter),
+            Signal::Metrics => self
+                .with_aggregated_metric_exporter(exporter.clone())
+                .with_metric_exporter(exporter),
         }
     }
 
