@@ -797,3 +797,44 @@ fn outgoing_requests_of_an_instrumented_guest_are_under_the_sending_function() {
     assert_eq!(call.name, "call");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A span made through `wasi:otel` (as its guest SDKs make them) nests under
+/// the SERVER span (through the route's own `tracing` span: one component
+/// mixing our SDK and wasi:otel), and the CLIENT span of the request sent inside it hangs
+/// under it and carries the trace to the callee: SERVER -> guest span ->
+/// CLIENT -> backend.
+#[test]
+fn wasi_otel_spans_nest_between_server_and_client_spans() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    let target = server.url("/headers");
+    let (status, body) = get(&server.url(&format!("/otel-call?url={target}")), &[]);
+    assert_eq!(status, 200, "{body}");
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().any(|s| s.name == "otel-call")
+            && s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 2
+    });
+    let guest = spans.iter().find(|s| s.name == "otel-call").unwrap();
+    let server_span = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/otel-call"))
+        .unwrap();
+    // The route's `tracing` span (our SDK) is open around it: the wasi:otel
+    // span nests under that, the innermost open span.
+    let route = child_of(&spans, server_span, "route");
+    assert_eq!(guest.parent_span_id, route.span_id);
+    assert_eq!(guest.trace_id, server_span.trace_id);
+    assert_eq!(guest.status.code, SpanStatusCode::Ok);
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client && s.attr_str("url.full") == Some(target.as_str()))
+        .unwrap();
+    assert_eq!(client.parent_span_id, guest.span_id);
+    let callee = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/headers"))
+        .unwrap();
+    assert_eq!(callee.parent_span_id, client.span_id);
+    assert_eq!(callee.trace_id, server_span.trace_id);
+    server.stop("-INT");
+}

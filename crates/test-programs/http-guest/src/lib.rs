@@ -2,7 +2,9 @@
 //! `/hello`, `/status?code=N`, `/trap`, `/trap-after-response`, `/spin`
 //! (CPU loop), `/slow?ms=N`, `/sleep` (blocked in a host call for an hour), `/no-response`,
 //! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
-//! `traceparent`). For the load benchmark's cost breakdown
+//! `traceparent`), `/otel-call?url=URL` (the same call inside a span made
+//! through `wasi:otel`, as a wasi:otel guest SDK would). For the load
+//! benchmark's cost breakdown
 //! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
 //! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
 //! log records); `/hello` is one of each. `/first-span` times the steps of
@@ -94,6 +96,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                     }
                 }
             }
+            "/otel-call" => {
+                let url = http_util::query_param(&path, "url")
+                    .unwrap_or("")
+                    .to_string();
+                let status = otel::call_in_span(&url);
+                http_util::respond(out, 200, &status);
+            }
             "/headers" => {
                 let tp = http_util::header(&request, "traceparent").unwrap_or_default();
                 http_util::respond(out, 200, &tp);
@@ -133,3 +142,70 @@ fn first_span_steps() -> String {
 }
 
 wasip2::http::proxy::export!(Guest);
+
+/// A span made the way a `wasi:otel` guest SDK makes one: its parent from
+/// `outer-span-context`, `on-start`, the work, `on-end` with the finished
+/// span.
+mod otel {
+    mod bindings {
+        wit_bindgen::generate!({
+            path: "../../../wit-otel",
+            world: "wasi:otel/imports",
+            generate_all,
+        });
+    }
+
+    use bindings::wasi::clocks::wall_clock::{self, Datetime};
+    use bindings::wasi::otel::tracing::{
+        self as otel, SpanContext, SpanData, SpanKind, Status, TraceFlags,
+    };
+    use bindings::wasi::otel::types::InstrumentationScope;
+
+    /// Calls `url` inside a span; returns the call's status (or error).
+    pub fn call_in_span(url: &str) -> String {
+        let outer = otel::outer_span_context();
+        let valid = outer.trace_id.chars().any(|c| c != '0');
+        let trace_id = if valid {
+            outer.trace_id.clone()
+        } else {
+            "5b8efff798038103d269b633813fc60c".into()
+        };
+        let cx = SpanContext {
+            trace_id,
+            span_id: "eee19b7ec3c1b174".into(),
+            trace_flags: TraceFlags::SAMPLED,
+            is_remote: false,
+            trace_state: vec![],
+        };
+        let start = wall_clock::now();
+        otel::on_start(&cx);
+        let result = http_util::get(url);
+        let end: Datetime = wall_clock::now();
+        let (status, text) = match result {
+            Ok((code, _)) => (Status::Ok, code.to_string()),
+            Err(e) => (Status::Error(e.clone()), e),
+        };
+        otel::on_end(&SpanData {
+            span_context: cx,
+            parent_span_id: if valid { outer.span_id } else { String::new() },
+            span_kind: SpanKind::Internal,
+            name: "otel-call".into(),
+            start_time: start,
+            end_time: end,
+            attributes: vec![],
+            events: vec![],
+            links: vec![],
+            status,
+            instrumentation_scope: InstrumentationScope {
+                name: "http-guest".into(),
+                version: None,
+                schema_url: None,
+                attributes: vec![],
+            },
+            dropped_attributes: 0,
+            dropped_events: 0,
+            dropped_links: 0,
+        });
+        text
+    }
+}
