@@ -11,7 +11,7 @@ use wasi_observe_store::Store;
 use wasmtime::component::Component;
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime::{Result, bail};
+use wasmtime::{ResourceLimiter, Result, bail};
 
 /// Which telemetry store to use.
 #[derive(Args, Clone, Debug, Default)]
@@ -100,6 +100,153 @@ impl CallOptions {
     }
 }
 
+/// The variable that sets `--max-memory`.
+pub const MAX_MEMORY_ENV: &str = "WASI_OBSERVE_MAX_MEMORY";
+
+/// The most one instance's resources may grow to.
+#[derive(Args, Clone, Debug)]
+pub struct LimitOptions {
+    /// The most each of the guest's linear memories may grow to (`256MiB`,
+    /// `1GiB`, `512KiB`, or bytes; at most 4GiB). A growth past it is
+    /// refused, which most guests (Rust's included) turn into a trap; the
+    /// host then says the limit was reached.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB",
+          env = MAX_MEMORY_ENV)]
+    pub max_memory: usize,
+}
+
+impl LimitOptions {
+    /// A fresh limiter for one store.
+    pub fn limiter(&self) -> InstanceLimits {
+        InstanceLimits::new(self.max_memory)
+    }
+}
+
+/// The most elements a table may grow to (8 bytes each: 8 MiB). Tables
+/// hold function references; the largest programs have tens of thousands.
+/// The pooling allocator keeps its own, smaller cap (20 000).
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// A store's [`ResourceLimiter`]: each linear memory may grow to at most
+/// `--max-memory` bytes and each table to [`MAX_TABLE_ELEMENTS`]. A growth
+/// past them is refused (`memory.grow` returns -1, as the WebAssembly
+/// specification allows), and the first refusal is remembered, so that the
+/// trap a guest usually makes of it can be explained.
+#[derive(Clone, Debug)]
+pub struct InstanceLimits {
+    max_memory: usize,
+    refused: Option<Refusal>,
+}
+
+/// A growth the limiter refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// A linear memory, to this many bytes.
+    Memory(usize),
+    /// A table, to this many elements.
+    Table(usize),
+}
+
+impl InstanceLimits {
+    /// Limits with `max_memory` bytes per linear memory.
+    pub fn new(max_memory: usize) -> Self {
+        InstanceLimits {
+            max_memory,
+            refused: None,
+        }
+    }
+
+    /// Whether the first refusal was of a linear memory (`--max-memory`).
+    pub fn memory_refused(&self) -> bool {
+        matches!(self.refused, Some(Refusal::Memory(_)))
+    }
+
+    /// What was refused, in words (`None`: nothing was).
+    pub fn refusal(&self) -> Option<String> {
+        Some(match self.refused? {
+            Refusal::Memory(desired) => format!(
+                "its linear memory reached --max-memory {} (growing it to {} was refused)",
+                format_size(self.max_memory),
+                format_size(desired)
+            ),
+            Refusal::Table(desired) => format!(
+                "a table reached {MAX_TABLE_ELEMENTS} elements (growing it to {desired} was refused)"
+            ),
+        })
+    }
+}
+
+impl ResourceLimiter for InstanceLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.max_memory {
+            self.refused.get_or_insert(Refusal::Memory(desired));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.refused.get_or_insert(Refusal::Table(desired));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// The largest `--max-memory`: what a 32-bit linear memory can address,
+/// and what the pooling allocator's slots reserve.
+const MAX_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// A size as `--max-memory` takes it: a whole number of bytes, or with a
+/// binary unit (`KiB`, `MiB`, `GiB`; `K`, `M`, `G` and `KB`, `MB`, `GB`
+/// mean the same here), between 64 KiB (one WebAssembly page) and 4 GiB.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 256MiB, 1GiB or 65536"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .filter(|b| (64 << 10..=MAX_MEMORY_LIMIT).contains(b))
+        .ok_or_else(|| format!("`{s}`: must be between 64KiB and 4GiB"))?;
+    usize::try_from(bytes).map_err(|_| format!("`{s}`: too large for this machine"))
+}
+
+/// Bytes as the messages say them: `256 MiB`, `1 GiB`, `640 KiB`.
+pub fn format_size(bytes: usize) -> String {
+    let b = bytes as u64;
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if b >= scale && b % scale == 0 {
+            return format!("{} {unit}", b / scale);
+        }
+    }
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{b} bytes")
+    }
+}
+
 /// A telemetry pipeline, and the store it writes to, if any.
 pub struct Pipeline {
     /// The pipeline.
@@ -112,9 +259,20 @@ impl ExportOptions {
     /// Builds the telemetry pipeline, named after `component` unless the
     /// environment names the service.
     pub fn telemetry(&self, component: &Path) -> Result<Pipeline> {
+        self.telemetry_with(component, |b| b)
+    }
+
+    /// As [`telemetry`](Self::telemetry), with `adjust` applied to the
+    /// builder once every exporter is added (so that it sees the queue
+    /// settings the exporters call for).
+    pub fn telemetry_with(
+        &self,
+        component: &Path,
+        adjust: impl FnOnce(TelemetryBuilder) -> TelemetryBuilder,
+    ) -> Result<Pipeline> {
         let (builder, store) = self.builder(component)?;
         Ok(Pipeline {
-            telemetry: builder.build()?,
+            telemetry: adjust(builder).build()?,
             store,
         })
     }
@@ -196,8 +354,10 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// (instances, memories, tables and stacks reused from preallocated slots,
 /// for up to `instances` component instances at once). Per-request
 /// instantiation then costs a fraction of what fresh mappings cost. Fails
-/// where the pool's address space cannot be reserved (`ulimit -v`).
-pub fn pooled_engine(instances: u32) -> Result<Engine> {
+/// where the pool's address space cannot be reserved (`ulimit -v`). Each
+/// linear memory slot may grow to `max_memory` bytes, as the store's
+/// [`InstanceLimits`] allow.
+pub fn pooled_engine(instances: u32, max_memory: usize) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     // A component made by wit-component instantiates a few core modules
     // (the program, shims, adapters), with one memory and up to two tables
@@ -208,7 +368,8 @@ pub fn pooled_engine(instances: u32) -> Result<Engine> {
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(4))
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .table_keep_resident(KEEP_RESIDENT)
+        .max_memory_size(max_memory);
     let mut config = config(false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
@@ -326,6 +487,8 @@ pub fn finish(telemetry: &Telemetry) {
 
 /// A component's store data, for `run` and `serve` alike.
 pub struct Host {
+    /// Caps the instance's memories and tables.
+    pub limits: InstanceLimits,
     wasi: wasmtime_wasi::WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     table: wasmtime::component::ResourceTable,
@@ -334,14 +497,27 @@ pub struct Host {
 }
 
 impl Host {
-    /// Store data for one instance.
-    pub fn new(wasi: wasmtime_wasi::WasiCtx, observe: wasi_observe_host::WasiObserveCtx) -> Self {
+    /// Store data for one instance; install `limits` with
+    /// [`Host::limit`].
+    pub fn new(
+        wasi: wasmtime_wasi::WasiCtx,
+        observe: wasi_observe_host::WasiObserveCtx,
+        limits: InstanceLimits,
+    ) -> Self {
         Host {
+            limits,
             wasi,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
             observe,
         }
+    }
+}
+
+impl Host {
+    /// Makes the store's [`InstanceLimits`] its resource limiter.
+    pub fn limit(store: &mut wasmtime::Store<Host>) {
+        store.limiter(|host| &mut host.limits);
     }
 }
 
@@ -382,6 +558,52 @@ pub fn trap_summary(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units_within_bounds() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size(" 1 GiB "), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        for bad in ["", "MiB", "-1", "1.5GiB", "5GiB", "1KiB", "0", "10 parsecs"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        // No overflow on a huge number.
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert!(parse_size("18446744073709551615GiB").is_err());
+        assert_eq!(format_size(256 << 20), "256 MiB");
+        assert_eq!(format_size(4 << 30), "4 GiB");
+        assert_eq!(format_size(640 << 10), "640 KiB");
+        assert_eq!(format_size((3 << 20) + (1 << 19)), "3584 KiB");
+        assert_eq!(format_size(100), "100 bytes");
+    }
+
+    /// Growths past the limits are refused, not trapped on, and the first
+    /// refusal is what the message names.
+    #[test]
+    fn the_limiter_refuses_growth_past_the_limits_and_remembers_the_first() {
+        let mut limits = InstanceLimits::new(1 << 20);
+        assert_eq!(limits.memory_growing(0, 1 << 20, None).ok(), Some(true));
+        assert_eq!(
+            limits.table_growing(0, MAX_TABLE_ELEMENTS, None).ok(),
+            Some(true)
+        );
+        assert!(limits.refusal().is_none() && !limits.memory_refused());
+        assert_eq!(
+            limits.memory_growing(1 << 20, 2 << 20, None).ok(),
+            Some(false)
+        );
+        assert_eq!(
+            limits.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).ok(),
+            Some(false)
+        );
+        assert!(limits.memory_refused());
+        assert_eq!(
+            limits.refusal().as_deref(),
+            Some("its linear memory reached --max-memory 1 MiB (growing it to 2 MiB was refused)")
+        );
+    }
 
     /// The embedded store alone gets the store's batch sizes (16 384 queued,
     /// 8 192 a batch), as docs/store.md promises; beside another exporter,

@@ -112,7 +112,11 @@ impl Server {
             assert!(Instant::now() < deadline, "serve did not exit");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let lines = self.stderr.try_iter().collect();
+        // Everything it printed: the reader thread ends at the pipe's end.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
         (status, lines)
     }
 }
@@ -837,4 +841,351 @@ fn wasi_otel_spans_nest_between_server_and_client_spans() {
     assert_eq!(callee.parent_span_id, client.span_id);
     assert_eq!(callee.trace_id, server_span.trace_id);
     server.stop("-INT");
+}
+
+/// A line of the server's `/proc/PID/status`, in KiB (`VmHWM`: peak RSS).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {field} for {pid}"))
+}
+
+/// The points of the last export of the histogram `name` (each export is
+/// cumulative): attributes and count.
+fn histogram_points(
+    receiver: &OtlpHttpReceiver,
+    name: &str,
+) -> Vec<(otlp_receiver::Attributes, u64)> {
+    receiver
+        .metrics()
+        .iter()
+        .rev()
+        .find(|m| m.name == name)
+        .map(|m| {
+            m.histogram_points()
+                .iter()
+                .map(|p| (otlp_receiver::attributes_map(&p.attributes), p.count))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn attr_of<'a>(attrs: &'a otlp_receiver::Attributes, key: &str) -> Option<&'a str> {
+    use otlp_receiver::AnyValueExt as _;
+    attrs.get(key).and_then(|v| v.as_str())
+}
+
+/// The count of the duration metric's series whose `key` is `value`, once
+/// it reaches `at_least` (or the deadline passes).
+fn wait_for_series(
+    receiver: &OtlpHttpReceiver,
+    key: &str,
+    value: &str,
+    at_least: u64,
+) -> Vec<(otlp_receiver::Attributes, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let points = histogram_points(receiver, "http.server.request.duration");
+        let count: u64 = points
+            .iter()
+            .filter(|(a, _)| attr_of(a, key) == Some(value))
+            .map(|(_, c)| c)
+            .sum();
+        if count >= at_least || Instant::now() > deadline {
+            return points;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The attack of issue 20: an HTTP client sends 300 requests with distinct
+/// 60 KB methods. The server keeps serving, the duration metric has one
+/// `_OTHER` series for all of them (the original method is on spans only),
+/// and the server's peak RSS grows by less than the methods' total size
+/// (the methods kept as series grew it by 61 MB before).
+#[test]
+fn distinct_huge_methods_do_not_grow_the_server() {
+    const METHOD_LEN: usize = 60_000;
+    const REQUESTS: usize = 300;
+    /// What the server may grow by: well under one copy of the methods
+    /// (300 x 60 KB = 17 MiB). The spans carry them on their way out.
+    const ALLOWANCE_KIB: u64 = 12 * 1024;
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    let pid = server.child.id();
+    let attack = |i: usize| {
+        let mut method = format!("M{i:05}").into_bytes();
+        method.resize(METHOD_LEN, b'X');
+        let mut request = method;
+        request.extend_from_slice(b" /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        raw(server.addr, &request)
+    };
+    // Warm up: the allocator, the queues, a pooled slot, the exporters.
+    for i in 0..20 {
+        assert_eq!(get(&server.url("/hello"), &[]).0, 200);
+        let answer = attack(REQUESTS + i);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    wait_for_series(&receiver, "http.request.method", "_OTHER", 20);
+    let before = proc_status_kib(pid, "VmHWM:");
+
+    for i in 0..REQUESTS {
+        let answer = attack(i);
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+    }
+    let (status, body) = get(&server.url("/hello"), &[]);
+    assert_eq!((status, body.as_str()), (200, "hello"), "still serving");
+
+    let points = wait_for_series(&receiver, "http.request.method", "_OTHER", 320);
+    let after = proc_status_kib(pid, "VmHWM:");
+    let other: Vec<_> = points
+        .iter()
+        .filter(|(a, _)| attr_of(a, "http.request.method") == Some("_OTHER"))
+        .collect();
+    assert_eq!(
+        other.len(),
+        1,
+        "one series for every unknown method: {points:?}"
+    );
+    assert_eq!(other[0].1, 320);
+    for (attrs, _) in &points {
+        assert!(
+            !attrs.contains_key("http.request.method_original"),
+            "{attrs:?}"
+        );
+        let method = attr_of(attrs, "http.request.method").unwrap();
+        assert!(["GET", "_OTHER"].contains(&method), "{method}");
+    }
+    // The spans keep the method the client sent.
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter()
+            .filter(|s| s.kind == SpanKind::Server && s.name == "HTTP")
+            .count()
+            >= 320
+    });
+    let span = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.name == "HTTP")
+        .unwrap();
+    assert_eq!(span.attr_str("http.request.method"), Some("_OTHER"));
+    assert_eq!(
+        span.attr_str("http.request.method_original").map(str::len),
+        Some(METHOD_LEN)
+    );
+    eprintln!(
+        "peak RSS {before} KiB -> {after} KiB (+{} KiB) for {REQUESTS} methods of {METHOD_LEN} bytes",
+        after.saturating_sub(before)
+    );
+    assert!(
+        after.saturating_sub(before) <= ALLOWANCE_KIB,
+        "the server grew from {before} KiB to {after} KiB"
+    );
+    server.stop("-TERM");
+}
+
+/// `--max-instances` bounds the requests running at once with either
+/// allocator: of 6 slow requests sent together to a server allowing 2,
+/// 2 are served and 4 answered 503 at once, with `overloaded` spans and
+/// series, and the count reported at exit; the server serves again after.
+#[test]
+fn max_instances_bounds_concurrency_for_both_allocators() {
+    for allocator in ["pooling", "on-demand"] {
+        let receiver = OtlpHttpReceiver::start();
+        let server = Server::start(
+            HTTP_GUEST_COMPONENT,
+            &receiver,
+            &["--max-instances", "2", "--allocator", allocator],
+        );
+        assert!(server.notices.is_empty(), "{:?}", server.notices);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let started = Instant::now();
+        let requests: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, barrier) = (server.url("/slow?ms=3000"), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let answer = get(&url, &[]);
+                    (answer, started.elapsed())
+                })
+            })
+            .collect();
+        let answers: Vec<_> = requests.into_iter().map(|t| t.join().unwrap()).collect();
+        let served = answers.iter().filter(|((s, _), _)| *s == 200).count();
+        let refused: Vec<_> = answers.iter().filter(|((s, _), _)| *s == 503).collect();
+        assert_eq!((served, refused.len()), (2, 4), "{allocator}: {answers:?}");
+        for ((_, body), took) in &refused {
+            assert!(
+                body.contains("too many requests in flight: --max-instances 2"),
+                "{body}"
+            );
+            // Answered at once, not after a slot freed up.
+            assert!(*took < Duration::from_millis(2500), "{allocator}: {took:?}");
+        }
+        assert_eq!(get(&server.url("/hello"), &[]).0, 200, "{allocator}");
+
+        let points = wait_for_series(&receiver, "error.type", "overloaded", 4);
+        let overloaded: u64 = points
+            .iter()
+            .filter(|(a, _)| attr_of(a, "error.type") == Some("overloaded"))
+            .map(|(_, c)| c)
+            .sum();
+        assert_eq!(overloaded, 4, "{allocator}: {points:?}");
+        let spans = wait_for_spans(&receiver, |s| {
+            s.iter()
+                .filter(|s| s.attr_str("error.type") == Some("overloaded"))
+                .count()
+                >= 4
+        });
+        let refused_spans = spans
+            .iter()
+            .filter(|s| {
+                s.kind == SpanKind::Server && s.attr_str("error.type") == Some("overloaded")
+            })
+            .count();
+        assert_eq!(refused_spans, 4);
+        let (status, stderr) = server.stop("-TERM");
+        assert_eq!(status.code(), Some(143));
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("7 requests; 4 refused at --max-instances 2 (503)")),
+            "{allocator}: {stderr:?}"
+        );
+    }
+}
+
+/// `--max-memory` (or `WASI_OBSERVE_MAX_MEMORY`) caps each instance's
+/// memory with either allocator: a request that grows past it is answered
+/// 503 with a `memory_limit` span, counted; one within it, and the next
+/// one, are served.
+#[test]
+fn max_memory_stops_a_request_with_503_and_the_server_keeps_serving() {
+    for (allocator, via_env) in [("pooling", false), ("on-demand", true)] {
+        let receiver = OtlpHttpReceiver::start();
+        let mut args = vec!["--allocator", allocator];
+        let server = if via_env {
+            // `start_with` clears the WASI_OBSERVE_* variables it inherits:
+            // a wrapper sets this one after that.
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                r#"WASI_OBSERVE_MAX_MEMORY=32MiB exec "$0" "$@""#,
+                env!("CARGO_BIN_EXE_wasi-observe"),
+            ]);
+            Server::start_with(sh, HTTP_GUEST_COMPONENT, &receiver, &args)
+        } else {
+            args.extend(["--max-memory", "32MiB"]);
+            Server::start(HTTP_GUEST_COMPONENT, &receiver, &args)
+        };
+        assert!(server.notices.is_empty(), "{:?}", server.notices);
+        let (status, body) = get(&server.url("/grow?mb=64"), &[]);
+        assert_eq!(status, 503, "{allocator}: {body}");
+        assert!(
+            body.contains("its linear memory reached --max-memory 32 MiB"),
+            "{allocator}: {body}"
+        );
+        let (status, body) = get(&server.url("/grow?mb=8"), &[]);
+        assert_eq!((status, body.as_str()), (200, "grew 8 MiB"), "{allocator}");
+        let (status, body) = get(&server.url("/hello"), &[]);
+        assert_eq!((status, body.as_str()), (200, "hello"), "{allocator}");
+
+        let spans = wait_for_spans(&receiver, |s| {
+            s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 3
+        });
+        let stopped = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Server && s.attr_str("url.query") == Some("mb=64"))
+            .unwrap();
+        assert_eq!(stopped.attr_str("error.type"), Some("memory_limit"));
+        assert_eq!(stopped.attr_i64("http.response.status_code"), Some(503));
+        let route = child_of(&spans, stopped, "route");
+        assert!(
+            route.status.message.contains("--max-memory 32 MiB"),
+            "{route:#?}"
+        );
+        let (_, stderr) = server.stop("-TERM");
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("1 stopped at --max-memory 32 MiB (503)")),
+            "{allocator}: {stderr:?}"
+        );
+    }
+}
+
+/// `--trust-traceparent never`: a caller's `traceparent` decides neither the
+/// trace nor the sampling (the caller said "not sampled"; the host samples
+/// it in), and is kept as a link on the SERVER span. `loopback` trusts this
+/// test's loopback client: the request continues the caller's trace.
+#[test]
+fn untrusted_traceparent_starts_a_new_trace_linked_to_the_caller() {
+    let receiver = OtlpHttpReceiver::start();
+    let never = Server::start(
+        HTTP_GUEST_COMPONENT,
+        &receiver,
+        &["--trust-traceparent", "never"],
+    );
+    let loopback = Server::start(
+        HTTP_GUEST_COMPONENT,
+        &receiver,
+        &["--trust-traceparent=loopback"],
+    );
+    let unsampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00");
+    let sampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let headers = |tp: &str| {
+        [
+            ("traceparent", tp.to_string()),
+            ("tracestate", "caller=1".to_string()),
+        ]
+    };
+    let send = |server: &Server, query: &str, tp: &str| {
+        let h = headers(tp);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(get(&server.url(&format!("/hello?{query}")), &h).0, 200);
+    };
+    send(&never, "never-unsampled", &unsampled);
+    send(&never, "never-sampled", &sampled);
+    send(&loopback, "loopback", &sampled);
+
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.kind == SpanKind::Server).count() >= 3
+    });
+    for query in ["never-unsampled", "never-sampled"] {
+        let server_span = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Server && s.attr_str("url.query") == Some(query))
+            .unwrap_or_else(|| panic!("{query} was not recorded: {spans:#?}"));
+        assert!(server_span.is_root(), "{server_span:#?}");
+        assert_ne!(server_span.trace_id, CALLER_TRACE);
+        assert_eq!(server_span.trace_state, "");
+        assert_eq!(server_span.links.len(), 1, "{server_span:#?}");
+        let link = &server_span.links[0];
+        assert_eq!(
+            (
+                link.trace_id.as_str(),
+                link.span_id.as_str(),
+                link.trace_state.as_str()
+            ),
+            (CALLER_TRACE, CALLER_SPAN, "caller=1")
+        );
+        // The guest's span is in the request's own trace.
+        let route = child_of(&spans, server_span, "route");
+        assert_eq!(route.trace_id, server_span.trace_id);
+    }
+    let trusted = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.query") == Some("loopback"))
+        .unwrap();
+    assert_eq!(
+        (trusted.trace_id.as_str(), trusted.parent_span_id.as_str()),
+        (CALLER_TRACE, CALLER_SPAN)
+    );
+    assert!(trusted.links.is_empty());
+    never.stop("-TERM");
+    loopback.stop("-TERM");
 }

@@ -20,8 +20,8 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder};
 
 use crate::common::{
-    CallOptions, DbOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_dir,
-    parse_duration, parse_env, trap_summary,
+    CallOptions, DbOptions, ExportOptions, Host, InstanceLimits, LimitOptions, Loaded, engine,
+    finish, load, parse_dir, parse_duration, parse_env, trap_summary,
 };
 use crate::view::{printable, short_id};
 use wasi_observe_store::{Store as TelemetryStore, TraceSummary};
@@ -55,6 +55,9 @@ pub struct RunCommand {
     min_function_duration: Duration,
 
     #[command(flatten)]
+    limits: LimitOptions,
+
+    #[command(flatten)]
     export: ExportOptions,
 
     #[command(flatten)]
@@ -70,6 +73,7 @@ pub struct RunCommand {
 
 /// A core module's store data.
 struct ModuleHost {
+    limits: InstanceLimits,
     wasi: WasiP1Ctx,
     observe: WasiObserveCtx,
 }
@@ -94,7 +98,19 @@ impl Guest {
         }
     }
 
+    /// The store's limiter.
+    fn limits(&self) -> &InstanceLimits {
+        match self {
+            Guest::Component(store, _) => &store.data().limits,
+            Guest::Module(store, _) => &store.data().limits,
+        }
+    }
+
     fn set_limits(&mut self, fuel: Option<u64>) -> Result<()> {
+        match self {
+            Guest::Component(store, _) => Host::limit(store),
+            Guest::Module(store, _) => store.limiter(|host| &mut host.limits),
+        }
         fn apply<T>(store: &mut Store<T>, fuel: Option<u64>) -> Result<()> {
             store.set_epoch_deadline(1);
             store.epoch_deadline_trap();
@@ -261,9 +277,19 @@ impl RunCommand {
                         exit.0
                     ),
                 ),
-                (None, _) => (134, format!("the guest trapped: {}", trap_summary(e))),
+                (None, _) => match guest.limits().refusal() {
+                    Some(refusal) => (
+                        134,
+                        format!("the guest trapped: {}; {refusal}", trap_summary(e)),
+                    ),
+                    None => (134, format!("the guest trapped: {}", trap_summary(e))),
+                },
             },
         };
+        let refusal = guest
+            .limits()
+            .refusal()
+            .map(|r| (r, guest.limits().memory_refused()));
         guest.observe().end_open_spans(&reason);
         drop(guest);
         if let Some(span) = &mut run_span {
@@ -292,6 +318,17 @@ impl RunCommand {
                     && e.downcast_ref::<I32Exit>().is_none()
                 {
                     eprintln!("Error: {e:?}");
+                }
+                if let Some((refusal, memory)) = &refusal {
+                    let hint = if *memory {
+                        format!(
+                            "; raise it with --max-memory or {}",
+                            crate::common::MAX_MEMORY_ENV
+                        )
+                    } else {
+                        String::new()
+                    };
+                    eprintln!("wasi-observe: the guest reached a limit: {refusal}{hint}");
                 }
             }
             sig => eprintln!("wasi-observe: interrupted by {}", signal_name(sig)),
@@ -334,7 +371,7 @@ impl RunCommand {
                         self.component.display()
                     )
                 })?;
-                let host = Host::new(wasi.build(), observe);
+                let host = Host::new(wasi.build(), observe, self.limits.limiter());
                 Ok(Guest::Component(Store::new(engine, host), pre))
             }
             Loaded::Module(module, _) => {
@@ -343,6 +380,7 @@ impl RunCommand {
                 wasi_observe_host::functions::dylibso::add_to_linker(&mut linker, &module)?;
                 let pre = linker.instantiate_pre(&module).with_context(missing)?;
                 let host = ModuleHost {
+                    limits: self.limits.limiter(),
                     wasi: wasi.build_p1(),
                     observe,
                 };

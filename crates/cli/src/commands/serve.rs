@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +15,12 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
+use wasi_observe_host::export::batch::BatchConfig;
 use wasi_observe_host::functions::FunctionNames;
 use wasi_observe_host::host_spans::calls;
-use wasi_observe_host::host_spans::http::ServerSpan;
-use wasi_observe_host::{Telemetry, WasiObserveCtx};
+use wasi_observe_host::host_spans::http::{IncomingContext, ServerSpan};
+use wasi_observe_host::{Telemetry, TelemetryBuilder, WasiObserveCtx};
 use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result, Store};
@@ -30,8 +32,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::commands::run::report_store;
 use crate::common::{
-    CallOptions, ExportOptions, Host, Loaded, engine, finish, load, parse_duration, parse_env,
-    pooled_engine, trap_summary,
+    CallOptions, ExportOptions, Host, LimitOptions, Loaded, engine, finish, format_size, load,
+    parse_duration, parse_env, pooled_engine, trap_summary,
 };
 
 /// Serve HTTP with a `wasi:http/proxy` component: every request runs in a
@@ -69,11 +71,23 @@ pub struct ServeCommand {
     #[arg(long, value_name = "KIND", default_value = "pooling")]
     allocator: Allocator,
 
-    /// With the pooling allocator: how many requests may run at once; more
-    /// are answered 503 (`error.type` `overloaded`).
+    /// How many requests may run at once (one instance each), whichever
+    /// the allocator; more are answered 503 at once (`error.type`
+    /// `overloaded`), counted and reported at exit.
     #[arg(long, value_name = "N", default_value = "1000",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
+
+    #[command(flatten)]
+    limits: LimitOptions,
+
+    /// Whose `traceparent` decides a request's trace: `always` (every
+    /// caller's: the request continues its trace, and its sampled flag
+    /// counts), `never` (no one's: each request starts a trace of its own,
+    /// sampled by this host, with the caller's context kept as a span link),
+    /// or `loopback` (callers on this machine are trusted, others are not).
+    #[arg(long, value_name = "WHEN", default_value = "always")]
+    trust_traceparent: Trust,
 
     #[command(flatten)]
     export: ExportOptions,
@@ -91,6 +105,65 @@ enum Allocator {
     OnDemand,
 }
 
+/// Whose incoming trace context is continued (`--trust-traceparent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Trust {
+    Always,
+    Never,
+    Loopback,
+}
+
+impl Trust {
+    /// What a request from `peer` does with its `traceparent`.
+    fn incoming(self, peer: SocketAddr) -> IncomingContext {
+        let trusted = match self {
+            Trust::Always => true,
+            Trust::Never => false,
+            // `::ffff:127.0.0.1` too.
+            Trust::Loopback => peer.ip().to_canonical().is_loopback(),
+        };
+        if trusted {
+            IncomingContext::Continue
+        } else {
+            IncomingContext::Link
+        }
+    }
+}
+
+/// What the server refused or stopped, reported at exit.
+#[derive(Default)]
+struct Counts {
+    /// Requests that reached the component's door (a Host header, parsed).
+    requests: AtomicU64,
+    /// Answered 503 because `--max-instances` requests were running.
+    overloaded: AtomicU64,
+    /// Stopped because an instance was refused memory (or a table) past
+    /// `--max-memory`.
+    memory_limit: AtomicU64,
+}
+
+impl Counts {
+    /// Counts one; says so on stderr the first time (later ones are only
+    /// counted: a client must not be able to flood the log).
+    fn add(counter: &AtomicU64, first: impl FnOnce() -> String) {
+        if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("wasi-observe: {} (counted, reported at exit)", first());
+        }
+    }
+
+    /// The line printed at exit.
+    fn summary(&self, max_instances: u32, max_memory: usize) -> String {
+        format!(
+            "{} requests; {} refused at --max-instances {max_instances} (503); \
+             {} stopped at --max-memory {} (503)",
+            self.requests.load(Ordering::Relaxed),
+            self.overloaded.load(Ordering::Relaxed),
+            self.memory_limit.load(Ordering::Relaxed),
+            format_size(max_memory)
+        )
+    }
+}
+
 /// What every request shares.
 struct Server {
     engine: Engine,
@@ -104,6 +177,12 @@ struct Server {
     /// With --trace-calls: the component's import names, and the qualified
     /// name of the `handle` export when the filter selects it.
     calls: Option<(Arc<calls::ImportNames>, Option<String>)>,
+    /// One permit per request that may run (`--max-instances`).
+    slots: Arc<Semaphore>,
+    max_instances: u32,
+    limits: LimitOptions,
+    trust: Trust,
+    counts: Counts,
 }
 
 /// How often the epoch ticks: a running guest yields to other requests (and
@@ -117,7 +196,7 @@ impl ServeCommand {
     /// The engine and the compiled guest: pooled if asked for and possible.
     fn load(&self) -> Result<(Engine, Loaded)> {
         let pooled = match self.allocator {
-            Allocator::Pooling => pooled_engine(self.max_instances)
+            Allocator::Pooling => pooled_engine(self.max_instances, self.limits.max_memory)
                 .and_then(|engine| Ok((engine.clone(), load(&engine, &self.component)?))),
             Allocator::OnDemand => return self.load_on_demand(),
         };
@@ -174,7 +253,13 @@ impl ServeCommand {
                 self.component.display()
             )
         })?;
-        let pipeline = self.export.telemetry(&self.component)?;
+        if std::env::var("WASI_OBSERVE_MAX_BLOCK_MS").is_ok_and(|v| v.trim() != "0") {
+            eprintln!(
+                "wasi-observe: serve never waits for room in a full export queue \
+                 (WASI_OBSERVE_MAX_BLOCK_MS is ignored): it drops, and counts, what does not fit"
+            );
+        }
+        let pipeline = self.export.telemetry_with(&self.component, never_wait)?;
         let telemetry = pipeline.telemetry;
         let calls = self.calls.install()?.map(|tracing| {
             let handle = calls::export_interface(&engine, &component, "incoming-handler")
@@ -216,16 +301,46 @@ impl ServeCommand {
             functions,
             min_function_duration: self.min_function_duration,
             calls,
+            slots: Arc::new(Semaphore::new(self.max_instances as usize)),
+            max_instances: self.max_instances,
+            limits: self.limits,
+            trust: self.trust_traceparent,
+            counts: Counts::default(),
         });
-        let signal = runtime.block_on(serve(server, listener, self.shutdown_timeout))?;
+        let signal = runtime.block_on(serve(server.clone(), listener, self.shutdown_timeout))?;
         drop(runtime);
         ticking.store(false, Ordering::Relaxed);
+        eprintln!(
+            "wasi-observe: {}",
+            server
+                .counts
+                .summary(server.max_instances, server.limits.max_memory)
+        );
         finish(&telemetry);
         if let Some(store) = &pipeline.store {
             report_store(store, &self.export.db);
         }
         std::process::exit(128 + signal);
     }
+}
+
+/// serve's export queues never make a request wait for room: the wait
+/// would hold a runtime worker thread, and with it every request that
+/// thread serves. A full queue drops, and counts, what does not fit (as the
+/// OpenTelemetry SDKs do); the queue sizes (`OTEL_BSP_MAX_QUEUE_SIZE`,
+/// `OTEL_BLRP_MAX_QUEUE_SIZE`) absorb bursts.
+fn never_wait(builder: TelemetryBuilder) -> TelemetryBuilder {
+    let spans = BatchConfig {
+        max_block: Duration::ZERO,
+        ..builder.span_batch_config()
+    };
+    let logs = BatchConfig {
+        max_block: Duration::ZERO,
+        ..builder.log_batch_config()
+    };
+    builder
+        .with_span_batch_config(spans)
+        .with_log_batch_config(logs)
 }
 
 /// Accepts connections until a signal; returns its number.
@@ -310,6 +425,20 @@ fn connection_error(server: &Server, peer: SocketAddr, e: &hyper::Error) {
     }
 }
 
+/// The answer when `--max-instances` requests are running: 503, counted.
+fn overloaded(server: &Server, span: &mut ServerSpan) -> Response<HyperOutgoingBody> {
+    let message = format!(
+        "too many requests in flight: --max-instances {} are running",
+        server.max_instances
+    );
+    Counts::add(&server.counts.overloaded, || {
+        format!("{message}; answering 503")
+    });
+    span.response(503);
+    span.error("overloaded", message.clone());
+    text(503, message)
+}
+
 /// A plain-text response the host makes itself.
 fn text(status: u16, body: String) -> Response<HyperOutgoingBody> {
     let mut response = Response::new(
@@ -338,13 +467,27 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<HyperOutgoingBody> {
-    let mut span = ServerSpan::start(&server.telemetry, &req, "http", server.local, Some(peer));
+    let mut span = ServerSpan::start_with(
+        &server.telemetry,
+        &req,
+        "http",
+        server.local,
+        Some(peer),
+        server.trust.incoming(peer),
+    );
     if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
         let message = "the request names no host (no Host header)".to_string();
         span.response(400);
         span.error("missing_host", message.clone());
         return text(400, message);
     }
+    server.counts.requests.fetch_add(1, Ordering::Relaxed);
+
+    // Admission: at most --max-instances requests run at once, whichever
+    // the allocator. The permit is held until the instance is dropped.
+    let Ok(permit) = server.slots.clone().try_acquire_owned() else {
+        return overloaded(&server, &mut span);
+    };
 
     // --trace-calls: a span around the `handle` export, under the request's.
     let mut handle_span = server.calls.as_ref().and_then(|(_, handle)| {
@@ -373,8 +516,9 @@ async fn handle(
     if let Some((names, _)) = &server.calls {
         observe = observe.with_call_tracing(names.clone());
     }
-    let host = Host::new(wasi.build(), observe.build());
+    let host = Host::new(wasi.build(), observe.build(), server.limits.limiter());
     let mut store = Store::new(&server.engine, host);
+    Host::limit(&mut store);
     wasi_observe_host::observe_store(&mut store);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
@@ -408,7 +552,9 @@ async fn handle(
 
     let timeout = server.request_timeout;
     let pre = server.pre.clone();
+    let task_server = server.clone();
     let task = tokio::spawn(async move {
+        let server = task_server;
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
@@ -417,15 +563,38 @@ async fn handle(
                 .await
         };
         let result = tokio::time::timeout(timeout, run).await;
+        let refusal = store.data().limits.refusal();
         let failure = match result {
             Ok(Ok(())) => None,
             // Every pooled slot is in use: the server is overloaded, the
             // component did nothing wrong.
-            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Some(Failure {
-                status: 503,
-                kind: "overloaded",
-                message: format!("too many requests in flight: {e}"),
-            }),
+            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Counts::add(&server.counts.overloaded, || {
+                    format!("the instance pool is full: answering 503 ({e})")
+                });
+                Some(Failure {
+                    status: 503,
+                    kind: "overloaded",
+                    message: format!("too many requests in flight: {e}"),
+                })
+            }
+            // Refused memory, the component trapped (or could not be
+            // instantiated): the server's limit, said as such.
+            Ok(Err(e)) if refusal.is_some() => {
+                let refusal = refusal.unwrap_or_default();
+                let message = format!(
+                    "the component was stopped: {refusal}; it trapped: {}",
+                    trap_summary(&e)
+                );
+                Counts::add(&server.counts.memory_limit, || {
+                    format!("a request was stopped at the memory limit: {message}; answering 503")
+                });
+                Some(Failure {
+                    status: 503,
+                    kind: "memory_limit",
+                    message,
+                })
+            }
             Ok(Err(e)) => Some(Failure {
                 status: 500,
                 kind: "trap",
@@ -443,6 +612,7 @@ async fn handle(
         };
         store.data_mut().observe.end_open_spans(&reason);
         drop(store);
+        drop(permit);
         if let (Some(handle), Some(f)) = (&mut handle_span, &failure) {
             calls::export_failed(handle, f.kind, f.message.clone());
         }

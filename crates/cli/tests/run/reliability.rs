@@ -417,3 +417,45 @@ fn flood_for_a_minute() {
     let (peak_kib, ..) = flood(var("WASI_OBSERVE_FLOOD_MS", 60_000), delay, block);
     assert!(peak_kib < 1024 * 1024, "peak RSS {peak_kib} KiB");
 }
+
+/// A guest that grows its memory past `--max-memory` (or
+/// `WASI_OBSERVE_MAX_MEMORY`, or the 256 MiB default) is refused the growth;
+/// the Rust guest traps on it, and the run ends as a trap that says which
+/// limit it reached, its open span closed with that reason and everything
+/// it emitted delivered.
+#[test]
+fn a_guest_growing_past_max_memory_traps_with_a_clear_message() {
+    for (flag, env, named) in [
+        (Some("32MiB"), None, "--max-memory 32 MiB"),
+        (None, Some("48MiB"), "--max-memory 48 MiB"),
+        (Some("40M"), Some("1GiB"), "--max-memory 40 MiB"),
+        (None, None, "--max-memory 256 MiB"),
+    ] {
+        let receiver = OtlpHttpReceiver::start();
+        let mut cmd = cli_http(&receiver);
+        if let Some(env) = env {
+            cmd.env("WASI_OBSERVE_MAX_MEMORY", env);
+        }
+        let mut args = Vec::new();
+        if let Some(flag) = flag {
+            args.extend(["--max-memory", flag]);
+        }
+        args.extend([EXIT_PATHS_COMPONENT, "3", "grow"]);
+        let out = run(cmd, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(134), "{named}: {stderr}");
+        assert!(!stdout.contains("grew to"), "{named}: {stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "wasi-observe: the guest reached a limit: its linear memory reached {named}"
+            )),
+            "{named}: {stderr}"
+        );
+        assert!(
+            stderr.contains("; raise it with --max-memory or WASI_OBSERVE_MAX_MEMORY"),
+            "{stderr}"
+        );
+        assert_exit_paths_delivered(&receiver, 3, named);
+    }
+}

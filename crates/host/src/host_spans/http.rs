@@ -13,7 +13,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Request, Version};
 use http_body_util::BodyExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _};
+use opentelemetry::trace::{Link, SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -43,6 +43,40 @@ pub fn inject_context(cx: &SpanContext, headers: &mut HeaderMap) {
         let cx = Context::new().with_remote_span_context(cx.clone());
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
     }
+}
+
+/// What a server does with the trace context (`traceparent`, `tracestate`)
+/// a request carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IncomingContext {
+    /// The caller is trusted: the SERVER span continues its trace, as a
+    /// child of its span, and its sampled flag decides with a parent-based
+    /// sampler.
+    #[default]
+    Continue,
+    /// The caller is not trusted: the request starts a new trace, which
+    /// the host's own sampler decides on, and the caller's span context is
+    /// kept as a link on the SERVER span, so the two can still be joined.
+    Link,
+}
+
+/// The most bytes of `server.address` a client duration metric carries:
+/// a DNS name is at most 253 bytes, an IP address far less. The guest
+/// chooses the URL; a longer value is cut, so it cannot grow the host's
+/// series by their size. (The CLIENT span has the value whole, up to the
+/// attribute length limit.)
+pub const MAX_METRIC_ADDRESS_LEN: usize = 255;
+
+/// `value`, cut to at most `max` bytes at a character boundary.
+fn cut(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_string();
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_string()
 }
 
 /// The OpenTelemetry name of a method: the known ones as they are, any other
@@ -149,8 +183,35 @@ impl Exchange {
         attributes: Vec<KeyValue>,
         metric_attributes: Vec<KeyValue>,
     ) -> Exchange {
+        Self::linked(
+            telemetry,
+            name,
+            kind,
+            parent,
+            attributes,
+            metric_attributes,
+            Vec::new(),
+        )
+    }
+
+    fn linked(
+        telemetry: &Telemetry,
+        name: &str,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: Vec<KeyValue>,
+        metric_attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+    ) -> Exchange {
         Exchange {
-            span: telemetry.start_span(name, kind, parent, attributes),
+            span: HostSpan::start_linked(
+                telemetry,
+                name.to_string(),
+                kind,
+                parent,
+                attributes,
+                links,
+            ),
             telemetry: telemetry.clone(),
             start: Instant::now(),
             metric_attributes,
@@ -238,6 +299,26 @@ impl ServerSpan {
         local: SocketAddr,
         peer: Option<SocketAddr>,
     ) -> ServerSpan {
+        Self::start_with(
+            telemetry,
+            request,
+            scheme,
+            local,
+            peer,
+            IncomingContext::Continue,
+        )
+    }
+
+    /// As [`start`](Self::start), with the caller's trace context continued
+    /// or only linked, as `incoming` says.
+    pub fn start_with<B>(
+        telemetry: &Telemetry,
+        request: &Request<B>,
+        scheme: &str,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+        incoming: IncomingContext,
+    ) -> ServerSpan {
         if !telemetry.is_enabled() {
             return ServerSpan {
                 exchange: Exchange::disabled(telemetry),
@@ -300,15 +381,21 @@ impl ServerSpan {
                 i64::from(peer.port()),
             ));
         }
-        let parent = extract_context(request.headers());
+        let caller = extract_context(request.headers());
+        let (parent, links) = match (incoming, caller) {
+            (IncomingContext::Continue, caller) => (caller, Vec::new()),
+            (IncomingContext::Link, Some(caller)) => (None, vec![Link::with_context(caller)]),
+            (IncomingContext::Link, None) => (None, Vec::new()),
+        };
         ServerSpan {
-            exchange: Exchange::new(
+            exchange: Exchange::linked(
                 telemetry,
                 name,
                 SpanKind::Server,
                 parent.as_ref(),
                 attrs,
                 metric_attributes,
+                links,
             ),
         }
     }
@@ -396,11 +483,16 @@ impl ClientSpan {
             let port = uri
                 .port_u16()
                 .unwrap_or(if scheme == "https" { 443 } else { 80 });
-            for a in [&mut attrs, &mut metric_attributes] {
-                a.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_string()));
-                a.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
-            }
+            attrs.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_string()));
+            attrs.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+            metric_attributes.push(KeyValue::new(
+                semconv::SERVER_ADDRESS,
+                cut(host, MAX_METRIC_ADDRESS_LEN),
+            ));
+            metric_attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
         }
+        // wasmtime-wasi-http sends only `http` and `https` (the hooks'
+        // `is_supported_scheme`), so this is one of two values.
         metric_attributes.push(KeyValue::new(semconv::URL_SCHEME, scheme.to_string()));
         attrs.push(KeyValue::new(semconv::URL_FULL, redacted_url(uri)));
         ClientSpan {
@@ -494,5 +586,66 @@ impl WasiHttpHooks for WasiObserveCtx {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a opentelemetry::Value> {
+        attrs
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    /// The guest picks the URL of its outgoing requests: the client duration
+    /// metric's `server.address` is cut to 255 bytes, and an unknown method is `_OTHER` there with no original;
+    /// the CLIENT span keeps both.
+    #[test]
+    fn client_metrics_carry_a_bounded_address_and_no_original_method() {
+        let telemetry = Telemetry::builder().build().unwrap();
+        let host = format!("{}.example", "a".repeat(600));
+        let request = Request::builder()
+            .method("BREW")
+            .uri(format!("http://{host}:8080/pot"))
+            .body(())
+            .unwrap();
+        let span = ClientSpan::start(&telemetry, &request, None);
+        let metric = &span.exchange.metric_attributes;
+        let address = value(metric, semconv::SERVER_ADDRESS).unwrap().as_str();
+        assert_eq!(address, "a".repeat(MAX_METRIC_ADDRESS_LEN));
+        assert_eq!(
+            value(metric, semconv::HTTP_REQUEST_METHOD).map(|v| v.as_str().into_owned()),
+            Some("_OTHER".into())
+        );
+        assert!(value(metric, semconv::HTTP_REQUEST_METHOD_ORIGINAL).is_none());
+        assert_eq!(
+            value(metric, semconv::SERVER_PORT),
+            Some(&opentelemetry::Value::I64(8080))
+        );
+        assert!(value(metric, semconv::URL_FULL).is_none());
+
+        let short = Request::builder()
+            .uri("http://backend.internal/x")
+            .body(())
+            .unwrap();
+        let span = ClientSpan::start(&telemetry, &short, None);
+        assert_eq!(
+            value(&span.exchange.metric_attributes, semconv::SERVER_ADDRESS)
+                .map(|v| v.as_str().into_owned()),
+            Some("backend.internal".into())
+        );
+        let _ = telemetry.shutdown();
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("ééé", 5), "éé");
+        assert_eq!(cut("", 0), "");
     }
 }

@@ -392,7 +392,22 @@ impl HostSpan {
         parent: Option<&SpanContext>,
         attributes: Vec<KeyValue>,
     ) -> HostSpan {
-        let (cx, record) = telemetry.begin_span(NewSpan::now(name, kind, parent, attributes));
+        Self::start_linked(telemetry, name, kind, parent, attributes, Vec::new())
+    }
+
+    /// As [`start`](Self::start), with links (given at the start, so the
+    /// sampler sees them).
+    pub(crate) fn start_linked(
+        telemetry: &Telemetry,
+        name: String,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+    ) -> HostSpan {
+        let mut span = NewSpan::now(name, kind, parent, attributes);
+        span.links = links;
+        let (cx, record) = telemetry.begin_span(span);
         HostSpan {
             cx,
             record,

@@ -91,3 +91,95 @@ fn function_names_are_bounded_like_guest_strings() {
     assert_eq!(spans[0].name.len(), 64);
     assert!(p.telemetry.stats().values_truncated >= 1);
 }
+
+/// An untrusted caller's `traceparent` decides neither the trace id nor the
+/// sampling: the SERVER span starts a new trace (sampled by the host's
+/// sampler, though the caller said "not sampled") and links to the caller's
+/// span. A trusted one is the parent, and its flag decides.
+#[test]
+fn an_untrusted_callers_context_is_a_link_not_the_parent() {
+    use wasi_observe_host::host_spans::http::IncomingContext;
+    let p = Pipeline::new();
+    let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let request = |flags: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .header(
+                "traceparent",
+                format!("00-{caller_trace}-{caller_span}-{flags}"),
+            )
+            .header("tracestate", "caller=1")
+            .body(())
+            .unwrap()
+    };
+    // Not sampled by the caller: continued, nothing is recorded.
+    let span = ServerSpan::start(&p.telemetry, &request("00"), "http", local, None);
+    assert_eq!(span.context().trace_id().to_string(), caller_trace);
+    assert!(!span.context().is_sampled());
+    drop(span);
+    // Linked: a trace of its own, sampled by the host's sampler.
+    let span = ServerSpan::start_with(
+        &p.telemetry,
+        &request("00"),
+        "http",
+        local,
+        None,
+        IncomingContext::Link,
+    );
+    assert_ne!(span.context().trace_id().to_string(), caller_trace);
+    assert!(span.context().is_sampled());
+    let own_trace = span.context().trace_id();
+    drop(span);
+    // Linked, with no context at all: no link.
+    let bare = http::Request::builder()
+        .uri("/bare")
+        .header("host", "x")
+        .body(())
+        .unwrap();
+    drop(ServerSpan::start_with(
+        &p.telemetry,
+        &bare,
+        "http",
+        local,
+        None,
+        IncomingContext::Link,
+    ));
+
+    let spans = p.spans();
+    assert_eq!(spans.len(), 2, "the unsampled continuation is not exported");
+    let linked = spans
+        .iter()
+        .find(|s| s.span_context.trace_id() == own_trace)
+        .unwrap();
+    assert_eq!(linked.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert!(linked.span_context.trace_state().header().is_empty());
+    let links = &linked.links.links;
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].span_context.trace_id().to_string(), caller_trace);
+    assert_eq!(links[0].span_context.span_id().to_string(), caller_span);
+    assert_eq!(links[0].span_context.trace_state().get("caller"), Some("1"));
+    let other = spans
+        .iter()
+        .find(|s| s.span_context.trace_id() != own_trace)
+        .unwrap();
+    assert!(other.links.links.is_empty());
+
+    // Trusted and sampled: a child of the caller's span.
+    drop(ServerSpan::start(
+        &p.telemetry,
+        &request("01"),
+        "http",
+        local,
+        None,
+    ));
+    let spans = p.spans();
+    let child = spans
+        .iter()
+        .find(|s| s.span_context.trace_id().to_string() == caller_trace)
+        .expect("the continued span");
+    assert_eq!(child.parent_span_id.to_string(), caller_span);
+    assert!(child.links.links.is_empty());
+}

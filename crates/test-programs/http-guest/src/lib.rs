@@ -3,8 +3,9 @@
 //! (CPU loop), `/slow?ms=N`, `/sleep` (blocked in a host call for an hour), `/no-response`,
 //! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
 //! `traceparent`), `/otel-call?url=URL` (the same call inside a span made
-//! through `wasi:otel`, as a wasi:otel guest SDK would). For the load
-//! benchmark's cost breakdown
+//! through `wasi:otel`, as a wasi:otel guest SDK would), `/grow?mb=N`
+//! (allocates N MiB, 1 MiB at a time, at most 4 096, then answers
+//! `grew N MiB`). For the load benchmark's cost breakdown
 //! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
 //! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
 //! log records); `/hello` is one of each. `/first-span` times the steps of
@@ -102,6 +103,17 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                     .to_string();
                 let status = otel::call_in_span(&url);
                 http_util::respond(out, 200, &status);
+            }
+            "/grow" => {
+                let mb: usize = http_util::query_param(&path, "mb")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(64)
+                    .min(4096);
+                let mut held = Vec::new();
+                for _ in 0..mb {
+                    held.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+                http_util::respond(out, 200, &format!("grew {} MiB", held.len()));
             }
             "/headers" => {
                 let tp = http_util::header(&request, "traceparent").unwrap_or_default();

@@ -2,8 +2,10 @@
 //! default 10), keeps one span open throughout, then ends the way the second argument
 //! says: `return`, `exit` (`std::process::exit(3)`, which wasi-libc turns
 //! into `exit(err)`, code 1; the `exit_code` guest covers other codes),
-//! `trap` (abort, an `unreachable` trap), or `spin` (loops
-//! until something stops it, after printing `spinning`).
+//! `trap` (abort, an `unreachable` trap), `spin` (loops
+//! until something stops it, after printing `spinning`), or `grow`
+//! (allocates up to 1 GiB, 4 MiB at a time, then prints `grew to 1024 MiB`:
+//! a memory limit below that stops it first).
 
 use std::io::Write;
 
@@ -44,6 +46,13 @@ fn main() {
                     break;
                 }
             }
+        }
+        "grow" => {
+            let mut held = Vec::new();
+            for _ in 0..256 {
+                held.push(std::hint::black_box(vec![1u8; 4 << 20]));
+            }
+            println!("grew to {} MiB", held.len() * 4);
         }
         _ => {}
     }
