@@ -236,7 +236,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 pub fn format_size(bytes: usize) -> String {
     let b = bytes as u64;
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if b >= scale && b % scale == 0 {
+        if b >= scale && b.is_multiple_of(scale) {
             return format!("{} {unit}", b / scale);
         }
     }

@@ -69,14 +69,9 @@ pub const MAX_METRIC_ADDRESS_LEN: usize = 255;
 
 /// `value`, cut to at most `max` bytes at a character boundary.
 fn cut(value: &str, max: usize) -> String {
-    if value.len() <= max {
-        return value.to_string();
-    }
-    let mut end = max;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value[..end].to_string()
+    let mut s = value.to_string();
+    crate::pipeline::limits::truncate(&mut s, max);
+    s
 }
 
 /// The OpenTelemetry name of a method: the known ones as they are, any other
