@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
@@ -78,7 +78,10 @@ pub(crate) struct Instrument {
 /// The series an instrument has, by a hash of their attribute sets.
 #[derive(Default)]
 struct Series {
-    seen: Mutex<HashSet<u64>>,
+    /// Read-locked on every measurement (a known series, the common case),
+    /// write-locked only to add one, so that stores on other threads do
+    /// not queue behind each other.
+    seen: RwLock<HashSet<u64>>,
     warned: AtomicBool,
 }
 
@@ -87,7 +90,15 @@ impl Series {
     /// known, or there is room for a new one (whose bytes it takes).
     fn admits(&self, attrs: &[KeyValue], limits: &Limits, all: &Instruments, name: &str) -> bool {
         let key = all.series_key(attrs);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return true;
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
         if seen.contains(&key) {
             return true;
         }
