@@ -274,6 +274,46 @@ fn vm_hwm_kb() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The figures the issue tracker and CI read, as one JSON object: for each,
+/// `ns` per operation and `ratio` to its native counterpart (spans to the
+/// native `opentelemetry_sdk` span, the `tracing` span to native `tracing`).
+fn json_summary(guests: &Guests, n: u64) -> String {
+    let native_span = native_span(n);
+    let native_tracing = native_tracing(n);
+    let native_log = native_log(n);
+    let native_counter = native_counter(n);
+    let figures = [
+        ("native_span", native_span, native_span),
+        ("native_tracing_span", native_tracing, native_tracing),
+        ("guest_raw_span", guests.run("raw", n), native_span),
+        ("guest_sdk_span", guests.run("sdk", n), native_span),
+        (
+            "guest_tracing_span",
+            guests.run("tracing", n),
+            native_tracing,
+        ),
+        ("native_log", native_log, native_log),
+        ("guest_sdk_log", guests.run("log", n), native_log),
+        ("native_counter", native_counter, native_counter),
+        (
+            "guest_sdk_counter",
+            guests.run("counter", n),
+            native_counter,
+        ),
+        ("floor", guests.run("floor", n), native_span),
+    ];
+    let body: Vec<String> = figures
+        .iter()
+        .map(|(key, ns, base)| {
+            format!(
+                "\"{key}\": {{\"ns\": {ns:.1}, \"ratio\": {:.3}}}",
+                ns / base
+            )
+        })
+        .collect();
+    format!("{{\"operations\": {n}, {}}}", body.join(", "))
+}
+
 fn row(what: &str, ns: f64, base: f64) {
     println!("{what:<58} {ns:>9.0} ns {:>6.2}x", ns / base);
 }
@@ -306,6 +346,12 @@ fn main() {
         println!("peak_rss_kb {}", vm_hwm_kb().unwrap_or(0));
         return;
     }
+    if args.first().map(String::as_str) == Some("--json") {
+        // One JSON object: `wasi-observe-bench --json [N]`.
+        let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+        println!("{}", json_summary(&Guests::new(), n));
+        return;
+    }
     let n: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let guests = Guests::new();
     println!("wasi-observe-bench: {n} operations per figure, ns per operation (ratio to native)");
@@ -328,7 +374,13 @@ fn main() {
         native,
     );
     row(
-        "(c) guest, tracing layer (wasi_observe::init)",
+        "(g) guest, OpenTelemetry API through the pipe (wasi_observe)",
+        guests.run("sdk", n),
+        native,
+    );
+    let native_tracing = native_tracing(n);
+    row(
+        "(c) guest, tracing layer (wasi_observe::init), pipe",
         guests.run("tracing", n),
         native,
     );
@@ -339,7 +391,7 @@ fn main() {
     );
     row(
         "    native tracing + tracing-opentelemetry + log bridge",
-        native_tracing(n),
+        native_tracing,
         native,
     );
     row(
@@ -361,7 +413,7 @@ fn main() {
         native_log,
     );
     row(
-        "(e) guest, log crate through wasi_observe",
+        "(e) guest, log crate through wasi_observe (pipe)",
         guests.run("log", n),
         native_log,
     );
@@ -374,7 +426,7 @@ fn main() {
         native_counter,
     );
     row(
-        "(e) guest, OpenTelemetry API through wasi_observe",
+        "(e) guest, OpenTelemetry API through wasi_observe (pipe)",
         guests.run("counter", n),
         native_counter,
     );

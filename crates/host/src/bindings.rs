@@ -4,7 +4,12 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "wasi:observe/observe",
     // `tracing`: the `wit-bindgen import` spans `calls` turns into spans.
-    imports: { default: trappable | tracing },
+    // Not for the pipe: its calls are the SDK's own plumbing, made on every
+    // span, and a span for each would only hide the guest's spans.
+    imports: {
+        "wasi-observe:pipe/pipe": trappable,
+        default: trappable | tracing,
+    },
     with: {
         "wasi:observe/tracer.span": crate::interfaces::tracer::GuestSpan,
         "wasi:observe/metrics.instrument": crate::interfaces::metrics::GuestInstrument,
@@ -14,3 +19,4 @@ wasmtime::component::bindgen!({
 pub use wasi::clocks::wall_clock::Datetime;
 pub use wasi::logging::logging;
 pub use wasi::observe::{metrics, sdk, tracer};
+pub use wasi_observe::pipe::pipe;

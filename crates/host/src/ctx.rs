@@ -12,6 +12,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::functions::FunctionNames;
 use crate::host_spans::calls::ImportNames;
 use crate::pipeline::Telemetry;
+use crate::pipeline::guest::PipeDecoder;
 use crate::pipeline::instruments::Instrument;
 use crate::scope::SpanScope;
 
@@ -33,6 +34,8 @@ pub struct WasiObserveCtx {
     /// The imports of the store's component, when its import calls are
     /// traced (see [`crate::observe_store`]).
     call_tracing: Option<Arc<ImportNames>>,
+    /// The store's end of `wasi-observe:pipe`, made by its first batch.
+    pub(crate) pipe: Option<Arc<PipeDecoder>>,
 }
 
 impl WasiObserveCtx {
@@ -45,6 +48,7 @@ impl WasiObserveCtx {
             shared: Vec::new(),
             shared_bytes: 0,
             call_tracing: None,
+            pipe: None,
         }
     }
 
@@ -93,8 +97,16 @@ impl WasiObserveCtx {
     /// Ends every open span, innermost first, with an error status whose
     /// description is `reason`, and exports them; function frames (of
     /// instrumented guests) too. Returns how many it ended.
+    ///
+    /// Spans a pipe guest started in batches already submitted are exported
+    /// the same way, after those batches are decoded; what the guest had
+    /// recorded and not yet submitted is lost (see docs/reliability.md).
     pub fn end_open_spans(&mut self, reason: &str) -> usize {
-        self.scope.end_open(reason)
+        let exported = match &self.pipe {
+            Some(pipe) => pipe.end(reason, std::time::SystemTime::now()),
+            None => Default::default(),
+        };
+        self.scope.end_open(reason, &exported)
     }
 
     /// Names the function ids this store's guest reports (see
@@ -247,6 +259,7 @@ impl HasData for WasiObserve {
 }
 
 /// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk`,
+/// `wasi-observe:pipe/pipe@0.2.0`,
 /// `wasi:logging/logging` (unversioned, as the proposal names it, and
 /// `@0.1.0-draft`, as existing components import it) and
 /// `wasi:otel@0.2.0-rc.2` ([`interfaces::otel`](crate::interfaces::otel))
@@ -258,13 +271,14 @@ impl HasData for WasiObserve {
 /// `wasi:clocks/wall-clock@0.2.x`; `wasmtime_wasi::p2::add_to_linker_sync` (or
 /// `_async`) provides it.
 pub fn add_to_linker<T: WasiObserveView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    use crate::bindings::{logging, metrics, sdk, tracer};
+    use crate::bindings::{logging, metrics, pipe, sdk, tracer};
     fn get<T: WasiObserveView>(t: &mut T) -> &mut WasiObserveCtx {
         t.observe()
     }
     tracer::add_to_linker::<T, WasiObserve>(linker, get)?;
     metrics::add_to_linker::<T, WasiObserve>(linker, get)?;
     sdk::add_to_linker::<T, WasiObserve>(linker, get)?;
+    pipe::add_to_linker::<T, WasiObserve>(linker, get)?;
     logging::add_to_linker::<T, WasiObserve>(linker, get)?;
     crate::interfaces::logging::add_draft_to_linker(linker)?;
     crate::interfaces::otel::add_to_linker(linker)?;

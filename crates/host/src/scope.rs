@@ -411,6 +411,40 @@ impl SpanScope {
         true
     }
 
+    /// A pipe guest's span is open (`wasi-observe:pipe` `open`): host-made
+    /// spans nest under it until [`close_pipe`](Self::close_pipe). The pipe
+    /// exports the span itself; with `stand_in`, the scope keeps a record of
+    /// that name (started now, under the innermost open span of its trace)
+    /// that [`end_open`](Self::end_open) exports with an error status if the
+    /// store ends first. Beyond the open-span limit it is not tracked
+    /// (counted).
+    pub(crate) fn open_pipe(&mut self, cx: SpanContext, stand_in: Option<String>) {
+        if self.open_limit_reached() {
+            return;
+        }
+        let parent = self
+            .current_span_context()
+            .filter(|p| p.trace_id() == cx.trace_id());
+        self.open_foreign(cx, parent.as_ref(), stand_in);
+    }
+
+    /// Closes the innermost span opened by [`open_pipe`](Self::open_pipe)
+    /// with this span id; an unknown id is ignored (counted).
+    pub(crate) fn close_pipe(&mut self, span_id: opentelemetry::trace::SpanId) {
+        let found = self.open.iter().rposition(|&key| {
+            self.spans
+                .get(key as usize)
+                .is_some_and(|slot| slot.context().span_id() == span_id)
+        });
+        match found {
+            Some(pos) => {
+                let key = self.open.remove(pos);
+                self.spans.try_remove(key as usize);
+            }
+            None => self.telemetry.checker().invalid(),
+        }
+    }
+
     /// Number of spans the guest has started and not ended.
     pub(crate) fn open_spans(&self) -> usize {
         self.open.len()
@@ -419,7 +453,13 @@ impl SpanScope {
     /// Ends every open span, innermost first, with an error status whose
     /// description is `reason`, and exports them; function frames too.
     /// Returns how many it ended.
-    pub(crate) fn end_open(&mut self, reason: &str) -> usize {
+    /// Spans whose ids are in `exported` (the pipe exported them whole) are
+    /// only closed.
+    pub(crate) fn end_open(
+        &mut self,
+        reason: &str,
+        exported: &std::collections::HashSet<opentelemetry::trace::SpanId>,
+    ) -> usize {
         // One end time for all, so that every span still contains its
         // children.
         let end = SystemTime::now();
@@ -430,6 +470,7 @@ impl SpanScope {
             if let Some(slot) = self.spans.get_mut(key as usize)
                 && let Some((cx, record)) = slot.end()
                 && let Some(mut record) = record
+                && !exported.contains(&cx.span_id())
             {
                 self.budget.sub(record.bytes());
                 record.status = Status::error(reason.to_string());

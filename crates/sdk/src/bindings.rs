@@ -1,12 +1,12 @@
-//! Guest bindings for the `wasi:observe` imports, generated from `wit/`.
+//! Guest bindings for the pipe (`wasi-observe:pipe@0.2.0`), generated from
+//! `wit/`: the only import the SDK needs.
 //!
-//! Borrowing mode: attributes and names are passed to the host as borrowed
-//! slices and strings, so building a call allocates nothing beyond what the
-//! instrumentation already holds.
+//! Borrowing mode: batches and trace-states are passed to the host as
+//! borrowed slices and strings.
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "wasi:observe/observe",
+    world: "wasi-observe:pipe/guest@0.2.0",
     ownership: Borrowing { duplicate_if_necessary: true },
     // The program may generate bindings for the same world itself; its
     // type section must not collide with ours.
@@ -14,6 +14,4 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-pub(crate) use wasi::clocks::wall_clock::Datetime;
-pub(crate) use wasi::logging::logging::Level;
-pub(crate) use wasi::observe::{metrics, sdk, tracer};
+pub(crate) use wasi_observe::pipe::pipe;

@@ -1,19 +1,15 @@
 //! The `tracing` layer: spans become host spans, events become log records
 //! and span events, with `tracing-opentelemetry`'s conventions.
 //!
-//! Crossings: a span costs two host calls (`start-span` with its name, kind
-//! and the fields known at creation; `finish`, or a drop, when it closes),
-//! and an event one (`emit`). Fields recorded later, statuses and names are
-//! kept in the guest until the span closes. Entering and exiting a span
-//! never crosses: the parent of each span is given explicitly, by the rules
-//! of `tracing`.
+//! Everything travels through the pipe ([`crate::pipe`]): a span is encoded
+//! into the batch at its start and end (fields recorded later, statuses and
+//! names are kept in the guest until it closes), an event is a span event
+//! and a log record in the batch. The two crossings a span makes (`open`,
+//! `close`) tell the host which span is open and read the clock. Entering
+//! and exiting a span never crosses: the parent of each span is given
+//! explicitly, by the rules of `tracing`.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Mutex;
 
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
@@ -22,12 +18,11 @@ use tracing_core::{Event, Field, Level, Metadata, Subscriber, field};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
+use wasi_observe_wire as wire;
 
 use crate::Signals;
-use crate::bindings::sdk::{self, Parent, SpanEvent};
-use crate::bindings::{Level as WitLevel, tracer};
-use crate::convert::{started_context, with_wit_attributes, with_wit_context};
 use crate::pending::Pending;
+use crate::pipe;
 
 const SPAN_NAME_FIELD: &str = "otel.name";
 const SPAN_KIND_FIELD: &str = "otel.kind";
@@ -38,32 +33,16 @@ const EXCEPTION_STACKTRACE: &str = "exception.stacktrace";
 
 /// What the SDK keeps for a `tracing` span (in the registry's extensions).
 pub(crate) struct SpanData {
-    /// The host span; `None` once finished.
-    pub(crate) span: Option<tracer::Span>,
     pub(crate) cx: SpanContext,
+    /// The span was sampled: its records go to the host.
     pub(crate) recording: bool,
+    /// The span has not ended yet.
+    open: bool,
     /// What is sent when the span closes.
     pending: Pending,
 }
 
 impl SpanData {
-    pub(crate) fn started(started: sdk::Started) -> SpanData {
-        SpanData {
-            cx: started_context(&started),
-            span: Some(started.span),
-            recording: started.is_recording,
-            pending: Pending::default(),
-        }
-    }
-
-    /// This span as a parent (or log correlation) for a host call.
-    pub(crate) fn with_parent<R>(&self, f: impl FnOnce(Parent<'_>) -> R) -> R {
-        match &self.span {
-            Some(span) => f(Parent::Span(span)),
-            None => with_wit_context(&self.cx, |cx| f(Parent::Context(cx))),
-        }
-    }
-
     pub(crate) fn set_attribute(&mut self, kv: KeyValue) {
         if self.recording {
             self.pending.set_attribute(kv);
@@ -74,10 +53,15 @@ impl SpanData {
         self.pending.set_status(status);
     }
 
-    /// Ends the host span, sending what was kept back in the same call.
+    /// Whether the span has not ended.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Ends the span, with what was kept back.
     fn finish(&mut self) {
-        if let Some(span) = self.span.take() {
-            std::mem::take(&mut self.pending).finish(span, None);
+        if std::mem::take(&mut self.open) {
+            std::mem::take(&mut self.pending).finish(&self.cx, None);
         }
     }
 }
@@ -104,24 +88,21 @@ pub(crate) fn with_current_span<R>(f: impl FnOnce(Option<&SpanData>) -> R) -> R 
     }
 }
 
-/// Calls `f` with the parent a new span or log record gets when nothing
-/// names one: the current `tracing` span, else the current OpenTelemetry
-/// context's span, else the ambient parent.
-pub(crate) fn with_implicit_parent<R>(f: impl FnOnce(Parent<'_>) -> R) -> R {
-    with_current_span(|data| match data {
-        Some(data) => data.with_parent(f),
-        None => with_otel_current_or_ambient(f),
-    })
+/// The parent a new span or log record gets when nothing names one: the
+/// current `tracing` span, else the current OpenTelemetry context's span,
+/// else the ambient parent.
+pub(crate) fn implicit_parent() -> Option<SpanContext> {
+    with_current_span(|data| data.map(|d| d.cx.clone())).or_else(otel_current_or_ambient)
 }
 
 /// The current OpenTelemetry context's span, else the ambient parent.
-pub(crate) fn with_otel_current_or_ambient<R>(f: impl FnOnce(Parent<'_>) -> R) -> R {
+pub(crate) fn otel_current_or_ambient() -> Option<SpanContext> {
     let cx = opentelemetry::Context::current();
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {
-        with_wit_context(&sc, |cx| f(Parent::Context(cx)))
+        Some(sc)
     } else {
-        f(Parent::Ambient)
+        pipe::config().ambient.clone()
     }
 }
 
@@ -133,51 +114,6 @@ pub(crate) fn with_otel_current_or_ambient<R>(f: impl FnOnce(Parent<'_>) -> R) -
 pub struct WasiObserveLayer {
     location: bool,
     target: bool,
-    /// Each callsite's constant attributes (code location, target, level)
-    /// as the host keeps them, keyed by the callsite's metadata.
-    shared: Mutex<HashMap<usize, Shared, BuildHasherDefault<AddressHasher>>>,
-}
-
-/// Where a callsite's constant attributes stand with the host.
-#[derive(Clone, Copy)]
-enum Shared {
-    /// Used once, with its constants sent inline. In a short-lived instance
-    /// (one per request, say) most callsites are used once, and sharing
-    /// would cost a host call for nothing (about 2 µs, the first call of an
-    /// import in an instance being dear). From the second use on, sharing
-    /// pays: inline constants cost about 1 µs more per span (measured).
-    Once,
-    /// Shared on second use; `None` when the host keeps no more sets.
-    Handle(Option<u32>),
-}
-
-/// Hashes a callsite's address with one multiplication: the default SipHash
-/// costs more than the rest of the lookup, twice per span. The keys are the
-/// program's own static addresses, so no hostile input reaches this map.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; fold the high bits down, since the table picks
-        // buckets by the low ones and addresses are aligned.
-        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 32);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
 }
 
 impl Default for WasiObserveLayer {
@@ -185,7 +121,6 @@ impl Default for WasiObserveLayer {
         WasiObserveLayer {
             location: true,
             target: true,
-            shared: Mutex::default(),
         }
     }
 }
@@ -217,42 +152,11 @@ impl WasiObserveLayer {
 
     /// The attributes every event of a callsite has.
     fn event_constants(&self, meta: &'static Metadata<'static>) -> Vec<KeyValue> {
-        let mut out = vec![
-            KeyValue::new("level", meta.level().as_str()),
-            KeyValue::new("target", meta.target()),
-        ];
+        let mut out = Vec::with_capacity(5);
+        out.push(KeyValue::new("level", meta.level().as_str()));
+        out.push(KeyValue::new("target", meta.target()));
         self.location(meta, &mut out);
         out
-    }
-
-    /// The host's handle for a callsite's constant attributes, shared on
-    /// the callsite's second use (so they cross the boundary at most twice
-    /// per callsite, not once per span); `None` means send them inline.
-    fn shared(
-        &self,
-        meta: &'static Metadata<'static>,
-        constants: impl FnOnce() -> Vec<KeyValue>,
-    ) -> Option<u32> {
-        let key = std::ptr::from_ref(meta) as usize;
-        let mut sets = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let state = match sets.entry(key) {
-            Entry::Vacant(first) => {
-                first.insert(Shared::Once);
-                return None;
-            }
-            Entry::Occupied(seen) => seen.into_mut(),
-        };
-        if let Shared::Handle(handle) = *state {
-            return handle;
-        }
-        let attrs = constants();
-        let handle = if attrs.is_empty() {
-            None
-        } else {
-            with_wit_attributes(&attrs, sdk::share_attributes)
-        };
-        *state = Shared::Handle(handle);
-        handle
     }
 
     fn location(&self, meta: &'static Metadata<'static>, out: &mut Vec<KeyValue>) {
@@ -271,24 +175,14 @@ impl WasiObserveLayer {
     }
 }
 
-fn level(level: &Level) -> WitLevel {
-    match *level {
-        Level::TRACE => WitLevel::Trace,
-        Level::DEBUG => WitLevel::Debug,
-        Level::INFO => WitLevel::Info,
-        Level::WARN => WitLevel::Warn,
-        _ => WitLevel::Error,
-    }
-}
-
-fn span_kind(s: &str) -> Option<tracer::SpanKind> {
+fn span_kind(s: &str) -> Option<u8> {
     let s = s.trim_matches('"');
     [
-        ("server", tracer::SpanKind::Server),
-        ("client", tracer::SpanKind::Client),
-        ("producer", tracer::SpanKind::Producer),
-        ("consumer", tracer::SpanKind::Consumer),
-        ("internal", tracer::SpanKind::Internal),
+        ("server", wire::kind::SERVER),
+        ("client", wire::kind::CLIENT),
+        ("producer", wire::kind::PRODUCER),
+        ("consumer", wire::kind::CONSUMER),
+        ("internal", wire::kind::INTERNAL),
     ]
     .into_iter()
     .find(|(name, _)| s.eq_ignore_ascii_case(name))
@@ -356,7 +250,7 @@ macro_rules! typed_fields {
 struct SpanFields {
     attributes: Vec<KeyValue>,
     name: Option<String>,
-    kind: Option<tracer::SpanKind>,
+    kind: Option<u8>,
     status: Option<Status>,
 }
 
@@ -480,36 +374,13 @@ where
             return;
         };
         let meta = attrs.metadata();
-        let shared = self.shared(meta, || self.span_constants(meta));
+        let constants = self.span_constants(meta);
         let mut fields = SpanFields {
-            attributes: match shared {
-                Some(_) => Vec::with_capacity(attrs.fields().len()),
-                None => self.span_constants(meta),
-            },
+            attributes: Vec::with_capacity(attrs.fields().len()),
             ..SpanFields::default()
         };
         attrs.record(&mut fields);
 
-        let name: Cow<'_, str> = match &fields.name {
-            Some(n) => Cow::Borrowed(n),
-            None => Cow::Borrowed(meta.name()),
-        };
-        let start = |parent: Parent<'_>, new_root: bool| {
-            with_wit_attributes(&fields.attributes, |attributes| {
-                sdk::start_span(
-                    &name,
-                    parent,
-                    Some(tracer::StartOptions {
-                        new_root,
-                        span_kind: fields.kind,
-                        attributes: Some(attributes),
-                        links: None,
-                        timestamp: None,
-                    }),
-                    shared,
-                )
-            })
-        };
         // The parent, by `tracing`'s rules: the explicit one, else (for a
         // contextual span) the current one; an explicit root starts a trace.
         let parent = match attrs.parent() {
@@ -517,18 +388,27 @@ where
             None if attrs.is_contextual() => ctx.lookup_current(),
             None => None,
         };
-        let started = match parent {
-            Some(parent) => {
-                let extensions = parent.extensions();
-                match extensions.get::<SpanData>() {
-                    Some(data) => data.with_parent(|p| start(p, false)),
-                    None => start(Parent::Ambient, true),
-                }
-            }
-            None if attrs.is_contextual() => with_otel_current_or_ambient(|p| start(p, false)),
-            None => start(Parent::Ambient, true),
+        let parent = match parent {
+            Some(parent) => parent.extensions().get::<SpanData>().map(|d| d.cx.clone()),
+            None if attrs.is_contextual() => otel_current_or_ambient(),
+            None => None,
         };
-        let mut data = SpanData::started(started);
+        let cx = pipe::new_context(parent.as_ref());
+        let name = fields.name.as_deref().unwrap_or(meta.name());
+        pipe::start(pipe::Start {
+            cx: &cx,
+            parent: parent.as_ref(),
+            kind: fields.kind.unwrap_or(wire::kind::INTERNAL),
+            name,
+            attributes: &[&constants, &fields.attributes],
+            time: None,
+        });
+        let mut data = SpanData {
+            recording: cx.is_sampled(),
+            cx,
+            open: true,
+            pending: Pending::default(),
+        };
         if let Some(status) = fields.status {
             data.set_status(status);
         }
@@ -566,14 +446,9 @@ where
         let extensions = span.extensions();
         if let Some(data) = extensions.get::<SpanData>()
             && data.recording
-            && let Some(handle) = &data.span
+            && data.open
         {
-            crate::convert::with_wit_span_context(&follows_cx, |cx| {
-                handle.add_link(tracer::Link {
-                    span_context: cx,
-                    attributes: &[],
-                })
-            });
+            pipe::link(&data.cx, &follows_cx, &[]);
         }
     }
 
@@ -593,9 +468,14 @@ where
             // Outside any span: a log record only, correlated as
             // `tracing-opentelemetry` would (the OpenTelemetry context).
             if signals.logs {
-                let attributes = [fields.shared, fields.log_only].concat();
-                with_otel_current_or_ambient(|parent| {
-                    emit(parent, meta, message.as_deref(), &attributes, None)
+                let cx = otel_current_or_ambient();
+                pipe::log(pipe::Log {
+                    time: pipe::now(),
+                    severity: pipe::severity(meta.level()),
+                    target: meta.target(),
+                    body: message.as_deref(),
+                    span: cx.as_ref(),
+                    attributes: &[&fields.shared, &fields.log_only],
                 });
             }
             return;
@@ -605,8 +485,12 @@ where
         let Some(data) = extensions.get_mut::<SpanData>() else {
             return;
         };
-        let mut span_event = None;
-        if data.recording {
+        let span_event = data.recording && data.open;
+        if !span_event && !signals.logs {
+            return;
+        }
+        let time = pipe::now();
+        if span_event {
             // What the event does to its span, as `tracing-opentelemetry`.
             if *meta.level() == Level::ERROR {
                 data.set_status(Status::error(""));
@@ -622,41 +506,24 @@ where
             } else {
                 message.as_deref().unwrap_or(meta.name())
             };
-            let shared = self.shared(meta, || self.event_constants(meta));
-            let mut extra = match shared {
-                Some(_) => Vec::new(),
-                None => self.event_constants(meta),
-            };
-            extra.append(&mut fields.event_only);
-            span_event = Some((name, extra, shared));
-        } else if !signals.logs {
-            return;
-        }
-        // When the log record has attributes the event lacks, the event's
-        // list is sent whole; else only what it adds.
-        let log_attributes;
-        let (attributes, event_attributes, with_record) = if fields.log_only.is_empty() {
-            let extra = span_event.as_ref().map(|(_, e, _)| &e[..]).unwrap_or(&[]);
-            (&fields.shared[..], extra.to_vec(), true)
-        } else {
-            log_attributes = [&fields.shared[..], &fields.log_only[..]].concat();
-            let mut whole = fields.shared.clone();
-            if let Some((_, extra, _)) = &span_event {
-                whole.extend(extra.iter().cloned());
-            }
-            (&log_attributes[..], whole, false)
-        };
-        with_wit_attributes(&event_attributes, |event_attributes| {
-            let span_event = span_event.as_ref().map(|(name, _, shared)| SpanEvent {
+            let constants = self.event_constants(meta);
+            pipe::event(
+                &data.cx,
+                time,
                 name,
-                attributes: event_attributes,
-                with_record_attributes: with_record,
-                shared: *shared,
+                &[&fields.shared, &constants, &fields.event_only],
+            );
+        }
+        if signals.logs {
+            pipe::log(pipe::Log {
+                time,
+                severity: pipe::severity(meta.level()),
+                target: meta.target(),
+                body: message.as_deref(),
+                span: Some(&data.cx),
+                attributes: &[&fields.shared, &fields.log_only],
             });
-            data.with_parent(|parent| {
-                emit(parent, meta, message.as_deref(), attributes, span_event)
-            })
-        });
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -668,25 +535,6 @@ where
             data.finish();
         }
     }
-}
-
-fn emit(
-    parent: Parent<'_>,
-    meta: &Metadata<'_>,
-    message: Option<&str>,
-    attributes: &[KeyValue],
-    event: Option<SpanEvent<'_>>,
-) {
-    with_wit_attributes(attributes, |attributes| {
-        sdk::emit(
-            parent,
-            level(meta.level()),
-            meta.target(),
-            message.unwrap_or(""),
-            attributes,
-            event,
-        )
-    });
 }
 
 /// Lets through what the host records: spans when it records traces, events

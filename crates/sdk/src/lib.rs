@@ -17,8 +17,8 @@
 //!   `global::meter(..)` (counters, up-down counters, histograms, gauges)
 //!   record through the host; [`propagation`] carries W3C context in and out.
 //!
-//! The host does the rest: ids, sampling, batching, export. The guest never
-//! holds telemetry state beyond the spans it has open.
+//! The host does the rest: limits, export, retries. The guest holds the
+//! spans it has open and at most one batch (64 KiB) of records.
 //!
 //! ```no_run
 //! use tracing::{info, instrument, warn};
@@ -46,12 +46,14 @@
 //! # Cost
 //!
 //! Crossing into the host is the main cost of guest telemetry, so the SDK
-//! crosses as little as the semantics allow: a span is two host calls (start,
-//! with its name, kind and initial fields; end, with whatever was recorded
-//! later), an event or log record one, a measurement one. A callsite's
-//! constant attributes (code location, target) go with its first span or
-//! event and are handed to the host once, on its second use. Entering and
-//! exiting spans never crosses. When the host records nothing for a signal
+//! records into a buffer in the component's memory and hands it over in
+//! batches (the pipe, `wasi-observe:pipe@0.2.0`; docs/pipe.md). Ids and
+//! sampling decisions are made here. A span crosses twice on its own, at its
+//! start and end, to tell the host which span is open (so the host's spans
+//! for outgoing requests and import calls nest under it) and to read the
+//! clock; events, log records and measurements inside a span do not cross
+//! at all until the batch does. Entering and exiting spans never crosses.
+//! When the host records nothing for a signal
 //! ([`enabled()`]), the SDK disables those callsites and they cost what a
 //! disabled `tracing` callsite costs.
 //!
@@ -78,16 +80,15 @@
 #![warn(missing_docs)]
 
 mod bindings;
-mod convert;
 mod layer;
 mod logger;
 mod metrics;
 mod pending;
+mod pipe;
 pub mod propagation;
 mod span_ext;
 mod trace;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::Layer as _;
@@ -117,19 +118,21 @@ impl Signals {
     }
 }
 
-/// What the host records. One host call the first time, a load after: ask
-/// it at start-up and skip the work of building telemetry nobody records.
+/// What the host records. One host call the first time (the pipe's
+/// configuration, which brings everything else the SDK needs from the host
+/// too), a load after: ask it at start-up and skip the work of building
+/// telemetry nobody records.
 pub fn enabled() -> Signals {
-    static SIGNALS: OnceLock<Signals> = OnceLock::new();
-    *SIGNALS.get_or_init(|| {
-        let s = bindings::sdk::enabled();
-        use bindings::sdk::Signals as S;
-        Signals {
-            traces: s.contains(S::TRACES),
-            logs: s.contains(S::LOGS),
-            metrics: s.contains(S::METRICS),
-        }
-    })
+    pipe::config().signals
+}
+
+/// Sends everything recorded so far to the host now. Never needed for
+/// correctness (a batch crosses when the outermost span ends, when a record
+/// is made outside any span, when the buffer fills, and in the panic hook);
+/// useful before an operation that may trap without a panic, such as a
+/// deliberate `abort`.
+pub fn flush() {
+    pipe::flush();
 }
 
 /// The `tracing` layer, filtered to what the host records and to
@@ -151,6 +154,16 @@ where
     S: tracing_core::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     WasiObserveLayer::default().with_filter(SignalFilter::new(enabled()))
+}
+
+/// Makes a panic send what was recorded before the panic message is
+/// printed and the component traps, so a panic loses nothing.
+fn install_panic_flush() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        pipe::flush();
+        previous(info);
+    }));
 }
 
 /// The component's `RUST_LOG` filter, if it is set and valid.
@@ -224,6 +237,7 @@ pub fn try_init() -> Result<(), InitError> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
+    install_panic_flush();
     let logger = logger::Logger { targets };
     if log::set_boxed_logger(Box::new(logger)).is_err() {
         return Err(InitError::LoggerAlreadySet);

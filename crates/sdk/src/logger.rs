@@ -1,34 +1,32 @@
 //! The `log` bridge: `log` records become host log records, correlated with
 //! the current span (the `tracing` span, else the OpenTelemetry context's),
-//! one host call each. They are not added to spans as events. Key-values
+//! recorded through the pipe. They are not added to spans as events. Key-values
 //! become attributes, typed as `opentelemetry-appender-log` types them.
 
 use std::fmt::Write as _;
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::bindings::Level;
-use crate::bindings::sdk;
-use crate::convert::with_wit_attributes;
-use crate::layer::with_implicit_parent;
+use crate::layer::implicit_parent;
+use crate::pipe;
 
 pub(crate) struct Logger {
     pub(crate) targets: Option<tracing_subscriber::filter::Targets>,
 }
 
-fn level(level: log::Level) -> (Level, tracing_core::Level) {
+fn level(level: log::Level) -> tracing_core::Level {
     match level {
-        log::Level::Error => (Level::Error, tracing_core::Level::ERROR),
-        log::Level::Warn => (Level::Warn, tracing_core::Level::WARN),
-        log::Level::Info => (Level::Info, tracing_core::Level::INFO),
-        log::Level::Debug => (Level::Debug, tracing_core::Level::DEBUG),
-        log::Level::Trace => (Level::Trace, tracing_core::Level::TRACE),
+        log::Level::Error => tracing_core::Level::ERROR,
+        log::Level::Warn => tracing_core::Level::WARN,
+        log::Level::Info => tracing_core::Level::INFO,
+        log::Level::Debug => tracing_core::Level::DEBUG,
+        log::Level::Trace => tracing_core::Level::TRACE,
     }
 }
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        let (_, tracing_level) = level(metadata.level());
+        let tracing_level = level(metadata.level());
         self.targets
             .as_ref()
             .is_none_or(|t| t.would_enable(metadata.target(), &tracing_level))
@@ -46,23 +44,21 @@ impl log::Log for Logger {
                 &owned
             }
         };
-        let (wit_level, _) = level(record.level());
         let attributes = attributes(record.key_values());
-        with_wit_attributes(&attributes, |attributes| {
-            with_implicit_parent(|parent| {
-                sdk::emit(
-                    parent,
-                    wit_level,
-                    record.target(),
-                    message,
-                    attributes,
-                    None,
-                )
-            })
+        let span = implicit_parent();
+        pipe::log(pipe::Log {
+            time: pipe::now(),
+            severity: pipe::severity(&level(record.level())),
+            target: record.target(),
+            body: (!message.is_empty()).then_some(message),
+            span: span.as_ref(),
+            attributes: &[&attributes],
         });
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        pipe::flush();
+    }
 }
 
 /// A record's key-values as attributes: integers that fit an `i64`, floats,

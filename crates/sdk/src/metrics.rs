@@ -1,7 +1,7 @@
 //! The OpenTelemetry metrics API backed by the host: code that uses
 //! `opentelemetry::global::meter(..)` records measurements the host
-//! aggregates and exports. A measurement costs one host call; the guest
-//! keeps no aggregation state.
+//! aggregates and exports. Measurements travel through the pipe
+//! ([`crate::pipe`]); the guest keeps no aggregation state.
 //!
 //! Synchronous instruments only: counters, up-down counters, histograms
 //! (with their bucket boundaries) and gauges. Observable instruments need a
@@ -16,8 +16,10 @@ use opentelemetry::metrics::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 
-use crate::bindings::metrics::{self, InstrumentKind, InstrumentOptions, Number};
-use crate::convert::with_wit_attributes;
+use wasi_observe_wire as wire;
+use wire::instrument_kind as kind;
+
+use crate::pipe;
 
 /// A [`opentelemetry::metrics::MeterProvider`] whose instruments the host
 /// aggregates. [`init`](crate::init) installs it as the global provider.
@@ -43,52 +45,58 @@ impl opentelemetry::metrics::MeterProvider for MeterProvider {
 struct Instruments;
 
 /// One host instrument.
-struct HostInstrument(metrics::Instrument);
+/// An instrument defined in the pipe, by its number there.
+struct HostInstrument(u32);
 
 impl HostInstrument {
     fn new(
-        kind: InstrumentKind,
+        kind: u8,
         name: &str,
         description: Option<&str>,
         unit: Option<&str>,
         boundaries: Option<&[f64]>,
     ) -> Arc<Self> {
-        Arc::new(HostInstrument(metrics::Instrument::new(
-            kind,
-            name,
-            Some(InstrumentOptions {
-                description,
-                unit,
-                boundaries,
-            }),
-        )))
+        let id = if crate::enabled().metrics {
+            pipe::instrument(
+                kind,
+                name,
+                description.unwrap_or(""),
+                unit.unwrap_or(""),
+                boundaries.map(<[f64]>::to_vec),
+            )
+        } else {
+            u32::MAX
+        };
+        Arc::new(HostInstrument(id))
     }
 
-    fn record(&self, value: Number, attributes: &[KeyValue]) {
-        with_wit_attributes(attributes, |attrs| self.0.record(value, attrs));
+    fn record(&self, value: wire::Number, attributes: &[KeyValue]) {
+        if self.0 != u32::MAX {
+            pipe::measure(self.0, value, attributes);
+        }
     }
 }
 
 impl SyncInstrument<u64> for HostInstrument {
     fn measure(&self, measurement: u64, attributes: &[KeyValue]) {
         let value = i64::try_from(measurement).unwrap_or(i64::MAX);
-        self.record(Number::S64(value), attributes);
+        self.record(wire::Number::I64(value), attributes);
     }
 }
 
 impl SyncInstrument<i64> for HostInstrument {
     fn measure(&self, measurement: i64, attributes: &[KeyValue]) {
-        self.record(Number::S64(measurement), attributes);
+        self.record(wire::Number::I64(measurement), attributes);
     }
 }
 
 impl SyncInstrument<f64> for HostInstrument {
     fn measure(&self, measurement: f64, attributes: &[KeyValue]) {
-        self.record(Number::F64(measurement), attributes);
+        self.record(wire::Number::F64(measurement), attributes);
     }
 }
 
-fn simple<T>(kind: InstrumentKind, b: &InstrumentBuilder<'_, T>) -> Arc<HostInstrument> {
+fn simple<T>(kind: u8, b: &InstrumentBuilder<'_, T>) -> Arc<HostInstrument> {
     HostInstrument::new(
         kind,
         &b.name,
@@ -100,7 +108,7 @@ fn simple<T>(kind: InstrumentKind, b: &InstrumentBuilder<'_, T>) -> Arc<HostInst
 
 fn histogram<T>(b: &HistogramBuilder<'_, T>) -> Arc<HostInstrument> {
     HostInstrument::new(
-        InstrumentKind::Histogram,
+        kind::HISTOGRAM,
         &b.name,
         b.description.as_deref(),
         b.unit.as_deref(),
@@ -110,37 +118,37 @@ fn histogram<T>(b: &HistogramBuilder<'_, T>) -> Arc<HostInstrument> {
 
 impl InstrumentProvider for Instruments {
     fn u64_counter(&self, b: InstrumentBuilder<'_, Counter<u64>>) -> Counter<u64> {
-        Counter::new(simple(InstrumentKind::Counter, &b))
+        Counter::new(simple(kind::COUNTER, &b))
     }
 
     fn f64_counter(&self, b: InstrumentBuilder<'_, Counter<f64>>) -> Counter<f64> {
-        Counter::new(simple(InstrumentKind::Counter, &b))
+        Counter::new(simple(kind::COUNTER, &b))
     }
 
     fn i64_up_down_counter(
         &self,
         b: InstrumentBuilder<'_, UpDownCounter<i64>>,
     ) -> UpDownCounter<i64> {
-        UpDownCounter::new(simple(InstrumentKind::UpDownCounter, &b))
+        UpDownCounter::new(simple(kind::UP_DOWN_COUNTER, &b))
     }
 
     fn f64_up_down_counter(
         &self,
         b: InstrumentBuilder<'_, UpDownCounter<f64>>,
     ) -> UpDownCounter<f64> {
-        UpDownCounter::new(simple(InstrumentKind::UpDownCounter, &b))
+        UpDownCounter::new(simple(kind::UP_DOWN_COUNTER, &b))
     }
 
     fn u64_gauge(&self, b: InstrumentBuilder<'_, Gauge<u64>>) -> Gauge<u64> {
-        Gauge::new(simple(InstrumentKind::Gauge, &b))
+        Gauge::new(simple(kind::GAUGE, &b))
     }
 
     fn i64_gauge(&self, b: InstrumentBuilder<'_, Gauge<i64>>) -> Gauge<i64> {
-        Gauge::new(simple(InstrumentKind::Gauge, &b))
+        Gauge::new(simple(kind::GAUGE, &b))
     }
 
     fn f64_gauge(&self, b: InstrumentBuilder<'_, Gauge<f64>>) -> Gauge<f64> {
-        Gauge::new(simple(InstrumentKind::Gauge, &b))
+        Gauge::new(simple(kind::GAUGE, &b))
     }
 
     fn u64_histogram(&self, b: HistogramBuilder<'_, Histogram<u64>>) -> Histogram<u64> {

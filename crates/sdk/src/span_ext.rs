@@ -6,10 +6,8 @@ use opentelemetry::{Context, KeyValue};
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan as _;
 
-use crate::bindings::sdk;
-use crate::bindings::tracer;
-use crate::convert::{span_context, with_wit_attributes, with_wit_context, with_wit_span_context};
 use crate::layer::SpanData;
+use crate::pipe;
 
 /// OpenTelemetry operations on a [`tracing::Span`] recorded by this crate's
 /// layer. On a span the layer does not record (disabled, filtered out, or
@@ -52,13 +50,23 @@ impl OpenTelemetrySpanExt for tracing::Span {
     fn set_parent(&self, cx: &Context) {
         let parent = cx.span().span_context().clone();
         with_data(self, |data| {
-            let Some(span) = &data.span else { return };
-            let new = if parent.is_valid() {
-                with_wit_context(&parent, |p| sdk::set_parent(span, sdk::Parent::Context(p)))
+            if !data.is_open() {
+                return;
+            }
+            let parent = if parent.is_valid() {
+                Some(parent)
             } else {
-                sdk::set_parent(span, sdk::Parent::Ambient)
+                pipe::config().ambient.clone()
             };
-            data.cx = span_context(new);
+            // A parent in the span's own trace could be the span itself or
+            // a descendant: refused, as the host refuses it.
+            if parent
+                .as_ref()
+                .is_some_and(|p| p.trace_id() == data.cx.trace_id())
+            {
+                return;
+            }
+            data.cx = pipe::reparent(&data.cx, data.recording, parent.as_ref());
             data.recording = data.recording && data.cx.is_sampled();
         });
     }
@@ -68,17 +76,9 @@ impl OpenTelemetrySpanExt for tracing::Span {
             return;
         }
         with_data(self, |data| {
-            let (true, Some(span)) = (data.recording, &data.span) else {
-                return;
-            };
-            with_wit_span_context(&cx, |cx| {
-                with_wit_attributes(&attributes, |attrs| {
-                    span.add_link(tracer::Link {
-                        span_context: cx,
-                        attributes: attrs,
-                    })
-                })
-            });
+            if data.recording && data.is_open() {
+                pipe::link(&data.cx, &cx, &attributes);
+            }
         });
     }
 

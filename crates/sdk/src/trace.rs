@@ -5,25 +5,20 @@
 //! Parents follow the context the API is given: its span if it has a valid
 //! one (local or remote); otherwise the current `tracing` span, so API spans
 //! nest inside `tracing` spans; otherwise the ambient parent. Like the
-//! `tracing` layer, a span keeps attributes, status and name changes in the
-//! guest and sends them when it ends: a span costs two host calls, plus one
-//! per event and link.
+//! `tracing` layer, a span is recorded through the pipe ([`crate::pipe`]):
+//! its start, events, links and end go into the batch; attributes, status
+//! and name changes are kept in the guest until it ends.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{
-    Link, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _,
-};
+use opentelemetry::trace::{SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use wasi_observe_wire as wire;
 
-use crate::bindings::sdk::{self, Parent};
-use crate::bindings::tracer;
-use crate::convert::{
-    datetime, started_context, with_wit_attributes, with_wit_context, with_wit_span_context,
-};
 use crate::layer::with_current_span;
 use crate::pending::Pending;
+use crate::pipe;
 
 /// A [`opentelemetry::trace::TracerProvider`] whose spans the host records.
 /// [`init`](crate::init) installs it as the global provider.
@@ -54,13 +49,13 @@ pub struct Tracer {
     _private: (),
 }
 
-fn kind(kind: &SpanKind) -> tracer::SpanKind {
+fn kind(kind: &SpanKind) -> u8 {
     match kind {
-        SpanKind::Client => tracer::SpanKind::Client,
-        SpanKind::Server => tracer::SpanKind::Server,
-        SpanKind::Producer => tracer::SpanKind::Producer,
-        SpanKind::Consumer => tracer::SpanKind::Consumer,
-        SpanKind::Internal => tracer::SpanKind::Internal,
+        SpanKind::Client => wire::kind::CLIENT,
+        SpanKind::Server => wire::kind::SERVER,
+        SpanKind::Producer => wire::kind::PRODUCER,
+        SpanKind::Consumer => wire::kind::CONSUMER,
+        SpanKind::Internal => wire::kind::INTERNAL,
     }
 }
 
@@ -72,35 +67,29 @@ impl opentelemetry::trace::Tracer for Tracer {
             return Span::none();
         }
         let attributes = builder.attributes.unwrap_or_default();
-        let start = |parent: Parent<'_>| {
-            with_wit_attributes(&attributes, |attrs| {
-                sdk::start_span(
-                    &builder.name,
-                    parent,
-                    Some(tracer::StartOptions {
-                        new_root: false,
-                        span_kind: builder.span_kind.as_ref().map(kind),
-                        attributes: Some(attrs),
-                        links: None,
-                        timestamp: builder.start_time.map(datetime),
-                    }),
-                    None,
-                )
-            })
-        };
         let parent = parent_cx.span().span_context().clone();
-        let started = if parent.is_valid() {
-            with_wit_context(&parent, |cx| start(Parent::Context(cx)))
+        let parent = if parent.is_valid() {
+            Some(parent)
         } else {
-            with_current_span(|data| match data {
-                Some(data) => data.with_parent(start),
-                None => start(Parent::Ambient),
-            })
+            with_current_span(|data| data.map(|d| d.cx.clone()))
+                .or_else(|| pipe::config().ambient.clone())
         };
+        let cx = pipe::new_context(parent.as_ref());
+        pipe::start(pipe::Start {
+            cx: &cx,
+            parent: parent.as_ref(),
+            kind: builder
+                .span_kind
+                .as_ref()
+                .map_or(wire::kind::INTERNAL, kind),
+            name: &builder.name,
+            attributes: &[&attributes],
+            time: builder.start_time,
+        });
         let mut span = Span {
-            cx: started_context(&started),
-            span: Some(started.span),
-            recording: started.is_recording,
+            recording: cx.is_sampled(),
+            cx,
+            open: true,
             pending: Pending::default(),
         };
         if span.recording {
@@ -119,35 +108,33 @@ impl opentelemetry::trace::Tracer for Tracer {
 /// A span of the OpenTelemetry API, held by the host. Ends when dropped.
 #[derive(Debug)]
 pub struct Span {
-    span: Option<tracer::Span>,
     cx: SpanContext,
     recording: bool,
-    /// What is sent when the span ends.
+    open: bool,
     pending: Pending,
 }
 
 impl Span {
     fn none() -> Span {
         Span {
-            span: None,
             cx: SpanContext::NONE,
             recording: false,
+            open: false,
             pending: Pending::default(),
         }
     }
 
     fn finish(&mut self, timestamp: Option<SystemTime>) {
         self.recording = false;
-        if let Some(span) = self.span.take() {
-            std::mem::take(&mut self.pending).finish(span, timestamp);
+        if std::mem::take(&mut self.open) {
+            std::mem::take(&mut self.pending).finish(&self.cx, timestamp);
         }
     }
 
     fn add_event_at(&mut self, name: &str, at: Option<SystemTime>, attributes: Vec<KeyValue>) {
-        if let (true, Some(span)) = (self.recording, &self.span) {
-            with_wit_attributes(&attributes, |attrs| {
-                span.add_event(name, at.map(datetime), Some(attrs))
-            });
+        if self.recording {
+            let time = at.map_or_else(pipe::now, pipe::nanos);
+            pipe::event(&self.cx, time, name, &[&attributes]);
         }
     }
 }
@@ -157,7 +144,6 @@ impl opentelemetry::trace::Span for Span {
     where
         T: Into<Cow<'static, str>>,
     {
-        // The host stamps the time: no clock call from the guest.
         self.add_event_at(&name.into(), None, attributes);
     }
 
@@ -202,19 +188,9 @@ impl opentelemetry::trace::Span for Span {
     }
 
     fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
-        if !(self.recording && span_context.is_valid()) {
-            return;
+        if self.recording && span_context.is_valid() {
+            pipe::link(&self.cx, &span_context, &attributes);
         }
-        let Some(span) = &self.span else { return };
-        let link = Link::new(span_context, attributes, 0);
-        with_wit_span_context(&link.span_context, |cx| {
-            with_wit_attributes(&link.attributes, |attrs| {
-                span.add_link(tracer::Link {
-                    span_context: cx,
-                    attributes: attrs,
-                })
-            })
-        });
     }
 
     fn end(&mut self) {

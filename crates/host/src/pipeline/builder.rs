@@ -303,6 +303,7 @@ impl TelemetryBuilder {
         let stats = Arc::new(Stats::default());
         let limits = self.limits.unwrap_or_else(Limits::from_env);
         let sampler = self.sampler.unwrap_or_else(sampler_from_env);
+        let guest_sampler = super::sampler::guest_sampler(sampler.as_ref());
         let rt = self.runtime.handle().clone();
         let enabled = self.enabled;
         let export_budget = Arc::new(SharedBudget::new(limits.export_bytes));
@@ -408,6 +409,7 @@ impl TelemetryBuilder {
                 resource,
                 scope,
                 sampler,
+                guest_sampler,
                 ids: RandomIdGenerator::default(),
                 instruments: Instruments::new(&limits),
                 limits,
@@ -421,6 +423,7 @@ impl TelemetryBuilder {
                 _self_metric: self_metric,
                 runtime: Mutex::new(Some(self.runtime)),
                 shut_down: AtomicBool::new(false),
+                pipe: super::guest::DecodeThread::new(),
             }),
         })
     }

@@ -11,6 +11,7 @@
 //! | emit a log record | [`logs`]: `emit_log` |
 //! | record a measurement | [`instruments`]: `instrument`, `record`, `host_histogram` |
 //! | hand over what a guest's own SDK finished (`wasi:otel`) | [`finished`]: `export_finished_span`, `logger_for`, `export_guest_metrics` |
+//! | decode batches from the pipe (`wasi-observe:pipe`), off the guest's thread | [`guest`]: `PipeDecoder` |
 //! | bound guest values, count what is cut | [`limits`]: `checker`, and [`stats`] |
 //! | bound what is held in bytes | [`budget`]: per store, and for export |
 //!
@@ -21,6 +22,7 @@
 pub(crate) mod budget;
 mod builder;
 pub(crate) mod finished;
+pub(crate) mod guest;
 pub(crate) mod instruments;
 pub(crate) mod limits;
 pub(crate) mod logs;
@@ -68,6 +70,9 @@ struct Inner {
     resource: Resource,
     scope: InstrumentationScope,
     sampler: Box<dyn ShouldSample>,
+    /// The sampler in the form pipe guests run it; `None` for a sampler of
+    /// the embedder's own, which guests cannot run.
+    guest_sampler: Option<sampler::GuestSampler>,
     ids: RandomIdGenerator,
     limits: Limits,
     stats: Arc<Stats>,
@@ -83,6 +88,8 @@ struct Inner {
     instruments: Instruments,
     runtime: Mutex<Option<Runtime>>,
     shut_down: AtomicBool,
+    /// Decodes pipe batches off the guests' threads.
+    pipe: guest::DecodeThread,
 }
 
 /// Which signals a pipeline exports (a signal with no exporter is recorded
@@ -146,6 +153,9 @@ impl Telemetry {
     pub fn force_flush(&self) -> Result<()> {
         let inner = &self.inner;
         let mut failed = Vec::new();
+        if !inner.pipe.flush(SHUTDOWN_TIMEOUT) {
+            failed.push("pipe batches");
+        }
         if let Some(q) = &inner.spans
             && !q.flush(SHUTDOWN_TIMEOUT)
         {
@@ -187,6 +197,28 @@ impl Telemetry {
         }
     }
 
+    /// The pipe's decode thread.
+    pub(crate) fn decode_thread(&self) -> &guest::DecodeThread {
+        &self.inner.pipe
+    }
+
+    /// The sampler pipe guests run (see [`sampler::guest_sampler`]).
+    pub(crate) fn guest_sampler(&self) -> Option<sampler::GuestSampler> {
+        self.inner.guest_sampler
+    }
+
+    /// A random 128-bit seed (a pipe guest's id generator).
+    pub(crate) fn random_seed(&self) -> (u64, u64) {
+        use opentelemetry_sdk::trace::IdGenerator as _;
+        let id = u128::from_be_bytes(self.inner.ids.new_trace_id().to_bytes());
+        ((id >> 64) as u64, id as u64)
+    }
+
+    /// The scope guest spans are exported with.
+    pub(crate) fn guest_scope(&self) -> &InstrumentationScope {
+        &self.inner.scope
+    }
+
     /// The live counters, for producers that count what they refuse.
     pub(crate) fn counters(&self) -> &Stats {
         &self.inner.stats
@@ -209,6 +241,10 @@ impl Inner {
             return Ok(());
         }
         let mut failed = Vec::new();
+        // Batches still being decoded feed the queues shut down below.
+        if !self.pipe.flush(SHUTDOWN_TIMEOUT) {
+            failed.push("pipe batches");
+        }
         if let Some(q) = &self.spans
             && !q.shutdown(SHUTDOWN_TIMEOUT)
         {

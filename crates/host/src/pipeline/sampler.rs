@@ -92,3 +92,72 @@ pub(crate) fn sampler_from_env() -> Box<dyn ShouldSample> {
     #[allow(deprecated)]
     opentelemetry_sdk::trace::Config::default().sampler
 }
+
+/// A sampler a guest can run itself (the pipe's guests sample the spans they
+/// start): whether it is parent-based, and its root decision as a ratio
+/// (1: always on, 0: always off).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GuestSampler {
+    pub parent_based: bool,
+    pub ratio: f64,
+}
+
+/// The guest form of `sampler`, if it is one of `opentelemetry_sdk`'s
+/// standard samplers (as `OTEL_TRACES_SAMPLER` makes them); read from its
+/// `Debug` form, the only view a `dyn ShouldSample` gives.
+pub(crate) fn guest_sampler(sampler: &dyn ShouldSample) -> Option<GuestSampler> {
+    let text = format!("{sampler:?}");
+    let (parent_based, root) = match text
+        .strip_prefix("ParentBased(")
+        .and_then(|t| t.strip_suffix(')'))
+    {
+        Some(inner) => (true, inner),
+        None => (false, text.as_str()),
+    };
+    let ratio = match root {
+        "AlwaysOn" => 1.0,
+        "AlwaysOff" => 0.0,
+        other => other
+            .strip_prefix("TraceIdRatioBased(")?
+            .strip_suffix(')')?
+            .parse()
+            .ok()?,
+    };
+    Some(GuestSampler {
+        parent_based,
+        ratio,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_samplers_have_a_guest_form() {
+        let g = |s: Sampler| guest_sampler(&s);
+        assert_eq!(
+            g(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            Some(GuestSampler {
+                parent_based: true,
+                ratio: 1.0
+            })
+        );
+        assert_eq!(
+            g(Sampler::AlwaysOff),
+            Some(GuestSampler {
+                parent_based: false,
+                ratio: 0.0
+            })
+        );
+        assert_eq!(
+            g(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                0.25
+            )))),
+            Some(GuestSampler {
+                parent_based: true,
+                ratio: 0.25
+            })
+        );
+    }
+}

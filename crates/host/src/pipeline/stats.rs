@@ -99,6 +99,11 @@ stats! {
     /// Measurements dropped because their instrument had as many series
     /// as it may keep, or all series together held their byte budget.
     measurements_dropped_series_limit,
+    /// Pipe batches whose decoding stopped at a malformed record (the rest
+    /// of the batch is lost).
+    pipe_batches_malformed,
+    /// Pipe batches dropped whole for exceeding the largest batch size.
+    pipe_batches_rejected,
 }
 
 impl Stats {
@@ -112,7 +117,7 @@ impl Stats {
 impl StatsSnapshot {
     /// Whole items lost, as `(signal, reason, count)`: what the host's
     /// `wasi_observe.dropped` self-metric reports.
-    pub fn drops(&self) -> [(&'static str, &'static str, u64); 13] {
+    pub fn drops(&self) -> [(&'static str, &'static str, u64); 15] {
         [
             ("traces", "queue_full", self.spans_dropped_queue_full),
             (
@@ -139,6 +144,8 @@ impl StatsSnapshot {
                 "guest_export_lost",
                 self.otel_metric_exports_dropped,
             ),
+            ("all", "pipe_batch_malformed", self.pipe_batches_malformed),
+            ("all", "pipe_batch_too_large", self.pipe_batches_rejected),
         ]
     }
 

@@ -6,6 +6,7 @@
 mod guests;
 mod host_spans;
 mod instrumentation;
+mod pipe;
 mod support;
 
 // Every guest program must have a test named after it, in one of the
@@ -22,6 +23,7 @@ test_programs_artifacts::foreach_program!(assert_test_exists);
 mod programs {
     pub(crate) use crate::guests::*;
     pub(crate) use crate::instrumentation::*;
+    pub(crate) use crate::pipe::*;
     // The wasi:otel guests' tests are in tests/otel.rs.
     pub(crate) mod otel_wit {}
     pub(crate) mod otel_wit_main {}

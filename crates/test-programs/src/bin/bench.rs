@@ -2,7 +2,7 @@
 //! (after `n / 10` warm-up rounds) and prints `elapsed_ns <total>`.
 //!
 //! Usage: `bench <mode> <n>`; modes: `floor`, `raw`, `raw5`, `tracing`,
-//! `tracing-lean`, `log-raw`, `log`, `counter`, `spans`, `open`.
+//! `tracing-lean`, `sdk`, `log-raw`, `log`, `counter`, `spans`, `open`.
 
 use std::time::Instant;
 
@@ -84,6 +84,21 @@ fn main() {
                 let span = tracing::info_span!("op", a = 1i64, b = "x");
                 let _entered = span.enter();
                 tracing::info!("ev");
+            })
+        }
+        // The SDK's own API (OpenTelemetry's, through the pipe): start with
+        // two attributes, one event, end.
+        "sdk" => {
+            use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+            wasi_observe::init();
+            let tracer = wasi_observe::TracerProvider::new().tracer("bench");
+            time(n, || {
+                let mut span = tracer
+                    .span_builder("op")
+                    .with_attributes([KeyValue::new("a", 1i64), KeyValue::new("b", "x")])
+                    .start(&tracer);
+                span.add_event("ev", vec![]);
+                span.end();
             })
         }
         "log-raw" => time(n, || {

@@ -1,0 +1,126 @@
+//! `wasi-observe:pipe@0.2.0`: batches of records a guest SDK encoded in its
+//! own memory, handed to the pipeline's decode thread
+//! ([`crate::pipeline::guest`]); and the two calls per span that tell the
+//! store which guest span is open (so host-made spans nest under it), each
+//! returning the clock the span needs anyway. `wit/deps/pipe/pipe.wit` says
+//! why the pipe is shaped this way; docs/pipe.md has the whole design.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+
+use crate::bindings::pipe::{Config, Host, Sampler, SpanRef};
+use crate::ctx::WasiObserveCtx;
+use crate::pipeline::guest::{MAX_BATCH, PipeDecoder};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+fn trace_id(high: u64, low: u64) -> TraceId {
+    TraceId::from_bytes(((u128::from(high) << 64) | u128::from(low)).to_be_bytes())
+}
+
+fn span_ref(cx: &SpanContext) -> SpanRef {
+    let id = u128::from_be_bytes(cx.trace_id().to_bytes());
+    SpanRef {
+        trace_id_high: (id >> 64) as u64,
+        trace_id_low: id as u64,
+        span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+        trace_flags: cx.trace_flags().to_u8(),
+    }
+}
+
+impl Host for WasiObserveCtx {
+    fn configure(&mut self) -> wasmtime::Result<Config> {
+        let t = self.scope.telemetry();
+        let signals = t.signals();
+        let bits =
+            u8::from(signals.traces) | u8::from(signals.logs) << 1 | u8::from(signals.metrics) << 2;
+        let (seed_high, seed_low) = t.random_seed();
+        let sampler = match t.guest_sampler() {
+            Some(s) => match (s.parent_based, s.ratio) {
+                (true, r) if r >= 1.0 => Sampler::ParentBasedAlwaysOn,
+                (true, r) if r <= 0.0 => Sampler::ParentBasedAlwaysOff,
+                (true, r) => Sampler::ParentBasedTraceIdRatio(r),
+                (false, r) if r >= 1.0 => Sampler::AlwaysOn,
+                (false, r) if r <= 0.0 => Sampler::AlwaysOff,
+                (false, r) => Sampler::TraceIdRatio(r),
+            },
+            // A sampler of the embedder's own cannot run in the guest.
+            None => Sampler::ParentBasedAlwaysOn,
+        };
+        let ambient = self.scope.ambient.clone();
+        Ok(Config {
+            signals: bits,
+            seed_high,
+            seed_low,
+            sampler,
+            ambient: ambient.as_ref().map(span_ref),
+            ambient_trace_state: ambient
+                .as_ref()
+                .map(|a| a.trace_state().header())
+                .unwrap_or_default(),
+            max_batch: MAX_BATCH as u32,
+        })
+    }
+
+    fn submit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
+        self.submit_batch(batch, now());
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        span: SpanRef,
+        name: String,
+        trace_state: Option<String>,
+    ) -> wasmtime::Result<u64> {
+        let state = match trace_state {
+            Some(s) if !s.is_empty() => s.parse().unwrap_or_else(|_| {
+                self.scope.telemetry().checker().invalid();
+                Default::default()
+            }),
+            _ => Default::default(),
+        };
+        let cx = SpanContext::new(
+            trace_id(span.trace_id_high, span.trace_id_low),
+            SpanId::from_bytes(span.span_id.to_be_bytes()),
+            TraceFlags::new(span.trace_flags & TraceFlags::SAMPLED.to_u8()),
+            false,
+            state,
+        );
+        if cx.is_valid() {
+            let t = self.scope.telemetry();
+            let stand_in = (cx.is_sampled() && t.signals().traces && !name.is_empty())
+                .then(|| t.checker().string(name));
+            self.scope.open_pipe(cx, stand_in);
+        } else {
+            self.scope.telemetry().checker().invalid();
+        }
+        Ok(now())
+    }
+
+    fn close(&mut self, span_id: u64, batch: Vec<u8>) -> wasmtime::Result<u64> {
+        let now = now();
+        self.scope
+            .close_pipe(SpanId::from_bytes(span_id.to_be_bytes()));
+        self.submit_batch(batch, now);
+        Ok(now)
+    }
+}
+
+impl WasiObserveCtx {
+    /// Hands a batch received at `received` to the store's decoder.
+    fn submit_batch(&mut self, batch: Vec<u8>, received: u64) {
+        if batch.is_empty() || !self.scope.telemetry().is_enabled() {
+            return;
+        }
+        let telemetry = self.scope.telemetry();
+        self.pipe
+            .get_or_insert_with(|| PipeDecoder::new(telemetry.clone()))
+            .submit(batch, received);
+    }
+}

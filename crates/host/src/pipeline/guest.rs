@@ -1,0 +1,746 @@
+//! The door for batches from the pipe (`wasi-observe:pipe`): records a
+//! guest SDK encoded in its own memory ([`wasi_observe_wire`]), decoded and
+//! converted off the guest's thread.
+//!
+//! Each store has a [`PipeDecoder`]: its queue of batches not yet decoded,
+//! the spans it has seen start and not end, and its instruments. `submit`
+//! queues a batch and wakes the decode thread (one per pipeline), so the
+//! guest pays for a copy, not for decoding. When the batches waiting in all
+//! queues hold [`QUEUE_BYTES`], the guest's thread decodes its own queue
+//! instead: slower, never lossy, and it bounds the memory a fast guest can
+//! pin. A store's batches are decoded in order, by whichever thread holds
+//! its lock.
+//!
+//! Guest input is hostile: a malformed record ends its batch (the rest is
+//! dropped, counted in `pipe_batches_malformed`, warned about once); records
+//! naming spans the decoder does not hold, bad kinds, times OTLP cannot
+//! carry and unknown instruments are ignored or repaired and counted in
+//! `invalid_input`; values are cut to the limits like every other guest
+//! value; open spans are held within the store's byte budget.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use opentelemetry::logs::Severity;
+use opentelemetry::trace::{
+    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use wasi_observe_wire as wire;
+
+use super::Telemetry;
+use super::budget::{StoreBudget, attrs_bytes, event_bytes, link_bytes};
+use super::instruments::{Description, Instrument, Kind, Number};
+use super::limits::Checker;
+use super::logs::NewLog;
+use super::stats::Stats;
+
+/// Bytes of batches that may wait for the decode thread, all stores
+/// together, before guests decode their own.
+pub(crate) const QUEUE_BYTES: usize = 64 << 20;
+
+/// Largest batch `submit` takes (the SDK sends 64 KiB ones).
+pub(crate) const MAX_BATCH: usize = 16 << 20;
+
+/// Instruments one store may define through the pipe.
+const MAX_INSTRUMENTS: usize = 4096;
+
+/// What the decode thread is asked to do.
+enum Job {
+    /// Decode what this store has queued.
+    Decode(Arc<PipeDecoder>),
+    /// Reply once everything asked before is done.
+    Flush(Sender<()>),
+}
+
+/// The pipeline's decode thread, started on first use.
+pub(crate) struct DecodeThread {
+    jobs: OnceLock<Sender<Job>>,
+    /// Bytes of batches queued in all stores.
+    queued: AtomicUsize,
+}
+
+impl DecodeThread {
+    pub(crate) fn new() -> Self {
+        DecodeThread {
+            jobs: OnceLock::new(),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn sender(&self) -> &Sender<Job> {
+        self.jobs.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            std::thread::Builder::new()
+                .name("wasi-observe-pipe".into())
+                .spawn(move || decode_loop(rx))
+                .expect("spawning the pipe's decode thread");
+            tx
+        })
+    }
+
+    /// Waits until every batch submitted before has been decoded.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let Some(jobs) = self.jobs.get() else {
+            return true;
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if jobs.send(Job::Flush(tx)).is_err() {
+            return true;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+fn decode_loop(jobs: Receiver<Job>) {
+    for job in jobs {
+        match job {
+            Job::Decode(decoder) => decoder.drain(),
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// One store's end of the pipe.
+pub(crate) struct PipeDecoder {
+    telemetry: Telemetry,
+    state: Mutex<State>,
+    /// A decode job is queued or running for this store.
+    scheduled: AtomicBool,
+}
+
+struct State {
+    /// Batches, with the host's time when each was received.
+    queue: VecDeque<(Vec<u8>, u64)>,
+    /// Spans started and not ended, by span id.
+    open: HashMap<[u8; 8], Box<OpenSpan>>,
+    /// Bytes the open spans hold.
+    budget: StoreBudget,
+    instruments: HashMap<u32, Option<Arc<Instrument>>>,
+    /// The store ended: spans still open were exported with an error.
+    ended: Option<(String, SystemTime)>,
+}
+
+/// A span the guest started, as the host holds it until it ends.
+struct OpenSpan {
+    data: SpanData,
+    bytes: usize,
+}
+
+impl PipeDecoder {
+    pub(crate) fn new(telemetry: Telemetry) -> Arc<Self> {
+        Arc::new(PipeDecoder {
+            telemetry,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                open: HashMap::new(),
+                budget: StoreBudget::default(),
+                instruments: HashMap::new(),
+                ended: None,
+            }),
+            scheduled: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a batch from the guest, received at `received` (ns since the
+    /// epoch). Never waits for the decode thread.
+    pub(crate) fn submit(self: &Arc<Self>, batch: Vec<u8>, received: u64) {
+        let t = &self.telemetry;
+        if batch.len() > MAX_BATCH {
+            Stats::add(&t.counters().pipe_batches_rejected, 1);
+            return;
+        }
+        let thread = t.decode_thread();
+        let len = batch.len();
+        let queued = thread.queued.fetch_add(len, Ordering::AcqRel) + len;
+        self.lock().queue.push_back((batch, received));
+        if queued > QUEUE_BYTES {
+            // The decode thread is behind: decode here, in order.
+            self.drain();
+            return;
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel)
+            && thread.sender().send(Job::Decode(self.clone())).is_err()
+        {
+            self.scheduled.store(false, Ordering::Release);
+            self.drain();
+        }
+    }
+
+    /// Decodes everything queued.
+    fn drain(&self) {
+        self.scheduled.store(false, Ordering::Release);
+        let mut state = self.lock();
+        while let Some((batch, received)) = state.queue.pop_front() {
+            self.telemetry
+                .decode_thread()
+                .queued
+                .fetch_sub(batch.len(), Ordering::AcqRel);
+            state.decode(&self.telemetry, &batch, received);
+        }
+    }
+
+    /// The store ended (the guest returned, trapped or was dropped): after
+    /// the batches already queued, spans still open are exported with an
+    /// error status whose description is `reason`, ended at `end`. Returns
+    /// their span ids (the store's stand-ins for them are not exported).
+    pub(crate) fn end(self: &Arc<Self>, reason: &str, end: SystemTime) -> HashSet<SpanId> {
+        self.drain();
+        let mut state = self.lock();
+        if state.ended.is_some() {
+            return HashSet::new();
+        }
+        state.ended = Some((reason.to_string(), end));
+        let open = std::mem::take(&mut state.open);
+        state.budget = StoreBudget::default();
+        let ids = open.keys().map(|id| SpanId::from_bytes(*id)).collect();
+        for (_, span) in open {
+            let mut data = span.data;
+            data.status = Status::error(reason.to_string());
+            data.end_time = end.max(data.start_time);
+            self.telemetry.export_finished_span(data);
+        }
+        ids
+    }
+}
+
+/// Nanoseconds since the epoch as an instant.
+fn time(check: &Checker<'_>, nanos: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_nanos(nanos))
+        .unwrap_or_else(|| {
+            check.invalid();
+            SystemTime::now()
+        })
+}
+
+fn kind(check: &Checker<'_>, k: u8) -> SpanKind {
+    match k {
+        wire::kind::INTERNAL => SpanKind::Internal,
+        wire::kind::SERVER => SpanKind::Server,
+        wire::kind::CLIENT => SpanKind::Client,
+        wire::kind::PRODUCER => SpanKind::Producer,
+        wire::kind::CONSUMER => SpanKind::Consumer,
+        _ => {
+            check.invalid();
+            SpanKind::Internal
+        }
+    }
+}
+
+fn flags(f: u8) -> TraceFlags {
+    TraceFlags::new(f & TraceFlags::SAMPLED.to_u8())
+}
+
+/// A trace-state header; a malformed one is empty (counted).
+fn trace_state(check: &Checker<'_>, header: &str) -> TraceState {
+    if header.is_empty() {
+        return TraceState::NONE;
+    }
+    header.parse().unwrap_or_else(|_| {
+        check.invalid();
+        TraceState::NONE
+    })
+}
+
+fn string(check: &Checker<'_>, s: &str) -> String {
+    if s.len() > check.limits.value_length {
+        check.string(s.to_string())
+    } else {
+        s.to_string()
+    }
+}
+
+fn value(check: &Checker<'_>, v: wire::Value<'_>) -> Value {
+    match v {
+        wire::Value::Bool(b) => Value::Bool(b),
+        wire::Value::I64(i) => Value::I64(i),
+        wire::Value::F64(f) => Value::F64(f),
+        wire::Value::Str(s) => Value::String(string(check, s).into()),
+        wire::Value::BoolArray(a) => Value::Array(Array::Bool(check.array(a))),
+        wire::Value::I64Array(a) => Value::Array(Array::I64(check.array(a))),
+        wire::Value::F64Array(a) => Value::Array(Array::F64(check.array(a))),
+        wire::Value::StrArray(a) => Value::Array(Array::String(
+            check
+                .array(a)
+                .into_iter()
+                .map(|s| StringValue::from(string(check, s)))
+                .collect(),
+        )),
+    }
+}
+
+fn key_values<'a>(
+    check: &'a Checker<'a>,
+    attrs: wire::Attributes<'a>,
+) -> impl Iterator<Item = KeyValue> + 'a {
+    attrs
+        .into_iter()
+        .map(move |(k, v)| KeyValue::new(string(check, k), value(check, v)))
+}
+
+/// Fresh attributes within `max`, and how many were dropped.
+fn attributes(
+    check: &Checker<'_>,
+    attrs: wire::Attributes<'_>,
+    max: usize,
+) -> (Vec<KeyValue>, u32) {
+    let mut out = Vec::with_capacity(attrs.len().min(max));
+    let dropped = check.merge_attributes(&mut out, key_values(check, attrs), max);
+    (out, dropped)
+}
+
+fn severity(check: &Checker<'_>, n: u8) -> (Severity, &'static str) {
+    use Severity::*;
+    const ALL: [(Severity, &str); 24] = [
+        (Trace, "TRACE"),
+        (Trace2, "TRACE2"),
+        (Trace3, "TRACE3"),
+        (Trace4, "TRACE4"),
+        (Debug, "DEBUG"),
+        (Debug2, "DEBUG2"),
+        (Debug3, "DEBUG3"),
+        (Debug4, "DEBUG4"),
+        (Info, "INFO"),
+        (Info2, "INFO2"),
+        (Info3, "INFO3"),
+        (Info4, "INFO4"),
+        (Warn, "WARN"),
+        (Warn2, "WARN2"),
+        (Warn3, "WARN3"),
+        (Warn4, "WARN4"),
+        (Error, "ERROR"),
+        (Error2, "ERROR2"),
+        (Error3, "ERROR3"),
+        (Error4, "ERROR4"),
+        (Fatal, "FATAL"),
+        (Fatal2, "FATAL2"),
+        (Fatal3, "FATAL3"),
+        (Fatal4, "FATAL4"),
+    ];
+    match n.checked_sub(1).and_then(|i| ALL.get(usize::from(i))) {
+        Some(&s) => s,
+        None => {
+            check.invalid();
+            (Info, "INFO")
+        }
+    }
+}
+
+impl State {
+    fn decode(&mut self, t: &Telemetry, batch: &[u8], received: u64) {
+        let check = t.checker();
+        for record in wire::decode(batch) {
+            match record {
+                Ok(record) => self.apply(t, &check, record, received),
+                Err(_) => {
+                    Stats::add(&t.counters().pipe_batches_malformed, 1);
+                    warn_once(
+                        "a guest submitted a malformed batch; its records from the first \
+                         malformed one on were dropped (counted as pipe_batches_malformed)",
+                    );
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        t: &Telemetry,
+        check: &Checker<'_>,
+        record: wire::Decoded<'_>,
+        received: u64,
+    ) {
+        let limits = check.limits;
+        match record {
+            wire::Record::Start(s) => self.start(t, check, s),
+            wire::Record::End(e) => {
+                let Some(mut span) = self.open.remove(&e.span_id) else {
+                    check.invalid();
+                    return;
+                };
+                self.budget.sub(span.bytes);
+                let d = &mut span.data;
+                // 0: the time the batch was received (the `close` call).
+                let end = time(check, if e.time == 0 { received } else { e.time });
+                d.end_time = end.max(d.start_time);
+                let dropped = check.merge_attributes(
+                    &mut d.attributes,
+                    key_values(check, e.attributes),
+                    limits.attributes_per_span,
+                );
+                d.dropped_attributes_count = d.dropped_attributes_count.saturating_add(dropped);
+                d.status = match e.status {
+                    wire::status::OK => Status::Ok,
+                    wire::status::ERROR => Status::error(string(check, e.description)),
+                    wire::status::UNSET => Status::Unset,
+                    _ => {
+                        check.invalid();
+                        Status::Unset
+                    }
+                };
+                if let Some(name) = e.name {
+                    d.name = string(check, name).into();
+                }
+                t.export_finished_span(span.data);
+            }
+            wire::Record::Event(e) => {
+                let Some(span) = self.open.get_mut(&e.span_id) else {
+                    check.invalid();
+                    return;
+                };
+                let d = &mut span.data;
+                if d.events.len() >= limits.events_per_span {
+                    d.events.dropped_count = d.events.dropped_count.saturating_add(1);
+                    Stats::add(&check.stats.events_dropped, 1);
+                    return;
+                }
+                let (attrs, dropped) = attributes(check, e.attributes, limits.attributes_per_event);
+                let event = Event::new(string(check, e.name), time(check, e.time), attrs, dropped);
+                let bytes = event_bytes(&event);
+                if !self.budget.fits(bytes, limits.store_bytes) {
+                    Stats::add(&check.stats.values_dropped_store_budget, 1);
+                    return;
+                }
+                self.budget.add(bytes);
+                span.bytes += bytes;
+                span.data.events.events.push(event);
+            }
+            wire::Record::Link(l) => {
+                let Some(span) = self.open.get_mut(&l.span_id) else {
+                    check.invalid();
+                    return;
+                };
+                let linked = SpanContext::new(
+                    TraceId::from_bytes(l.trace_id),
+                    SpanId::from_bytes(l.linked_span_id),
+                    flags(l.flags),
+                    l.remote,
+                    trace_state(check, l.trace_state),
+                );
+                let d = &mut span.data;
+                if !linked.is_valid() || d.links.len() >= limits.links_per_span {
+                    d.links.dropped_count = d.links.dropped_count.saturating_add(1);
+                    Stats::add(&check.stats.links_dropped, 1);
+                    return;
+                }
+                let (attrs, dropped) = attributes(check, l.attributes, limits.attributes_per_link);
+                let link = Link::new(linked, attrs, dropped);
+                let bytes = link_bytes(&link);
+                if !self.budget.fits(bytes, limits.store_bytes) {
+                    Stats::add(&check.stats.values_dropped_store_budget, 1);
+                    return;
+                }
+                self.budget.add(bytes);
+                span.bytes += bytes;
+                span.data.links.links.push(link);
+            }
+            wire::Record::Reparent(r) => {
+                let Some(span) = self.open.get_mut(&r.span_id) else {
+                    check.invalid();
+                    return;
+                };
+                let d = &mut span.data;
+                let trace_id = TraceId::from_bytes(r.trace_id);
+                if trace_id == TraceId::INVALID {
+                    check.invalid();
+                    return;
+                }
+                d.span_context = SpanContext::new(
+                    trace_id,
+                    d.span_context.span_id(),
+                    flags(r.flags),
+                    false,
+                    d.span_context.trace_state().clone(),
+                );
+                d.parent_span_id = SpanId::from_bytes(r.parent);
+                d.parent_span_is_remote = r.parent_remote;
+            }
+            wire::Record::Log(l) => {
+                if !t.signals().logs {
+                    return;
+                }
+                let (attributes, _) = attributes(check, l.attributes, usize::MAX);
+                let cx = l.context.map(|(trace, span, f)| {
+                    SpanContext::new(
+                        TraceId::from_bytes(trace),
+                        SpanId::from_bytes(span),
+                        flags(f),
+                        false,
+                        TraceState::NONE,
+                    )
+                });
+                let (severity, severity_text) = severity(check, l.severity);
+                t.emit_log(NewLog {
+                    severity,
+                    severity_text,
+                    target: l.target.to_string(),
+                    body: l.body.map(str::to_string),
+                    attributes,
+                    span: cx.as_ref(),
+                    time: Some(time(check, l.time)),
+                });
+            }
+            wire::Record::Instrument(i) => {
+                if !t.signals().metrics {
+                    return;
+                }
+                if self.instruments.len() >= MAX_INSTRUMENTS
+                    && !self.instruments.contains_key(&i.id)
+                {
+                    check.invalid();
+                    return;
+                }
+                let kind = match i.kind {
+                    wire::instrument_kind::COUNTER => Some(Kind::Counter),
+                    wire::instrument_kind::UP_DOWN_COUNTER => Some(Kind::UpDownCounter),
+                    wire::instrument_kind::HISTOGRAM => Some(Kind::Histogram),
+                    wire::instrument_kind::GAUGE => Some(Kind::Gauge),
+                    _ => None,
+                };
+                let instrument = kind.and_then(|kind| {
+                    t.instrument(kind, i.name, || Description {
+                        description: (!i.description.is_empty()).then(|| i.description.to_string()),
+                        unit: (!i.unit.is_empty()).then(|| i.unit.to_string()),
+                        boundaries: i.boundaries,
+                    })
+                });
+                if instrument.is_none() {
+                    check.invalid();
+                }
+                self.instruments.insert(i.id, instrument);
+            }
+            wire::Record::Measure(m) => {
+                if !t.signals().metrics {
+                    return;
+                }
+                let instrument = match self.instruments.get(&m.instrument) {
+                    Some(i) => i.clone(),
+                    None => {
+                        check.invalid();
+                        None
+                    }
+                };
+                let attrs = match instrument {
+                    Some(_) => attributes(check, m.attributes, limits.attributes_per_span).0,
+                    None => Vec::new(),
+                };
+                let value = match m.value {
+                    wire::Number::I64(v) => Number::Int(v),
+                    wire::Number::F64(v) => Number::Float(v),
+                };
+                t.record(instrument.as_deref(), value, &attrs);
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        t: &Telemetry,
+        check: &Checker<'_>,
+        s: wire::Start<'_, wire::Attributes<'_>>,
+    ) {
+        if self.ended.is_some() || !t.signals().traces {
+            return;
+        }
+        let limits = check.limits;
+        let cx = SpanContext::new(
+            TraceId::from_bytes(s.trace_id),
+            SpanId::from_bytes(s.span_id),
+            flags(s.flags),
+            false,
+            trace_state(check, s.trace_state),
+        );
+        if !cx.is_valid() || self.open.contains_key(&s.span_id) {
+            check.invalid();
+            return;
+        }
+        if self.open.len() >= limits.open_spans_per_store {
+            Stats::add(&check.stats.spans_dropped_open_limit, 1);
+            return;
+        }
+        let (attributes, dropped) = attributes(check, s.attributes, limits.attributes_per_span);
+        let name = string(check, s.name);
+        let bytes = std::mem::size_of::<OpenSpan>()
+            + std::mem::size_of::<SpanData>()
+            + name.len()
+            + attrs_bytes(&attributes);
+        if !self.budget.fits(bytes, limits.store_bytes) {
+            Stats::add(&check.stats.spans_dropped_store_budget, 1);
+            return;
+        }
+        self.budget.add(bytes);
+        let start = time(check, s.time);
+        let data = SpanData {
+            span_context: cx,
+            parent_span_id: SpanId::from_bytes(s.parent),
+            parent_span_is_remote: s.parent_remote,
+            span_kind: kind(check, s.kind),
+            name: name.into(),
+            start_time: start,
+            end_time: start,
+            attributes,
+            dropped_attributes_count: dropped,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: t.guest_scope().clone(),
+        };
+        self.open
+            .insert(s.span_id, Box::new(OpenSpan { data, bytes }));
+    }
+}
+
+fn warn_once(message: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!("wasi-observe: {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Limits;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
+
+    fn pipeline(limits: Limits) -> (Telemetry, InMemorySpanExporter) {
+        let spans = InMemorySpanExporter::default();
+        let t = Telemetry::builder()
+            .with_limits(limits)
+            .with_sampler(Sampler::AlwaysOn)
+            .with_span_exporter(spans.clone())
+            .build()
+            .unwrap();
+        (t, spans)
+    }
+
+    fn start(id: u8, parent: u8, name: &str) -> wire::Decoded<'_> {
+        wire::Record::Start(wire::Start {
+            span_id: [id; 8],
+            trace_id: [7; 16],
+            parent: [parent; 8],
+            parent_remote: false,
+            flags: 1,
+            kind: wire::kind::SERVER,
+            time: 1_000,
+            name,
+            trace_state: "",
+            attributes: vec![("a", wire::Value::I64(1))],
+        })
+    }
+
+    fn end(id: u8, time: u64) -> wire::Decoded<'static> {
+        wire::Record::End(wire::End {
+            span_id: [id; 8],
+            time,
+            status: wire::status::ERROR,
+            description: "bad",
+            name: None,
+            attributes: vec![("b", wire::Value::Str("x"))],
+        })
+    }
+
+    fn batch(records: &[wire::Decoded<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            wire::encode(r, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn spans_cross_in_batches_and_end_at_the_close_time() {
+        let (t, spans) = pipeline(Limits::default());
+        let d = PipeDecoder::new(t.clone());
+        d.submit(batch(&[start(1, 0, "outer"), start(2, 1, "inner")]), 5);
+        // Time 0: the span ends when the batch carrying its end arrived.
+        d.submit(batch(&[end(2, 3_000), end(1, 0)]), 9_000);
+        t.force_flush().unwrap();
+        let got = spans.get_finished_spans().unwrap();
+        assert_eq!(got.len(), 2);
+        let outer = got.iter().find(|s| s.name == "outer").unwrap();
+        let inner = got.iter().find(|s| s.name == "inner").unwrap();
+        assert_eq!(inner.parent_span_id, outer.span_context.span_id());
+        assert_eq!(outer.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert_eq!(outer.end_time, UNIX_EPOCH + Duration::from_nanos(9_000));
+        assert_eq!(inner.end_time, UNIX_EPOCH + Duration::from_nanos(3_000));
+        assert_eq!(inner.status, Status::error("bad"));
+        assert_eq!(inner.attributes.len(), 2);
+    }
+
+    #[test]
+    fn spans_open_at_the_end_are_exported_with_an_error() {
+        let (t, spans) = pipeline(Limits::default());
+        let d = PipeDecoder::new(t.clone());
+        d.submit(batch(&[start(1, 0, "left open")]), 5);
+        let ids = d.end("the guest trapped", SystemTime::now());
+        assert_eq!(ids.len(), 1);
+        // A late batch after the end is not decoded into open spans.
+        d.submit(batch(&[start(3, 0, "late")]), 6);
+        t.force_flush().unwrap();
+        let got = spans.get_finished_spans().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].status, Status::error("the guest trapped"));
+    }
+
+    #[test]
+    fn open_spans_are_held_within_the_store_budget() {
+        let (t, spans) = pipeline(Limits {
+            store_bytes: 4096,
+            ..Limits::default()
+        });
+        let d = PipeDecoder::new(t.clone());
+        let long = "n".repeat(200);
+        let records: Vec<_> = (1..=50u8).map(|i| start(i, 0, &long)).collect();
+        d.submit(batch(&records), 5);
+        let ends: Vec<_> = (1..=50u8).map(|i| end(i, 10)).collect();
+        d.submit(batch(&ends), 6);
+        t.force_flush().unwrap();
+        let exported = spans.get_finished_spans().unwrap().len() as u64;
+        let stats = t.stats();
+        assert!(exported > 0 && exported < 50, "{exported}");
+        assert_eq!(stats.spans_dropped_store_budget, 50 - exported);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let (t, _spans) = pipeline(Limits::default());
+        let d = PipeDecoder::new(t.clone());
+        let valid = batch(&[start(1, 0, "s"), end(1, 0)]);
+        // Every single-byte corruption and every cut of a valid batch, and
+        // pseudo-random noise.
+        for i in 0..valid.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = valid.clone();
+                bad[i] ^= flip;
+                d.submit(bad, 1);
+            }
+            d.submit(valid[..i].to_vec(), 1);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let noise: Vec<u8> = (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            d.submit(noise, 1);
+        }
+        t.force_flush().unwrap();
+        assert!(t.stats().pipe_batches_malformed > 0);
+    }
+}

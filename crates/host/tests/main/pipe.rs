@@ -1,0 +1,122 @@
+//! The batched pipe (`wasi-observe:pipe`) at its edges: what a panic, a
+//! trap the SDK cannot see and a full buffer do to the batches, and what
+//! hostile pipe input does to the host. The SDK's ordinary behaviour
+//! through the pipe is the differential test's and `sdk_features`'.
+
+use opentelemetry::trace::Status;
+
+use crate::support::{Pipeline, attr, body, run, span};
+
+/// The `sdk_losses` guest program.
+pub(crate) mod sdk_losses {
+    use super::*;
+
+    const PROGRAM: &str = test_programs_artifacts::SDK_LOSSES_COMPONENT;
+
+    #[test]
+    fn a_panic_loses_nothing() {
+        let p = Pipeline::new();
+        let mut r = run(PROGRAM, p.ctx(), &["sdk_losses", "panic"]);
+        assert!(r.result.is_err(), "the panic traps");
+        r.end_open_spans("the guest trapped");
+        drop(r);
+        let spans = p.spans();
+        let s = span(&spans, "before_panic");
+        // Its start and event crossed in the panic hook; the host ended it.
+        assert_eq!(attr(&s.attributes, "step"), Some(&1i64.into()));
+        assert_eq!(s.events.len(), 1, "{s:?}");
+        assert_eq!(s.events.events[0].name, "recorded before the panic");
+        assert_eq!(s.status, Status::error("the guest trapped"));
+        let logs = p.logs();
+        for text in ["recorded before the panic", "a log record before the panic"] {
+            let l = logs
+                .iter()
+                .find(|l| body(l) == text)
+                .unwrap_or_else(|| panic!("no log {text:?}"));
+            assert_eq!(
+                l.trace_context().map(|c| c.span_id),
+                Some(s.span_context.span_id()),
+                "{text:?} is correlated with its span"
+            );
+        }
+    }
+
+    #[test]
+    fn an_abort_loses_at_most_what_followed_the_last_batch() {
+        let p = Pipeline::new();
+        let mut r = run(PROGRAM, p.ctx(), &["sdk_losses", "abort"]);
+        assert!(r.result.is_err(), "the abort traps");
+        r.end_open_spans("the guest trapped");
+        drop(r);
+        let spans = p.spans();
+        let done: Vec<_> = spans.iter().filter(|s| s.name == "done").collect();
+        assert_eq!(done.len(), 3, "every span that ended crossed");
+        assert!(
+            done.iter()
+                .all(|s| s.events.len() == 1 && s.status == Status::Unset)
+        );
+        // The open span's start never crossed: the host exports its
+        // stand-in, by the name `open` gave, with an error status.
+        let open = span(&spans, "open_at_abort");
+        assert_eq!(open.status, Status::error("the guest trapped"));
+        assert!(open.events.is_empty());
+        let logs = p.logs();
+        assert_eq!(
+            logs.iter()
+                .filter(|l| body(l) == "inside a span that ended")
+                .count(),
+            3
+        );
+        // The bound: what was recorded since the last batch is lost.
+        assert!(!logs.iter().any(|l| body(l) == "lost with the abort"));
+        assert!(
+            !p.telemetry.stats().has_losses(),
+            "{:?}",
+            p.telemetry.stats()
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_crosses_and_order_is_kept() {
+        let p = Pipeline::new();
+        let r = run(PROGRAM, p.ctx(), &["sdk_losses", "many", "3000"]);
+        r.succeeded();
+        drop(r);
+        let spans = p.spans();
+        let root = span(&spans, "root");
+        let children: Vec<_> = spans.iter().filter(|s| s.name == "child").collect();
+        // 3000 spans with 100-byte attributes need several 64 KiB batches.
+        assert_eq!(children.len(), 3000);
+        assert!(
+            children
+                .iter()
+                .all(|c| c.parent_span_id == root.span_context.span_id()
+                    && c.span_context.trace_id() == root.span_context.trace_id())
+        );
+        let mut seen: Vec<i64> = children
+            .iter()
+            .filter_map(|c| match attr(&c.attributes, "i") {
+                Some(opentelemetry::Value::I64(i)) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..3000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn hostile_pipe_input_is_counted_and_the_pipe_keeps_working() {
+        let p = Pipeline::new();
+        let r = run(PROGRAM, p.ctx(), &["sdk_losses", "hostile"]);
+        r.succeeded();
+        drop(r);
+        let spans = p.spans();
+        let s = span(&spans, "after_hostile");
+        assert_eq!(s.events.len(), 1);
+        let stats = p.telemetry.stats();
+        assert!(stats.pipe_batches_malformed >= 3, "{stats:?}");
+        // The zero ids, the bad trace-state, the unknown close, the End and
+        // the Measure naming what the host never saw.
+        assert!(stats.invalid_input >= 4, "{stats:?}");
+    }
+}

@@ -1,0 +1,541 @@
+//! The SDK's end of the batched pipe (`wasi-observe:pipe@0.2.0`).
+//!
+//! Spans, events, links, log records and measurements are encoded
+//! ([`wasi_observe_wire`]) into a buffer in the component's own memory and
+//! cross to the host in one call per batch. Span and trace ids are made
+//! here, from a seed the host gives once per instance, and so is the sampling
+//! decision, from the host's sampler configuration.
+//!
+//! A span still crosses twice, on its own: `open` when it starts and `close`
+//! when it ends tell the host which span is open, so that what the host
+//! makes for the component (the CLIENT span of an outgoing request, import
+//! call spans, `wasi:logging` records) hangs under it; each returns the
+//! host's clock, which the span needs at those two moments anyway.
+//!
+//! A batch crosses when the outermost open span ends (with the `close` call
+//! that says so: no call of its own), when a record is made
+//! with no span open, when the buffer holds [`BATCH_BYTES`], when it has
+//! waited a second (checked at every span start and end), in the panic hook,
+//! and on [`crate::flush`]. So everything recorded has crossed when an
+//! invocation returns; a trap other than a panic loses at most what was
+//! recorded since the last batch.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+use opentelemetry::{Array, KeyValue, Value};
+use serde::Serialize;
+use serde::ser::{SerializeSeq as _, Serializer};
+use wasi_observe_wire as wire;
+
+use crate::Signals;
+use crate::bindings::pipe as host;
+
+/// A batch crosses when the buffer holds this much.
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
+
+/// A batch crosses once its first record is this old.
+const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// What the host said at start-up.
+pub(crate) struct Config {
+    pub(crate) signals: Signals,
+    sampler: host::Sampler,
+    /// The parent of root spans, if the host has one.
+    pub(crate) ambient: Option<SpanContext>,
+    seed: (u64, u64),
+    max_batch: usize,
+}
+
+/// The configuration, asked once per instance.
+pub(crate) fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let c = host::configure();
+        let ambient = c.ambient.map(|a| {
+            let state = if c.ambient_trace_state.is_empty() {
+                TraceState::NONE
+            } else {
+                c.ambient_trace_state.parse().unwrap_or_default()
+            };
+            SpanContext::new(
+                trace_id(a.trace_id_high, a.trace_id_low),
+                SpanId::from_bytes(a.span_id.to_be_bytes()),
+                TraceFlags::new(a.trace_flags & 1),
+                true,
+                state,
+            )
+        });
+        Config {
+            signals: Signals {
+                traces: c.signals & 1 != 0,
+                logs: c.signals & 2 != 0,
+                metrics: c.signals & 4 != 0,
+            },
+            sampler: c.sampler,
+            ambient: ambient.filter(SpanContext::is_valid),
+            seed: (c.seed_high, c.seed_low),
+            max_batch: (c.max_batch as usize).max(1024),
+        }
+    })
+}
+
+fn trace_id(high: u64, low: u64) -> TraceId {
+    TraceId::from_bytes(((u128::from(high) << 64) | u128::from(low)).to_be_bytes())
+}
+
+struct Pipe {
+    buf: Vec<u8>,
+    /// Spans started and not ended.
+    open: u32,
+    ids: wire::Ids,
+    /// When the oldest record in `buf` was made (ns since the epoch).
+    oldest: Option<u64>,
+    next_instrument: u32,
+}
+
+thread_local! {
+    static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };
+}
+
+fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
+    PIPE.with(|p| {
+        let mut p = p.try_borrow_mut().ok()?;
+        let pipe = p.get_or_insert_with(|| {
+            let (high, low) = config().seed;
+            Pipe {
+                buf: Vec::with_capacity(BATCH_BYTES + 4096),
+                open: 0,
+                ids: wire::Ids::new(high, low),
+                oldest: None,
+                next_instrument: 0,
+            }
+        });
+        Some(f(pipe))
+    })
+}
+
+impl Pipe {
+    /// Appends a record made at `now` (0: unknown) and sends the batch if
+    /// no span is open or the buffer is full.
+    fn push<A: Serialize>(&mut self, record: &wire::Record<'_, A>, now: u64) {
+        if now != 0 {
+            self.oldest.get_or_insert(now);
+        }
+        wire::encode(record, &mut self.buf);
+        if self.open == 0 || self.buf.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.oldest = None;
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.buf.len() <= config().max_batch {
+            host::submit(&self.buf);
+        }
+        self.buf.clear();
+    }
+
+    fn flush_if_old(&mut self, now: u64) {
+        if self
+            .oldest
+            .is_some_and(|t| now.saturating_sub(t) > MAX_AGE.as_nanos() as u64)
+        {
+            self.flush();
+        }
+    }
+}
+
+/// Sends everything recorded so far to the host.
+pub(crate) fn flush() {
+    with_pipe(Pipe::flush);
+}
+
+/// Nanoseconds since the epoch.
+pub(crate) fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+/// Now, by the component's clock (a host call).
+pub(crate) fn now() -> u64 {
+    nanos(SystemTime::now())
+}
+
+fn span_ref(cx: &SpanContext) -> host::SpanRef {
+    let id = u128::from_be_bytes(cx.trace_id().to_bytes());
+    host::SpanRef {
+        trace_id_high: (id >> 64) as u64,
+        trace_id_low: id as u64,
+        span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+        trace_flags: cx.trace_flags().to_u8(),
+    }
+}
+
+/// Whether the sampler samples a span in `trace_id` under `parent`.
+fn sampled(parent: Option<&SpanContext>, trace_id: &[u8; 16]) -> bool {
+    use host::Sampler as S;
+    let root = |ratio: f64| wire::ratio_samples(trace_id, ratio);
+    match (config().sampler, parent) {
+        (
+            S::ParentBasedAlwaysOn | S::ParentBasedAlwaysOff | S::ParentBasedTraceIdRatio(_),
+            Some(p),
+        ) => p.is_sampled(),
+        (S::AlwaysOn | S::ParentBasedAlwaysOn, _) => true,
+        (S::AlwaysOff | S::ParentBasedAlwaysOff, _) => false,
+        (S::TraceIdRatio(r) | S::ParentBasedTraceIdRatio(r), _) => root(r),
+    }
+}
+
+/// A new span's context under `parent` (`None`: a new trace): its ids and
+/// the sampler's decision. The trace-state is the parent's.
+pub(crate) fn new_context(parent: Option<&SpanContext>) -> SpanContext {
+    let parent = parent.filter(|p| p.is_valid());
+    with_pipe(|pipe| {
+        let trace = match parent {
+            Some(p) => p.trace_id().to_bytes(),
+            None => pipe.ids.trace_id(),
+        };
+        let span = pipe.ids.span_id();
+        let flags = if sampled(parent, &trace) {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        };
+        let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
+        SpanContext::new(
+            TraceId::from_bytes(trace),
+            SpanId::from_bytes(span),
+            flags,
+            false,
+            state,
+        )
+    })
+    .unwrap_or(SpanContext::NONE)
+}
+
+/// What a span starts with.
+pub(crate) struct Start<'a> {
+    pub cx: &'a SpanContext,
+    pub parent: Option<&'a SpanContext>,
+    pub kind: u8,
+    pub name: &'a str,
+    pub attributes: &'a [&'a [KeyValue]],
+    /// `None`: now.
+    pub time: Option<SystemTime>,
+}
+
+/// Starts a span: tells the host it is open and, if it is sampled, records
+/// its start. Returns the start time.
+pub(crate) fn start(s: Start<'_>) -> u64 {
+    let cx = s.cx;
+    let state = cx.trace_state().header();
+    let name = if cx.is_sampled() { s.name } else { "" };
+    let host_now = host::open(span_ref(cx), name, (!state.is_empty()).then_some(&*state));
+    let time = s.time.map_or(host_now, nanos);
+    with_pipe(|pipe| {
+        pipe.open += 1;
+        pipe.flush_if_old(host_now);
+        if !cx.is_sampled() {
+            return;
+        }
+        let (parent, parent_remote) = match s.parent {
+            Some(p) if p.is_valid() => (p.span_id().to_bytes(), p.is_remote()),
+            _ => ([0; 8], false),
+        };
+        pipe.push(
+            &wire::Record::Start(wire::Start {
+                span_id: cx.span_id().to_bytes(),
+                trace_id: cx.trace_id().to_bytes(),
+                parent,
+                parent_remote,
+                flags: cx.trace_flags().to_u8(),
+                kind: s.kind,
+                time,
+                name: s.name,
+                trace_state: &state,
+                attributes: Attrs(s.attributes),
+            }),
+            host_now,
+        );
+    });
+    time
+}
+
+/// What a span ends with.
+pub(crate) struct End<'a> {
+    pub cx: &'a SpanContext,
+    pub attributes: &'a [KeyValue],
+    pub status: Option<&'a opentelemetry::trace::Status>,
+    pub name: Option<&'a str>,
+    /// `None`: now.
+    pub time: Option<SystemTime>,
+}
+
+/// Ends a span started with [`start`]. When it is the outermost open span,
+/// the batch crosses with the `close` call (its end time is then the host's
+/// time of that call).
+pub(crate) fn end(e: End<'_>) {
+    let cx = e.cx;
+    let span_id = u64::from_be_bytes(cx.span_id().to_bytes());
+    with_pipe(|pipe| {
+        pipe.open = pipe.open.saturating_sub(1);
+        let outermost = pipe.open == 0;
+        let record = |pipe: &mut Pipe, time: u64| {
+            use opentelemetry::trace::Status;
+            let (status, description) = match e.status {
+                Some(Status::Ok) => (wire::status::OK, ""),
+                Some(Status::Error { description }) => (wire::status::ERROR, &**description),
+                _ => (wire::status::UNSET, ""),
+            };
+            wire::encode(
+                &wire::Record::End(wire::End {
+                    span_id: cx.span_id().to_bytes(),
+                    time,
+                    status,
+                    description,
+                    name: e.name,
+                    attributes: Attrs(&[e.attributes]),
+                }),
+                &mut pipe.buf,
+            );
+        };
+        if outermost {
+            if cx.is_sampled() {
+                record(pipe, e.time.map_or(0, nanos));
+            }
+            pipe.oldest = None;
+            let batch: &[u8] = if pipe.buf.len() <= config().max_batch {
+                &pipe.buf
+            } else {
+                &[]
+            };
+            host::close(span_id, batch);
+            pipe.buf.clear();
+            return;
+        }
+        let host_now = host::close(span_id, &[]);
+        if cx.is_sampled() {
+            pipe.oldest.get_or_insert(host_now);
+            record(pipe, e.time.map_or(host_now, nanos));
+            if pipe.buf.len() >= BATCH_BYTES {
+                pipe.flush();
+            }
+        }
+        pipe.flush_if_old(host_now);
+    });
+}
+
+/// Records an event on a sampled open span.
+pub(crate) fn event(span: &SpanContext, time: u64, name: &str, attributes: &[&[KeyValue]]) {
+    with_pipe(|pipe| {
+        pipe.push(
+            &wire::Record::Event(wire::Event {
+                span_id: span.span_id().to_bytes(),
+                time,
+                name,
+                attributes: Attrs(attributes),
+            }),
+            time,
+        )
+    });
+}
+
+/// Records a link from a sampled open span.
+pub(crate) fn link(span: &SpanContext, to: &SpanContext, attributes: &[KeyValue]) {
+    let state = to.trace_state().header();
+    with_pipe(|pipe| {
+        pipe.push(
+            &wire::Record::Link(wire::Link {
+                span_id: span.span_id().to_bytes(),
+                trace_id: to.trace_id().to_bytes(),
+                linked_span_id: to.span_id().to_bytes(),
+                flags: to.trace_flags().to_u8(),
+                remote: to.is_remote(),
+                trace_state: &state,
+                attributes: Attrs(&[attributes]),
+            }),
+            0,
+        )
+    });
+}
+
+/// Moves an open span under `parent` (`None`: a new trace): a new trace id
+/// and sampling decision, the same span id. Returns its new context.
+pub(crate) fn reparent(
+    cx: &SpanContext,
+    recording: bool,
+    parent: Option<&SpanContext>,
+) -> SpanContext {
+    let fresh = new_context(parent);
+    let moved = SpanContext::new(
+        fresh.trace_id(),
+        cx.span_id(),
+        fresh.trace_flags(),
+        false,
+        fresh.trace_state().clone(),
+    );
+    if recording {
+        let (parent_id, parent_remote) = match parent.filter(|p| p.is_valid()) {
+            Some(p) => (p.span_id().to_bytes(), p.is_remote()),
+            None => ([0; 8], false),
+        };
+        with_pipe(|pipe| {
+            pipe.push(
+                &wire::Record::<Attrs<'_>>::Reparent(wire::Reparent {
+                    span_id: cx.span_id().to_bytes(),
+                    trace_id: moved.trace_id().to_bytes(),
+                    parent: parent_id,
+                    parent_remote,
+                    flags: moved.trace_flags().to_u8(),
+                }),
+                0,
+            )
+        });
+    }
+    moved
+}
+
+/// Severity numbers of the `tracing`/`log` levels.
+pub(crate) fn severity(level: &tracing_core::Level) -> u8 {
+    match *level {
+        tracing_core::Level::TRACE => 1,
+        tracing_core::Level::DEBUG => 5,
+        tracing_core::Level::INFO => 9,
+        tracing_core::Level::WARN => 13,
+        _ => 17,
+    }
+}
+
+/// A log record.
+pub(crate) struct Log<'a> {
+    pub time: u64,
+    pub severity: u8,
+    pub target: &'a str,
+    pub body: Option<&'a str>,
+    pub span: Option<&'a SpanContext>,
+    pub attributes: &'a [&'a [KeyValue]],
+}
+
+/// Records a log record.
+pub(crate) fn log(l: Log<'_>) {
+    let context = l.span.filter(|cx| cx.is_valid()).map(|cx| {
+        (
+            cx.trace_id().to_bytes(),
+            cx.span_id().to_bytes(),
+            cx.trace_flags().to_u8(),
+        )
+    });
+    with_pipe(|pipe| {
+        pipe.push(
+            &wire::Record::Log(wire::Log {
+                time: l.time,
+                severity: l.severity,
+                target: l.target,
+                body: l.body,
+                context,
+                attributes: Attrs(l.attributes),
+            }),
+            l.time,
+        )
+    });
+}
+
+/// Defines an instrument; returns its number for [`measure`].
+pub(crate) fn instrument(
+    kind: u8,
+    name: &str,
+    description: &str,
+    unit: &str,
+    boundaries: Option<Vec<f64>>,
+) -> u32 {
+    with_pipe(|pipe| {
+        let id = pipe.next_instrument;
+        pipe.next_instrument += 1;
+        // Defined without crossing: it goes with its first measurement.
+        wire::encode(
+            &wire::Record::<Attrs<'_>>::Instrument(wire::Instrument {
+                id,
+                kind,
+                name,
+                description,
+                unit,
+                boundaries,
+            }),
+            &mut pipe.buf,
+        );
+        id
+    })
+    .unwrap_or(u32::MAX)
+}
+
+/// Records a measurement.
+pub(crate) fn measure(instrument: u32, value: wire::Number, attributes: &[KeyValue]) {
+    with_pipe(|pipe| {
+        pipe.push(
+            &wire::Record::Measure(wire::Measure {
+                instrument,
+                value,
+                attributes: Attrs(&[attributes]),
+            }),
+            0,
+        )
+    });
+}
+
+/// Attribute lists, concatenated, serialized as the wire's attributes
+/// without building them.
+struct Attrs<'a>(&'a [&'a [KeyValue]]);
+
+impl Serialize for Attrs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let len = self.0.iter().map(|l| l.len()).sum();
+        let mut seq = s.serialize_seq(Some(len))?;
+        for kv in self.0.iter().flat_map(|l| l.iter()) {
+            seq.serialize_element(&(kv.key.as_str(), WireValue(&kv.value)))?;
+        }
+        seq.end()
+    }
+}
+
+struct WireValue<'a>(&'a Value);
+
+impl Serialize for WireValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use wire::value_index as i;
+        const NAME: &str = "Value";
+        match self.0 {
+            Value::Bool(b) => s.serialize_newtype_variant(NAME, i::BOOL, "Bool", b),
+            Value::I64(n) => s.serialize_newtype_variant(NAME, i::I64, "I64", n),
+            Value::F64(f) => s.serialize_newtype_variant(NAME, i::F64, "F64", f),
+            Value::String(v) => s.serialize_newtype_variant(NAME, i::STR, "Str", v.as_str()),
+            Value::Array(Array::Bool(a)) => {
+                s.serialize_newtype_variant(NAME, i::BOOL_ARRAY, "BoolArray", a)
+            }
+            Value::Array(Array::I64(a)) => {
+                s.serialize_newtype_variant(NAME, i::I64_ARRAY, "I64Array", a)
+            }
+            Value::Array(Array::F64(a)) => {
+                s.serialize_newtype_variant(NAME, i::F64_ARRAY, "F64Array", a)
+            }
+            Value::Array(Array::String(a)) => {
+                s.serialize_newtype_variant(NAME, i::STR_ARRAY, "StrArray", &StrSeq(a))
+            }
+            // `Value` is non-exhaustive: a future kind travels as its text.
+            other => s.serialize_newtype_variant(NAME, i::STR, "Str", &other.to_string()),
+        }
+    }
+}
+
+struct StrSeq<'a>(&'a [opentelemetry::StringValue]);
+
+impl Serialize for StrSeq<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| v.as_str()))
+    }
+}
