@@ -14,4 +14,4 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-pub(crate) use wasi_observe::pipe::pipe;
+pub(crate) use self::wasi_observe::pipe::pipe;

@@ -110,14 +110,16 @@ fn decode_loop(jobs: Receiver<Job>) {
 /// One store's end of the pipe.
 pub(crate) struct PipeDecoder {
     telemetry: Telemetry,
+    /// Batches not yet decoded, with the host's time when each arrived.
+    /// Locked only to push and pop, so the guest never waits for decoding.
+    queue: Mutex<VecDeque<(Vec<u8>, u64)>>,
+    /// Held while decoding, so a store's batches are decoded in order.
     state: Mutex<State>,
     /// A decode job is queued or running for this store.
     scheduled: AtomicBool,
 }
 
 struct State {
-    /// Batches, with the host's time when each was received.
-    queue: VecDeque<(Vec<u8>, u64)>,
     /// Spans started and not ended, by span id.
     open: HashMap<[u8; 8], Box<OpenSpan>>,
     /// Bytes the open spans hold.
@@ -137,8 +139,8 @@ impl PipeDecoder {
     pub(crate) fn new(telemetry: Telemetry) -> Arc<Self> {
         Arc::new(PipeDecoder {
             telemetry,
+            queue: Mutex::new(VecDeque::new()),
             state: Mutex::new(State {
-                queue: VecDeque::new(),
                 open: HashMap::new(),
                 budget: StoreBudget::default(),
                 instruments: HashMap::new(),
@@ -163,7 +165,10 @@ impl PipeDecoder {
         let thread = t.decode_thread();
         let len = batch.len();
         let queued = thread.queued.fetch_add(len, Ordering::AcqRel) + len;
-        self.lock().queue.push_back((batch, received));
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((batch, received));
         if queued > QUEUE_BYTES {
             // The decode thread is behind: decode here, in order.
             self.drain();
@@ -181,7 +186,15 @@ impl PipeDecoder {
     fn drain(&self) {
         self.scheduled.store(false, Ordering::Release);
         let mut state = self.lock();
-        while let Some((batch, received)) = state.queue.pop_front() {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            let Some((batch, received)) = next else {
+                break;
+            };
             self.telemetry
                 .decode_thread()
                 .queued
