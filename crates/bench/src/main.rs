@@ -196,8 +196,7 @@ impl Guests {
             .instance("wasi-observe:bench/floor")
             .and_then(|mut i| i.func_wrap("noop", |_, (_s,): (String,)| Ok(())))
             .expect("floor");
-        let component = Component::from_file(&engine, test_programs_artifacts::BENCH_COMPONENT)
-            .expect("the bench component");
+        let component = load_cached(&engine, test_programs_artifacts::BENCH_COMPONENT);
         Guests {
             engine,
             linker,
@@ -244,6 +243,27 @@ impl Guests {
         }
         total / n as f64
     }
+}
+
+/// The bench component, compiled once and cached beside it (`.cwasm`), so
+/// that runs under callgrind do not spend minutes compiling it again.
+fn load_cached(engine: &Engine, path: &str) -> Component {
+    let cached = std::path::PathBuf::from(format!("{path}.bench.cwasm"));
+    let fresh = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+    if fresh(&cached) > fresh(std::path::Path::new(path)) {
+        // SAFETY: the file is one this function wrote with
+        // `Component::serialize` for this wasmtime (the deserializer also
+        // checks the version and engine settings), newer than its source.
+        #[allow(unsafe_code)]
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, &cached) } {
+            return c;
+        }
+    }
+    let component = Component::from_file(engine, path).expect("the bench component");
+    if let Ok(bytes) = component.serialize() {
+        let _ = std::fs::write(&cached, bytes);
+    }
+    component
 }
 
 /// Peak RSS (kB) of a child process running one guest mode.

@@ -555,6 +555,42 @@ pub fn trap_summary(e: &wasmtime::Error) -> String {
     }
 }
 
+/// What to say when `component`'s imports cannot all be linked: `action`
+/// ("run", "serve") and the component's path, and, when it imports Spin's
+/// own interfaces (as components built with Spin's SDK do), which ones and
+/// why they cannot be provided here. wasmtime's error, chained below this,
+/// names the first missing import.
+pub fn missing_imports(
+    engine: &Engine,
+    component: &Component,
+    action: &str,
+    path: &Path,
+) -> String {
+    let spin: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name.starts_with("fermyon:spin/") || name.starts_with("spin:"))
+        .collect();
+    if spin.is_empty() {
+        return format!("cannot {action} {}: an import is missing", path.display());
+    }
+    format!(
+        "cannot {action} {}: it imports Spin's own {} {}, which only Spin provides. \
+         wasi-observe provides WASI 0.2, wasi:http, wasi:otel, wasi:observe and \
+         wasi:logging: build the component without the Spin SDK features that use \
+         {}, or run it under Spin (`spin up --experimental-wasi-otel`)",
+        path.display(),
+        if spin.len() == 1 {
+            "interface"
+        } else {
+            "interfaces"
+        },
+        spin.join(", "),
+        if spin.len() == 1 { "it" } else { "them" },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

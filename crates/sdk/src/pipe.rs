@@ -46,7 +46,6 @@ pub(crate) struct Config {
     /// The parent of root spans, if the host has one.
     pub(crate) ambient: Option<SpanContext>,
     seed: (u64, u64),
-    max_batch: usize,
 }
 
 /// The configuration, asked once per instance.
@@ -77,7 +76,6 @@ pub(crate) fn config() -> &'static Config {
             sampler: c.sampler,
             ambient: ambient.filter(SpanContext::is_valid),
             seed: (c.seed_high, c.seed_low),
-            max_batch: (c.max_batch as usize).max(1024),
         }
     })
 }
@@ -135,9 +133,8 @@ impl Pipe {
         if self.buf.is_empty() {
             return;
         }
-        if self.buf.len() <= config().max_batch {
-            host::submit(&self.buf);
-        }
+        // A batch over the host's largest is refused and counted there.
+        host::submit(&self.buf);
         self.buf.clear();
     }
 
@@ -310,12 +307,7 @@ pub(crate) fn end(e: End<'_>) {
                 record(pipe, e.time.map_or(0, nanos));
             }
             pipe.oldest = None;
-            let batch: &[u8] = if pipe.buf.len() <= config().max_batch {
-                &pipe.buf
-            } else {
-                &[]
-            };
-            host::close(span_id, batch);
+            host::close(span_id, &pipe.buf);
             pipe.buf.clear();
             return;
         }

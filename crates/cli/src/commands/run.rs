@@ -364,7 +364,9 @@ impl RunCommand {
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
                 wasi_observe_host::add_to_linker(&mut linker)?;
                 wasi_observe_host::functions::add_recorder_to_linker(&mut linker)?;
-                let pre = linker.instantiate_pre(&component).with_context(missing)?;
+                let pre = linker.instantiate_pre(&component).with_context(|| {
+                    crate::common::missing_imports(engine, &component, "run", &self.component)
+                })?;
                 let pre = CommandPre::new(pre).with_context(|| {
                     format!(
                         "{} is not a wasi:cli/command component",

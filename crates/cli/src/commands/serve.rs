@@ -242,10 +242,7 @@ impl ServeCommand {
         wasi_observe_host::add_to_linker(&mut linker)?;
         wasi_observe_host::functions::add_recorder_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(&component).with_context(|| {
-            format!(
-                "cannot serve {}: an import is missing",
-                self.component.display()
-            )
+            crate::common::missing_imports(&engine, &component, "serve", &self.component)
         })?;
         let pre = ProxyPre::new(pre).with_context(|| {
             format!(

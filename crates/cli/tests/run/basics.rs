@@ -463,6 +463,28 @@ fn clear_errors_for_bad_inputs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A component built for Spin imports Spin's own interfaces: `run` and
+/// `serve` refuse it and name them, and say what to do.
+#[test]
+fn spin_only_imports_get_a_clear_error() {
+    for command in ["run", "serve"] {
+        let mut cmd = cli();
+        cmd.arg(command);
+        if command == "serve" {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
+        let out = cmd.arg(SPIN_IMPORT_COMPONENT).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot {command}"))
+                && err.contains("imports Spin's own interface fermyon:spin/variables@2.0.0")
+                && err.contains("only Spin provides"),
+            "{command}: {err}"
+        );
+    }
+}
+
 #[test]
 fn ctrl_c_interrupts_the_guest_and_flushes_its_telemetry() {
     use std::io::{BufRead, BufReader};

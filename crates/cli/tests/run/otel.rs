@@ -107,3 +107,47 @@ fn wasi_otel_metrics_reach_an_otlp_collector_losslessly() {
     let spans = receiver.spans();
     assert!(spans.iter().any(|s| s.name == "child"), "{spans:#?}");
 }
+
+/// The same over gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`): the guest's
+/// histogram reaches a gRPC collector with its own buckets.
+#[test]
+fn wasi_otel_metrics_reach_a_grpc_collector_losslessly() {
+    use otlp_receiver::GrpcCollector;
+    let collector = GrpcCollector::start();
+    let mut cmd = cli();
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let out = run(cmd, &[OTEL_WIT_COMPONENT]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        collector.wait_for_metric("latency", crate::support::WAIT),
+        "{:?}",
+        collector.metric_names()
+    );
+    let latency = collector
+        .metrics()
+        .into_iter()
+        .flat_map(|m| m.metrics)
+        .find(|m| m.name == "latency")
+        .unwrap();
+    let latency = serde_json::to_value(&latency).unwrap();
+    let points = latency["data"]["Histogram"]["data_points"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a histogram: {latency}"));
+    assert_eq!(points.len(), 1);
+    assert_eq!(
+        points[0]["explicit_bounds"],
+        serde_json::json!([1.0, 5.0, 10.0])
+    );
+    assert_eq!(points[0]["bucket_counts"], serde_json::json!([1, 2, 0, 3]));
+    assert_eq!(points[0]["count"], 6);
+    let spans = collector.wait_for_spans_where(
+        |s| s.iter().any(|s| s.name == "child"),
+        crate::support::WAIT,
+    );
+    assert!(spans.iter().any(|s| s.name == "child"));
+}

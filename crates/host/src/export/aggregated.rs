@@ -116,16 +116,18 @@ impl Sink<Box<proto::ResourceMetrics>> for AggregatedSink {
 /// OTLP for guest-aggregated metrics, configured by the same standard
 /// variables as the host's own OTLP metric exporter (so both go to the same
 /// collector): `OTEL_EXPORTER_OTLP[_METRICS]_PROTOCOL` (`http/protobuf`,
-/// the default, or `http/json`; `grpc` is not supported for these yet and
-/// falls back to `http/protobuf` on the same endpoint, with a warning),
-/// `_ENDPOINT` (a signal endpoint as is; the general one with
-/// `/v1/metrics` appended), `_HEADERS` (`key=value` pairs, values
-/// percent-decoded) and `_TIMEOUT` (milliseconds, default 10 s).
+/// the default, `http/json` or `grpc`), `_ENDPOINT` (for HTTP, a signal
+/// endpoint as is and the general one with `/v1/metrics` appended; for gRPC
+/// either as is, default `http://localhost:4317`), `_HEADERS` (`key=value`
+/// pairs, values percent-decoded; gRPC metadata for `grpc`) and `_TIMEOUT`
+/// (milliseconds, default 10 s).
 #[derive(Debug)]
 pub(crate) struct OtlpAggregated {
     client: reqwest::Client,
     url: String,
     json: bool,
+    /// `grpc`: the channel, connected on first use and kept.
+    grpc: Option<tokio::sync::Mutex<Option<tonic::transport::Channel>>>,
     headers: Vec<(String, String)>,
     timeout: std::time::Duration,
     rt: tokio::runtime::Handle,
@@ -145,14 +147,11 @@ impl OtlpAggregated {
         )
         .unwrap_or_else(|| "http/protobuf".into());
         let json = protocol.trim() == "http/json";
-        if protocol.trim() == "grpc" {
-            eprintln!(
-                "wasi-observe: wasi:otel guests' aggregated metrics are sent over OTLP \
-                 http/protobuf, not gRPC, to the configured endpoint"
-            );
-        }
+        let grpc = protocol.trim() == "grpc";
         let url = match std::env::var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
             Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ if grpc => otlp_var("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map_or_else(|| "http://localhost:4317".into(), |v| v.trim().to_string()),
             _ => {
                 let base = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
                     .ok()
@@ -194,9 +193,61 @@ impl OtlpAggregated {
             client: reqwest::Client::new(),
             url,
             json,
+            grpc: grpc.then(|| tokio::sync::Mutex::new(None)),
             headers,
             timeout,
             rt,
+        }
+    }
+}
+
+impl OtlpAggregated {
+    /// One export over gRPC, on a channel connected on first use (and
+    /// again after a failure).
+    async fn export_grpc(
+        &self,
+        channel: &tokio::sync::Mutex<Option<tonic::transport::Channel>>,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<(), String> {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+        let failed =
+            |e: &dyn fmt::Display| format!("OTLP metrics to {} (gRPC): {e} (connection)", self.url);
+        let mut held = channel.lock().await;
+        let ch = match held.as_ref() {
+            Some(ch) => ch.clone(),
+            None => {
+                let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
+                    .map_err(|e| failed(&e))?
+                    .timeout(self.timeout)
+                    .connect_timeout(self.timeout);
+                let ch = endpoint.connect().await.map_err(|e| failed(&e))?;
+                *held = Some(ch.clone());
+                ch
+            }
+        };
+        drop(held);
+        let mut grpc_request = tonic::Request::new(request);
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (
+                k.to_ascii_lowercase()
+                    .parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                v.parse(),
+            ) {
+                grpc_request.metadata_mut().insert(k, v);
+            }
+        }
+        match MetricsServiceClient::new(ch).export(grpc_request).await {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                *channel.lock().await = None;
+                // The retry policy reads the code from this text.
+                Err(format!(
+                    "OTLP metrics to {} (gRPC): gRPC code: {:?}: {}",
+                    self.url,
+                    status.code(),
+                    status.message()
+                ))
+            }
         }
     }
 }
@@ -205,6 +256,9 @@ impl AggregatedMetricExporter for OtlpAggregated {
     fn export(&self, request: &ExportMetricsServiceRequest) -> Result<(), String> {
         if request.resource_metrics.is_empty() {
             return Ok(());
+        }
+        if let Some(channel) = &self.grpc {
+            return self.rt.block_on(self.export_grpc(channel, request.clone()));
         }
         let (body, content_type) = if self.json {
             let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;

@@ -423,7 +423,7 @@ impl TelemetryBuilder {
                 _self_metric: self_metric,
                 runtime: Mutex::new(Some(self.runtime)),
                 shut_down: AtomicBool::new(false),
-                pipe: super::guest::DecodeThread::new(),
+                pipe: Arc::new(super::guest::DecodeThread::new()),
             }),
         })
     }

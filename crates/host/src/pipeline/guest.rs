@@ -18,7 +18,7 @@
 //! `invalid_input`; values are cut to the limits like every other guest
 //! value; open spans are held within the store's byte budget.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,11 +49,16 @@ pub(crate) const MAX_BATCH: usize = 16 << 20;
 /// Instruments one store may define through the pipe.
 const MAX_INSTRUMENTS: usize = 4096;
 
-/// What the decode thread is asked to do.
+/// How often a busy decode thread looks for new batches. Guests do not wake
+/// it per batch (a futex wake costs the guest's thread more than the batch
+/// itself): it polls while there is work and sleeps when there is none.
+const POLL: Duration = Duration::from_millis(2);
+
+/// What wakes the decode thread.
 enum Job {
-    /// Decode what this store has queued.
-    Decode(Arc<PipeDecoder>),
-    /// Reply once everything asked before is done.
+    /// Batches are pending and the thread was idle.
+    Wake,
+    /// Reply once everything submitted before is decoded.
     Flush(Sender<()>),
 }
 
@@ -62,6 +67,10 @@ pub(crate) struct DecodeThread {
     jobs: OnceLock<Sender<Job>>,
     /// Bytes of batches queued in all stores.
     queued: AtomicUsize,
+    /// Stores with batches to decode.
+    pending: Mutex<Vec<Arc<PipeDecoder>>>,
+    /// The thread is blocked waiting for a wake (not polling).
+    idle: AtomicBool,
 }
 
 impl DecodeThread {
@@ -69,39 +78,94 @@ impl DecodeThread {
         DecodeThread {
             jobs: OnceLock::new(),
             queued: AtomicUsize::new(0),
+            pending: Mutex::new(Vec::new()),
+            idle: AtomicBool::new(true),
         }
     }
 
-    fn sender(&self) -> &Sender<Job> {
+    fn sender(self: &Arc<Self>) -> &Sender<Job> {
         self.jobs.get_or_init(|| {
             let (tx, rx) = crossbeam_channel::unbounded();
+            let this = Arc::downgrade(self);
             std::thread::Builder::new()
                 .name("wasi-observe-pipe".into())
-                .spawn(move || decode_loop(rx))
+                .spawn(move || decode_loop(&this, &rx))
                 .expect("spawning the pipe's decode thread");
             tx
         })
     }
 
+    /// Queues `decoder` for the decode thread; wakes the thread only if it
+    /// sleeps.
+    fn schedule(self: &Arc<Self>, decoder: Arc<PipeDecoder>) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(decoder);
+        if self.idle.swap(false, Ordering::SeqCst) {
+            return self.sender().send(Job::Wake).is_ok();
+        }
+        true
+    }
+
+    /// Decodes what every pending store queued; false if none was pending.
+    fn drain_pending(&self) -> bool {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let any = !pending.is_empty();
+        for decoder in pending {
+            decoder.drain();
+        }
+        any
+    }
+
     /// Waits until every batch submitted before has been decoded.
-    pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        let Some(jobs) = self.jobs.get() else {
+    pub(crate) fn flush(self: &Arc<Self>, timeout: Duration) -> bool {
+        if self.jobs.get().is_none() {
             return true;
-        };
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if jobs.send(Job::Flush(tx)).is_err() {
+        if self.sender().send(Job::Flush(tx)).is_err() {
             return true;
         }
         rx.recv_timeout(timeout).is_ok()
     }
 }
 
-fn decode_loop(jobs: Receiver<Job>) {
-    for job in jobs {
-        match job {
-            Job::Decode(decoder) => decoder.drain(),
-            Job::Flush(done) => {
-                let _ = done.send(());
+fn decode_loop(thread: &std::sync::Weak<DecodeThread>, jobs: &Receiver<Job>) {
+    let mut polling = false;
+    loop {
+        let job = if polling {
+            match jobs.recv_timeout(POLL) {
+                Ok(job) => Some(job),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        };
+        let Some(thread) = thread.upgrade() else {
+            return;
+        };
+        let worked = thread.drain_pending();
+        if let Some(Job::Flush(done)) = job {
+            let _ = done.send(());
+        }
+        polling = worked;
+        if !polling {
+            // Going to sleep: say so first, then look once more, so a store
+            // scheduled in between is not left waiting.
+            thread.idle.store(true, Ordering::SeqCst);
+            if !thread
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                thread.idle.store(false, Ordering::SeqCst);
+                polling = true;
             }
         }
     }
@@ -112,7 +176,7 @@ pub(crate) struct PipeDecoder {
     telemetry: Telemetry,
     /// Batches not yet decoded, with the host's time when each arrived.
     /// Locked only to push and pop, so the guest never waits for decoding.
-    queue: Mutex<VecDeque<(Vec<u8>, u64)>>,
+    queue: Mutex<Vec<(Vec<u8>, u64)>>,
     /// Held while decoding, so a store's batches are decoded in order.
     state: Mutex<State>,
     /// A decode job is queued or running for this store.
@@ -139,7 +203,7 @@ impl PipeDecoder {
     pub(crate) fn new(telemetry: Telemetry) -> Arc<Self> {
         Arc::new(PipeDecoder {
             telemetry,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 open: HashMap::new(),
                 budget: StoreBudget::default(),
@@ -168,15 +232,13 @@ impl PipeDecoder {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((batch, received));
+            .push((batch, received));
         if queued > QUEUE_BYTES {
             // The decode thread is behind: decode here, in order.
             self.drain();
             return;
         }
-        if !self.scheduled.swap(true, Ordering::AcqRel)
-            && thread.sender().send(Job::Decode(self.clone())).is_err()
-        {
+        if !self.scheduled.swap(true, Ordering::AcqRel) && !thread.schedule(self.clone()) {
             self.scheduled.store(false, Ordering::Release);
             self.drain();
         }
@@ -187,19 +249,21 @@ impl PipeDecoder {
         self.scheduled.store(false, Ordering::Release);
         let mut state = self.lock();
         loop {
-            let next = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            let Some((batch, received)) = next else {
+            // All at once: one lock per drain, not per batch, so the guest's
+            // thread seldom meets this one at the queue.
+            let batches =
+                std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            if batches.is_empty() {
                 break;
-            };
+            }
+            let bytes = batches.iter().map(|(b, _)| b.len()).sum();
             self.telemetry
                 .decode_thread()
                 .queued
-                .fetch_sub(batch.len(), Ordering::AcqRel);
-            state.decode(&self.telemetry, &batch, received);
+                .fetch_sub(bytes, Ordering::AcqRel);
+            for (batch, received) in batches {
+                state.decode(&self.telemetry, &batch, received);
+            }
         }
     }
 

@@ -89,7 +89,7 @@ struct Inner {
     runtime: Mutex<Option<Runtime>>,
     shut_down: AtomicBool,
     /// Decodes pipe batches off the guests' threads.
-    pipe: guest::DecodeThread,
+    pipe: Arc<guest::DecodeThread>,
 }
 
 /// Which signals a pipeline exports (a signal with no exporter is recorded
@@ -198,7 +198,7 @@ impl Telemetry {
     }
 
     /// The pipe's decode thread.
-    pub(crate) fn decode_thread(&self) -> &guest::DecodeThread {
+    pub(crate) fn decode_thread(&self) -> &Arc<guest::DecodeThread> {
         &self.inner.pipe
     }
 

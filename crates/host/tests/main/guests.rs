@@ -1345,3 +1345,18 @@ fn the_open_span_limit_applies_per_store() {
         b.telemetry().resource()
     ));
 }
+
+/// A component that imports Spin's own interfaces cannot be linked by
+/// `add_to_linker` (only Spin provides them), and the error names the
+/// import; the CLI adds advice (`cli run::basics::spin_only_imports_get_a_clear_error`).
+#[test]
+pub(crate) fn spin_import() {
+    let linker = new_linker(engine());
+    let component = component(test_programs_artifacts::SPIN_IMPORT_COMPONENT);
+    let err = linker
+        .instantiate_pre(&component)
+        .err()
+        .expect("Spin's interfaces are not in the linker");
+    let text = format!("{err:#}");
+    assert!(text.contains("fermyon:spin/variables@2.0.0"), "{text}");
+}
