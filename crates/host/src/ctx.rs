@@ -99,14 +99,23 @@ impl WasiObserveCtx {
     /// instrumented guests) too. Returns how many it ended.
     ///
     /// Spans a pipe guest started in batches already submitted are exported
-    /// the same way, after those batches are decoded; what the guest had
-    /// recorded and not yet submitted is lost (see docs/reliability.md).
+    /// the same way by the decode thread, after those batches; for the rest,
+    /// stand-ins (name, start, error status). What the guest had recorded
+    /// and not yet submitted is lost (see docs/reliability.md).
     pub fn end_open_spans(&mut self, reason: &str) -> usize {
-        let exported = match &self.pipe {
-            Some(pipe) => pipe.end(reason, std::time::SystemTime::now()),
-            None => Default::default(),
-        };
-        self.scope.end_open(reason, &exported)
+        // One end time for all, so that every span still contains its
+        // children.
+        let end = std::time::SystemTime::now();
+        let (n, stand_ins) = self.scope.end_open(reason, end);
+        match &self.pipe {
+            Some(pipe) => pipe.end(reason, end, stand_ins),
+            None => {
+                for (cx, record) in stand_ins {
+                    self.scope.telemetry().end_span(cx, record, end);
+                }
+            }
+        }
+        n
     }
 
     /// Names the function ids this store's guest reports (see

@@ -120,7 +120,14 @@ pub(crate) struct SpanScope {
     /// Bytes held for the guest: open span records, frames' names and tags,
     /// shared attribute sets.
     pub(crate) budget: StoreBudget,
+    /// Keys of the open entries of pipe spans (`open_pipe`), whose
+    /// stand-ins go to the pipe's decoder at the end.
+    pipe_keys: Vec<u32>,
 }
+
+/// A pipe span's stand-in, for the pipe's decoder to export unless it
+/// holds the span whole (see [`SpanScope::end_open`]).
+pub(crate) type StandIn = (SpanContext, Box<SpanRecord>);
 
 impl SpanScope {
     pub(crate) fn new(telemetry: Telemetry) -> Self {
@@ -131,6 +138,7 @@ impl SpanScope {
             ambient: None,
             functions: Functions::default(),
             budget: StoreBudget::default(),
+            pipe_keys: Vec::new(),
         }
     }
 
@@ -426,6 +434,9 @@ impl SpanScope {
             .current_span_context()
             .filter(|p| p.trace_id() == cx.trace_id());
         self.open_foreign(cx, parent.as_ref(), stand_in);
+        if let Some(&key) = self.open.last() {
+            self.pipe_keys.push(key);
+        }
     }
 
     /// Closes the innermost span opened by [`open_pipe`](Self::open_pipe)
@@ -440,6 +451,9 @@ impl SpanScope {
             Some(pos) => {
                 let key = self.open.remove(pos);
                 self.spans.try_remove(key as usize);
+                if let Some(i) = self.pipe_keys.iter().rposition(|&k| k == key) {
+                    self.pipe_keys.remove(i);
+                }
             }
             None => self.telemetry.checker().invalid(),
         }
@@ -452,31 +466,29 @@ impl SpanScope {
 
     /// Ends every open span, innermost first, with an error status whose
     /// description is `reason`, and exports them; function frames too.
-    /// Returns how many it ended.
-    /// Spans whose ids are in `exported` (the pipe exported them whole) are
-    /// only closed.
-    pub(crate) fn end_open(
-        &mut self,
-        reason: &str,
-        exported: &std::collections::HashSet<opentelemetry::trace::SpanId>,
-    ) -> usize {
-        // One end time for all, so that every span still contains its
-        // children.
-        let end = SystemTime::now();
+    /// Pipe spans' stand-ins are returned instead, for the pipe's decoder,
+    /// which exports them unless it holds the spans whole. Returns how many
+    /// it ended.
+    pub(crate) fn end_open(&mut self, reason: &str, end: SystemTime) -> (usize, Vec<StandIn>) {
         let functions = self.end_open_functions(reason, end);
         let keys = std::mem::take(&mut self.open);
+        let piped = std::mem::take(&mut self.pipe_keys);
         let n = keys.len() + functions;
+        let mut stand_ins = Vec::new();
         for key in keys.into_iter().rev() {
             if let Some(slot) = self.spans.get_mut(key as usize)
                 && let Some((cx, record)) = slot.end()
                 && let Some(mut record) = record
-                && !exported.contains(&cx.span_id())
             {
                 self.budget.sub(record.bytes());
                 record.status = Status::error(reason.to_string());
-                self.telemetry.end_span(cx, record, end);
+                if piped.contains(&key) {
+                    stand_ins.push((cx, record));
+                } else {
+                    self.telemetry.end_span(cx, record, end);
+                }
             }
         }
-        n
+        (n, stand_ins)
     }
 }

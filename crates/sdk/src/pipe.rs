@@ -416,13 +416,14 @@ pub(crate) struct Log<'a> {
 
 /// Records a log record.
 pub(crate) fn log(l: Log<'_>) {
-    let context = l.span.filter(|cx| cx.is_valid()).map(|cx| {
-        (
-            cx.trace_id().to_bytes(),
-            cx.span_id().to_bytes(),
-            cx.trace_flags().to_u8(),
-        )
-    });
+    let context = l
+        .span
+        .filter(|cx| cx.is_valid())
+        .map(|cx| wire::LogContext {
+            trace_id: cx.trace_id().to_bytes(),
+            span_id: cx.span_id().to_bytes(),
+            flags: cx.trace_flags().to_u8(),
+        });
     with_pipe(|pipe| {
         pipe.push(
             &wire::Record::Log(wire::Log {

@@ -15,12 +15,13 @@ fn main() {
     let target_dir = out.join("guests");
 
     // Everything the guests are built from: the programs and the crates
-    // they use (the SDK, the scenario, the HTTP helpers), the WIT, the
+    // they use (the SDK and its wire format, the scenario, the HTTP helpers), the WIT, the
     // examples, and the lock file. A directory counts as changed when any
     // file under it does.
     for dir in [
         "crates/test-programs",
         "crates/sdk",
+        "crates/wire",
         "wit",
         "wit-otel",
         "examples/frontend",

@@ -18,10 +18,37 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A W3C trace id.
+/// A W3C trace id. Ids travel as postcard byte strings (a length, then the
+/// bytes), which a writer copies in one piece.
 pub type TraceId = [u8; 16];
 /// A W3C span id; all zeros means none.
 pub type SpanId = [u8; 8];
+
+/// Fixed-size ids as byte strings of exactly that length.
+mod id {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(id: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        struct Fixed<const N: usize>;
+        impl<const N: usize> Visitor<'_> for Fixed<N> {
+            type Value = [u8; N];
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{N} bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<[u8; N], E> {
+                v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(Fixed::<N>)
+    }
+}
 
 /// One record of a batch. `A` is the attribute list: the host decodes it as
 /// [`Attributes`]; a writer may serialize any sequence of `(key, value)`
@@ -100,9 +127,12 @@ pub mod status {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Start<'a, A> {
+    #[serde(with = "id")]
     pub span_id: SpanId,
+    #[serde(with = "id")]
     pub trace_id: TraceId,
     /// The parent's span id; zeros: a root span.
+    #[serde(with = "id")]
     pub parent: SpanId,
     /// Whether the parent is in another process or component.
     pub parent_remote: bool,
@@ -119,6 +149,7 @@ pub struct Start<'a, A> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct End<'a, A> {
+    #[serde(with = "id")]
     pub span_id: SpanId,
     /// 0: the time of the `close` call that delivered the batch.
     pub time: u64,
@@ -134,6 +165,7 @@ pub struct End<'a, A> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event<'a, A> {
+    #[serde(with = "id")]
     pub span_id: SpanId,
     pub time: u64,
     pub name: &'a str,
@@ -142,8 +174,11 @@ pub struct Event<'a, A> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link<'a, A> {
+    #[serde(with = "id")]
     pub span_id: SpanId,
+    #[serde(with = "id")]
     pub trace_id: TraceId,
+    #[serde(with = "id")]
     pub linked_span_id: SpanId,
     pub flags: u8,
     pub remote: bool,
@@ -153,9 +188,12 @@ pub struct Link<'a, A> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reparent {
+    #[serde(with = "id")]
     pub span_id: SpanId,
+    #[serde(with = "id")]
     pub trace_id: TraceId,
     /// Zeros: the span becomes a root.
+    #[serde(with = "id")]
     pub parent: SpanId,
     pub parent_remote: bool,
     pub flags: u8,
@@ -170,8 +208,18 @@ pub struct Log<'a, A> {
     pub target: &'a str,
     pub body: Option<&'a str>,
     /// The span the record belongs to: trace id, span id, trace flags.
-    pub context: Option<(TraceId, SpanId, u8)>,
+    pub context: Option<LogContext>,
     pub attributes: A,
+}
+
+/// The span a log record belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogContext {
+    #[serde(with = "id")]
+    pub trace_id: TraceId,
+    #[serde(with = "id")]
+    pub span_id: SpanId,
+    pub flags: u8,
 }
 
 /// Instrument kinds.
@@ -214,8 +262,32 @@ pub type Decoded<'a> = Record<'a, Attributes<'a>>;
 /// Appends `record` to `batch`.
 pub fn encode<A: Serialize>(record: &Record<'_, A>, batch: &mut Vec<u8>) {
     // Writing to a Vec cannot fail; serializers of attributes do not fail.
-    let taken = std::mem::take(batch);
-    *batch = postcard::to_extend(record, taken).unwrap_or_default();
+    let _ = postcard::serialize_with_flavor(record, Append(batch));
+}
+
+/// A postcard flavor that appends to a `Vec` in place (postcard's
+/// `to_extend` goes through `Extend` a byte at a time, several times
+/// slower, and `to_stdvec` allocates a new `Vec` per record).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes the records of `batch` in order; stops at the first malformed

@@ -18,7 +18,7 @@
 //! `invalid_input`; values are cut to the limits like every other guest
 //! value; open spans are held within the store's byte budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +38,7 @@ use super::instruments::{Description, Instrument, Kind, Number};
 use super::limits::Checker;
 use super::logs::NewLog;
 use super::stats::Stats;
+use crate::scope::StandIn;
 
 /// Bytes of batches that may wait for the decode thread, all stores
 /// together, before guests decode their own.
@@ -171,12 +172,25 @@ fn decode_loop(thread: &std::sync::Weak<DecodeThread>, jobs: &Receiver<Job>) {
     }
 }
 
+/// What a store queues for decoding.
+enum Item {
+    /// A batch, with the host's time when it arrived.
+    Batch(Vec<u8>, u64),
+    /// The store ended: export the spans still open (see
+    /// [`PipeDecoder::end`]).
+    End {
+        reason: String,
+        time: SystemTime,
+        stand_ins: Vec<StandIn>,
+    },
+}
+
 /// One store's end of the pipe.
 pub(crate) struct PipeDecoder {
     telemetry: Telemetry,
     /// Batches not yet decoded, with the host's time when each arrived.
     /// Locked only to push and pop, so the guest never waits for decoding.
-    queue: Mutex<Vec<(Vec<u8>, u64)>>,
+    queue: Mutex<Vec<Item>>,
     /// Held while decoding, so a store's batches are decoded in order.
     state: Mutex<State>,
     /// A decode job is queued or running for this store.
@@ -232,7 +246,7 @@ impl PipeDecoder {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((batch, received));
+            .push(Item::Batch(batch, received));
         if queued > QUEUE_BYTES {
             // The decode thread is behind: decode here, in order.
             self.drain();
@@ -256,38 +270,49 @@ impl PipeDecoder {
             if batches.is_empty() {
                 break;
             }
-            let bytes = batches.iter().map(|(b, _)| b.len()).sum();
+            let bytes = batches
+                .iter()
+                .map(|item| match item {
+                    Item::Batch(b, _) => b.len(),
+                    Item::End { .. } => 0,
+                })
+                .sum();
             self.telemetry
                 .decode_thread()
                 .queued
                 .fetch_sub(bytes, Ordering::AcqRel);
-            for (batch, received) in batches {
-                state.decode(&self.telemetry, &batch, received);
+            for item in batches {
+                match item {
+                    Item::Batch(batch, received) => state.decode(&self.telemetry, &batch, received),
+                    Item::End {
+                        reason,
+                        time,
+                        stand_ins,
+                    } => state.end(&self.telemetry, &reason, time, stand_ins),
+                }
             }
         }
     }
 
     /// The store ended (the guest returned, trapped or was dropped): after
-    /// the batches already queued, spans still open are exported with an
-    /// error status whose description is `reason`, ended at `end`. Returns
-    /// their span ids (the store's stand-ins for them are not exported).
-    pub(crate) fn end(self: &Arc<Self>, reason: &str, end: SystemTime) -> HashSet<SpanId> {
-        self.drain();
-        let mut state = self.lock();
-        if state.ended.is_some() {
-            return HashSet::new();
+    /// the batches already queued, the decode thread exports the spans
+    /// still open with an error status whose description is `reason`, ended
+    /// at `time`, and the store's `stand_ins` for spans whose start never
+    /// crossed. Queued like a batch, so the guest's thread does not decode.
+    pub(crate) fn end(self: &Arc<Self>, reason: &str, time: SystemTime, stand_ins: Vec<StandIn>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Item::End {
+                reason: reason.to_string(),
+                time,
+                stand_ins,
+            });
+        let thread = self.telemetry.decode_thread();
+        if !self.scheduled.swap(true, Ordering::AcqRel) && !thread.schedule(self.clone()) {
+            self.scheduled.store(false, Ordering::Release);
+            self.drain();
         }
-        state.ended = Some((reason.to_string(), end));
-        let open = std::mem::take(&mut state.open);
-        state.budget = StoreBudget::default();
-        let ids = open.keys().map(|id| SpanId::from_bytes(*id)).collect();
-        for (_, span) in open {
-            let mut data = span.data;
-            data.status = Status::error(reason.to_string());
-            data.end_time = end.max(data.start_time);
-            self.telemetry.export_finished_span(data);
-        }
-        ids
     }
 }
 
@@ -415,6 +440,27 @@ fn severity(check: &Checker<'_>, n: u8) -> (Severity, &'static str) {
 }
 
 impl State {
+    /// See [`PipeDecoder::end`]; a second end does nothing.
+    fn end(&mut self, t: &Telemetry, reason: &str, time: SystemTime, stand_ins: Vec<StandIn>) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some((reason.to_string(), time));
+        let open = std::mem::take(&mut self.open);
+        self.budget = StoreBudget::default();
+        for (cx, record) in stand_ins {
+            if !open.contains_key(&cx.span_id().to_bytes()) {
+                t.end_span(cx, record, time);
+            }
+        }
+        for (_, span) in open {
+            let mut data = span.data;
+            data.status = Status::error(reason.to_string());
+            data.end_time = time.max(data.start_time);
+            t.export_finished_span(data);
+        }
+    }
+
     fn decode(&mut self, t: &Telemetry, batch: &[u8], received: u64) {
         let check = t.checker();
         for record in wire::decode(batch) {
@@ -548,11 +594,11 @@ impl State {
                     return;
                 }
                 let (attributes, _) = attributes(check, l.attributes, usize::MAX);
-                let cx = l.context.map(|(trace, span, f)| {
+                let cx = l.context.map(|c| {
                     SpanContext::new(
-                        TraceId::from_bytes(trace),
-                        SpanId::from_bytes(span),
-                        flags(f),
+                        TraceId::from_bytes(c.trace_id),
+                        SpanId::from_bytes(c.span_id),
+                        flags(c.flags),
                         false,
                         TraceState::NONE,
                     )
@@ -761,8 +807,7 @@ mod tests {
         let (t, spans) = pipeline(Limits::default());
         let d = PipeDecoder::new(t.clone());
         d.submit(batch(&[start(1, 0, "left open")]), 5);
-        let ids = d.end("the guest trapped", SystemTime::now());
-        assert_eq!(ids.len(), 1);
+        d.end("the guest trapped", SystemTime::now(), Vec::new());
         // A late batch after the end is not decoded into open spans.
         d.submit(batch(&[start(3, 0, "late")]), 6);
         t.force_flush().unwrap();

@@ -65,10 +65,11 @@ fn main() {
             };
             pipe::open(zero, "zero", Some("not a trace state"));
             // Well-formed records naming a span and an instrument the host
-            // never saw: an End (variant 1, then 8 id bytes, time 0, status
-            // 0, empty description, no name, no attributes) and a Measure
-            // (variant 7, instrument 9, I64 1, no attributes).
-            let mut batch = vec![1];
+            // never saw: an End (variant 1, the span id as a byte string of
+            // length 8, time 0, status 0, empty description, no name, no
+            // attributes) and a Measure (variant 7, instrument 9, I64 1, no
+            // attributes).
+            let mut batch = vec![1, 8];
             batch.extend_from_slice(&[9; 8]);
             batch.extend_from_slice(&[0, 0, 0, 0, 0]);
             batch.extend_from_slice(&[7, 9, 0, 2, 0]);
