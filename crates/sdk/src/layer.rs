@@ -374,7 +374,13 @@ where
             return;
         };
         let meta = attrs.metadata();
-        let constants = self.span_constants(meta);
+        // A callsite's constants cross once, as a shared set.
+        let key = std::ptr::from_ref(meta) as usize;
+        let shared = pipe::shared(key, || self.span_constants(meta));
+        let constants = match shared {
+            Some(_) => Vec::new(),
+            None => self.span_constants(meta),
+        };
         let mut fields = SpanFields {
             attributes: Vec::with_capacity(attrs.fields().len()),
             ..SpanFields::default()
@@ -400,6 +406,7 @@ where
             parent: parent.as_ref(),
             kind: fields.kind.unwrap_or(wire::kind::INTERNAL),
             name,
+            shared,
             attributes: &[&constants, &fields.attributes],
             time: None,
         });
@@ -506,11 +513,18 @@ where
             } else {
                 message.as_deref().unwrap_or(meta.name())
             };
-            let constants = self.event_constants(meta);
+            // Keyed apart from the callsite's span constants.
+            let key = std::ptr::from_ref(meta) as usize + 1;
+            let shared = pipe::shared(key, || self.event_constants(meta));
+            let constants = match shared {
+                Some(_) => Vec::new(),
+                None => self.event_constants(meta),
+            };
             pipe::event(
                 &data.cx,
                 time,
                 name,
+                shared,
                 &[&fields.shared, &constants, &fields.event_only],
             );
         }

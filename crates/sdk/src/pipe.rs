@@ -21,6 +21,8 @@
 //! recorded since the last batch.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,6 +94,41 @@ struct Pipe {
     /// When the oldest record in `buf` was made (ns since the epoch).
     oldest: Option<u64>,
     next_instrument: u32,
+    /// Shared attribute sets defined, by the caller's key (a callsite's
+    /// address); `None`: sent inline.
+    shared: HashMap<usize, Option<u32>, BuildHasherDefault<AddressHasher>>,
+}
+
+/// Shared sets an instance defines (the host keeps as many).
+const MAX_SHARED: usize = 1024;
+
+/// Hashes an address with one multiplication: the keys are the program's
+/// own static addresses, so no hostile input reaches the map, and SipHash
+/// would cost more than the rest of the lookup.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; fold the high bits down, since the table picks
+        // buckets by the low ones and addresses are aligned.
+        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 thread_local! {
@@ -109,6 +146,7 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
                 ids: wire::Ids::new(high, low),
                 oldest: None,
                 next_instrument: 0,
+                shared: HashMap::default(),
             }
         });
         Some(f(pipe))
@@ -222,6 +260,8 @@ pub(crate) struct Start<'a> {
     pub parent: Option<&'a SpanContext>,
     pub kind: u8,
     pub name: &'a str,
+    /// A set from [`shared`], whose attributes come first.
+    pub shared: Option<u32>,
     pub attributes: &'a [&'a [KeyValue]],
     /// `None`: now.
     pub time: Option<SystemTime>,
@@ -256,6 +296,7 @@ pub(crate) fn start(s: Start<'_>) -> u64 {
                 time,
                 name: s.name,
                 trace_state: &state,
+                shared: s.shared,
                 attributes: Attrs(s.attributes),
             }),
             host_now,
@@ -323,14 +364,22 @@ pub(crate) fn end(e: End<'_>) {
     });
 }
 
-/// Records an event on a sampled open span.
-pub(crate) fn event(span: &SpanContext, time: u64, name: &str, attributes: &[&[KeyValue]]) {
+/// Records an event on a sampled open span (`shared`: a set from
+/// [`shared`], whose attributes come first).
+pub(crate) fn event(
+    span: &SpanContext,
+    time: u64,
+    name: &str,
+    shared: Option<u32>,
+    attributes: &[&[KeyValue]],
+) {
     with_pipe(|pipe| {
         pipe.push(
             &wire::Record::Event(wire::Event {
                 span_id: span.span_id().to_bytes(),
                 time,
                 name,
+                shared,
                 attributes: Attrs(attributes),
             }),
             time,
@@ -465,6 +514,34 @@ pub(crate) fn instrument(
         id
     })
     .unwrap_or(u32::MAX)
+}
+
+/// The number of the shared attribute set for `key` (a callsite's address,
+/// say), defined with `attributes()` on first use, so that constant
+/// attributes cross once per instance; `None` (send them inline) for an
+/// empty set or beyond [`MAX_SHARED`] sets.
+pub(crate) fn shared(key: usize, attributes: impl FnOnce() -> Vec<KeyValue>) -> Option<u32> {
+    with_pipe(|pipe| {
+        if let Some(&known) = pipe.shared.get(&key) {
+            return known;
+        }
+        let attrs = attributes();
+        let id = (!attrs.is_empty() && pipe.shared.len() < MAX_SHARED).then(|| {
+            let id = pipe.shared.len() as u32;
+            // It goes before its first use, in this batch.
+            wire::encode(
+                &wire::Record::Share(wire::Share {
+                    id,
+                    attributes: Attrs(&[&attrs]),
+                }),
+                &mut pipe.buf,
+            );
+            id
+        });
+        pipe.shared.insert(key, id);
+        id
+    })
+    .flatten()
 }
 
 /// Records a measurement.

@@ -83,6 +83,7 @@ impl opentelemetry::trace::Tracer for Tracer {
                 .as_ref()
                 .map_or(wire::kind::INTERNAL, kind),
             name: &builder.name,
+            shared: None,
             attributes: &[&attributes],
             time: builder.start_time,
         });
@@ -134,7 +135,7 @@ impl Span {
     fn add_event_at(&mut self, name: &str, at: Option<SystemTime>, attributes: Vec<KeyValue>) {
         if self.recording {
             let time = at.map_or_else(pipe::now, pipe::nanos);
-            pipe::event(&self.cx, time, name, &[&attributes]);
+            pipe::event(&self.cx, time, name, None, &[&attributes]);
         }
     }
 }

@@ -77,6 +77,17 @@ pub enum Record<'a, A> {
     Instrument(Instrument<'a>),
     /// A measurement on an instrument defined earlier in this instance.
     Measure(Measure<A>),
+    /// A set of attributes that later starts and events name by number
+    /// (a callsite's constant attributes, say), so they cross once.
+    Share(Share<A>),
+}
+
+/// A shared attribute set. An instance may define 1024; the host ignores
+/// more (counted), and records naming an unknown set get none of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share<A> {
+    pub id: u32,
+    pub attributes: A,
 }
 
 /// Attributes as the host decodes them.
@@ -144,6 +155,8 @@ pub struct Start<'a, A> {
     pub name: &'a str,
     /// W3C `tracestate` text; empty: none.
     pub trace_state: &'a str,
+    /// A shared set ([`Share`]) whose attributes come first.
+    pub shared: Option<u32>,
     pub attributes: A,
 }
 
@@ -169,6 +182,8 @@ pub struct Event<'a, A> {
     pub span_id: SpanId,
     pub time: u64,
     pub name: &'a str,
+    /// A shared set ([`Share`]) whose attributes come first.
+    pub shared: Option<u32>,
     pub attributes: A,
 }
 
@@ -395,13 +410,19 @@ mod tests {
                 time: 1_700_000_000_000_000_000,
                 name: "s",
                 trace_state: "k=v",
+                shared: Some(3),
                 attributes: attrs(),
             }),
             Record::Event(Event {
                 span_id: [1; 8],
                 time: 5,
                 name: "e",
+                shared: None,
                 attributes: vec![],
+            }),
+            Record::Share(Share {
+                id: 3,
+                attributes: attrs(),
             }),
             Record::Instrument(Instrument {
                 id: 0,

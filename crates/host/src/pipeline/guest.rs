@@ -50,6 +50,9 @@ pub(crate) const MAX_BATCH: usize = 16 << 20;
 /// Instruments one store may define through the pipe.
 const MAX_INSTRUMENTS: usize = 4096;
 
+/// Shared attribute sets one store may define through the pipe.
+const MAX_SHARED: usize = 1024;
+
 /// How often a busy decode thread looks for new batches. Guests do not wake
 /// it per batch (a futex wake costs the guest's thread more than the batch
 /// itself): it polls while there is work and sleeps when there is none.
@@ -203,6 +206,9 @@ struct State {
     /// Bytes the open spans hold.
     budget: StoreBudget,
     instruments: HashMap<u32, Option<Arc<Instrument>>>,
+    /// Shared attribute sets, by the guest's number (held within the
+    /// store's budget).
+    shared: HashMap<u32, Vec<KeyValue>>,
     /// The store ended: spans still open were exported with an error.
     ended: Option<(String, SystemTime)>,
 }
@@ -222,6 +228,7 @@ impl PipeDecoder {
                 open: HashMap::new(),
                 budget: StoreBudget::default(),
                 instruments: HashMap::new(),
+                shared: HashMap::new(),
                 ended: None,
             }),
             scheduled: AtomicBool::new(false),
@@ -402,6 +409,22 @@ fn attributes(
     (out, dropped)
 }
 
+/// The attributes of shared set `id` (none for an unknown one, counted).
+fn shared_set<'s>(
+    sets: &'s HashMap<u32, Vec<KeyValue>>,
+    check: &Checker<'_>,
+    id: Option<u32>,
+) -> impl Iterator<Item = KeyValue> + 's {
+    let set = id.and_then(|id| {
+        let set = sets.get(&id);
+        if set.is_none() {
+            check.invalid();
+        }
+        set
+    });
+    set.into_iter().flatten().cloned()
+}
+
 fn severity(check: &Checker<'_>, n: u8) -> (Severity, &'static str) {
     use Severity::*;
     const ALL: [(Severity, &str); 24] = [
@@ -528,7 +551,13 @@ impl State {
                     Stats::add(&check.stats.events_dropped, 1);
                     return;
                 }
-                let (attrs, dropped) = attributes(check, e.attributes, limits.attributes_per_event);
+                let mut attrs = Vec::new();
+                let shared = shared_set(&self.shared, check, e.shared);
+                let dropped = check.merge_attributes(
+                    &mut attrs,
+                    shared.chain(key_values(check, e.attributes)),
+                    limits.attributes_per_event,
+                );
                 let event = Event::new(string(check, e.name), time(check, e.time), attrs, dropped);
                 let bytes = event_bytes(&event);
                 if !self.budget.fits(bytes, limits.store_bytes) {
@@ -614,6 +643,22 @@ impl State {
                     time: Some(time(check, l.time)),
                 });
             }
+            wire::Record::Share(set) => {
+                if self.shared.len() >= MAX_SHARED && !self.shared.contains_key(&set.id) {
+                    check.invalid();
+                    return;
+                }
+                let (attrs, _) = attributes(check, set.attributes, limits.attributes_per_span);
+                let bytes = attrs_bytes(&attrs);
+                if !self.budget.fits(bytes, limits.store_bytes) {
+                    Stats::add(&check.stats.values_dropped_store_budget, 1);
+                    return;
+                }
+                self.budget.add(bytes);
+                if let Some(old) = self.shared.insert(set.id, attrs) {
+                    self.budget.sub(attrs_bytes(&old));
+                }
+            }
             wire::Record::Instrument(i) => {
                 if !t.signals().metrics {
                     return;
@@ -692,7 +737,13 @@ impl State {
             Stats::add(&check.stats.spans_dropped_open_limit, 1);
             return;
         }
-        let (attributes, dropped) = attributes(check, s.attributes, limits.attributes_per_span);
+        let mut attributes = Vec::new();
+        let shared = shared_set(&self.shared, check, s.shared);
+        let dropped = check.merge_attributes(
+            &mut attributes,
+            shared.chain(key_values(check, s.attributes)),
+            limits.attributes_per_span,
+        );
         let name = string(check, s.name);
         let bytes = std::mem::size_of::<OpenSpan>()
             + std::mem::size_of::<SpanData>()
@@ -759,6 +810,7 @@ mod tests {
             time: 1_000,
             name,
             trace_state: "",
+            shared: None,
             attributes: vec![("a", wire::Value::I64(1))],
         })
     }
