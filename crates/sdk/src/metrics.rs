@@ -62,7 +62,7 @@ impl HostInstrument {
                 name,
                 description.unwrap_or(""),
                 unit.unwrap_or(""),
-                boundaries.map(<[f64]>::to_vec),
+                boundaries,
             )
         } else {
             u32::MAX

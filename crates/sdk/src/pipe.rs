@@ -28,9 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Array, KeyValue, Value};
-use serde::Serialize;
-use serde::ser::{SerializeSeq as _, Serializer};
-use wasi_observe_wire as wire;
+use wasi_observe_wire::{self as wire, Writer, record_index};
 
 use crate::Signals;
 use crate::bindings::pipe as host;
@@ -154,13 +152,13 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
 }
 
 impl Pipe {
-    /// Appends a record made at `now` (0: unknown) and sends the batch if
-    /// no span is open or the buffer is full.
-    fn push<A: Serialize>(&mut self, record: &wire::Record<'_, A>, now: u64) {
+    /// Appends a record (written by `write`) made at `now` (0: unknown),
+    /// and sends the batch if no span is open or the buffer is full.
+    fn push(&mut self, now: u64, write: impl FnOnce(&mut Writer<'_>)) {
         if now != 0 {
             self.oldest.get_or_insert(now);
         }
-        wire::encode(record, &mut self.buf);
+        write(&mut Writer(&mut self.buf));
         if self.open == 0 || self.buf.len() >= BATCH_BYTES {
             self.flush();
         }
@@ -285,22 +283,20 @@ pub(crate) fn start(s: Start<'_>) -> u64 {
             Some(p) if p.is_valid() => (p.span_id().to_bytes(), p.is_remote()),
             _ => ([0; 8], false),
         };
-        pipe.push(
-            &wire::Record::Start(wire::Start {
-                span_id: cx.span_id().to_bytes(),
-                trace_id: cx.trace_id().to_bytes(),
-                parent,
-                parent_remote,
-                flags: cx.trace_flags().to_u8(),
-                kind: s.kind,
-                time,
-                name: s.name,
-                trace_state: &state,
-                shared: s.shared,
-                attributes: Attrs(s.attributes),
-            }),
-            host_now,
-        );
+        pipe.push(host_now, |w| {
+            w.varint(record_index::START);
+            w.bytes(&cx.span_id().to_bytes());
+            w.bytes(&cx.trace_id().to_bytes());
+            w.bytes(&parent);
+            w.byte(u8::from(parent_remote));
+            w.byte(cx.trace_flags().to_u8());
+            w.byte(s.kind);
+            w.varint(time);
+            w.str(s.name);
+            w.str(&state);
+            shared_ref(w, s.shared);
+            attributes(w, s.attributes);
+        });
     });
     time
 }
@@ -331,17 +327,17 @@ pub(crate) fn end(e: End<'_>) {
                 Some(Status::Error { description }) => (wire::status::ERROR, &**description),
                 _ => (wire::status::UNSET, ""),
             };
-            wire::encode(
-                &wire::Record::End(wire::End {
-                    span_id: cx.span_id().to_bytes(),
-                    time,
-                    status,
-                    description,
-                    name: e.name,
-                    attributes: Attrs(&[e.attributes]),
-                }),
-                &mut pipe.buf,
-            );
+            let w = &mut Writer(&mut pipe.buf);
+            w.varint(record_index::END);
+            w.bytes(&cx.span_id().to_bytes());
+            w.varint(time);
+            w.byte(status);
+            w.str(description);
+            w.option(e.name.is_some());
+            if let Some(name) = e.name {
+                w.str(name);
+            }
+            attributes(w, &[e.attributes]);
         };
         if outermost {
             if cx.is_sampled() {
@@ -371,38 +367,34 @@ pub(crate) fn event(
     time: u64,
     name: &str,
     shared: Option<u32>,
-    attributes: &[&[KeyValue]],
+    lists: &[&[KeyValue]],
 ) {
     with_pipe(|pipe| {
-        pipe.push(
-            &wire::Record::Event(wire::Event {
-                span_id: span.span_id().to_bytes(),
-                time,
-                name,
-                shared,
-                attributes: Attrs(attributes),
-            }),
-            time,
-        )
+        pipe.push(time, |w| {
+            w.varint(record_index::EVENT);
+            w.bytes(&span.span_id().to_bytes());
+            w.varint(time);
+            w.str(name);
+            shared_ref(w, shared);
+            attributes(w, lists);
+        })
     });
 }
 
 /// Records a link from a sampled open span.
-pub(crate) fn link(span: &SpanContext, to: &SpanContext, attributes: &[KeyValue]) {
+pub(crate) fn link(span: &SpanContext, to: &SpanContext, attrs: &[KeyValue]) {
     let state = to.trace_state().header();
     with_pipe(|pipe| {
-        pipe.push(
-            &wire::Record::Link(wire::Link {
-                span_id: span.span_id().to_bytes(),
-                trace_id: to.trace_id().to_bytes(),
-                linked_span_id: to.span_id().to_bytes(),
-                flags: to.trace_flags().to_u8(),
-                remote: to.is_remote(),
-                trace_state: &state,
-                attributes: Attrs(&[attributes]),
-            }),
-            0,
-        )
+        pipe.push(0, |w| {
+            w.varint(record_index::LINK);
+            w.bytes(&span.span_id().to_bytes());
+            w.bytes(&to.trace_id().to_bytes());
+            w.bytes(&to.span_id().to_bytes());
+            w.byte(to.trace_flags().to_u8());
+            w.byte(u8::from(to.is_remote()));
+            w.str(&state);
+            attributes(w, &[attrs]);
+        })
     });
 }
 
@@ -427,16 +419,14 @@ pub(crate) fn reparent(
             None => ([0; 8], false),
         };
         with_pipe(|pipe| {
-            pipe.push(
-                &wire::Record::<Attrs<'_>>::Reparent(wire::Reparent {
-                    span_id: cx.span_id().to_bytes(),
-                    trace_id: moved.trace_id().to_bytes(),
-                    parent: parent_id,
-                    parent_remote,
-                    flags: moved.trace_flags().to_u8(),
-                }),
-                0,
-            )
+            pipe.push(0, |w| {
+                w.varint(record_index::REPARENT);
+                w.bytes(&cx.span_id().to_bytes());
+                w.bytes(&moved.trace_id().to_bytes());
+                w.bytes(&parent_id);
+                w.byte(u8::from(parent_remote));
+                w.byte(moved.trace_flags().to_u8());
+            })
         });
     }
     moved
@@ -465,26 +455,25 @@ pub(crate) struct Log<'a> {
 
 /// Records a log record.
 pub(crate) fn log(l: Log<'_>) {
-    let context = l
-        .span
-        .filter(|cx| cx.is_valid())
-        .map(|cx| wire::LogContext {
-            trace_id: cx.trace_id().to_bytes(),
-            span_id: cx.span_id().to_bytes(),
-            flags: cx.trace_flags().to_u8(),
-        });
+    let context = l.span.filter(|cx| cx.is_valid());
     with_pipe(|pipe| {
-        pipe.push(
-            &wire::Record::Log(wire::Log {
-                time: l.time,
-                severity: l.severity,
-                target: l.target,
-                body: l.body,
-                context,
-                attributes: Attrs(l.attributes),
-            }),
-            l.time,
-        )
+        pipe.push(l.time, |w| {
+            w.varint(record_index::LOG);
+            w.varint(l.time);
+            w.byte(l.severity);
+            w.str(l.target);
+            w.option(l.body.is_some());
+            if let Some(body) = l.body {
+                w.str(body);
+            }
+            w.option(context.is_some());
+            if let Some(cx) = context {
+                w.bytes(&cx.trace_id().to_bytes());
+                w.bytes(&cx.span_id().to_bytes());
+                w.byte(cx.trace_flags().to_u8());
+            }
+            attributes(w, l.attributes);
+        })
     });
 }
 
@@ -494,48 +483,48 @@ pub(crate) fn instrument(
     name: &str,
     description: &str,
     unit: &str,
-    boundaries: Option<Vec<f64>>,
+    boundaries: Option<&[f64]>,
 ) -> u32 {
     with_pipe(|pipe| {
         let id = pipe.next_instrument;
         pipe.next_instrument += 1;
         // Defined without crossing: it goes with its first measurement.
-        wire::encode(
-            &wire::Record::<Attrs<'_>>::Instrument(wire::Instrument {
-                id,
-                kind,
-                name,
-                description,
-                unit,
-                boundaries,
-            }),
-            &mut pipe.buf,
-        );
+        let w = &mut Writer(&mut pipe.buf);
+        w.varint(record_index::INSTRUMENT);
+        w.varint(u64::from(id));
+        w.byte(kind);
+        w.str(name);
+        w.str(description);
+        w.str(unit);
+        w.option(boundaries.is_some());
+        if let Some(b) = boundaries {
+            w.varint(b.len() as u64);
+            for &x in b {
+                w.f64(x);
+            }
+        }
         id
     })
     .unwrap_or(u32::MAX)
 }
 
 /// The number of the shared attribute set for `key` (a callsite's address,
-/// say), defined with `attributes()` on first use, so that constant
+/// say), defined with `make()` on first use, so that constant
 /// attributes cross once per instance; `None` (send them inline) for an
 /// empty set or beyond [`MAX_SHARED`] sets.
-pub(crate) fn shared(key: usize, attributes: impl FnOnce() -> Vec<KeyValue>) -> Option<u32> {
+pub(crate) fn shared(key: usize, make: impl FnOnce() -> Vec<KeyValue>) -> Option<u32> {
     with_pipe(|pipe| {
         if let Some(&known) = pipe.shared.get(&key) {
             return known;
         }
-        let attrs = attributes();
+        let attrs = make();
         let id = (!attrs.is_empty() && pipe.shared.len() < MAX_SHARED).then(|| {
             let id = pipe.shared.len() as u32;
             // It goes before its first use, in this batch.
-            wire::encode(
-                &wire::Record::Share(wire::Share {
-                    id,
-                    attributes: Attrs(&[&attrs]),
-                }),
-                &mut pipe.buf,
-            );
+            let w = &mut Writer(&mut pipe.buf);
+            w.varint(record_index::SHARE);
+            w.varint(u64::from(id));
+            attributes(w, &[&attrs]);
             id
         });
         pipe.shared.insert(key, id);
@@ -545,67 +534,95 @@ pub(crate) fn shared(key: usize, attributes: impl FnOnce() -> Vec<KeyValue>) -> 
 }
 
 /// Records a measurement.
-pub(crate) fn measure(instrument: u32, value: wire::Number, attributes: &[KeyValue]) {
+pub(crate) fn measure(instrument: u32, value: wire::Number, attrs: &[KeyValue]) {
     with_pipe(|pipe| {
-        pipe.push(
-            &wire::Record::Measure(wire::Measure {
-                instrument,
-                value,
-                attributes: Attrs(&[attributes]),
-            }),
-            0,
-        )
+        pipe.push(0, |w| {
+            w.varint(record_index::MEASURE);
+            w.varint(u64::from(instrument));
+            match value {
+                wire::Number::I64(v) => {
+                    w.varint(0);
+                    w.i64(v);
+                }
+                wire::Number::F64(v) => {
+                    w.varint(1);
+                    w.f64(v);
+                }
+            }
+            attributes(w, &[attrs]);
+        })
     });
 }
 
-/// Attribute lists, concatenated, serialized as the wire's attributes
-/// without building them.
-struct Attrs<'a>(&'a [&'a [KeyValue]]);
-
-impl Serialize for Attrs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let len = self.0.iter().map(|l| l.len()).sum();
-        let mut seq = s.serialize_seq(Some(len))?;
-        for kv in self.0.iter().flat_map(|l| l.iter()) {
-            seq.serialize_element(&(kv.key.as_str(), WireValue(&kv.value)))?;
-        }
-        seq.end()
+/// A reference to a shared set, as an `Option<u32>`.
+fn shared_ref(w: &mut Writer<'_>, shared: Option<u32>) {
+    w.option(shared.is_some());
+    if let Some(id) = shared {
+        w.varint(u64::from(id));
     }
 }
 
-struct WireValue<'a>(&'a Value);
-
-impl Serialize for WireValue<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use wire::value_index as i;
-        const NAME: &str = "Value";
-        match self.0 {
-            Value::Bool(b) => s.serialize_newtype_variant(NAME, i::BOOL, "Bool", b),
-            Value::I64(n) => s.serialize_newtype_variant(NAME, i::I64, "I64", n),
-            Value::F64(f) => s.serialize_newtype_variant(NAME, i::F64, "F64", f),
-            Value::String(v) => s.serialize_newtype_variant(NAME, i::STR, "Str", v.as_str()),
-            Value::Array(Array::Bool(a)) => {
-                s.serialize_newtype_variant(NAME, i::BOOL_ARRAY, "BoolArray", a)
-            }
-            Value::Array(Array::I64(a)) => {
-                s.serialize_newtype_variant(NAME, i::I64_ARRAY, "I64Array", a)
-            }
-            Value::Array(Array::F64(a)) => {
-                s.serialize_newtype_variant(NAME, i::F64_ARRAY, "F64Array", a)
-            }
-            Value::Array(Array::String(a)) => {
-                s.serialize_newtype_variant(NAME, i::STR_ARRAY, "StrArray", &StrSeq(a))
-            }
-            // `Value` is non-exhaustive: a future kind travels as its text.
-            other => s.serialize_newtype_variant(NAME, i::STR, "Str", &other.to_string()),
-        }
+/// Attribute lists, concatenated, as the wire's attributes.
+fn attributes(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
+    let len: usize = lists.iter().map(|l| l.len()).sum();
+    w.varint(len as u64);
+    for kv in lists.iter().flat_map(|l| l.iter()) {
+        w.str(kv.key.as_str());
+        value(w, &kv.value);
     }
 }
 
-struct StrSeq<'a>(&'a [opentelemetry::StringValue]);
-
-impl Serialize for StrSeq<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|v| v.as_str()))
+fn value(w: &mut Writer<'_>, v: &Value) {
+    use wire::value_index as i;
+    match v {
+        Value::Bool(b) => {
+            w.varint(i::BOOL.into());
+            w.byte(u8::from(*b));
+        }
+        Value::I64(n) => {
+            w.varint(i::I64.into());
+            w.i64(*n);
+        }
+        Value::F64(f) => {
+            w.varint(i::F64.into());
+            w.f64(*f);
+        }
+        Value::String(s) => {
+            w.varint(i::STR.into());
+            w.str(s.as_str());
+        }
+        Value::Array(Array::Bool(a)) => {
+            w.varint(i::BOOL_ARRAY.into());
+            w.varint(a.len() as u64);
+            for &b in a {
+                w.byte(u8::from(b));
+            }
+        }
+        Value::Array(Array::I64(a)) => {
+            w.varint(i::I64_ARRAY.into());
+            w.varint(a.len() as u64);
+            for &n in a {
+                w.i64(n);
+            }
+        }
+        Value::Array(Array::F64(a)) => {
+            w.varint(i::F64_ARRAY.into());
+            w.varint(a.len() as u64);
+            for &f in a {
+                w.f64(f);
+            }
+        }
+        Value::Array(Array::String(a)) => {
+            w.varint(i::STR_ARRAY.into());
+            w.varint(a.len() as u64);
+            for s in a {
+                w.str(s.as_str());
+            }
+        }
+        // `Value` is non-exhaustive: a future kind travels as its text.
+        other => {
+            w.varint(i::STR.into());
+            w.str(&other.to_string());
+        }
     }
 }
