@@ -139,7 +139,9 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
         let pipe = p.get_or_insert_with(|| {
             let (high, low) = config().seed;
             Pipe {
-                buf: Vec::with_capacity(BATCH_BYTES + 4096),
+                // Small: an instance per request sends a few hundred bytes, and
+                // every page the guest touches stays resident in a pooled slot.
+                buf: Vec::with_capacity(1024),
                 open: 0,
                 ids: wire::Ids::new(high, low),
                 oldest: None,
