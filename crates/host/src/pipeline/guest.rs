@@ -219,6 +219,20 @@ struct OpenSpan {
     bytes: usize,
 }
 
+impl OpenSpan {
+    /// Takes `bytes` more for this span from the store's budget; false
+    /// (the value is dropped, counted) if they do not fit.
+    fn hold(&mut self, budget: &mut StoreBudget, check: &Checker<'_>, bytes: usize) -> bool {
+        if !budget.fits(bytes, check.limits.store_bytes) {
+            Stats::add(&check.stats.values_dropped_store_budget, 1);
+            return false;
+        }
+        budget.add(bytes);
+        self.bytes += bytes;
+        true
+    }
+}
+
 impl PipeDecoder {
     pub(crate) fn new(telemetry: Telemetry) -> Arc<Self> {
         Arc::new(PipeDecoder {
@@ -559,14 +573,9 @@ impl State {
                     limits.attributes_per_event,
                 );
                 let event = Event::new(string(check, e.name), time(check, e.time), attrs, dropped);
-                let bytes = event_bytes(&event);
-                if !self.budget.fits(bytes, limits.store_bytes) {
-                    Stats::add(&check.stats.values_dropped_store_budget, 1);
-                    return;
+                if span.hold(&mut self.budget, check, event_bytes(&event)) {
+                    span.data.events.events.push(event);
                 }
-                self.budget.add(bytes);
-                span.bytes += bytes;
-                span.data.events.events.push(event);
             }
             wire::Record::Link(l) => {
                 let Some(span) = self.open.get_mut(&l.span_id) else {
@@ -588,14 +597,9 @@ impl State {
                 }
                 let (attrs, dropped) = attributes(check, l.attributes, limits.attributes_per_link);
                 let link = Link::new(linked, attrs, dropped);
-                let bytes = link_bytes(&link);
-                if !self.budget.fits(bytes, limits.store_bytes) {
-                    Stats::add(&check.stats.values_dropped_store_budget, 1);
-                    return;
+                if span.hold(&mut self.budget, check, link_bytes(&link)) {
+                    span.data.links.links.push(link);
                 }
-                self.budget.add(bytes);
-                span.bytes += bytes;
-                span.data.links.links.push(link);
             }
             wire::Record::Reparent(r) => {
                 let Some(span) = self.open.get_mut(&r.span_id) else {
