@@ -139,8 +139,8 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
         let pipe = p.get_or_insert_with(|| {
             let (high, low) = config().seed;
             Pipe {
-                // Small: an instance per request sends a few hundred bytes, and
-                // every page the guest touches stays resident in a pooled slot.
+                // Small: an instance per request sends a few hundred bytes;
+                // the buffer grows to a full batch only where one is made.
                 buf: Vec::with_capacity(1024),
                 open: 0,
                 ids: wire::Ids::new(high, low),
