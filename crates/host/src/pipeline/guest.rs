@@ -28,7 +28,7 @@ use opentelemetry::logs::Severity;
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Array, KeyValue, StringValue, Value};
+use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use wasi_observe_wire as wire;
 
@@ -423,6 +423,22 @@ fn attributes(
     (out, dropped)
 }
 
+/// An attribute whose key and text are reference-counted (cheap to clone).
+fn shareable(kv: KeyValue) -> KeyValue {
+    let rc = |s: &str| -> Arc<str> { Arc::from(s) };
+    let key = Key::from(rc(kv.key.as_str()));
+    let value = match kv.value {
+        Value::String(s) => Value::String(StringValue::from(rc(s.as_str()))),
+        Value::Array(Array::String(a)) => Value::Array(Array::String(
+            a.iter()
+                .map(|s| StringValue::from(rc(s.as_str())))
+                .collect(),
+        )),
+        other => other,
+    };
+    KeyValue::new(key, value)
+}
+
 /// The attributes of shared set `id` (none for an unknown one, counted).
 fn shared_set<'s>(
     sets: &'s HashMap<u32, Vec<KeyValue>>,
@@ -653,6 +669,9 @@ impl State {
                     return;
                 }
                 let (attrs, _) = attributes(check, set.attributes, limits.attributes_per_span);
+                // Reference-counted text, so that every span and event
+                // naming the set clones it without allocating.
+                let attrs: Vec<KeyValue> = attrs.into_iter().map(shareable).collect();
                 let bytes = attrs_bytes(&attrs);
                 if !self.budget.fits(bytes, limits.store_bytes) {
                     Stats::add(&check.stats.values_dropped_store_budget, 1);
