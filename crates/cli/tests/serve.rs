@@ -904,10 +904,15 @@ fn wait_for_series(
 }
 
 /// The attack of issue 20: an HTTP client sends 300 requests with distinct
-/// 60 KB methods. The server keeps serving, the duration metric has one
-/// `_OTHER` series for all of them (the original method is on spans only),
-/// and the server's peak RSS grows by less than the methods' total size
-/// (the methods kept as series grew it by 61 MB before).
+/// 60 KB methods, twice. The server keeps serving, the duration metric has
+/// one `_OTHER` series for all of them (the original method is on spans
+/// only), and the second 300 grow the server's peak RSS by less than the
+/// methods' total size (the methods kept as series grew it by 61 MB per
+/// 300 before). The first 300 are not judged: how many 60 KB SERVER spans
+/// are in flight to the exporter at once, and so the peak they set, depends
+/// on how fast the machine serves them (measured from 12 to 34 MiB on the
+/// same machine, idle and loaded); once set, a bounded server does not
+/// raise it again.
 #[test]
 fn distinct_huge_methods_do_not_grow_the_server() {
     const METHOD_LEN: usize = 60_000;
@@ -932,16 +937,20 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     wait_for_series(&receiver, "http.request.method", "_OTHER", 20);
-    let before = proc_status_kib(pid, "VmHWM:");
-
     for i in 0..REQUESTS {
         let answer = attack(i);
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+    }
+    wait_for_series(&receiver, "http.request.method", "_OTHER", 320);
+    let before = proc_status_kib(pid, "VmHWM:");
+    for i in 0..REQUESTS {
+        let answer = attack(2 * REQUESTS + 20 + i);
         assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
     }
     let (status, body) = get(&server.url("/hello"), &[]);
     assert_eq!((status, body.as_str()), (200, "hello"), "still serving");
 
-    let points = wait_for_series(&receiver, "http.request.method", "_OTHER", 320);
+    let points = wait_for_series(&receiver, "http.request.method", "_OTHER", 620);
     let after = proc_status_kib(pid, "VmHWM:");
     let other: Vec<_> = points
         .iter()
@@ -952,7 +961,7 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         1,
         "one series for every unknown method: {points:?}"
     );
-    assert_eq!(other[0].1, 320);
+    assert_eq!(other[0].1, 620);
     for (attrs, _) in &points {
         assert!(
             !attrs.contains_key("http.request.method_original"),
@@ -966,7 +975,7 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         s.iter()
             .filter(|s| s.kind == SpanKind::Server && s.name == "HTTP")
             .count()
-            >= 320
+            >= 620
     });
     let span = spans
         .iter()
