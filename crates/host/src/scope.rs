@@ -125,6 +125,11 @@ pub(crate) struct SpanScope {
     pipe_keys: Vec<u32>,
 }
 
+/// What a pipe span's stand-in holds in the store's budget.
+fn stand_in_bytes(name: &str) -> usize {
+    std::mem::size_of::<SpanRecord>() + name.len()
+}
+
 /// A pipe span's stand-in, for the pipe's decoder to export unless it
 /// holds the span whole (see [`SpanScope::end_open`]).
 pub(crate) type StandIn = (SpanContext, Box<SpanRecord>);
@@ -426,9 +431,16 @@ impl SpanScope {
     /// that [`end_open`](Self::end_open) exports with an error status if the
     /// store ends first. Beyond the open-span limit it is not tracked
     /// (counted).
-    pub(crate) fn open_pipe(&mut self, cx: SpanContext, stand_in: Option<String>) {
+    pub(crate) fn open_pipe(&mut self, cx: SpanContext, mut stand_in: Option<String>) {
         if self.open_limit_reached() {
             return;
+        }
+        // The stand-in's name is the guest's: held within the store's budget.
+        if let Some(name) = &stand_in
+            && !self.take_bytes(stand_in_bytes(name))
+        {
+            Stats::add(&self.telemetry.counters().values_dropped_store_budget, 1);
+            stand_in = None;
         }
         let parent = self
             .current_span_context()
@@ -440,22 +452,29 @@ impl SpanScope {
     }
 
     /// Closes the innermost span opened by [`open_pipe`](Self::open_pipe)
-    /// with this span id; an unknown id is ignored (counted).
+    /// with this span id; an unknown id is ignored (counted). Only pipe
+    /// spans are looked at: a guest naming one of its `tracer` spans or a
+    /// function frame cannot close it this way.
     pub(crate) fn close_pipe(&mut self, span_id: opentelemetry::trace::SpanId) {
-        let found = self.open.iter().rposition(|&key| {
+        let found = self.pipe_keys.iter().rposition(|&key| {
             self.spans
                 .get(key as usize)
                 .is_some_and(|slot| slot.context().span_id() == span_id)
         });
-        match found {
-            Some(pos) => {
-                let key = self.open.remove(pos);
-                self.spans.try_remove(key as usize);
-                if let Some(i) = self.pipe_keys.iter().rposition(|&k| k == key) {
-                    self.pipe_keys.remove(i);
-                }
-            }
-            None => self.telemetry.checker().invalid(),
+        let Some(i) = found else {
+            self.telemetry.checker().invalid();
+            return;
+        };
+        let key = self.pipe_keys.remove(i);
+        if let Some(pos) = self.open.iter().rposition(|&k| k == key) {
+            self.open.remove(pos);
+        }
+        if let Some(SpanSlot::Open {
+            record: Some(record),
+            ..
+        }) = self.spans.try_remove(key as usize)
+        {
+            self.budget.sub(stand_in_bytes(&record.name));
         }
     }
 
@@ -480,9 +499,14 @@ impl SpanScope {
                 && let Some((cx, record)) = slot.end()
                 && let Some(mut record) = record
             {
-                self.budget.sub(record.bytes());
+                let is_piped = piped.contains(&key);
+                self.budget.sub(if is_piped {
+                    stand_in_bytes(&record.name)
+                } else {
+                    record.bytes()
+                });
                 record.status = Status::error(reason.to_string());
-                if piped.contains(&key) {
+                if is_piped {
                     stand_ins.push((cx, record));
                 } else {
                     self.telemetry.end_span(cx, record, end);

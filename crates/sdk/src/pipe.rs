@@ -281,10 +281,7 @@ pub(crate) fn start(s: Start<'_>) -> u64 {
         if !cx.is_sampled() {
             return;
         }
-        let (parent, parent_remote) = match s.parent {
-            Some(p) if p.is_valid() => (p.span_id().to_bytes(), p.is_remote()),
-            _ => ([0; 8], false),
-        };
+        let (parent, parent_remote) = parent_ref(s.parent);
         pipe.push(host_now, |w| {
             w.varint(record_index::START);
             w.bytes(&cx.span_id().to_bytes());
@@ -416,10 +413,7 @@ pub(crate) fn reparent(
         fresh.trace_state().clone(),
     );
     if recording {
-        let (parent_id, parent_remote) = match parent.filter(|p| p.is_valid()) {
-            Some(p) => (p.span_id().to_bytes(), p.is_remote()),
-            None => ([0; 8], false),
-        };
+        let (parent_id, parent_remote) = parent_ref(parent);
         with_pipe(|pipe| {
             pipe.push(0, |w| {
                 w.varint(record_index::REPARENT);
@@ -554,6 +548,15 @@ pub(crate) fn measure(instrument: u32, value: wire::Number, attrs: &[KeyValue]) 
             attributes(w, &[attrs]);
         })
     });
+}
+
+/// A parent as records name it: its span id (zeros for none) and whether
+/// it is remote.
+fn parent_ref(parent: Option<&SpanContext>) -> ([u8; 8], bool) {
+    match parent {
+        Some(p) if p.is_valid() => (p.span_id().to_bytes(), p.is_remote()),
+        _ => ([0; 8], false),
+    }
 }
 
 /// A reference to a shared set, as an `Option<u32>`.

@@ -124,3 +124,70 @@ impl WasiObserveCtx {
             .submit(batch, received);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{Limits, Telemetry};
+
+    fn pipeline(limits: Limits) -> Telemetry {
+        Telemetry::builder()
+            .with_limits(limits)
+            .with_span_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+            .build()
+            .unwrap()
+    }
+
+    fn span(id: u64) -> SpanRef {
+        SpanRef {
+            trace_id_high: 1,
+            trace_id_low: 2,
+            span_id: id,
+            trace_flags: 1,
+        }
+    }
+
+    #[test]
+    fn close_reaches_only_pipe_spans() {
+        let t = pipeline(Limits::default());
+        let mut ctx = WasiObserveCtx::new(&t);
+        // A span the store holds for another interface (as wasi:otel's
+        // `on-start` opens one).
+        let other = SpanContext::new(
+            trace_id(0, 3),
+            SpanId::from_bytes(9u64.to_be_bytes()),
+            TraceFlags::SAMPLED,
+            false,
+            Default::default(),
+        );
+        ctx.scope.open_foreign(other, None, None);
+        Host::open(&mut ctx, span(5), "piped".into(), None).unwrap();
+        assert_eq!(ctx.open_spans(), 2);
+        // The guest names the other span: refused, counted.
+        Host::close(&mut ctx, 9, Vec::new()).unwrap();
+        assert_eq!(ctx.open_spans(), 2);
+        assert_eq!(t.stats().invalid_input, 1);
+        Host::close(&mut ctx, 5, Vec::new()).unwrap();
+        assert_eq!(ctx.open_spans(), 1);
+        assert_eq!(ctx.held_bytes(), 0, "the stand-in's bytes were given back");
+    }
+
+    #[test]
+    fn stand_ins_are_held_within_the_store_budget() {
+        let t = pipeline(Limits {
+            store_bytes: 4096,
+            value_length: 1 << 20,
+            ..Limits::default()
+        });
+        let mut ctx = WasiObserveCtx::new(&t);
+        Host::open(&mut ctx, span(5), "n".repeat(10_000), None).unwrap();
+        // Tracked for parenting, without a stand-in.
+        assert_eq!(ctx.open_spans(), 1);
+        assert_eq!(ctx.held_bytes(), 0);
+        assert_eq!(t.stats().values_dropped_store_budget, 1);
+        Host::open(&mut ctx, span(6), "small".into(), None).unwrap();
+        assert!(ctx.held_bytes() > 0);
+        assert_eq!(ctx.end_open_spans("ended"), 2);
+        assert_eq!(ctx.held_bytes(), 0);
+    }
+}

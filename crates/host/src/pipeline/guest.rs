@@ -439,12 +439,15 @@ fn shareable(kv: KeyValue) -> KeyValue {
     KeyValue::new(key, value)
 }
 
-/// The attributes of shared set `id` (none for an unknown one, counted).
-fn shared_set<'s>(
-    sets: &'s HashMap<u32, Vec<KeyValue>>,
+/// Shared set `id`'s attributes (none for an unknown one, counted), then
+/// `own`, within `max`; and how many were dropped.
+fn with_shared(
+    sets: &HashMap<u32, Vec<KeyValue>>,
     check: &Checker<'_>,
     id: Option<u32>,
-) -> impl Iterator<Item = KeyValue> + 's {
+    own: wire::Attributes<'_>,
+    max: usize,
+) -> (Vec<KeyValue>, u32) {
     let set = id.and_then(|id| {
         let set = sets.get(&id);
         if set.is_none() {
@@ -452,7 +455,16 @@ fn shared_set<'s>(
         }
         set
     });
-    set.into_iter().flatten().cloned()
+    let mut out = Vec::with_capacity(set.map_or(0, Vec::len).saturating_add(own.len()).min(max));
+    let dropped = check.merge_attributes(
+        &mut out,
+        set.into_iter()
+            .flatten()
+            .cloned()
+            .chain(key_values(check, own)),
+        max,
+    );
+    (out, dropped)
 }
 
 fn severity(check: &Checker<'_>, n: u8) -> (Severity, &'static str) {
@@ -581,11 +593,11 @@ impl State {
                     Stats::add(&check.stats.events_dropped, 1);
                     return;
                 }
-                let mut attrs = Vec::new();
-                let shared = shared_set(&self.shared, check, e.shared);
-                let dropped = check.merge_attributes(
-                    &mut attrs,
-                    shared.chain(key_values(check, e.attributes)),
+                let (attrs, dropped) = with_shared(
+                    &self.shared,
+                    check,
+                    e.shared,
+                    e.attributes,
                     limits.attributes_per_event,
                 );
                 let event = Event::new(string(check, e.name), time(check, e.time), attrs, dropped);
@@ -760,11 +772,11 @@ impl State {
             Stats::add(&check.stats.spans_dropped_open_limit, 1);
             return;
         }
-        let mut attributes = Vec::new();
-        let shared = shared_set(&self.shared, check, s.shared);
-        let dropped = check.merge_attributes(
-            &mut attributes,
-            shared.chain(key_values(check, s.attributes)),
+        let (attributes, dropped) = with_shared(
+            &self.shared,
+            check,
+            s.shared,
+            s.attributes,
             limits.attributes_per_span,
         );
         let name = string(check, s.name);

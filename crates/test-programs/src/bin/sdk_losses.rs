@@ -7,8 +7,10 @@
 //!   then a span left open with an event and a log record, then an abort
 //!   (a trap the SDK cannot see): the open span's records are lost, the
 //!   bound docs/reliability.md states, and the host exports its stand-in.
-//! - `many N`: N child spans with a 100-byte attribute under one root, so
-//!   batches cross because the buffer fills.
+//! - `many N [abort]`: N child spans with a 100-byte attribute under one
+//!   root, so batches cross because the buffer fills; with `abort`, the
+//!   component aborts before the root ends, so only the batches that
+//!   crossed because the buffer filled reach the host.
 //! - `hostile`: raw pipe calls with malformed batches, ids the host never
 //!   saw and a batch of records naming unknown spans and instruments, then
 //!   a span through the SDK, which must still arrive.
@@ -42,9 +44,13 @@ fn main() {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(2000);
             let pad = "x".repeat(100);
+            let abort = std::env::args().nth(3).as_deref() == Some("abort");
             info_span!("root").in_scope(|| {
                 for i in 0..n {
                     info_span!("child", i, pad = pad.as_str()).in_scope(|| {});
+                }
+                if abort {
+                    std::process::abort();
                 }
             });
         }
