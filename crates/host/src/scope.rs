@@ -123,6 +123,9 @@ pub(crate) struct SpanScope {
     /// Keys of the open entries of pipe spans (`open_pipe`), whose
     /// stand-ins go to the pipe's decoder at the end.
     pipe_keys: Vec<u32>,
+    /// Spans opened past the open-span limit (pipe, `wasi:otel`) and not
+    /// ended yet: their ends are expected, not invalid.
+    untracked: u32,
 }
 
 /// What a pipe span's stand-in holds in the store's budget.
@@ -144,6 +147,7 @@ impl SpanScope {
             functions: Functions::default(),
             budget: StoreBudget::default(),
             pipe_keys: Vec::new(),
+            untracked: 0,
         }
     }
 
@@ -363,14 +367,24 @@ impl SpanScope {
         cx.clone()
     }
 
-    /// Whether the store holds as many open spans as it may (a refusal is
-    /// counted).
-    pub(crate) fn open_limit_reached(&self) -> bool {
+    /// Whether the store holds as many open spans as it may, for a span the
+    /// guest exports itself: if so, it goes untracked (counted), and its
+    /// end is expected ([`untracked_ended`](Self::untracked_ended)).
+    pub(crate) fn open_limit_reached(&mut self) -> bool {
         let full = self.open.len() >= self.telemetry.limits().open_spans_per_store;
         if full {
-            Stats::add(&self.telemetry.counters().spans_dropped_open_limit, 1);
+            Stats::add(&self.telemetry.counters().spans_untracked, 1);
+            self.untracked += 1;
         }
         full
+    }
+
+    /// The end of a span that is not open: true if an untracked span may
+    /// have ended (then it is not invalid input).
+    pub(crate) fn untracked_ended(&mut self) -> bool {
+        let some = self.untracked > 0;
+        self.untracked = self.untracked.saturating_sub(1);
+        some
     }
 
     /// The key of the open span with this context, innermost first.
@@ -430,7 +444,7 @@ impl SpanScope {
     /// that name (started now, under the innermost open span of its trace)
     /// that [`end_open`](Self::end_open) exports with an error status if the
     /// store ends first. Beyond the open-span limit it is not tracked
-    /// (counted).
+    /// (counted as untracked, not dropped: the pipe still exports it).
     pub(crate) fn open_pipe(&mut self, cx: SpanContext, mut stand_in: Option<String>) {
         if self.open_limit_reached() {
             return;
@@ -462,7 +476,9 @@ impl SpanScope {
                 .is_some_and(|slot| slot.context().span_id() == span_id)
         });
         let Some(i) = found else {
-            self.telemetry.checker().invalid();
+            if !self.untracked_ended() {
+                self.telemetry.checker().invalid();
+            }
             return;
         };
         let key = self.pipe_keys.remove(i);

@@ -69,9 +69,22 @@ pub(crate) const STATUSES: [&str; 3] = ["unset", "ok", "error"];
 
 /// Encodes `spans` (all of one trace) relative to `base_ns`.
 pub(crate) fn encode<'a>(spans: &[SpanIn<'a>], base_ns: i64) -> Vec<u8> {
+    // A part holds a few distinct strings: a scan finds them faster than
+    // hashing, up to a point.
+    const SCANNED: usize = 16;
     let mut strings: Vec<&'a str> = Vec::new();
     let mut index: HashMap<&'a str, u64> = HashMap::new();
     let mut intern = |s: &'a str| -> u64 {
+        if strings.len() <= SCANNED {
+            if let Some(i) = strings.iter().position(|&t| t == s) {
+                return i as u64;
+            }
+            strings.push(s);
+            if strings.len() > SCANNED {
+                index.extend(strings.iter().enumerate().map(|(i, &t)| (t, i as u64)));
+            }
+            return strings.len() as u64 - 1;
+        }
         *index.entry(s).or_insert_with(|| {
             strings.push(s);
             strings.len() as u64 - 1
@@ -270,5 +283,39 @@ mod tests {
             assert!(decode(&bytes[..cut], 950).is_none(), "cut at {cut}");
         }
         assert!(decode(&[2, 0, 0], 0).is_none());
+    }
+
+    /// Past the strings found by a scan, the rest are hashed: every name
+    /// still comes back as it went in, each written once.
+    #[test]
+    fn many_distinct_strings_round_trip() {
+        let names: Vec<String> = (0..50).map(|i| format!("name {}", i % 40)).collect();
+        let spans: Vec<SpanIn<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| SpanIn {
+                span_id: i as u64 + 1,
+                parent: 0,
+                name,
+                service: "svc",
+                scope: "scope",
+                kind: 0,
+                status: 0,
+                message: "",
+                start_ns: 0,
+                end_ns: 1,
+                attributes: String::new(),
+                events: String::new(),
+                links: String::new(),
+                dropped: [0; 3],
+                resource_id: 1,
+            })
+            .collect();
+        let bytes = encode(&spans, 0);
+        let back = decode(&bytes, 0).unwrap();
+        let back: Vec<&str> = back.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(back, names);
+        // 40 names, the service, the scope and the empty message.
+        assert_eq!(bytes[1], 43);
     }
 }

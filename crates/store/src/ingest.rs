@@ -20,7 +20,8 @@ use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
 use crate::codec::{self, SpanIn};
-use crate::{Signal, Store, now_ns, unix_ns};
+use crate::trace_ids::{Filter, Finder};
+use crate::{Signal, Store, lock, now_ns, unix_ns};
 
 /// Writes spans, log records and metrics to a [`Store`]: one transaction per
 /// export batch. Implements [`SpanExporter`], [`LogExporter`] and
@@ -62,19 +63,21 @@ impl StoreExporter {
 
     fn write_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let resource = self.resource.to_string();
-        // The batch's spans by trace, in order of first appearance.
-        let mut groups: Vec<(String, Vec<&SpanData>)> = Vec::new();
+        // The batch's spans by trace, in order of first appearance, with
+        // the trace id as text and as its index key.
+        let mut groups: Vec<(String, (i64, i64), Vec<&SpanData>)> = Vec::new();
         let mut index: HashMap<TraceId, usize> = HashMap::new();
         for span in batch {
             let trace_id = span.span_context.trace_id();
             let i = *index.entry(trace_id).or_insert_with(|| {
-                groups.push((trace_id.to_string(), Vec::new()));
+                groups.push((trace_id.to_string(), trace_id_key(trace_id), Vec::new()));
                 groups.len() - 1
             });
-            groups[i].1.push(span);
+            groups[i].2.push(span);
         }
         let mut written_traces = Vec::new();
-        self.store
+        let last_key = self
+            .store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
                 tx.prepare_cached("INSERT OR IGNORE INTO resources (json) VALUES (?1)")?
                     .execute([&resource])?;
@@ -83,14 +86,16 @@ impl StoreExporter {
                     .query_row([&resource], |r| r.get(0))?;
                 note_service(tx, &self.service)?;
                 let written = write_time(tx)?;
+                let mut filter = lock(&self.store.inner.ids);
+                let filter = Filter::ready(&mut filter, tx)?;
                 let mut keys = TraceKeys::new(tx)?;
                 // Look the traces up in index order: neighbouring probes
                 // share pages.
                 let mut order: Vec<usize> = (0..groups.len()).collect();
-                order.sort_by_key(|&i| id_key(&groups[i].0));
+                order.sort_by_key(|&i| groups[i].1);
                 let mut found = vec![None; groups.len()];
                 for i in order {
-                    found[i] = keys.find(&groups[i].0)?;
+                    found[i] = keys.find(filter, groups[i].1, &groups[i].0)?;
                 }
                 let mut parts = PartWriter::new(tx)?;
                 let mut insert_trace = tx.prepare_cached(
@@ -121,10 +126,10 @@ impl StoreExporter {
                 )?;
                 let (mut new_traces, mut new_spans) = (0, 0);
                 let mut spans_in = Vec::new();
-                for ((hex, group), found) in groups.iter().zip(found) {
+                for ((hex, id, group), found) in groups.iter().zip(found) {
                     let (key, stored) = match found {
                         Some(f) => f,
-                        None => (keys.new_key(tx)?, 0),
+                        None => (keys.new_key(tx, filter, *id)?, 0),
                     };
                     // A span sent twice is stored once and counted once.
                     let mut seen = if stored > 0 {
@@ -160,8 +165,8 @@ impl StoreExporter {
                         insert_trace.execute(params![
                             key,
                             hex,
-                            id_key(hex).0,
-                            id_key(hex).1,
+                            id.0,
+                            id.1,
                             agg.name,
                             agg.has_root,
                             self.service,
@@ -198,9 +203,11 @@ impl StoreExporter {
                     }
                 }
                 parts.finish()?;
-                add_counts(tx, [new_traces, new_spans, 0, 0])
+                add_counts(tx, [new_traces, new_spans, 0, 0])?;
+                keys.finish(tx)
             })
             .map_err(OTelSdkError::InternalFailure)?;
+        self.store.committed_keys(last_key);
         self.store.note_traces(written_traces);
         Ok(())
     }
@@ -238,34 +245,35 @@ impl StoreExporter {
                         _ => scope_name(scope),
                     },
                     trace_id: record.trace_context().map(|c| c.trace_id.to_string()),
+                    id: record.trace_context().map(|c| trace_id_key(c.trace_id)),
                     span_id: record.trace_context().map(|c| c.span_id.to_string()),
                     attributes: object_text(&attrs, AnyRef),
                     trace_key: None,
                 }
             })
             .collect();
-        self.store
+        let last_key = self
+            .store
             .write_batch(Signal::Logs, rows.len() as u64, |tx| {
                 note_service(tx, &self.service)?;
                 // The batch's traces, looked up once each, in index order.
-                let mut traces: Vec<(&str, i64)> = rows
+                let mut traces: Vec<(&str, (i64, i64), i64)> = rows
                     .iter()
-                    .filter_map(|r| Some((r.trace_id.as_deref()?, r.time)))
+                    .filter_map(|r| Some((r.trace_id.as_deref()?, r.id?, r.time)))
                     .collect();
-                traces.sort_by_key(|&(hex, _)| id_key(hex));
-                traces.dedup_by_key(|&mut (hex, _)| hex);
-                let mut find = tx.prepare_cached(
-                    "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
-                )?;
+                traces.sort_by_key(|&(_, id, _)| id);
+                traces.dedup_by_key(|&mut (_, id, _)| id);
+                let mut filter = lock(&self.store.inner.ids);
+                let filter = Filter::ready(&mut filter, tx)?;
+                let mut next = TraceKeys::new(tx)?;
                 let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
                 let mut new = Vec::new();
-                for &(hex, time) in &traces {
-                    let id = id_key(hex);
-                    match find.query_row([id.0, id.1], |r| r.get(0)).optional()? {
+                for &(hex, id, time) in &traces {
+                    match next.find_key(filter, id)? {
                         Some(key) => {
                             keys.insert(hex, key);
                         }
-                        None => new.push((hex, time)),
+                        None => new.push((hex, id, time)),
                     }
                 }
                 // A trace no span of which is stored yet gets a row holding
@@ -275,10 +283,8 @@ impl StoreExporter {
                          start_ns, end_ns, duration_ns, span_count, error_count, written_ns)
                      VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
                 )?;
-                let mut next = TraceKeys::new(tx)?;
-                for (hex, time) in new {
-                    let key = next.new_key(tx)?;
-                    let id = id_key(hex);
+                for (hex, id, time) in new {
+                    let key = next.new_key(tx, filter, id)?;
                     placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
                     keys.insert(hex, key);
                 }
@@ -311,9 +317,12 @@ impl StoreExporter {
                 for r in chunks.remainder() {
                     one.execute(rusqlite::params_from_iter(r.params(service)))?;
                 }
-                add_counts(tx, [0, 0, rows.len() as i64, 0])
+                add_counts(tx, [0, 0, rows.len() as i64, 0])?;
+                next.finish(tx)
             })
-            .map_err(OTelSdkError::InternalFailure)
+            .map_err(OTelSdkError::InternalFailure)?;
+        self.store.committed_keys(last_key);
+        Ok(())
     }
 
     fn write_metrics(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
@@ -378,6 +387,16 @@ pub(crate) fn id_key(hex: &str) -> (i64, i64) {
         v.checked_shl(4 * (16 - digits.len() as u32)).unwrap_or(0)
     };
     ((half(0) ^ 1 << 63) as i64, half(16) as i64)
+}
+
+/// [`id_key`] of a trace id, from its bytes (no text to parse).
+fn trace_id_key(id: TraceId) -> (i64, i64) {
+    let bytes = id.to_bytes();
+    let half = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+    (
+        (half(&bytes[..8]) ^ 1 << 63) as i64,
+        half(&bytes[8..]) as i64,
+    )
 }
 
 /// The write time of a batch: now, or the last part's if the clock went
@@ -459,43 +478,76 @@ fn span_in<'a>(span: &'a SpanData, service: &'a str, resource_id: i64) -> SpanIn
 }
 
 /// The keys of the traces one transaction writes: a stored trace's own, or
-/// a new one handed out in arrival order (the immediate transaction keeps
-/// other writers out until it commits, so ids stay unique).
+/// a new one handed out after the highest ever handed out (the immediate
+/// transaction keeps other writers out until it commits, so ids stay
+/// unique).
 struct TraceKeys<'tx> {
-    find: rusqlite::CachedStatement<'tx>,
+    finder: Finder<'tx>,
     next: Option<i64>,
 }
 
 impl<'tx> TraceKeys<'tx> {
     fn new(tx: &'tx rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(TraceKeys {
-            find: tx.prepare_cached(
-                "SELECT trace_key, span_count FROM traces WHERE id_hi = ?1 AND id_lo = ?2",
-            )?,
+            finder: Finder::new(tx)?,
             next: None,
         })
     }
 
-    /// The key of trace `hex` and its stored span count, if it has a row.
-    fn find(&mut self, hex: &str) -> rusqlite::Result<Option<(i64, i64)>> {
-        self.find
-            .query_row(<[i64; 2]>::from(id_key(hex)), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
+    /// The key of trace `hex` (index key `id`) and its stored span count,
+    /// if it has a row. The filter answers for most new traces.
+    fn find(
+        &mut self,
+        filter: &Filter,
+        id: (i64, i64),
+        hex: &str,
+    ) -> rusqlite::Result<Option<(i64, i64)>> {
+        if !filter.may_hold(id) {
+            return Ok(None);
+        }
+        self.finder.find(id, hex)
     }
 
-    /// A key for a new trace (the caller writes its row in this
+    /// The key of the trace with index key `id`, if it has a row: read
+    /// from the id index alone (a writer's ids are well-formed, so the
+    /// index key is the id).
+    fn find_key(&mut self, filter: &Filter, id: (i64, i64)) -> rusqlite::Result<Option<i64>> {
+        if !filter.may_hold(id) {
+            return Ok(None);
+        }
+        self.finder.find_key(id)
+    }
+
+    /// A key for new trace `id` (the caller writes its row in this
     /// transaction).
-    fn new_key(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+    fn new_key(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        filter: &mut Filter,
+        id: (i64, i64),
+    ) -> rusqlite::Result<i64> {
         let key = match self.next {
             Some(key) => key,
             None => tx
-                .prepare_cached("SELECT coalesce(max(trace_key), 0) + 1 FROM traces")?
+                .prepare_cached(
+                    "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces), last_key) + 1
+                     FROM counts",
+                )?
                 .query_row([], |r| r.get(0))?,
         };
         self.next = Some(key + 1);
+        filter.insert(id);
         Ok(key)
+    }
+
+    /// Records the keys handed out; returns the last, if any.
+    fn finish(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Option<i64>> {
+        let last = self.next.map(|next| next - 1);
+        if let Some(last) = last {
+            tx.prepare_cached("UPDATE counts SET last_key = max(last_key, ?1)")?
+                .execute([last])?;
+        }
+        Ok(last)
     }
 }
 
@@ -685,9 +737,9 @@ impl PushMetricExporter for StoreExporter {
 }
 
 /// What one batch adds to a trace's row.
-struct TraceAgg {
+struct TraceAgg<'a> {
     /// The root span's name, or the earliest span's until the root comes.
-    name: String,
+    name: &'a str,
     has_root: bool,
     start: i64,
     end: i64,
@@ -695,10 +747,10 @@ struct TraceAgg {
     errors: i64,
 }
 
-impl TraceAgg {
+impl<'a> TraceAgg<'a> {
     fn new() -> Self {
         TraceAgg {
-            name: String::new(),
+            name: "",
             has_root: false,
             start: i64::MAX,
             end: i64::MIN,
@@ -707,9 +759,9 @@ impl TraceAgg {
         }
     }
 
-    fn add(&mut self, name: &str, is_root: bool, start: i64, end: i64, error: bool) {
+    fn add(&mut self, name: &'a str, is_root: bool, start: i64, end: i64, error: bool) {
         if !self.has_root && (is_root || start < self.start) {
-            self.name = name.to_string();
+            self.name = name;
         }
         self.has_root |= is_root;
         self.start = self.start.min(start);
@@ -727,6 +779,8 @@ struct LogRow {
     body: String,
     target: String,
     trace_id: Option<String>,
+    /// The trace id's index key.
+    id: Option<(i64, i64)>,
     span_id: Option<String>,
     attributes: String,
     trace_key: Option<i64>,
@@ -1029,6 +1083,24 @@ fn any_json(v: &AnyValue) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key made from an id's bytes is the key made from its text (the
+    /// one queries and the migration make), across the sign bit of both
+    /// halves.
+    #[test]
+    fn trace_id_keys_from_bytes_match_keys_from_text() {
+        for id in [
+            0u128,
+            1,
+            u128::MAX,
+            0x8000_0000_0000_0000_7fff_ffff_ffff_ffff,
+            0x7fff_ffff_ffff_ffff_8000_0000_0000_0000,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let id = TraceId::from(id);
+            assert_eq!(trace_id_key(id), id_key(&id.to_string()), "{id}");
+        }
+    }
 
     /// The text written straight from attributes is the text the JSON
     /// values give: sorted keys, the last of a repeated key, escapes,

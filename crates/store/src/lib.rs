@@ -35,6 +35,7 @@ mod codec;
 mod ingest;
 mod query;
 mod schema;
+mod trace_ids;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,6 +212,8 @@ struct Inner {
     mode_warning: Option<String>,
     /// [`MAX_TRACE_SPANS`], lower in the tests.
     trace_span_cap: AtomicU64,
+    /// The ids stored, for writers; made at the first write.
+    ids: Mutex<Option<trace_ids::Filter>>,
 }
 
 /// How many recorded trace ids a handle keeps in order (it counts the rest).
@@ -346,18 +349,17 @@ impl Store {
         // In WAL mode, NORMAL keeps every committed transaction when the
         // process dies; only a power loss may lose the last ones.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 64 MiB of page cache at most (the default is 2 MiB): the pages a
-        // batch writes at random (one per new trace in the trace id and
-        // duration indexes) stay in memory while the store grows to a
-        // million traces.
+        // 64 MiB of page cache at most (the default is 2 MiB): the pages
+        // batches write (the last pages of every index and table) and the
+        // upper levels of the indexes stay in memory.
         conn.pragma_update(None, "cache_size", -65_536)?;
         // Reads through a memory map: no system call and copy per page read.
         // Writes still go through the WAL, so a full disk is still an error.
         conn.pragma_update(None, "mmap_size", 256_i64 << 20)?;
         // Checkpoint when the WAL holds 64 MiB (the default is 4 MiB): the
-        // pages several batches write (the last pages of every index, and
-        // the random ones above) are then copied into the database once,
-        // with one fsync, instead of after each batch.
+        // pages several batches write (the last pages of every index) are
+        // then copied into the database once, with one fsync, instead of
+        // after each batch.
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         if let Some(max) = options.hard_max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -388,6 +390,7 @@ impl Store {
                 last_prune: Mutex::new(None),
                 mode_warning,
                 trace_span_cap: AtomicU64::new(MAX_TRACE_SPANS as u64),
+                ids: Mutex::new(None),
             }),
         })
     }
@@ -403,20 +406,14 @@ impl Store {
     /// [`MAX_TRACE_SPANS`] already.
     pub fn capped_spans(&self, trace_id: &str) -> Result<i64> {
         let conn = self.conn();
-        let n: Option<i64> = conn
-            .prepare_cached(
-                "SELECT capped_spans FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
-            )?
-            .query_row(
-                rusqlite::params![
-                    ingest::id_key(trace_id).0,
-                    ingest::id_key(trace_id).1,
-                    trace_id
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(n.unwrap_or(0))
+        let Some(key) = trace_ids::key_of(&conn, trace_id)? else {
+            return Ok(0);
+        };
+        Ok(conn
+            .prepare_cached("SELECT capped_spans FROM traces WHERE trace_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// The file this store is in.
@@ -457,24 +454,25 @@ impl Store {
     /// Runs `write` in one immediate transaction. A full disk (or the hard
     /// cap) drops the batch: `count` items are added to the signal's drop
     /// counter, and an error describing the drop is returned.
-    pub(crate) fn write_batch(
+    pub(crate) fn write_batch<T>(
         &self,
         what: Signal,
         count: u64,
-        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
-    ) -> Result<(), String> {
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, String> {
         let result = {
             let mut conn = self.conn();
             conn.transaction_with_behavior(TransactionBehavior::Immediate)
                 .and_then(|tx| {
-                    write(&tx)?;
-                    tx.commit()
+                    let out = write(&tx)?;
+                    tx.commit()?;
+                    Ok(out)
                 })
         };
         match result {
-            Ok(()) => {
+            Ok(out) => {
                 self.maybe_prune();
-                Ok(())
+                Ok(out)
             }
             Err(e) => {
                 let counter = match what {
@@ -500,6 +498,14 @@ impl Store {
                 // The caller reports it (the host warns once and counts).
                 Err(msg)
             }
+        }
+    }
+
+    /// Trace keys up to `last` were committed: the writers' filter holds
+    /// their ids.
+    pub(crate) fn committed_keys(&self, last: Option<i64>) {
+        if let (Some(last), Some(filter)) = (last, lock(&self.inner.ids).as_mut()) {
+            filter.committed(last);
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use crate::Store;
 use crate::codec;
 use crate::ingest::id_key;
+use crate::trace_ids::{Finder, key_of};
 
 /// One line of the trace list.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -364,6 +365,8 @@ impl Store {
     /// The trace list.
     pub fn traces(&self, f: &TraceFilter) -> Result<Vec<TraceSummary>> {
         let mut w = Where::default();
+        // Whether the traces are a short list of keys.
+        let mut by_keys = false;
         // Rows made for log records whose spans are not (yet) stored.
         w.add("span_count > 0", []);
         if let Some(s) = &f.service {
@@ -382,6 +385,7 @@ impl Store {
             // first, each checked, until the page is full.
             if let Some(keys) = keys_with_names(&conn, &[id])? {
                 w.add(&in_list(&keys), []);
+                by_keys = true;
             }
             w.add(
                 "EXISTS (SELECT 1 FROM parts p WHERE p.trace_key = traces.trace_key AND instr(p.names, ?))",
@@ -398,7 +402,10 @@ impl Store {
             // (a short list) lead to the few traces that may, unless they
             // are many, and then a scan newest first finds them at once.
             match search_keys(&conn, q)? {
-                Some(keys) => w.add(&format!("{} AND {matches}", in_list(&keys)), values),
+                Some(keys) => {
+                    w.add(&format!("{} AND {matches}", in_list(&keys)), values);
+                    by_keys = true;
+                }
                 None => w.add(matches, values),
             }
         }
@@ -414,12 +421,16 @@ impl Store {
         if let Some(s) = f.since_ns {
             w.add("start_ns >= ?", [Sql::Integer(s)]);
         }
+        let limit = f.limit.unwrap_or(50);
+        if f.slowest_first && !by_keys {
+            return slowest(&conn, &w, limit);
+        }
         let order = if f.slowest_first {
             "duration_ns DESC"
         } else {
             "start_ns DESC"
         };
-        let limit = w.push(Sql::Integer(f.limit.unwrap_or(50) as i64));
+        let limit = w.push(Sql::Integer(limit as i64));
         let sql = format!(
             "SELECT {TRACE_COLUMNS} FROM traces {} ORDER BY {order} LIMIT {limit}",
             w.sql()
@@ -443,14 +454,10 @@ impl Store {
             bail!("`{id}` is not a trace id (32 hex digits, or a prefix of at least 4)");
         }
         let conn = self.conn();
-        let (lo, hi) = prefix_range(&id);
-        let mut stmt = conn.prepare_cached(
-            "SELECT trace_id FROM traces WHERE id_hi BETWEEN ?1 AND ?2
-                 AND trace_id >= ?3 AND trace_id < ?3 || 'g' LIMIT 2",
-        )?;
-        let ids: Vec<String> = stmt
-            .query_map(rusqlite::params![lo, hi, &id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let ids: Vec<String> = Finder::with_prefix(&conn, prefix_range(&id), &id, 2)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         match ids.len() {
             0 => Ok(None),
             1 => Ok(ids.into_iter().next()),
@@ -461,16 +468,13 @@ impl Store {
     /// The list line of one trace.
     pub fn trace_summary(&self, trace_id: &str) -> Result<Option<TraceSummary>> {
         let conn = self.conn();
+        let Some(key) = key_of(&conn, trace_id)? else {
+            return Ok(None);
+        };
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TRACE_COLUMNS} FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3"
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE trace_key = ?1"
         ))?;
-        Ok(stmt
-            .query_map(
-                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
-                trace_row,
-            )?
-            .next()
-            .transpose()?)
+        Ok(stmt.query_map([key], trace_row)?.next().transpose()?)
     }
 
     /// One trace, with its spans (by start time) and logs; `None` if it is
@@ -484,14 +488,16 @@ impl Store {
         let mut spans = self.trace_spans(trace_id, None, TRACE_SPANS_READ)?.spans;
         spans.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
         let conn = self.conn();
-        let logs = conn
-            .prepare_cached(&format!(
-                "SELECT {LOG_COLUMNS} FROM logs
-                 WHERE trace_key = (SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3)
-                 ORDER BY time_ns, id LIMIT 10000"
-            ))?
-            .query_map(rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id], log_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let logs = match key_of(&conn, trace_id)? {
+            None => Vec::new(),
+            Some(key) => conn
+                .prepare_cached(&format!(
+                    "SELECT {LOG_COLUMNS} FROM logs WHERE trace_key = ?1
+                     ORDER BY time_ns, id LIMIT 10000"
+                ))?
+                .query_map([key], log_row)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
         Ok(Some(Trace {
             summary,
             spans,
@@ -511,15 +517,7 @@ impl Store {
         limit: usize,
     ) -> Result<SpanPage> {
         let conn = self.conn();
-        let key: Option<i64> = conn
-            .prepare_cached(
-                "SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3",
-            )?
-            .query_row(
-                rusqlite::params![id_key(trace_id).0, id_key(trace_id).1, trace_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let key = key_of(&conn, trace_id)?;
         let mut page = SpanPage {
             spans: Vec::new(),
             next: None,
@@ -582,12 +580,7 @@ impl Store {
         if let Some(t) = &f.trace_id {
             // By key; a trace whose row retention removed before its last
             // log records is found by a scan.
-            let key: Option<i64> = self
-                .conn()
-                .prepare_cached("SELECT trace_key FROM traces WHERE id_hi = ?1 AND id_lo = ?2 AND trace_id = ?3")?
-                .query_row(rusqlite::params![id_key(t).0, id_key(t).1, t], |r| r.get(0))
-                .optional()?;
-            match key {
+            match key_of(&self.conn(), t)? {
                 Some(key) => w.add("trace_key = ?", [Sql::Integer(key)]),
                 None => w.add("trace_id = ?", [text(t)]),
             }
@@ -834,24 +827,61 @@ fn search_keys(conn: &rusqlite::Connection, q: &str) -> Result<Option<Vec<i64>>>
     };
     let q = q.to_ascii_lowercase();
     if !q.is_empty() && q.len() <= 32 && q.chars().all(|c| c.is_ascii_hexdigit()) {
-        let (lo, hi) = prefix_range(&q);
-        let by_id: Vec<i64> = conn
-            .prepare_cached(
-                "SELECT trace_key FROM traces WHERE id_hi BETWEEN ?1 AND ?2 AND trace_id >= ?3
-                     AND trace_id < ?3 || 'g' LIMIT ?4",
-            )?
-            .query_map(rusqlite::params![lo, hi, &q, CANDIDATES as i64 + 1], |r| {
-                r.get(0)
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let by_id = Finder::with_prefix(conn, prefix_range(&q), &q, CANDIDATES + 1)?;
         if by_id.len() > CANDIDATES {
             return Ok(None);
         }
-        keys.extend(by_id);
+        keys.extend(by_id.into_iter().map(|(key, _)| key));
         keys.sort_unstable();
         keys.dedup();
     }
     Ok(Some(keys))
+}
+
+/// The `limit` slowest traces that match `w`. Durations are indexed
+/// within each epoch of trace keys (schema 5, `traces_slow`), so this
+/// merges the epochs' lists, each read slowest first only as far as the
+/// merge needs: about as many rows as one index over all traces would
+/// read.
+fn slowest(conn: &rusqlite::Connection, w: &Where, limit: usize) -> Result<Vec<TraceSummary>> {
+    let epochs = crate::trace_ids::epochs(conn)?;
+    let sql = format!(
+        "SELECT {TRACE_COLUMNS} FROM traces INDEXED BY traces_slow {} AND trace_key >> 14 = ?{}
+         ORDER BY duration_ns DESC",
+        w.sql(),
+        w.params.len() + 1
+    );
+    let mut stmts = epochs
+        .iter()
+        .map(|_| conn.prepare(&sql))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut cursors = Vec::with_capacity(stmts.len());
+    for (stmt, &epoch) in stmts.iter_mut().zip(&epochs) {
+        let params = w.params.iter().cloned().chain([Sql::Integer(epoch)]);
+        cursors.push(stmt.query_map(params_from_iter(params), trace_row)?);
+    }
+    // The next trace of each epoch, and a heap of their durations.
+    let mut next: Vec<Option<TraceSummary>> = Vec::with_capacity(cursors.len());
+    let mut heap = std::collections::BinaryHeap::new();
+    for (i, cursor) in cursors.iter_mut().enumerate() {
+        let t = cursor.next().transpose()?;
+        if let Some(t) = &t {
+            heap.push((t.duration_ns, std::cmp::Reverse(i)));
+        }
+        next.push(t);
+    }
+    let mut out = Vec::with_capacity(limit.min(1000));
+    while out.len() < limit {
+        let Some((_, std::cmp::Reverse(i))) = heap.pop() else {
+            break;
+        };
+        out.extend(next[i].take());
+        next[i] = cursors[i].next().transpose()?;
+        if let Some(t) = &next[i] {
+            heap.push((t.duration_ns, std::cmp::Reverse(i)));
+        }
+    }
+    Ok(out)
 }
 
 /// `trace_key IN (...)`, the keys written out (integers: nothing to escape).

@@ -207,7 +207,31 @@ CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL
         rust: Some(to_parts),
         after: V4_AFTER,
     },
+    sql(V5),
 ];
+
+/// Version 5: no index takes a new trace on a random page. Trace ids are
+/// random, and so are durations: their indexes took each new trace at a
+/// random place, so once they outgrew what a batch touches, a batch
+/// rewrote about a page per trace and index (in the WAL, then again at the
+/// checkpoint), and ingest cost grew with the store (docs/store.md).
+///
+/// - The id index leads with the trace's epoch (`trace_key >> 14`, runs
+///   of 16 384 traces in arrival order; see `trace_ids`): new entries go
+///   to the last epoch's few pages, and a lookup probes each epoch.
+/// - The duration index leads with the epoch too: "slowest first" merges
+///   the epochs' lists (`query::slowest`).
+/// - `counts.last_key` is the highest trace key ever handed out, so keys
+///   are never used twice even when retention removes the newest traces:
+///   a writer's filter of known ids reads only keys above the last it saw.
+const V5: &str = r#"
+DROP INDEX traces_id;
+DROP INDEX traces_duration;
+CREATE INDEX traces_id   ON traces (trace_key >> 14, id_hi, id_lo);
+CREATE INDEX traces_slow ON traces (trace_key >> 14, duration_ns);
+ALTER TABLE counts ADD COLUMN last_key INTEGER NOT NULL DEFAULT 0;
+UPDATE counts SET last_key = (SELECT coalesce(max(trace_key), 0) FROM traces);
+"#;
 
 /// Version 4: the spans of a trace written in one batch are one row of
 /// `parts` (see `codec`), not a row and two index entries each (the

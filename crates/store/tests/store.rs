@@ -875,3 +875,91 @@ fn a_trace_is_read_in_pages() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Traces far apart in arrival order (in different epochs of the id and
+/// duration indexes, schema 5) are found by id and prefix, joined by their
+/// later spans and log records (through a handle's filter of stored ids,
+/// whether this handle or another wrote them), never duplicated, and listed
+/// slowest first across epochs.
+#[test]
+fn traces_in_different_epochs_are_found_joined_and_ordered() {
+    let dir = temp_dir("epochs");
+    let path = dir.join("t.db");
+    let store = open(&path);
+    let other = open(&path);
+    let (one, two) = (store.exporter(), other.exporter());
+    let now = SystemTime::now();
+    // Trace 1 in epoch 0, traces 2 and 3 (the last written by the other
+    // handle) in epoch 3: keys jump as if 50 000 traces had come between.
+    block_on(one.export(support::trace(1, 2, now, false))).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE counts SET last_key = 50000", [])
+        .unwrap();
+    block_on(one.export(support::trace(2, 3, now, false))).unwrap();
+    block_on(two.export(support::trace(3, 5, now, false))).unwrap();
+    // Later spans of each trace, each through the handle that did not
+    // write it first (or did, for trace 1's second batch).
+    let later = |n: u64, i: u64| vec![support::span(n, i, now, false)];
+    block_on(two.export(later(1, 15))).unwrap();
+    block_on(one.export(later(1, 16))).unwrap();
+    block_on(one.export(later(3, 17))).unwrap();
+    block_on(two.export(later(2, 18))).unwrap();
+    let logs = SdkLoggerProvider::builder()
+        .with_resource(resource("shop"))
+        .with_simple_exporter(store.exporter())
+        .build();
+    let logger = logs.logger("test");
+    let mut record = logger.create_log_record();
+    record.set_body("for trace 1".into());
+    record.set_trace_context(
+        support::trace_id(1),
+        opentelemetry::trace::SpanId::from(1 << 16 | 1),
+        None,
+    );
+    logger.emit(record);
+
+    let keys: Vec<i64> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT trace_key FROM traces ORDER BY trace_key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(keys, [1, 50001, 50002], "one row per trace, no key reused");
+    for (n, spans) in [(1, 4), (2, 4), (3, 6)] {
+        let id = support::trace_id(n).to_string();
+        let t = store.trace(&id).unwrap().unwrap();
+        assert_eq!(t.summary.span_count, spans, "trace {n}");
+        assert_eq!(t.spans.len(), spans as usize, "trace {n}");
+        assert_eq!(store.resolve_trace_id(&id[..12]).unwrap(), Some(id.clone()));
+        assert_eq!(t.logs.len(), usize::from(n == 1), "trace {n}");
+    }
+    assert_eq!(store.counts().unwrap().traces, 3);
+    // Span i ends at max(i + 1, 10) ms: trace 1 runs 17 ms, trace 2 19
+    // and trace 3 18.
+    let slowest = |limit| {
+        store
+            .traces(&TraceFilter {
+                slowest_first: true,
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.trace_id, t.duration_ns))
+            .collect::<Vec<_>>()
+    };
+    let id = |n| support::trace_id(n).to_string();
+    assert_eq!(
+        slowest(10),
+        [
+            (id(2), 19_000_000),
+            (id(3), 18_000_000),
+            (id(1), 17_000_000)
+        ]
+    );
+    assert_eq!(slowest(1), [(id(2), 19_000_000)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

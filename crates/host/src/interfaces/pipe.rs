@@ -172,6 +172,38 @@ mod tests {
         assert_eq!(ctx.held_bytes(), 0, "the stand-in's bytes were given back");
     }
 
+    /// Past the open-span limit a pipe span is still exported by the
+    /// decoder: it is counted as untracked, not as dropped, and its close
+    /// is not invalid input.
+    #[test]
+    fn pipe_spans_past_the_open_limit_are_untracked_not_dropped() {
+        let t = pipeline(Limits {
+            open_spans_per_store: 2,
+            ..Limits::default()
+        });
+        let mut ctx = WasiObserveCtx::new(&t);
+        for id in 1..=3 {
+            Host::open(&mut ctx, span(id), format!("s{id}"), None).unwrap();
+        }
+        assert_eq!(ctx.open_spans(), 2);
+        for id in (1..=3).rev() {
+            Host::close(&mut ctx, id, Vec::new()).unwrap();
+        }
+        assert_eq!(ctx.open_spans(), 0);
+        let stats = t.stats();
+        assert_eq!(
+            (
+                stats.spans_untracked,
+                stats.spans_dropped_open_limit,
+                stats.invalid_input
+            ),
+            (1, 0, 0)
+        );
+        // Once the untracked span is closed, an unknown id is invalid again.
+        Host::close(&mut ctx, 77, Vec::new()).unwrap();
+        assert_eq!(t.stats().invalid_input, 1);
+    }
+
     #[test]
     fn stand_ins_are_held_within_the_store_budget() {
         let t = pipeline(Limits {

@@ -50,6 +50,11 @@ stats! {
     spans_export_retries,
     /// Spans not recorded because the store had too many open spans.
     spans_dropped_open_limit,
+    /// Spans a guest exports itself (the pipe, `wasi:otel`) opened past the
+    /// open-span limit: exported all the same, but not tracked as open, so
+    /// host-made spans under them nest under the span outside, and none
+    /// stands in for them if the store ends first.
+    spans_untracked,
     /// Spans not recorded because their store's byte budget was full.
     spans_dropped_store_budget,
     /// Attributes, events, links, names and tags refused because their

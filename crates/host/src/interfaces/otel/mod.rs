@@ -134,7 +134,7 @@ pub(crate) mod pipeline_glue {
         ctx.scope.implicit_parent()
     }
 
-    pub(crate) fn open_limit_reached(ctx: &WasiObserveCtx) -> bool {
+    pub(crate) fn open_limit_reached(ctx: &mut WasiObserveCtx) -> bool {
         ctx.scope.open_limit_reached()
     }
 
@@ -151,7 +151,9 @@ pub(crate) mod pipeline_glue {
         ctx.scope.open_foreign(cx, parent, unended_name);
     }
 
+    /// Takes an ended span off the store's stack; false if it was not open
+    /// and cannot be a span opened untracked past the limit.
     pub(crate) fn pop_open(ctx: &mut WasiObserveCtx, cx: &SpanContext) -> bool {
-        ctx.scope.close_foreign(cx)
+        ctx.scope.close_foreign(cx) || ctx.scope.untracked_ended()
     }
 }

@@ -438,7 +438,8 @@ mod tests {
         assert_eq!(ctx.open_spans(), 1);
         let inner = wit_cx("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b8");
         Host::on_start(&mut ctx, inner.clone()).unwrap();
-        // Beyond the open-span limit: not tracked, counted.
+        // Beyond the open-span limit: not tracked, counted (as untracked:
+        // it is still exported when it ends).
         Host::on_start(
             &mut ctx,
             wit_cx("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b9"),
@@ -458,6 +459,11 @@ mod tests {
         d.parent_span_id = "00f067aa0ba902b7".into();
         Host::on_end(&mut ctx, d).unwrap();
         assert_eq!(ctx.open_spans(), 1);
+        // The untracked span's end: exported, not invalid.
+        let mut d = data();
+        d.span_context = wit_cx("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b9");
+        Host::on_end(&mut ctx, d).unwrap();
+        assert_eq!(t.stats().invalid_input, 1);
         // An end without a start: exported, counted.
         let mut orphan = data();
         orphan.span_context = wit_cx("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902c0");
@@ -472,14 +478,16 @@ mod tests {
         assert_eq!(ctx.end_open_spans("x"), 0);
         t.force_flush().unwrap();
         let exported = spans.get_finished_spans().unwrap();
-        assert_eq!(exported.len(), 2);
+        assert_eq!(exported.len(), 3, "the inner, untracked and orphan spans");
         assert_eq!(
             exported[0].parent_span_id,
             parse_span_id("00f067aa0ba902b7").unwrap()
         );
         let stats = t.stats();
+        // The double announce and the end without a start.
         assert_eq!(stats.invalid_input, 2, "{stats}");
-        assert_eq!(stats.spans_dropped_open_limit, 1);
+        assert_eq!(stats.spans_untracked, 1);
+        assert_eq!(stats.spans_dropped_open_limit, 0);
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! Finding a trace's row by its id, without an index that takes each new
+//! trace on a random page.
+//!
+//! The id index (schema 5) leads with the trace's *epoch*, its key
+//! shifted right by 14 bits (runs of 16 384 traces; the last epoch's part
+//! of the index, about a hundred pages, stays in the page cache): keys are handed out in arrival order,
+//! so new entries go to the last epoch's pages, and a batch rewrites a
+//! few pages of it instead of about one per trace. The price is paid by
+//! lookups, which probe each epoch, newest first: about 60 index searches
+//! at a million traces, tens of microseconds, for a view. Writers look up
+//! every trace of every batch, and most are new, so they ask a [`Filter`]
+//! first: a Bloom filter of the ids stored, kept by the handle, that
+//! answers "not stored" for a new id without touching the file.
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+/// Lookups of trace rows by id in one state of the file (one transaction,
+/// or one query).
+pub(crate) struct Finder<'c> {
+    conn: &'c Connection,
+    stmt: rusqlite::CachedStatement<'c>,
+    /// The epochs holding a trace, newest first.
+    epochs: Vec<i64>,
+}
+
+impl<'c> Finder<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        let epochs = epochs(conn)?;
+        let stmt = conn.prepare_cached(
+            "SELECT trace_key, span_count FROM traces
+             WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3 AND trace_id = ?4",
+        )?;
+        Ok(Finder { conn, stmt, epochs })
+    }
+
+    /// The key of the trace whose id has index key `id`, read from the
+    /// index alone; for well-formed ids only (where the key is the id).
+    pub(crate) fn find_key(&mut self, id: (i64, i64)) -> rusqlite::Result<Option<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT trace_key FROM traces WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3",
+        )?;
+        for &epoch in &self.epochs {
+            let key = stmt
+                .query_row(rusqlite::params![epoch, id.0, id.1], |r| r.get(0))
+                .optional()?;
+            if key.is_some() {
+                return Ok(key);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The key and stored span count of the trace with id `hex` (index key
+    /// `id`, see [`crate::ingest::id_key`]), if it has a row.
+    pub(crate) fn find(
+        &mut self,
+        id: (i64, i64),
+        hex: &str,
+    ) -> rusqlite::Result<Option<(i64, i64)>> {
+        for &epoch in &self.epochs {
+            let row = self
+                .stmt
+                .query_row(rusqlite::params![epoch, id.0, id.1, hex], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if row.is_some() {
+                return Ok(row);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The keys and ids of the traces with `id_hi` in `lo..=hi` whose id
+    /// starts with `prefix`, newest first, at most `limit` of them.
+    pub(crate) fn with_prefix(
+        conn: &Connection,
+        (lo, hi): (i64, i64),
+        prefix: &str,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(i64, String)>> {
+        let epochs = epochs(conn)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT trace_key, trace_id FROM traces
+             WHERE trace_key >> 14 = ?1 AND id_hi BETWEEN ?2 AND ?3
+                 AND trace_id >= ?4 AND trace_id < ?4 || 'g' LIMIT ?5",
+        )?;
+        let mut found = Vec::new();
+        for epoch in epochs {
+            let rows = stmt.query_map(
+                rusqlite::params![epoch, lo, hi, prefix, (limit - found.len()) as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            for row in rows {
+                found.push(row?);
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The epochs holding a trace, newest first: one search of the keys per
+/// epoch, so epochs emptied by retention (a long-lived trace keeps an old
+/// one) cost nothing.
+pub(crate) fn epochs(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+    // A bare `max` of the key: SQLite reads it from the end of a range.
+    let mut stmt = conn.prepare_cached("SELECT max(trace_key) FROM traces WHERE trace_key < ?1")?;
+    let mut epochs = Vec::new();
+    let mut below = i64::MAX;
+    while let Some(key) = stmt.query_row([below], |r| r.get::<_, Option<i64>>(0))? {
+        let epoch = key >> 14;
+        epochs.push(epoch);
+        below = epoch << 14;
+    }
+    Ok(epochs)
+}
+
+/// The trace key of the trace with id `hex`, if it has a row.
+pub(crate) fn key_of(conn: &Connection, hex: &str) -> rusqlite::Result<Option<i64>> {
+    Ok(Finder::new(conn)?
+        .find(crate::ingest::id_key(hex), hex)?
+        .map(|(key, _)| key))
+}
+
+/// A Bloom filter of the trace ids stored, for writers: "not stored" is
+/// certain, "stored" is checked in the file. It covers every row with a
+/// key up to `known`; keys are never handed out twice
+/// (`counts.last_key`), so catching up reads only the rows above it.
+pub(crate) struct Filter {
+    bits: Vec<u64>,
+    /// Ids inserted (the filter is rebuilt larger past `capacity`).
+    entries: u64,
+    capacity: u64,
+    known: i64,
+}
+
+/// Bits per id: with 4 probes, about 0.2% false positives when full.
+const BITS_PER_ID: u64 = 16;
+
+impl Filter {
+    /// A filter of every id stored, sized for twice their number: one scan
+    /// of the id index.
+    fn build(conn: &Connection) -> rusqlite::Result<Filter> {
+        let count: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0))?;
+        let capacity = (count as u64 * 2).max(1 << 16);
+        let words = (capacity * BITS_PER_ID / 64).next_power_of_two() as usize;
+        let mut filter = Filter {
+            bits: vec![0; words],
+            entries: 0,
+            capacity,
+            known: conn.query_row(
+                "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces), last_key) FROM counts",
+                [],
+                |r| r.get(0),
+            )?,
+        };
+        let mut stmt = conn.prepare("SELECT id_hi, id_lo FROM traces INDEXED BY traces_id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            filter.insert((r.get(0)?, r.get(1)?));
+        }
+        Ok(filter)
+    }
+
+    /// Adds the rows written since the filter last looked (by this handle
+    /// or another process); call it under the write lock.
+    fn catch_up(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT trace_key, id_hi, id_lo FROM traces WHERE trace_key > ?1 ORDER BY trace_key",
+        )?;
+        let mut rows = stmt.query([self.known])?;
+        while let Some(r) = rows.next()? {
+            self.known = r.get(0)?;
+            self.insert((r.get(1)?, r.get(2)?));
+        }
+        let last: i64 = conn.query_row("SELECT last_key FROM counts", [], |r| r.get(0))?;
+        self.known = self.known.max(last);
+        Ok(())
+    }
+
+    /// The filter, caught up with the file, for a write transaction;
+    /// rebuilt when it has grown past its size.
+    pub(crate) fn ready<'f>(
+        slot: &'f mut Option<Filter>,
+        conn: &Connection,
+    ) -> rusqlite::Result<&'f mut Filter> {
+        match slot {
+            Some(f) if f.entries <= f.capacity => f.catch_up(conn)?,
+            _ => *slot = Some(Filter::build(conn)?),
+        }
+        Ok(slot.as_mut().expect("just set"))
+    }
+
+    /// Marks the keys up to `key` as covered, once the transaction that
+    /// wrote them committed.
+    pub(crate) fn committed(&mut self, key: i64) {
+        self.known = self.known.max(key);
+    }
+
+    fn probes(&self, (hi, lo): (i64, i64)) -> impl Iterator<Item = usize> {
+        // Ids are random, but nothing makes a guest's so: mix both halves.
+        let h = (hi as u64 ^ (lo as u64).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (a, b) = (h, h.rotate_left(32) | 1);
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        (0..4u64).map(move |i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
+    }
+
+    pub(crate) fn insert(&mut self, id: (i64, i64)) {
+        for bit in self.probes(id).collect::<Vec<_>>() {
+            self.bits[bit / 64] |= 1 << (bit % 64);
+        }
+        self.entries += 1;
+    }
+
+    /// False: no row has this id.
+    pub(crate) fn may_hold(&self, id: (i64, i64)) -> bool {
+        self.probes(id)
+            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_never_forgets_and_rarely_invents() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE traces (trace_key INTEGER PRIMARY KEY, id_hi INTEGER, id_lo INTEGER);
+             CREATE INDEX traces_id ON traces (trace_key >> 14, id_hi, id_lo);
+             CREATE TABLE counts (last_key INTEGER);
+             INSERT INTO counts VALUES (0);",
+        )
+        .unwrap();
+        let mut slot = None;
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut ids = || {
+            let mut next = || {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) as i64
+            };
+            (next(), next())
+        };
+        // Sequential ids (a guest's own, not random) as well as random ones.
+        let stored: Vec<(i64, i64)> = (0..5000)
+            .map(|i| if i % 2 == 0 { (0, i) } else { ids() })
+            .collect();
+        for (key, id) in stored.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO traces VALUES (?1, ?2, ?3)",
+                rusqlite::params![key as i64 + 1, id.0, id.1],
+            )
+            .unwrap();
+            // Caught up now and then, as writers are.
+            if key % 700 == 0 {
+                Filter::ready(&mut slot, &conn).unwrap();
+            }
+        }
+        let filter = Filter::ready(&mut slot, &conn).unwrap();
+        assert!(stored.iter().all(|&id| filter.may_hold(id)));
+        let invented = (0..100_000).filter(|_| filter.may_hold(ids())).count();
+        assert!(invented < 100, "{invented} false positives in 100 000");
+    }
+}
