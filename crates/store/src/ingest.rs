@@ -86,8 +86,8 @@ impl StoreExporter {
                     .query_row([&resource], |r| r.get(0))?;
                 note_service(tx, &self.service)?;
                 let written = write_time(tx)?;
-                let mut filter = lock(&self.store.inner.ids);
-                let filter = Filter::ready(&mut filter, tx)?;
+                let mut ids = lock(&self.store.inner.ids);
+                let mut filter = ids.ready(tx, groups.len())?;
                 let mut keys = TraceKeys::new(tx)?;
                 // Look the traces up in index order: neighbouring probes
                 // share pages.
@@ -95,7 +95,7 @@ impl StoreExporter {
                 order.sort_by_key(|&i| groups[i].1);
                 let mut found = vec![None; groups.len()];
                 for i in order {
-                    found[i] = keys.find(filter, groups[i].1, &groups[i].0)?;
+                    found[i] = keys.find(filter.as_deref(), groups[i].1, &groups[i].0)?;
                 }
                 let mut parts = PartWriter::new(tx)?;
                 let mut insert_trace = tx.prepare_cached(
@@ -129,7 +129,7 @@ impl StoreExporter {
                 for ((hex, id, group), found) in groups.iter().zip(found) {
                     let (key, stored) = match found {
                         Some(f) => f,
-                        None => (keys.new_key(tx, filter, *id)?, 0),
+                        None => (keys.new_key(tx, filter.as_deref_mut(), *id)?, 0),
                     };
                     // A span sent twice is stored once and counted once.
                     let mut seen = if stored > 0 {
@@ -263,13 +263,13 @@ impl StoreExporter {
                     .collect();
                 traces.sort_by_key(|&(_, id, _)| id);
                 traces.dedup_by_key(|&mut (_, id, _)| id);
-                let mut filter = lock(&self.store.inner.ids);
-                let filter = Filter::ready(&mut filter, tx)?;
+                let mut ids = lock(&self.store.inner.ids);
+                let mut filter = ids.ready(tx, traces.len())?;
                 let mut next = TraceKeys::new(tx)?;
                 let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
                 let mut new = Vec::new();
                 for &(hex, id, time) in &traces {
-                    match next.find_key(filter, id)? {
+                    match next.find_key(filter.as_deref(), id)? {
                         Some(key) => {
                             keys.insert(hex, key);
                         }
@@ -284,7 +284,7 @@ impl StoreExporter {
                      VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
                 )?;
                 for (hex, id, time) in new {
-                    let key = next.new_key(tx, filter, id)?;
+                    let key = next.new_key(tx, filter.as_deref_mut(), id)?;
                     placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
                     keys.insert(hex, key);
                 }
@@ -495,14 +495,15 @@ impl<'tx> TraceKeys<'tx> {
     }
 
     /// The key of trace `hex` (index key `id`) and its stored span count,
-    /// if it has a row. The filter answers for most new traces.
+    /// if it has a row. The filter, when there is one, answers for most
+    /// new traces.
     fn find(
         &mut self,
-        filter: &Filter,
+        filter: Option<&Filter>,
         id: (i64, i64),
         hex: &str,
     ) -> rusqlite::Result<Option<(i64, i64)>> {
-        if !filter.may_hold(id) {
+        if filter.is_some_and(|f| !f.may_hold(id)) {
             return Ok(None);
         }
         self.finder.find(id, hex)
@@ -511,8 +512,12 @@ impl<'tx> TraceKeys<'tx> {
     /// The key of the trace with index key `id`, if it has a row: read
     /// from the id index alone (a writer's ids are well-formed, so the
     /// index key is the id).
-    fn find_key(&mut self, filter: &Filter, id: (i64, i64)) -> rusqlite::Result<Option<i64>> {
-        if !filter.may_hold(id) {
+    fn find_key(
+        &mut self,
+        filter: Option<&Filter>,
+        id: (i64, i64),
+    ) -> rusqlite::Result<Option<i64>> {
+        if filter.is_some_and(|f| !f.may_hold(id)) {
             return Ok(None);
         }
         self.finder.find_key(id)
@@ -523,7 +528,7 @@ impl<'tx> TraceKeys<'tx> {
     fn new_key(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
-        filter: &mut Filter,
+        filter: Option<&mut Filter>,
         id: (i64, i64),
     ) -> rusqlite::Result<i64> {
         let key = match self.next {
@@ -536,7 +541,9 @@ impl<'tx> TraceKeys<'tx> {
                 .query_row([], |r| r.get(0))?,
         };
         self.next = Some(key + 1);
-        filter.insert(id);
+        if let Some(filter) = filter {
+            filter.insert(id);
+        }
         Ok(key)
     }
 

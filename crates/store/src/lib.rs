@@ -212,8 +212,8 @@ struct Inner {
     mode_warning: Option<String>,
     /// [`MAX_TRACE_SPANS`], lower in the tests.
     trace_span_cap: AtomicU64,
-    /// The ids stored, for writers; made at the first write.
-    ids: Mutex<Option<trace_ids::Filter>>,
+    /// What this handle's writes know of the ids stored.
+    ids: Mutex<trace_ids::Ids>,
 }
 
 /// How many recorded trace ids a handle keeps in order (it counts the rest).
@@ -390,7 +390,7 @@ impl Store {
                 last_prune: Mutex::new(None),
                 mode_warning,
                 trace_span_cap: AtomicU64::new(MAX_TRACE_SPANS as u64),
-                ids: Mutex::new(None),
+                ids: Mutex::default(),
             }),
         })
     }
@@ -504,8 +504,8 @@ impl Store {
     /// Trace keys up to `last` were committed: the writers' filter holds
     /// their ids.
     pub(crate) fn committed_keys(&self, last: Option<i64>) {
-        if let (Some(last), Some(filter)) = (last, lock(&self.inner.ids).as_mut()) {
-            filter.committed(last);
+        if let Some(last) = last {
+            lock(&self.inner.ids).committed(last);
         }
     }
 

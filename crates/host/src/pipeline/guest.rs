@@ -384,12 +384,23 @@ fn string(check: &Checker<'_>, s: &str) -> String {
     }
 }
 
+/// Attribute text is reference-counted: the export thread clones each
+/// batch for every exporter (a retry needs it), and a clone then copies no
+/// text.
+fn shared_string(check: &Checker<'_>, s: &str) -> Arc<str> {
+    if s.len() > check.limits.value_length {
+        Arc::from(check.string(s.to_string()))
+    } else {
+        Arc::from(s)
+    }
+}
+
 fn value(check: &Checker<'_>, v: wire::Value<'_>) -> Value {
     match v {
         wire::Value::Bool(b) => Value::Bool(b),
         wire::Value::I64(i) => Value::I64(i),
         wire::Value::F64(f) => Value::F64(f),
-        wire::Value::Str(s) => Value::String(string(check, s).into()),
+        wire::Value::Str(s) => Value::String(shared_string(check, s).into()),
         wire::Value::BoolArray(a) => Value::Array(Array::Bool(check.array(a))),
         wire::Value::I64Array(a) => Value::Array(Array::I64(check.array(a))),
         wire::Value::F64Array(a) => Value::Array(Array::F64(check.array(a))),
@@ -397,7 +408,7 @@ fn value(check: &Checker<'_>, v: wire::Value<'_>) -> Value {
             check
                 .array(a)
                 .into_iter()
-                .map(|s| StringValue::from(string(check, s)))
+                .map(|s| StringValue::from(shared_string(check, s)))
                 .collect(),
         )),
     }
@@ -409,7 +420,7 @@ fn key_values<'a>(
 ) -> impl Iterator<Item = KeyValue> + 'a {
     attrs
         .into_iter()
-        .map(move |(k, v)| KeyValue::new(string(check, k), value(check, v)))
+        .map(move |(k, v)| KeyValue::new(shared_string(check, k), value(check, v)))
 }
 
 /// Fresh attributes within `max`, and how many were dropped.
