@@ -535,8 +535,8 @@ impl<'tx> TraceKeys<'tx> {
             Some(key) => key,
             None => tx
                 .prepare_cached(
-                    "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces), last_key) + 1
-                     FROM counts",
+                    "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces),
+                         coalesce((SELECT max(last_key) FROM counts), 0)) + 1",
                 )?
                 .query_row([], |r| r.get(0))?,
         };

@@ -198,7 +198,8 @@ impl Filter {
             entries: 0,
             capacity,
             known: conn.query_row(
-                "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces), last_key) FROM counts",
+                "SELECT max((SELECT coalesce(max(trace_key), 0) FROM traces),
+                     coalesce((SELECT max(last_key) FROM counts), 0))",
                 [],
                 |r| r.get(0),
             )?,
@@ -222,7 +223,11 @@ impl Filter {
             self.known = r.get(0)?;
             self.insert((r.get(1)?, r.get(2)?));
         }
-        let last: i64 = conn.query_row("SELECT last_key FROM counts", [], |r| r.get(0))?;
+        let last: i64 = conn.query_row(
+            "SELECT coalesce((SELECT max(last_key) FROM counts), 0)",
+            [],
+            |r| r.get(0),
+        )?;
         self.known = self.known.max(last);
         Ok(())
     }
