@@ -896,7 +896,7 @@ fn traces_in_different_epochs_are_found_joined_and_ordered() {
     // file, so both ways of looking up are used below.
     block_on(one.export(support::trace(1, 2, now, false))).unwrap();
     let filler: Vec<_> = (100..1200)
-        .map(|n| support::span(n, 0, now, false))
+        .map(|n| support::span(n, 0, now, n == 150))
         .collect();
     block_on(one.export(filler)).unwrap();
     rusqlite::Connection::open(&path)
@@ -910,7 +910,8 @@ fn traces_in_different_epochs_are_found_joined_and_ordered() {
     let later = |n: u64, i: u64| vec![support::span(n, i, now, false)];
     block_on(two.export(later(1, 15))).unwrap();
     block_on(one.export(later(1, 16))).unwrap();
-    block_on(one.export(later(3, 17))).unwrap();
+    // Trace 3's is an error, as filler 150 is.
+    block_on(one.export(vec![support::span(3, 17, now, true)])).unwrap();
     block_on(two.export(later(2, 18))).unwrap();
     let logs = SdkLoggerProvider::builder()
         .with_resource(resource("shop"))
@@ -977,5 +978,17 @@ fn traces_in_different_epochs_are_found_joined_and_ordered() {
     );
     assert_eq!(top[3].1, 10_000_000);
     assert_eq!(slowest(1), [(id(2), 19_000_000)]);
+    // A filter applies within each epoch's list.
+    let errors: Vec<_> = store
+        .traces(&TraceFilter {
+            slowest_first: true,
+            errors_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.trace_id, t.duration_ns))
+        .collect();
+    assert_eq!(errors, [(id(3), 18_000_000), (id(150), 10_000_000)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
