@@ -904,22 +904,26 @@ fn wait_for_series(
 }
 
 /// The attack of issue 20: an HTTP client sends 300 requests with distinct
-/// 60 KB methods, twice. The server keeps serving, the duration metric has
-/// one `_OTHER` series for all of them (the original method is on spans
-/// only), and the second 300 grow the server's peak RSS by less than the
-/// methods' total size (the methods kept as series grew it by 61 MB per
-/// 300 before). The first 300 are not judged: how many 60 KB SERVER spans
-/// are in flight to the exporter at once, and so the peak they set, depends
-/// on how fast the machine serves them (measured from 12 to 34 MiB on the
-/// same machine, idle and loaded); once set, a bounded server does not
-/// raise it again.
+/// 60 KB methods, three times. The server keeps serving, the duration
+/// metric has one `_OTHER` series for all of them (the original method is
+/// on spans only), and the last 600 grow the server's peak RSS by less
+/// than the methods of 300 (the methods kept as series grew it by 61 MB
+/// per 300 before; anything kept per request grows it by at least 17 MiB
+/// a round, so 34 over two). The first 300 are not judged: how many 60 KB
+/// SERVER spans are in flight to the exporter at once, and so the peak
+/// they set, depends on how fast the machine serves them (measured from 12
+/// to 34 MiB on the same machine, idle and loaded). Once set, a bounded
+/// server may still raise it once, when a buffer's capacity doubles (+16
+/// MiB, seen once in a full run of the suite on two cores, alongside the
+/// other tests), but not round after round.
 #[test]
 fn distinct_huge_methods_do_not_grow_the_server() {
     const METHOD_LEN: usize = 60_000;
     const REQUESTS: usize = 300;
-    /// What the server may grow by: well under one copy of the methods
-    /// (300 x 60 KB = 17 MiB). The spans carry them on their way out.
-    const ALLOWANCE_KIB: u64 = 12 * 1024;
+    /// What the server may grow by over two rounds: well under two copies
+    /// of the methods (2 x 300 x 60 KB = 34 MiB). The spans carry them on
+    /// their way out.
+    const ALLOWANCE_KIB: u64 = 20 * 1024;
     let receiver = OtlpHttpReceiver::start();
     let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
     let pid = server.child.id();
@@ -943,14 +947,14 @@ fn distinct_huge_methods_do_not_grow_the_server() {
     }
     wait_for_series(&receiver, "http.request.method", "_OTHER", 320);
     let before = proc_status_kib(pid, "VmHWM:");
-    for i in 0..REQUESTS {
-        let answer = attack(2 * REQUESTS + 20 + i);
+    for i in 0..2 * REQUESTS {
+        let answer = attack(REQUESTS + 20 + i);
         assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
     }
     let (status, body) = get(&server.url("/hello"), &[]);
     assert_eq!((status, body.as_str()), (200, "hello"), "still serving");
 
-    let points = wait_for_series(&receiver, "http.request.method", "_OTHER", 620);
+    let points = wait_for_series(&receiver, "http.request.method", "_OTHER", 920);
     let after = proc_status_kib(pid, "VmHWM:");
     let other: Vec<_> = points
         .iter()
@@ -961,7 +965,7 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         1,
         "one series for every unknown method: {points:?}"
     );
-    assert_eq!(other[0].1, 620);
+    assert_eq!(other[0].1, 920);
     for (attrs, _) in &points {
         assert!(
             !attrs.contains_key("http.request.method_original"),
@@ -975,7 +979,7 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         s.iter()
             .filter(|s| s.kind == SpanKind::Server && s.name == "HTTP")
             .count()
-            >= 620
+            >= 920
     });
     let span = spans
         .iter()
@@ -987,7 +991,7 @@ fn distinct_huge_methods_do_not_grow_the_server() {
         Some(METHOD_LEN)
     );
     eprintln!(
-        "peak RSS {before} KiB -> {after} KiB (+{} KiB) for {REQUESTS} methods of {METHOD_LEN} bytes",
+        "peak RSS {before} KiB -> {after} KiB (+{} KiB) for 2 x {REQUESTS} methods of {METHOD_LEN} bytes",
         after.saturating_sub(before)
     );
     assert!(
