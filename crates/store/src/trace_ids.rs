@@ -8,9 +8,10 @@
 //! them instead of about one page per trace. The price is paid by
 //! lookups, which probe each epoch, newest first: about 60 index searches
 //! at a million traces, a fraction of a millisecond, for a view. Writers
-//! look up every trace of every batch, and most are new, so they ask a
-//! [`Filter`] first: a Bloom filter of the ids stored, kept by the handle,
-//! that answers "not stored" for a new id without touching the file.
+//! look up every trace of every batch, and most are new, so a handle that
+//! has made enough lookups asks a [`Filter`] first: a Bloom filter of the
+//! ids stored, that answers "not stored" for a new id without touching the
+//! file ([`Ids`]).
 
 use rusqlite::{Connection, OptionalExtension as _};
 
@@ -19,27 +20,39 @@ use rusqlite::{Connection, OptionalExtension as _};
 pub(crate) struct Finder<'c> {
     conn: &'c Connection,
     stmt: rusqlite::CachedStatement<'c>,
-    /// The epochs holding a trace, newest first.
-    epochs: Vec<i64>,
+    /// The epochs holding a trace, newest first: found at the first lookup
+    /// (a writer whose filter answers every lookup never needs them).
+    epochs: Option<Vec<i64>>,
 }
 
 impl<'c> Finder<'c> {
     pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
-        let epochs = epochs(conn)?;
         let stmt = conn.prepare_cached(
             "SELECT trace_key, span_count FROM traces
              WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3 AND trace_id = ?4",
         )?;
-        Ok(Finder { conn, stmt, epochs })
+        Ok(Finder {
+            conn,
+            stmt,
+            epochs: None,
+        })
+    }
+
+    fn epochs(&mut self) -> rusqlite::Result<()> {
+        if self.epochs.is_none() {
+            self.epochs = Some(epochs(self.conn)?);
+        }
+        Ok(())
     }
 
     /// The key of the trace whose id has index key `id`, read from the
     /// index alone; for well-formed ids only (where the key is the id).
     pub(crate) fn find_key(&mut self, id: (i64, i64)) -> rusqlite::Result<Option<i64>> {
+        self.epochs()?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT trace_key FROM traces WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3",
         )?;
-        for &epoch in &self.epochs {
+        for &epoch in self.epochs.iter().flatten() {
             let key = stmt
                 .query_row(rusqlite::params![epoch, id.0, id.1], |r| r.get(0))
                 .optional()?;
@@ -57,7 +70,8 @@ impl<'c> Finder<'c> {
         id: (i64, i64),
         hex: &str,
     ) -> rusqlite::Result<Option<(i64, i64)>> {
-        for &epoch in &self.epochs {
+        self.epochs()?;
+        for &epoch in self.epochs.iter().flatten() {
             let row = self
                 .stmt
                 .query_row(rusqlite::params![epoch, id.0, id.1, hex], |r| {
