@@ -19,6 +19,11 @@ mod support;
 
 use support::block_on;
 
+// The allocator of the `wasi-observe` binary, where the store runs: its
+// ingest cost is measured with what it really allocates with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};

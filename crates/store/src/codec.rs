@@ -5,27 +5,63 @@
 //! entries) per span. Queries never look inside: what they filter on is in
 //! the `traces` row.
 //!
-//! Layout (integers are LEB128 varints; signed ones zigzag-encoded; a
-//! string is a length and UTF-8 bytes):
+//! Layout of version 2 (integers are LEB128 varints; signed ones
+//! zigzag-encoded; a string is a length and UTF-8 bytes):
 //!
 //! ```text
-//! version (1)   strings: count, then each string   spans: count, then each span:
+//! version (2)   strings: count, then each string   spans: count, then each span:
 //!   span id (8 bytes, big endian)  parent id (8 bytes, 0: none)
 //!   name, service, scope: index into the strings
 //!   kind (1 byte)  status (1 byte)  status message: string index
 //!   start - the part's start (signed)  duration
-//!   attributes, events, links: JSON text ("" for an empty list)
+//!   attributes: a value (an object)
+//!   events: count, then each: name (string index), time - the span's start
+//!     (signed), attributes (a value)
+//!   links: count, then each: trace id (16 bytes), span id (8 bytes),
+//!     attributes (a value)
 //!   dropped attributes, events, links  resource id
+//! value: a tag byte, then
+//!   0 null | 1 false | 2 true | 3 integer (signed) | 4 float (8 bytes, little
+//!   endian) | 5 string index | 6 string | 7 array: count, values |
+//!   8 object: count, then (key: string index, value) pairs
 //! ```
 //!
-//! Names, services and scopes repeat within a batch, so they are written
-//! once per part.
+//! Names, services, scopes, attribute keys and text values repeat within a
+//! batch, so they are written once per part. Attributes are written from
+//! the SDK's values as they are, without making JSON (version 1 held them
+//! as JSON text, the dearest part of encoding a span); reading makes the
+//! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
+//! read.
 
 use std::collections::HashMap;
 
-const VERSION: u8 = 1;
+use opentelemetry::trace::{Event as SdkEvent, Link as SdkLink};
+use opentelemetry::{Array, KeyValue, Value};
+use serde_json::{Map, Value as Json};
 
-/// A span as it is encoded: text fields borrowed from the SDK's data.
+use crate::query::{Event, Link};
+use crate::unix_ns;
+
+const VERSION: u8 = 2;
+/// Parts written by schemas 4 and 5: attributes, events and links as JSON.
+const VERSION_JSON: u8 = 1;
+
+/// Nesting deeper than this is refused when reading (values the store
+/// writes are at most a few levels deep).
+const MAX_DEPTH: usize = 32;
+
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const INT: u8 = 3;
+const FLOAT: u8 = 4;
+const STRING: u8 = 5;
+const TEXT: u8 = 6;
+const ARRAY: u8 = 7;
+const OBJECT: u8 = 8;
+
+/// A span as it is encoded: fields borrowed from the SDK's data (or, in a
+/// migration, from stored values).
 pub(crate) struct SpanIn<'a> {
     pub span_id: u64,
     pub parent: u64,
@@ -37,11 +73,33 @@ pub(crate) struct SpanIn<'a> {
     pub message: &'a str,
     pub start_ns: i64,
     pub end_ns: i64,
-    pub attributes: String,
-    pub events: String,
-    pub links: String,
+    pub attributes: Attributes<'a>,
+    pub events: Events<'a>,
+    pub links: Links<'a>,
     pub dropped: [u32; 3],
     pub resource_id: i64,
+}
+
+/// Attributes to encode.
+#[derive(Clone, Copy)]
+pub(crate) enum Attributes<'a> {
+    Sdk(&'a [KeyValue]),
+    /// A JSON object (a migrated span).
+    Json(&'a Json),
+}
+
+/// Events to encode.
+#[derive(Clone, Copy)]
+pub(crate) enum Events<'a> {
+    Sdk(&'a [SdkEvent]),
+    Stored(&'a [Event]),
+}
+
+/// Links to encode.
+#[derive(Clone, Copy)]
+pub(crate) enum Links<'a> {
+    Sdk(&'a [SdkLink]),
+    Stored(&'a [Link]),
 }
 
 /// A decoded span, before the trace id and resource are put back.
@@ -57,9 +115,9 @@ pub(crate) struct SpanOut {
     pub message: String,
     pub start_ns: i64,
     pub end_ns: i64,
-    pub attributes: String,
-    pub events: String,
-    pub links: String,
+    pub attributes: Json,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
     pub dropped: [u32; 3],
     pub resource_id: i64,
 }
@@ -67,64 +125,235 @@ pub(crate) struct SpanOut {
 pub(crate) const KINDS: [&str; 5] = ["internal", "server", "client", "producer", "consumer"];
 pub(crate) const STATUSES: [&str; 3] = ["unset", "ok", "error"];
 
-/// Encodes `spans` (all of one trace) relative to `base_ns`.
-pub(crate) fn encode<'a>(spans: &[SpanIn<'a>], base_ns: i64) -> Vec<u8> {
-    // A part holds a few distinct strings: a scan finds them faster than
-    // hashing, up to a point.
+/// Writes a part: the string table is written last but read first.
+struct Encoder<'a> {
+    strings: Vec<&'a str>,
+    index: HashMap<&'a str, u64>,
+    body: Vec<u8>,
+}
+
+impl<'a> Encoder<'a> {
+    /// A part holds a few distinct strings: a scan finds them faster than
+    /// hashing, up to this many.
     const SCANNED: usize = 16;
-    let mut strings: Vec<&'a str> = Vec::new();
-    let mut index: HashMap<&'a str, u64> = HashMap::new();
-    let mut intern = |s: &'a str| -> u64 {
-        if strings.len() <= SCANNED {
-            if let Some(i) = strings.iter().position(|&t| t == s) {
+
+    fn intern(&mut self, s: &'a str) -> u64 {
+        if self.strings.len() <= Self::SCANNED {
+            if let Some(i) = self.strings.iter().position(|&t| t == s) {
                 return i as u64;
             }
-            strings.push(s);
-            if strings.len() > SCANNED {
-                index.extend(strings.iter().enumerate().map(|(i, &t)| (t, i as u64)));
+            self.strings.push(s);
+            if self.strings.len() > Self::SCANNED {
+                let index = &mut self.index;
+                index.extend(self.strings.iter().enumerate().map(|(i, &t)| (t, i as u64)));
             }
-            return strings.len() as u64 - 1;
+            return self.strings.len() as u64 - 1;
         }
-        *index.entry(s).or_insert_with(|| {
+        let strings = &mut self.strings;
+        *self.index.entry(s).or_insert_with(|| {
             strings.push(s);
             strings.len() as u64 - 1
         })
-    };
-    let mut body = Vec::with_capacity(spans.len() * 96);
-    put_uint(&mut body, spans.len() as u64);
-    for s in spans {
-        body.extend_from_slice(&s.span_id.to_be_bytes());
-        body.extend_from_slice(&s.parent.to_be_bytes());
-        for text in [s.name, s.service, s.scope] {
-            put_uint(&mut body, intern(text));
+    }
+
+    fn string(&mut self, s: &'a str) {
+        let i = self.intern(s);
+        put_uint(&mut self.body, i);
+    }
+
+    /// A string value: interned, as keys and names are.
+    fn string_value(&mut self, s: &'a str) {
+        self.body.push(STRING);
+        self.string(s);
+    }
+
+    fn float(&mut self, f: f64) {
+        self.body.push(FLOAT);
+        self.body.extend_from_slice(&f.to_le_bytes());
+    }
+
+    fn int(&mut self, i: i64) {
+        self.body.push(INT);
+        put_int(&mut self.body, i);
+    }
+
+    fn value(&mut self, v: &'a Value) {
+        match v {
+            Value::Bool(b) => self.body.push(if *b { TRUE } else { FALSE }),
+            Value::I64(i) => self.int(*i),
+            Value::F64(f) => self.float(*f),
+            Value::String(s) => self.string_value(s.as_str()),
+            Value::Array(Array::Bool(a)) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, a.len() as u64);
+                self.body
+                    .extend(a.iter().map(|&b| if b { TRUE } else { FALSE }));
+            }
+            Value::Array(Array::I64(a)) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, a.len() as u64);
+                a.iter().for_each(|&i| self.int(i));
+            }
+            Value::Array(Array::F64(a)) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, a.len() as u64);
+                a.iter().for_each(|&f| self.float(f));
+            }
+            Value::Array(Array::String(a)) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, a.len() as u64);
+                a.iter().for_each(|s| self.string_value(s.as_str()));
+            }
+            // Anything newer: its text.
+            other => self.text(&other.to_string()),
         }
-        body.push(s.kind);
-        body.push(s.status);
-        put_uint(&mut body, intern(s.message));
-        put_int(&mut body, s.start_ns.wrapping_sub(base_ns));
-        put_uint(&mut body, s.end_ns.wrapping_sub(s.start_ns) as u64);
-        for json in [&s.attributes, &s.events, &s.links] {
-            put_str(&mut body, json);
+    }
+
+    /// Text that lives no longer than the call: written in place.
+    fn text(&mut self, s: &str) {
+        self.body.push(TEXT);
+        put_str(&mut self.body, s);
+    }
+
+    /// Attributes as an object: repeated keys are kept, the reader keeps
+    /// the last (as the JSON object of version 1 did).
+    fn key_values(&mut self, attrs: &'a [KeyValue]) {
+        self.body.push(OBJECT);
+        put_uint(&mut self.body, attrs.len() as u64);
+        for kv in attrs {
+            self.string(kv.key.as_str());
+            self.value(&kv.value);
+        }
+    }
+
+    fn json(&mut self, v: &'a Json) {
+        match v {
+            Json::Null => self.body.push(NULL),
+            Json::Bool(b) => self.body.push(if *b { TRUE } else { FALSE }),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => self.int(i),
+                None => self.float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => self.string_value(s),
+            Json::Array(a) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, a.len() as u64);
+                a.iter().for_each(|v| self.json(v));
+            }
+            Json::Object(o) => {
+                self.body.push(OBJECT);
+                put_uint(&mut self.body, o.len() as u64);
+                for (k, v) in o {
+                    self.string(k);
+                    self.json(v);
+                }
+            }
+        }
+    }
+
+    fn attributes(&mut self, attrs: Attributes<'a>) {
+        match attrs {
+            Attributes::Sdk(kv) => self.key_values(kv),
+            Attributes::Json(j @ Json::Object(_)) => self.json(j),
+            // Not an object (damaged data migrated): kept under a key.
+            Attributes::Json(other) => {
+                self.body.push(OBJECT);
+                put_uint(&mut self.body, 1);
+                self.string("value");
+                self.json(other);
+            }
+        }
+    }
+
+    fn span(&mut self, s: &SpanIn<'a>, base_ns: i64) {
+        self.body.extend_from_slice(&s.span_id.to_be_bytes());
+        self.body.extend_from_slice(&s.parent.to_be_bytes());
+        for text in [s.name, s.service, s.scope] {
+            self.string(text);
+        }
+        self.body.push(s.kind);
+        self.body.push(s.status);
+        self.string(s.message);
+        put_int(&mut self.body, s.start_ns.wrapping_sub(base_ns));
+        put_uint(&mut self.body, s.end_ns.wrapping_sub(s.start_ns) as u64);
+        self.attributes(s.attributes);
+        match s.events {
+            Events::Sdk(events) => {
+                put_uint(&mut self.body, events.len() as u64);
+                for e in events {
+                    self.string(e.name.as_ref());
+                    put_int(
+                        &mut self.body,
+                        unix_ns(e.timestamp).wrapping_sub(s.start_ns),
+                    );
+                    self.key_values(&e.attributes);
+                }
+            }
+            Events::Stored(events) => {
+                put_uint(&mut self.body, events.len() as u64);
+                for e in events {
+                    self.string(&e.name);
+                    put_int(&mut self.body, e.time_ns.wrapping_sub(s.start_ns));
+                    self.attributes(Attributes::Json(&e.attributes));
+                }
+            }
+        }
+        match s.links {
+            Links::Sdk(links) => {
+                put_uint(&mut self.body, links.len() as u64);
+                for l in links {
+                    self.body
+                        .extend_from_slice(&l.span_context.trace_id().to_bytes());
+                    self.body
+                        .extend_from_slice(&l.span_context.span_id().to_bytes());
+                    self.key_values(&l.attributes);
+                }
+            }
+            Links::Stored(links) => {
+                put_uint(&mut self.body, links.len() as u64);
+                for l in links {
+                    let hex = |s: &str| u128::from_str_radix(s, 16).unwrap_or(0);
+                    self.body.extend_from_slice(&hex(&l.trace_id).to_be_bytes());
+                    self.body
+                        .extend_from_slice(&(hex(&l.span_id) as u64).to_be_bytes());
+                    self.attributes(Attributes::Json(&l.attributes));
+                }
+            }
         }
         for d in s.dropped {
-            put_uint(&mut body, d.into());
+            put_uint(&mut self.body, d.into());
         }
-        put_int(&mut body, s.resource_id);
+        put_int(&mut self.body, s.resource_id);
     }
-    let mut out = Vec::with_capacity(body.len() + 16 * strings.len() + 8);
+}
+
+/// Encodes `spans` (all of one trace) relative to `base_ns`.
+pub(crate) fn encode<'a>(spans: &[SpanIn<'a>], base_ns: i64) -> Vec<u8> {
+    let mut enc = Encoder {
+        strings: Vec::new(),
+        index: HashMap::new(),
+        body: Vec::with_capacity(spans.len() * 80),
+    };
+    put_uint(&mut enc.body, spans.len() as u64);
+    for s in spans {
+        enc.span(s, base_ns);
+    }
+    let mut out = Vec::with_capacity(enc.body.len() + 16 * enc.strings.len() + 8);
     out.push(VERSION);
-    put_uint(&mut out, strings.len() as u64);
-    for s in &strings {
+    put_uint(&mut out, enc.strings.len() as u64);
+    for s in &enc.strings {
         put_str(&mut out, s);
     }
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&enc.body);
     out
 }
 
-/// Decodes a part; `None` if the bytes are not a part this version wrote.
+/// Decodes a part; `None` if the bytes are not a part this version or an
+/// earlier one wrote.
 pub(crate) fn decode(bytes: &[u8], base_ns: i64) -> Option<Vec<SpanOut>> {
     let mut r = Reader { bytes, at: 0 };
-    if r.byte()? != VERSION {
+    let version = r.byte()?;
+    if version != VERSION && version != VERSION_JSON {
         return None;
     }
     let n = r.uint()? as usize;
@@ -132,23 +361,53 @@ pub(crate) fn decode(bytes: &[u8], base_ns: i64) -> Option<Vec<SpanOut>> {
     for _ in 0..n {
         strings.push(r.str()?);
     }
-    let string = |i: u64| strings.get(i as usize).map(|s| s.to_string());
+    let table = Table(&strings);
     let n = r.uint()? as usize;
     let mut spans = Vec::with_capacity(n.min(bytes.len() / 20));
     for _ in 0..n {
         let span_id = r.u64()?;
         let parent = r.u64()?;
-        let name = string(r.uint()?)?;
-        let service = string(r.uint()?)?;
-        let scope = string(r.uint()?)?;
+        let name = table.owned(r.uint()?)?;
+        let service = table.owned(r.uint()?)?;
+        let scope = table.owned(r.uint()?)?;
         let kind = r.byte()?;
         let status = r.byte()?;
-        let message = string(r.uint()?)?;
+        let message = table.owned(r.uint()?)?;
         let start_ns = base_ns.wrapping_add(r.int()?);
         let end_ns = start_ns.wrapping_add(r.uint()? as i64);
-        let attributes = r.str()?.to_string();
-        let events = r.str()?.to_string();
-        let links = r.str()?.to_string();
+        let (attributes, events, links) = if version == VERSION_JSON {
+            let attributes = r.str()?;
+            let (events, links) = (r.str()?, r.str()?);
+            (
+                serde_json::from_str(attributes)
+                    .unwrap_or_else(|_| Json::String(attributes.to_string())),
+                serde_json::from_str(events).unwrap_or_default(),
+                serde_json::from_str(links).unwrap_or_default(),
+            )
+        } else {
+            let attributes = r.value(&table, 0)?;
+            let n = r.uint()? as usize;
+            let mut events = Vec::with_capacity(n.min(bytes.len()));
+            for _ in 0..n {
+                events.push(Event {
+                    name: table.owned(r.uint()?)?,
+                    time_ns: start_ns.wrapping_add(r.int()?),
+                    attributes: r.value(&table, 0)?,
+                });
+            }
+            let n = r.uint()? as usize;
+            let mut links = Vec::with_capacity(n.min(bytes.len()));
+            for _ in 0..n {
+                let trace_id = r.u128()?;
+                let span_id = r.u64()?;
+                links.push(Link {
+                    trace_id: format!("{trace_id:032x}"),
+                    span_id: format!("{span_id:016x}"),
+                    attributes: r.value(&table, 0)?,
+                });
+            }
+            (attributes, events, links)
+        };
         let dropped = [r.uint()? as u32, r.uint()? as u32, r.uint()? as u32];
         let resource_id = r.int()?;
         spans.push(SpanOut {
@@ -170,6 +429,27 @@ pub(crate) fn decode(bytes: &[u8], base_ns: i64) -> Option<Vec<SpanOut>> {
         });
     }
     Some(spans)
+}
+
+/// A part's strings.
+struct Table<'t, 'a>(&'t [&'a str]);
+
+impl<'a> Table<'_, 'a> {
+    fn get(&self, i: u64) -> Option<&'a str> {
+        self.0.get(usize::try_from(i).ok()?).copied()
+    }
+
+    fn owned(&self, i: u64) -> Option<String> {
+        self.get(i).map(str::to_string)
+    }
+}
+
+/// A float as JSON: JSON has no NaN or infinities; they stay readable as
+/// strings.
+fn float_json(f: f64) -> Json {
+    serde_json::Number::from_f64(f)
+        .map(Json::Number)
+        .unwrap_or_else(|| Json::String(f.to_string()))
 }
 
 fn put_uint(out: &mut Vec<u8>, mut v: u64) {
@@ -225,6 +505,53 @@ impl<'a> Reader<'a> {
         Some(u64::from_be_bytes(b))
     }
 
+    fn u128(&mut self) -> Option<u128> {
+        let end = self.at.checked_add(16)?;
+        let b: [u8; 16] = self.bytes.get(self.at..end)?.try_into().ok()?;
+        self.at = end;
+        Some(u128::from_be_bytes(b))
+    }
+
+    /// A value (version 2), as JSON.
+    fn value(&mut self, table: &Table<'_, 'a>, depth: usize) -> Option<Json> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        Some(match self.byte()? {
+            NULL => Json::Null,
+            FALSE => Json::Bool(false),
+            TRUE => Json::Bool(true),
+            INT => Json::from(self.int()?),
+            FLOAT => {
+                let end = self.at.checked_add(8)?;
+                let b: [u8; 8] = self.bytes.get(self.at..end)?.try_into().ok()?;
+                self.at = end;
+                float_json(f64::from_le_bytes(b))
+            }
+            STRING => Json::String(table.owned(self.uint()?)?),
+            TEXT => Json::String(self.str()?.to_string()),
+            ARRAY => {
+                let n = self.uint()? as usize;
+                let mut items = Vec::with_capacity(n.min(self.bytes.len() - self.at));
+                for _ in 0..n {
+                    items.push(self.value(table, depth + 1)?);
+                }
+                Json::Array(items)
+            }
+            OBJECT => {
+                let n = self.uint()? as usize;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let key = table.get(self.uint()?)?;
+                    // A repeated key: the last one given wins.
+                    map.insert(key.to_string(), self.value(table, depth + 1)?);
+                }
+                Json::Object(map)
+            }
+            _ => return None,
+        })
+    }
+
     fn str(&mut self) -> Option<&'a str> {
         let len = self.uint()? as usize;
         let end = self.at.checked_add(len)?;
@@ -236,11 +563,22 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    #[test]
-    fn parts_round_trip() {
-        let span = |id: u64, start: i64| SpanIn {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use serde_json::json;
+
+    use super::*;
+    use crate::ingest::attrs_json;
+
+    fn span<'a>(
+        id: u64,
+        start: i64,
+        attributes: Attributes<'a>,
+        events: Events<'a>,
+        links: Links<'a>,
+    ) -> SpanIn<'a> {
+        SpanIn {
             span_id: id,
             parent: if id == 1 { 0 } else { 1 },
             name: if id == 1 { "root" } else { "child é" },
@@ -251,13 +589,70 @@ mod tests {
             message: "broke",
             start_ns: start,
             end_ns: start + 5,
-            attributes: r#"{"k":1}"#.into(),
-            events: String::new(),
-            links: "[{}]".into(),
+            attributes,
+            events,
+            links,
             dropped: [1, 0, u32::MAX],
             resource_id: 7,
-        };
-        let spans = [span(1, 1_000), span(u64::MAX, 900), span(3, i64::MAX - 5)];
+        }
+    }
+
+    /// What the SDK gives comes back as the JSON version 1 stored (the
+    /// object `attrs_json` makes: a repeated key's last value, floats that
+    /// JSON cannot hold as text), whatever the value's type.
+    #[test]
+    fn parts_round_trip() {
+        let attrs = vec![
+            KeyValue::new("b", true),
+            KeyValue::new("i", -42_i64),
+            KeyValue::new("f", 1.5),
+            KeyValue::new("nan", f64::NAN),
+            KeyValue::new("s", "text é"),
+            KeyValue::new("i", 7_i64),
+            KeyValue::new("ab", Value::Array(vec![true, false].into())),
+            KeyValue::new("ai", Value::Array(vec![1_i64, i64::MIN].into())),
+            KeyValue::new("af", Value::Array(vec![0.25, f64::INFINITY].into())),
+            KeyValue::new(
+                "as",
+                Value::Array(Array::String(vec!["x".into(), "text é".into()])),
+            ),
+        ];
+        let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
+        let events = vec![
+            SdkEvent::new("retry", at(1_200), vec![KeyValue::new("n", 2_i64)], 0),
+            SdkEvent::new("early", at(10), vec![], 0),
+        ];
+        let ctx = SpanContext::new(
+            TraceId::from(u128::MAX - 3),
+            SpanId::from(u64::MAX - 1),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        );
+        let links = vec![SdkLink::new(ctx, vec![KeyValue::new("s", "l")], 0)];
+        let spans = [
+            span(
+                1,
+                1_000,
+                Attributes::Sdk(&attrs),
+                Events::Sdk(&events),
+                Links::Sdk(&links),
+            ),
+            span(
+                u64::MAX,
+                900,
+                Attributes::Sdk(&[]),
+                Events::Sdk(&[]),
+                Links::Sdk(&[]),
+            ),
+            span(
+                3,
+                i64::MAX - 5,
+                Attributes::Sdk(&attrs[..2]),
+                Events::Sdk(&[]),
+                Links::Sdk(&links),
+            ),
+        ];
         let bytes = encode(&spans, 950);
         let back = decode(&bytes, 950).unwrap();
         assert_eq!(back.len(), 3);
@@ -272,17 +667,104 @@ mod tests {
                 (b.kind, b.status, &*b.message)
             );
             assert_eq!((a.start_ns, a.end_ns), (b.start_ns, b.end_ns));
-            assert_eq!(
-                (&a.attributes, &a.events, &a.links),
-                (&b.attributes, &b.events, &b.links)
-            );
             assert_eq!((a.dropped, a.resource_id), (b.dropped, b.resource_id));
         }
+        assert_eq!(back[0].attributes, attrs_json(&attrs));
+        assert_eq!(back[0].attributes["i"], 7);
+        assert_eq!(back[0].attributes["nan"], "NaN");
+        assert_eq!(back[1].attributes, json!({}));
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
+                name: e.name.to_string(),
+                time_ns: unix_ns(e.timestamp),
+                attributes: attrs_json(&e.attributes),
+            })
+            .collect();
+        assert_eq!(back[0].events, events);
+        assert!(back[1].events.is_empty() && back[1].links.is_empty());
+        let link = Link {
+            trace_id: format!("{:032x}", u128::MAX - 3),
+            span_id: format!("{:016x}", u64::MAX - 1),
+            attributes: json!({"s": "l"}),
+        };
+        assert_eq!(back[0].links, [link.clone()]);
+        assert_eq!(back[2].links, [link]);
         // Truncated or foreign bytes are refused, never misread.
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut], 950).is_none(), "cut at {cut}");
         }
-        assert!(decode(&[2, 0, 0], 0).is_none());
+        assert!(decode(&[3, 0, 0], 0).is_none());
+    }
+
+    /// Stored values (a migration) are written as they are and read back
+    /// the same.
+    #[test]
+    fn stored_values_round_trip() {
+        let attrs = json!({"k": [1, 2.5, "x", null, {"deep": true}]});
+        let events = vec![Event {
+            name: "e".into(),
+            time_ns: 3,
+            attributes: json!({"a": "b"}),
+        }];
+        let links = vec![Link {
+            trace_id: format!("{:032x}", 0xabc_u128),
+            span_id: format!("{:016x}", 0xdef_u64),
+            attributes: json!({}),
+        }];
+        let spans = [span(
+            1,
+            10,
+            Attributes::Json(&attrs),
+            Events::Stored(&events),
+            Links::Stored(&links),
+        )];
+        let back = decode(&encode(&spans, 0), 0).unwrap();
+        assert_eq!(back[0].attributes, attrs);
+        assert_eq!(back[0].events, events);
+        assert_eq!(back[0].links, links);
+    }
+
+    /// Parts of schemas 4 and 5 (JSON text) are still read.
+    #[test]
+    fn version_1_parts_are_read() {
+        let mut part = vec![VERSION_JSON];
+        put_uint(&mut part, 3);
+        for s in ["op", "svc", ""] {
+            put_str(&mut part, s);
+        }
+        put_uint(&mut part, 1);
+        part.extend_from_slice(&5_u64.to_be_bytes());
+        part.extend_from_slice(&0_u64.to_be_bytes());
+        part.extend_from_slice(&[0, 1, 1, 0, 1]);
+        part.push(2);
+        put_int(&mut part, 0);
+        put_uint(&mut part, 9);
+        put_str(&mut part, r#"{"k":1}"#);
+        put_str(&mut part, r#"[{"name":"e","time_ns":4,"attributes":{}}]"#);
+        put_str(&mut part, "");
+        part.extend_from_slice(&[0, 0, 0]);
+        put_int(&mut part, 1);
+        let back = decode(&part, 100).unwrap();
+        assert_eq!(back[0].name, "op");
+        assert_eq!((back[0].start_ns, back[0].end_ns), (100, 109));
+        assert_eq!(back[0].attributes, json!({"k": 1}));
+        assert_eq!(back[0].events[0].time_ns, 4);
+        assert!(back[0].links.is_empty());
+    }
+
+    /// A damaged part nested past any depth the store writes is refused,
+    /// not followed down the stack.
+    #[test]
+    fn deep_nesting_is_refused() {
+        // One string (""), one span.
+        let mut part = vec![VERSION, 1, 0, 1];
+        part.extend_from_slice(&[0; 16]);
+        part.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        for _ in 0..100_000 {
+            part.extend_from_slice(&[ARRAY, 1]);
+        }
+        assert!(decode(&part, 0).is_none());
     }
 
     /// Past the strings found by a scan, the rest are hashed: every name
@@ -294,28 +776,21 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, name)| SpanIn {
-                span_id: i as u64 + 1,
-                parent: 0,
                 name,
-                service: "svc",
-                scope: "scope",
-                kind: 0,
-                status: 0,
-                message: "",
-                start_ns: 0,
-                end_ns: 1,
-                attributes: String::new(),
-                events: String::new(),
-                links: String::new(),
-                dropped: [0; 3],
-                resource_id: 1,
+                ..span(
+                    i as u64 + 1,
+                    0,
+                    Attributes::Sdk(&[]),
+                    Events::Sdk(&[]),
+                    Links::Sdk(&[]),
+                )
             })
             .collect();
         let bytes = encode(&spans, 0);
         let back = decode(&bytes, 0).unwrap();
         let back: Vec<&str> = back.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(back, names);
-        // 40 names, the service, the scope and the empty message.
+        // 40 names, the service, the scope and the message.
         assert_eq!(bytes[1], 43);
     }
 }

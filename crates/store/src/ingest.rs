@@ -19,7 +19,7 @@ use rusqlite::{OptionalExtension as _, params};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
-use crate::codec::{self, SpanIn};
+use crate::codec::{self, Attributes, Events, Links, SpanIn};
 use crate::trace_ids::{Filter, Finder};
 use crate::{Signal, Store, lock, now_ns, unix_ns};
 
@@ -453,21 +453,9 @@ fn span_in<'a>(span: &'a SpanData, service: &'a str, resource_id: i64) -> SpanIn
         message,
         start_ns: start,
         end_ns: unix_ns(span.end_time).max(start),
-        attributes: attrs_text(&span.attributes),
-        events: json_list(&span.events, |e| {
-            json!({
-                "name": e.name.as_ref(),
-                "time_ns": unix_ns(e.timestamp),
-                "attributes": attrs_json(&e.attributes),
-            })
-        }),
-        links: json_list(&span.links, |l| {
-            json!({
-                "trace_id": l.span_context.trace_id().to_string(),
-                "span_id": l.span_context.span_id().to_string(),
-                "attributes": attrs_json(&l.attributes),
-            })
-        }),
+        attributes: Attributes::Sdk(&span.attributes),
+        events: Events::Sdk(&span.events),
+        links: Links::Sdk(&span.links),
         dropped: [
             span.dropped_attributes_count,
             span.events.dropped_count,
@@ -967,27 +955,6 @@ pub(crate) fn attrs_json<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> J
     Json::Object(map.into_iter().collect())
 }
 
-/// `items` as the text of a JSON array, or "" for none (most spans have no
-/// events or links: then nothing is built, and the codec stores no bytes).
-fn json_list<T>(items: &[T], item: impl Fn(&T) -> Json) -> String {
-    if items.is_empty() {
-        String::new()
-    } else {
-        Json::Array(items.iter().map(item).collect()).to_string()
-    }
-}
-
-/// [`attrs_json`] as text, written straight from the attributes: a batch
-/// of spans or log records spends less time here than building JSON values
-/// first.
-pub(crate) fn attrs_text(attrs: &[KeyValue]) -> String {
-    let pairs: Vec<(&str, &Value)> = attrs
-        .iter()
-        .map(|kv| (kv.key.as_str(), &kv.value))
-        .collect();
-    object_text(&pairs, ValueRef)
-}
-
 /// A JSON object with sorted keys, the last value of a repeated key
 /// winning: the text `Json::Object` gives for the same pairs.
 fn object_text<'a, V: ?Sized, S: Serialize>(
@@ -1010,24 +977,6 @@ fn object_text<'a, V: ?Sized, S: Serialize>(
         // serde_json writes UTF-8.
         Ok(()) => String::from_utf8(out.into_inner()).unwrap_or_default(),
         Err(_) => "{}".to_string(),
-    }
-}
-
-/// An attribute value as [`value_json`] writes it.
-struct ValueRef<'a>(&'a Value);
-
-impl Serialize for ValueRef<'_> {
-    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        match self.0 {
-            Value::Bool(b) => serializer.serialize_bool(*b),
-            Value::I64(i) => serializer.serialize_i64(*i),
-            Value::String(s) => serializer.serialize_str(s.as_str()),
-            Value::Array(Array::Bool(a)) => a.serialize(serializer),
-            Value::Array(Array::I64(a)) => a.serialize(serializer),
-            Value::Array(Array::String(a)) => serializer.collect_seq(a.iter().map(|s| s.as_str())),
-            // Floats and anything newer: as `value_json` makes them.
-            other => value_json(other).serialize(serializer),
-        }
     }
 }
 
@@ -1113,30 +1062,7 @@ mod tests {
     /// values give: sorted keys, the last of a repeated key, escapes,
     /// non-finite floats and arrays alike.
     #[test]
-    fn attributes_text_matches_json_values() {
-        let attrs = vec![
-            KeyValue::new("z", 1i64),
-            KeyValue::new("a\"quoted\"\n", "line\u{1F600}\\"),
-            KeyValue::new("dup", "first"),
-            KeyValue::new("f", 2.0f64),
-            KeyValue::new("nan", f64::NAN),
-            KeyValue::new("inf", f64::NEG_INFINITY),
-            KeyValue::new("dup", "second"),
-            KeyValue::new("b", true),
-            KeyValue::new("ints", Value::Array(Array::I64(vec![1, -2]))),
-            KeyValue::new("floats", Value::Array(Array::F64(vec![0.5, f64::NAN]))),
-            KeyValue::new(
-                "strs",
-                Value::Array(Array::String(vec!["x".into(), "\"".into()])),
-            ),
-            KeyValue::new("bools", Value::Array(Array::Bool(vec![false]))),
-            KeyValue::new("dup", "third"),
-        ];
-        let text = attrs_text(&attrs);
-        assert_eq!(text, attrs_json(&attrs).to_string());
-        assert!(text.contains(r#""dup":"third""#), "{text}");
-        assert_eq!(attrs_text(&[]), "{}");
-
+    fn log_attributes_text_matches_json_values() {
         let logs: Vec<(opentelemetry::Key, AnyValue)> = vec![
             ("k".into(), AnyValue::Int(3)),
             ("b".into(), AnyValue::Bytes(Box::new(vec![0xde, 0xad]))),

@@ -748,7 +748,6 @@ fn span_out(
             r
         }
     };
-    let json = |t: &str| serde_json::from_str(t).unwrap_or(Json::String(t.to_string()));
     Ok(Span {
         trace_id: trace_id.to_string(),
         span_id: format!("{:016x}", s.span_id),
@@ -768,9 +767,9 @@ fn span_out(
             .unwrap_or(&"unset")
             .to_string(),
         status_message: s.message,
-        attributes: json(&s.attributes),
-        events: serde_json::from_str(&s.events).unwrap_or_default(),
-        links: serde_json::from_str(&s.links).unwrap_or_default(),
+        attributes: s.attributes,
+        events: s.events,
+        links: s.links,
         dropped: serde_json::json!({
             "attributes": s.dropped[0],
             "events": s.dropped[1],

@@ -8,7 +8,7 @@ use anyhow::Result;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::APPLICATION_ID;
-use crate::codec::{self, SpanIn};
+use crate::codec::{self, Attributes, Events, Links, SpanIn};
 
 /// One step of the schema: SQL, then (for data SQL cannot convert) Rust,
 /// then more SQL.
@@ -417,7 +417,9 @@ fn to_parts(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             s.and_then(|s| u64::from_str_radix(&s, 16).ok())
                 .unwrap_or(0)
         };
-        let list = |s: String| if s == "[]" { String::new() } else { s };
+        let json = |s: String| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s));
+        let events = |s: String| serde_json::from_str(&s).unwrap_or_default();
+        let links = |s: String| serde_json::from_str(&s).unwrap_or_default();
         spans.push(OldSpan {
             span_id: hex(r.get(1)?),
             parent: hex(r.get(2)?),
@@ -429,9 +431,9 @@ fn to_parts(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             end_ns: r.get(8)?,
             status: r.get(9)?,
             message: r.get(10)?,
-            attributes: r.get(11)?,
-            events: list(r.get(12)?),
-            links: list(r.get(13)?),
+            attributes: json(r.get(11)?),
+            events: events(r.get(12)?),
+            links: links(r.get(13)?),
             dropped: [count("attributes"), count("events"), count("links")],
             resource_id: r.get(15)?,
         });
@@ -454,9 +456,9 @@ struct OldSpan {
     end_ns: i64,
     status: String,
     message: String,
-    attributes: String,
-    events: String,
-    links: String,
+    attributes: serde_json::Value,
+    events: Vec<crate::query::Event>,
+    links: Vec<crate::query::Link>,
     dropped: [u32; 3],
     resource_id: i64,
 }
@@ -475,9 +477,9 @@ impl OldSpan {
             message: &self.message,
             start_ns: self.start_ns,
             end_ns: self.end_ns,
-            attributes: self.attributes.clone(),
-            events: self.events.clone(),
-            links: self.links.clone(),
+            attributes: Attributes::Json(&self.attributes),
+            events: Events::Stored(&self.events),
+            links: Links::Stored(&self.links),
             dropped: self.dropped,
             resource_id: self.resource_id,
         }
