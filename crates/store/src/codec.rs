@@ -139,7 +139,13 @@ impl<'a> Encoder<'a> {
 
     fn intern(&mut self, s: &'a str) -> u64 {
         if self.strings.len() <= Self::SCANNED {
-            if let Some(i) = self.strings.iter().position(|&t| t == s) {
+            // The same text is often the same borrowed string (a span's
+            // service, scope and static names): compared by address first.
+            if let Some(i) = self
+                .strings
+                .iter()
+                .position(|&t| std::ptr::eq(t, s) || t == s)
+            {
                 return i as u64;
             }
             self.strings.push(s);
@@ -688,7 +694,7 @@ mod tests {
             span_id: format!("{:016x}", u64::MAX - 1),
             attributes: json!({"s": "l"}),
         };
-        assert_eq!(back[0].links, [link.clone()]);
+        assert_eq!(back[0].links, std::slice::from_ref(&link));
         assert_eq!(back[2].links, [link]);
         // Truncated or foreign bytes are refused, never misread.
         for cut in 0..bytes.len() {

@@ -20,7 +20,7 @@ use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
 use crate::codec::{self, Attributes, Events, Links, SpanIn};
-use crate::trace_ids::{Filter, Finder};
+use crate::trace_ids::{Filter, Finder, Known};
 use crate::{Signal, Store, lock, now_ns, unix_ns};
 
 /// Writes spans, log records and metrics to a [`Store`]: one transaction per
@@ -69,14 +69,19 @@ impl StoreExporter {
         let mut index: HashMap<TraceId, usize> = HashMap::new();
         for span in batch {
             let trace_id = span.span_context.trace_id();
-            let i = *index.entry(trace_id).or_insert_with(|| {
-                groups.push((trace_id.to_string(), trace_id_key(trace_id), Vec::new()));
-                groups.len() - 1
-            });
+            let id = trace_id_key(trace_id);
+            // A trace's spans mostly come together: no hashing for those.
+            let i = match groups.last() {
+                Some((_, last, _)) if *last == id => groups.len() - 1,
+                _ => *index.entry(trace_id).or_insert_with(|| {
+                    groups.push((trace_id.to_string(), id, Vec::new()));
+                    groups.len() - 1
+                }),
+            };
             groups[i].2.push(span);
         }
         let mut written_traces = Vec::new();
-        let last_key = self
+        let (pruned, last_key, keyed) = self
             .store
             .write_batch(Signal::Spans, batch.len() as u64, |tx| {
                 tx.prepare_cached("INSERT OR IGNORE INTO resources (json) VALUES (?1)")?
@@ -87,15 +92,24 @@ impl StoreExporter {
                 note_service(tx, &self.service)?;
                 let written = write_time(tx)?;
                 let mut ids = lock(&self.store.inner.ids);
-                let mut filter = ids.ready(tx, groups.len())?;
+                let mut known = ids.ready(tx, groups.len())?;
                 let mut keys = TraceKeys::new(tx)?;
                 // Look the traces up in index order: neighbouring probes
                 // share pages.
                 let mut order: Vec<usize> = (0..groups.len()).collect();
                 order.sort_by_key(|&i| groups[i].1);
                 let mut found = vec![None; groups.len()];
+                // The traces given rows that the recent keys lack.
+                let mut keyed = Vec::with_capacity(groups.len());
                 for i in order {
-                    found[i] = keys.find(filter.as_deref(), groups[i].1, &groups[i].0)?;
+                    found[i] = match keys.find(&known, groups[i].1, &groups[i].0)? {
+                        Lookup::Recent(key, count) => Some((key, count)),
+                        Lookup::Stored(key, count) => {
+                            keyed.push((groups[i].1, key));
+                            Some((key, count))
+                        }
+                        Lookup::New => None,
+                    };
                 }
                 let mut parts = PartWriter::new(tx)?;
                 let mut insert_trace = tx.prepare_cached(
@@ -129,7 +143,7 @@ impl StoreExporter {
                 for ((hex, id, group), found) in groups.iter().zip(found) {
                     let (key, stored) = match found {
                         Some(f) => f,
-                        None => (keys.new_key(tx, filter.as_deref_mut(), *id)?, 0),
+                        None => (keys.new_key(tx, known.filter.as_deref_mut(), *id)?, 0),
                     };
                     // A span sent twice is stored once and counted once.
                     let mut seen = if stored > 0 {
@@ -162,6 +176,7 @@ impl StoreExporter {
                         if agg.spans == 0 {
                             continue;
                         }
+                        keyed.push((*id, key));
                         insert_trace.execute(params![
                             key,
                             hex,
@@ -204,10 +219,10 @@ impl StoreExporter {
                 }
                 parts.finish()?;
                 add_counts(tx, [new_traces, new_spans, 0, 0])?;
-                keys.finish(tx)
+                Ok((known.pruned, keys.finish(tx)?, keyed))
             })
             .map_err(OTelSdkError::InternalFailure)?;
-        self.store.committed_keys(last_key);
+        self.store.committed_keys(pruned, last_key, keyed);
         self.store.note_traces(written_traces);
         Ok(())
     }
@@ -252,7 +267,7 @@ impl StoreExporter {
                 }
             })
             .collect();
-        let last_key = self
+        let (pruned, last_key, keyed) = self
             .store
             .write_batch(Signal::Logs, rows.len() as u64, |tx| {
                 note_service(tx, &self.service)?;
@@ -264,16 +279,21 @@ impl StoreExporter {
                 traces.sort_by_key(|&(_, id, _)| id);
                 traces.dedup_by_key(|&mut (_, id, _)| id);
                 let mut ids = lock(&self.store.inner.ids);
-                let mut filter = ids.ready(tx, traces.len())?;
+                let mut known = ids.ready(tx, traces.len())?;
                 let mut next = TraceKeys::new(tx)?;
                 let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
+                let mut keyed = Vec::with_capacity(traces.len());
                 let mut new = Vec::new();
                 for &(hex, id, time) in &traces {
-                    match next.find_key(filter.as_deref(), id)? {
-                        Some(key) => {
+                    match next.find_key(&known, id)? {
+                        Lookup::Recent(key, _) => {
                             keys.insert(hex, key);
                         }
-                        None => new.push((hex, id, time)),
+                        Lookup::Stored(key, _) => {
+                            keys.insert(hex, key);
+                            keyed.push((id, key));
+                        }
+                        Lookup::New => new.push((hex, id, time)),
                     }
                 }
                 // A trace no span of which is stored yet gets a row holding
@@ -284,9 +304,10 @@ impl StoreExporter {
                      VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
                 )?;
                 for (hex, id, time) in new {
-                    let key = next.new_key(tx, filter.as_deref_mut(), id)?;
+                    let key = next.new_key(tx, known.filter.as_deref_mut(), id)?;
                     placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
                     keys.insert(hex, key);
+                    keyed.push((id, key));
                 }
                 let keys: Vec<Option<i64>> = rows
                     .iter()
@@ -318,10 +339,10 @@ impl StoreExporter {
                     one.execute(rusqlite::params_from_iter(r.params(service)))?;
                 }
                 add_counts(tx, [0, 0, rows.len() as i64, 0])?;
-                next.finish(tx)
+                Ok((known.pruned, next.finish(tx)?, keyed))
             })
             .map_err(OTelSdkError::InternalFailure)?;
-        self.store.committed_keys(last_key);
+        self.store.committed_keys(pruned, last_key, keyed);
         Ok(())
     }
 
@@ -465,6 +486,16 @@ fn span_in<'a>(span: &'a SpanData, service: &'a str, resource_id: i64) -> SpanIn
     }
 }
 
+/// Where a trace's row was found: its key and (for spans) its stored span
+/// count.
+enum Lookup {
+    /// Among the recent keys.
+    Recent(i64, i64),
+    /// In the file.
+    Stored(i64, i64),
+    New,
+}
+
 /// The keys of the traces one transaction writes: a stored trace's own, or
 /// a new one handed out after the highest ever handed out (the immediate
 /// transaction keeps other writers out until it commits, so ids stay
@@ -485,30 +516,35 @@ impl<'tx> TraceKeys<'tx> {
     /// The key of trace `hex` (index key `id`) and its stored span count,
     /// if it has a row. The filter, when there is one, answers for most
     /// new traces.
-    fn find(
-        &mut self,
-        filter: Option<&Filter>,
-        id: (i64, i64),
-        hex: &str,
-    ) -> rusqlite::Result<Option<(i64, i64)>> {
-        if filter.is_some_and(|f| !f.may_hold(id)) {
-            return Ok(None);
+    fn find(&mut self, known: &Known<'_>, id: (i64, i64), hex: &str) -> rusqlite::Result<Lookup> {
+        if let Some(key) = known.recent.get(id)
+            && let Some(count) = self.finder.span_count(key)?
+        {
+            return Ok(Lookup::Recent(key, count));
         }
-        self.finder.find(id, hex)
+        if known.filter.as_deref().is_some_and(|f| !f.may_hold(id)) {
+            return Ok(Lookup::New);
+        }
+        Ok(match self.finder.find(id, hex)? {
+            Some((key, count)) => Lookup::Stored(key, count),
+            None => Lookup::New,
+        })
     }
 
     /// The key of the trace with index key `id`, if it has a row: read
     /// from the id index alone (a writer's ids are well-formed, so the
     /// index key is the id).
-    fn find_key(
-        &mut self,
-        filter: Option<&Filter>,
-        id: (i64, i64),
-    ) -> rusqlite::Result<Option<i64>> {
-        if filter.is_some_and(|f| !f.may_hold(id)) {
-            return Ok(None);
+    fn find_key(&mut self, known: &Known<'_>, id: (i64, i64)) -> rusqlite::Result<Lookup> {
+        if let Some(key) = known.recent.get(id) {
+            return Ok(Lookup::Recent(key, 0));
         }
-        self.finder.find_key(id)
+        if known.filter.as_deref().is_some_and(|f| !f.may_hold(id)) {
+            return Ok(Lookup::New);
+        }
+        Ok(match self.finder.find_key(id)? {
+            Some(key) => Lookup::Stored(key, 0),
+            None => Lookup::New,
+        })
     }
 
     /// A key for new trace `id` (the caller writes its row in this

@@ -501,12 +501,14 @@ impl Store {
         }
     }
 
-    /// Trace keys up to `last` were committed: the writers' filter holds
-    /// their ids.
-    pub(crate) fn committed_keys(&self, last: Option<i64>) {
-        if let Some(last) = last {
-            lock(&self.inner.ids).committed(last);
-        }
+    /// A write transaction committed: see [`trace_ids::Ids::committed`].
+    pub(crate) fn committed_keys(
+        &self,
+        pruned: i64,
+        last: Option<i64>,
+        written: impl IntoIterator<Item = ((i64, i64), i64)>,
+    ) {
+        lock(&self.inner.ids).committed(pruned, last, written);
     }
 
     pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = String>) {
@@ -729,6 +731,10 @@ impl Store {
         let points =
             tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
         ingest::add_counts(&tx, [-traces, -spans, -logs, -points])?;
+        if traces + waiting > 0 {
+            // Writers forget the trace keys they remember (`trace_ids::Recent`).
+            tx.execute("UPDATE counts SET pruned = pruned + 1", [])?;
+        }
         tx.execute("DELETE FROM temp.pruned", [])?;
         tx.commit()?;
         traces += waiting;

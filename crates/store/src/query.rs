@@ -845,7 +845,7 @@ fn search_keys(conn: &rusqlite::Connection, q: &str) -> Result<Option<Vec<i64>>>
 fn slowest(conn: &rusqlite::Connection, w: &Where, limit: usize) -> Result<Vec<TraceSummary>> {
     let epochs = crate::trace_ids::epochs(conn)?;
     let sql = format!(
-        "SELECT {TRACE_COLUMNS} FROM traces INDEXED BY traces_slow {} AND trace_key >> 14 = ?{}
+        "SELECT {TRACE_COLUMNS} FROM traces INDEXED BY traces_slow {} AND trace_key >> 12 = ?{}
          ORDER BY duration_ns DESC",
         w.sql(),
         w.params.len() + 1

@@ -2,16 +2,19 @@
 //! trace on a random page.
 //!
 //! The id index (schema 5) leads with the trace's *epoch*, its key
-//! shifted right by 14 bits (runs of 16 384 traces). Keys are handed out
-//! in arrival order, so new entries go to the last epoch's pages (about a
-//! hundred, which stay in the page cache), and a batch rewrites a few of
+//! shifted right by 12 bits (runs of 4 096 traces). Keys are handed out
+//! in arrival order, so new entries go to the last epoch's pages (a few
+//! dozen, which stay in the page cache), and a batch rewrites some of
 //! them instead of about one page per trace. The price is paid by
-//! lookups, which probe each epoch, newest first: about 60 index searches
-//! at a million traces, a fraction of a millisecond, for a view. Writers
+//! lookups, which probe each epoch, newest first: about 250 index searches
+//! at a million traces, a millisecond or two, for a view. Writers
 //! look up every trace of every batch, and most are new, so a handle that
 //! has made enough lookups asks a [`Filter`] first: a Bloom filter of the
 //! ids stored, that answers "not stored" for a new id without touching the
-//! file ([`Ids`]).
+//! file; and a trace it wrote lately (a log record's, or one whose spans
+//! come in several batches) is found in [`Recent`] ([`Ids`]).
+
+use std::collections::{HashMap, VecDeque};
 
 use rusqlite::{Connection, OptionalExtension as _};
 
@@ -29,7 +32,7 @@ impl<'c> Finder<'c> {
     pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
         let stmt = conn.prepare_cached(
             "SELECT trace_key, span_count FROM traces
-             WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3 AND trace_id = ?4",
+             WHERE trace_key >> 12 = ?1 AND id_hi = ?2 AND id_lo = ?3 AND trace_id = ?4",
         )?;
         Ok(Finder {
             conn,
@@ -50,7 +53,7 @@ impl<'c> Finder<'c> {
     pub(crate) fn find_key(&mut self, id: (i64, i64)) -> rusqlite::Result<Option<i64>> {
         self.epochs()?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT trace_key FROM traces WHERE trace_key >> 14 = ?1 AND id_hi = ?2 AND id_lo = ?3",
+            "SELECT trace_key FROM traces WHERE trace_key >> 12 = ?1 AND id_hi = ?2 AND id_lo = ?3",
         )?;
         for &epoch in self.epochs.iter().flatten() {
             let key = stmt
@@ -61,6 +64,14 @@ impl<'c> Finder<'c> {
             }
         }
         Ok(None)
+    }
+
+    /// The stored span count of the trace with key `key`, if it has a row.
+    pub(crate) fn span_count(&self, key: i64) -> rusqlite::Result<Option<i64>> {
+        self.conn
+            .prepare_cached("SELECT span_count FROM traces WHERE trace_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
     }
 
     /// The key and stored span count of the trace with id `hex` (index key
@@ -96,7 +107,7 @@ impl<'c> Finder<'c> {
         let epochs = epochs(conn)?;
         let mut stmt = conn.prepare_cached(
             "SELECT trace_key, trace_id FROM traces
-             WHERE trace_key >> 14 = ?1 AND id_hi BETWEEN ?2 AND ?3
+             WHERE trace_key >> 12 = ?1 AND id_hi BETWEEN ?2 AND ?3
                  AND trace_id >= ?4 AND trace_id < ?4 || 'g' LIMIT ?5",
         )?;
         let mut found = Vec::new();
@@ -125,9 +136,9 @@ pub(crate) fn epochs(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
     let mut epochs = Vec::new();
     let mut below = i64::MAX;
     while let Some(key) = stmt.query_row([below], |r| r.get::<_, Option<i64>>(0))? {
-        let epoch = key >> 14;
+        let epoch = key >> 12;
         epochs.push(epoch);
-        below = epoch << 14;
+        below = epoch << 12;
     }
     Ok(epochs)
 }
@@ -148,20 +159,79 @@ pub(crate) fn key_of(conn: &Connection, hex: &str) -> rusqlite::Result<Option<i6
 pub(crate) struct Ids {
     filter: Option<Filter>,
     lookups: u64,
+    recent: Recent,
+}
+
+/// What a write transaction knows of the ids stored ([`Ids::ready`]).
+pub(crate) struct Known<'a> {
+    /// `None` while probing the file is cheaper.
+    pub filter: Option<&'a mut Filter>,
+    pub recent: &'a Recent,
+    /// `counts.pruned` as the transaction read it: give it back to
+    /// [`Ids::committed`].
+    pub pruned: i64,
+}
+
+/// The keys of the traces this handle wrote last, by id: most log records
+/// belong to a trace whose spans were just written (or the reverse), and
+/// finding it here saves probing the epochs. A key stays right as long as
+/// its row exists, and rows go only by retention, which raises
+/// `counts.pruned`: when that changes, everything here is forgotten.
+#[derive(Default)]
+pub(crate) struct Recent {
+    keys: HashMap<(i64, i64), i64>,
+    order: VecDeque<(i64, i64)>,
+    pruned: i64,
+}
+
+/// Traces [`Recent`] remembers (about 3 MiB): more than a batch or two of
+/// the largest batches holds.
+const RECENT: usize = 65_536;
+
+impl Recent {
+    pub(crate) fn get(&self, id: (i64, i64)) -> Option<i64> {
+        self.keys.get(&id).copied()
+    }
+
+    fn insert(&mut self, id: (i64, i64), key: i64) {
+        if self.keys.insert(id, key).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > RECENT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self, pruned: i64) {
+        self.keys.clear();
+        self.order.clear();
+        self.pruned = pruned;
+    }
 }
 
 /// Lookups after which a handle builds its filter.
 const BUILD_AFTER: u64 = 1024;
 
 impl Ids {
-    /// The filter, caught up with the file, for a write transaction that
-    /// looks up `lookups` traces; `None` while probing is cheaper. Rebuilt
-    /// when it has grown past its size.
+    /// The filter, caught up with the file, and the recent keys, for a
+    /// write transaction that looks up `lookups` traces. The filter is
+    /// rebuilt when it has grown past its size; the recent keys are
+    /// forgotten if retention removed traces since they were taken.
     pub(crate) fn ready(
         &mut self,
         conn: &Connection,
         lookups: usize,
-    ) -> rusqlite::Result<Option<&mut Filter>> {
+    ) -> rusqlite::Result<Known<'_>> {
+        let pruned: i64 = conn.query_row(
+            "SELECT coalesce((SELECT max(pruned) FROM counts), 0)",
+            [],
+            |r| r.get(0),
+        )?;
+        if pruned != self.recent.pruned {
+            self.recent.clear(pruned);
+        }
         self.lookups = self.lookups.saturating_add(lookups as u64);
         let stale = match &mut self.filter {
             Some(f) if f.entries <= f.capacity => {
@@ -174,13 +244,29 @@ impl Ids {
         if stale {
             self.filter = Some(Filter::build(conn)?);
         }
-        Ok(self.filter.as_mut())
+        Ok(Known {
+            filter: self.filter.as_mut(),
+            recent: &self.recent,
+            pruned,
+        })
     }
 
-    /// Keys up to `key` were committed.
-    pub(crate) fn committed(&mut self, key: i64) {
-        if let Some(f) = &mut self.filter {
-            f.committed(key);
+    /// A transaction that read `counts.pruned` as `pruned` committed: keys
+    /// up to `last` were handed out, and the traces `written` have rows.
+    /// If retention has run since, they are not remembered.
+    pub(crate) fn committed(
+        &mut self,
+        pruned: i64,
+        last: Option<i64>,
+        written: impl IntoIterator<Item = ((i64, i64), i64)>,
+    ) {
+        if let (Some(f), Some(last)) = (&mut self.filter, last) {
+            f.committed(last);
+        }
+        if pruned == self.recent.pruned {
+            for (id, key) in written {
+                self.recent.insert(id, key);
+            }
         }
     }
 }
@@ -291,14 +377,14 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE traces (trace_key INTEGER PRIMARY KEY, id_hi INTEGER, id_lo INTEGER);
-             CREATE INDEX traces_id ON traces (trace_key >> 14, id_hi, id_lo);
-             CREATE TABLE counts (last_key INTEGER);
-             INSERT INTO counts VALUES (0);",
+             CREATE INDEX traces_id ON traces (trace_key >> 12, id_hi, id_lo);
+             CREATE TABLE counts (last_key INTEGER, pruned INTEGER);
+             INSERT INTO counts VALUES (0, 0);",
         )
         .unwrap();
         let mut known = Ids {
-            filter: None,
             lookups: BUILD_AFTER,
+            ..Ids::default()
         };
         let mut state = 0x0123_4567_89ab_cdefu64;
         let mut ids = || {
@@ -326,7 +412,7 @@ mod tests {
                 known.ready(&conn, 1).unwrap();
             }
         }
-        let filter = known.ready(&conn, 1).unwrap().unwrap();
+        let filter = known.ready(&conn, 1).unwrap().filter.unwrap();
         assert!(stored.iter().all(|&id| filter.may_hold(id)));
         let invented = (0..100_000).filter(|_| filter.may_hold(ids())).count();
         assert!(invented < 100, "{invented} false positives in 100 000");

@@ -890,7 +890,7 @@ fn traces_in_different_epochs_are_found_joined_and_ordered() {
     let (one, two) = (store.exporter(), other.exporter());
     let now = SystemTime::now();
     // Trace 1 in epoch 0, traces 2 and 3 (the last written by the other
-    // handle) in epoch 3: keys jump as if 50 000 traces had come between.
+    // handle) in epoch 12: keys jump as if 50 000 traces had come between.
     // 1 100 one-span traces first, through one handle only: past them it
     // keeps a filter of the stored ids, while the other still probes the
     // file, so both ways of looking up are used below.
@@ -990,5 +990,86 @@ fn traces_in_different_epochs_are_found_joined_and_ordered() {
         .map(|t| (t.trace_id, t.duration_ns))
         .collect();
     assert_eq!(errors, [(id(3), 18_000_000), (id(150), 10_000_000)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A writer remembers the keys of the traces it wrote lately, so that a
+/// log record or later spans find their trace without a lookup. Once
+/// retention removes such a trace (here through another handle, as another
+/// process would), its key is not used again: the trace's later telemetry
+/// makes a new row, and its spans and logs are found together.
+#[test]
+fn remembered_trace_keys_go_with_retention() {
+    let dir = temp_dir("recent");
+    let path = dir.join("t.db");
+    let writer = open(&path);
+    let pruner = Store::open(
+        &path,
+        StoreOptions {
+            retention: Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    let logs = SdkLoggerProvider::builder()
+        .with_resource(resource("shop"))
+        .with_simple_exporter(writer.exporter())
+        .build();
+    let logger = logs.logger("test");
+    let emit = |body: &'static str| {
+        let mut record = logger.create_log_record();
+        record.set_timestamp(SystemTime::now());
+        record.set_body(body.into());
+        record.set_trace_context(
+            support::trace_id(1),
+            opentelemetry::trace::SpanId::from(1 << 16 | 1),
+            None,
+        );
+        logger.emit(record);
+    };
+    let t1 = support::trace_id(1).to_string();
+    let key = |store: &Store| -> Vec<i64> {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT trace_key FROM traces WHERE trace_id = ?1")
+            .unwrap();
+        stmt.query_map([&t1], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    block_on(
+        writer
+            .exporter()
+            .export(support::trace(1, 2, SystemTime::now(), false)),
+    )
+    .unwrap();
+    emit("before");
+    let first = key(&writer);
+    assert_eq!(first.len(), 1);
+    assert_eq!(writer.trace(&t1).unwrap().unwrap().logs.len(), 1);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(pruner.prune().unwrap() >= 1);
+    assert!(writer.trace(&t1).unwrap().is_none(), "trace 1 was removed");
+
+    emit("after");
+    block_on(
+        writer
+            .exporter()
+            .export(vec![support::span(1, 5, SystemTime::now(), false)]),
+    )
+    .unwrap();
+    let second = key(&writer);
+    assert_eq!(second.len(), 1, "one row for trace 1");
+    assert!(second[0] > first[0], "a new key: {first:?} then {second:?}");
+    let full = writer.trace(&t1).unwrap().expect("trace 1 again");
+    assert_eq!(full.spans.len(), 1);
+    let bodies: Vec<&str> = full.logs.iter().map(|l| l.body.as_str()).collect();
+    assert_eq!(bodies, ["after"], "the record joined the new row");
+    logs.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
