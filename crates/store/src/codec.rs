@@ -27,19 +27,32 @@
 //! ```
 //!
 //! Names, services, scopes, attribute keys and text values repeat within a
-//! batch, so they are written once per part. Attributes are written from
+//! batch, so they are written once per part.
+//!
+//! Log records are kept many to a row of `log_chunks` (schema 6), for the
+//! same reason, in the same way:
+//!
+//! ```text
+//! version (1)   strings: count, then each string   records: count, then each:
+//!   time - the chunk's first (unsigned)  severity number (signed)
+//!   severity text: string index  body: string  target, service: string index
+//!   trace: 0 none | 1 trace id (16 bytes), span id (8 bytes) | 2 both as text
+//!   trace key (0: none)  attributes: a value (an object)
+//! ``` Attributes are written from
 //! the SDK's values as they are, without making JSON (version 1 held them
 //! as JSON text, the dearest part of encoding a span); reading makes the
 //! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
 //! read.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use opentelemetry::logs::AnyValue;
 use opentelemetry::trace::{Event as SdkEvent, Link as SdkLink};
 use opentelemetry::{Array, KeyValue, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::query::{Event, Link};
+use crate::query::{Event, Link, LogRecord};
 use crate::unix_ns;
 
 const VERSION: u8 = 2;
@@ -257,6 +270,55 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    /// A log attribute value, as `ingest::any_json` shows it.
+    fn any_value(&mut self, v: &'a AnyValue) {
+        match v {
+            AnyValue::Int(i) => self.int(*i),
+            AnyValue::Double(f) => self.float(*f),
+            // Log text is mostly unique: written in place, not interned.
+            AnyValue::String(s) => self.text(s.as_str()),
+            AnyValue::Boolean(b) => self.body.push(if *b { TRUE } else { FALSE }),
+            AnyValue::Bytes(b) => {
+                let hex: String = b.iter().map(|b| format!("{b:02x}")).collect();
+                self.text(&hex);
+            }
+            AnyValue::ListAny(l) => {
+                self.body.push(ARRAY);
+                put_uint(&mut self.body, l.len() as u64);
+                l.iter().for_each(|v| self.any_value(v));
+            }
+            AnyValue::Map(m) => {
+                self.body.push(OBJECT);
+                put_uint(&mut self.body, m.len() as u64);
+                for (k, v) in m.iter() {
+                    self.string(k.as_str());
+                    self.any_value(v);
+                }
+            }
+            other => self.text(&format!("{other:?}")),
+        }
+    }
+
+    fn new(capacity: usize) -> Self {
+        Encoder {
+            strings: Vec::new(),
+            index: HashMap::new(),
+            body: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The strings, then the body.
+    fn finish(self, version: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 16 * self.strings.len() + 8);
+        out.push(version);
+        put_uint(&mut out, self.strings.len() as u64);
+        for s in &self.strings {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     fn attributes(&mut self, attrs: Attributes<'a>) {
         match attrs {
             Attributes::Sdk(kv) => self.key_values(kv),
@@ -335,23 +397,12 @@ impl<'a> Encoder<'a> {
 
 /// Encodes `spans` (all of one trace) relative to `base_ns`.
 pub(crate) fn encode<'a>(spans: &[SpanIn<'a>], base_ns: i64) -> Vec<u8> {
-    let mut enc = Encoder {
-        strings: Vec::new(),
-        index: HashMap::new(),
-        body: Vec::with_capacity(spans.len() * 80),
-    };
+    let mut enc = Encoder::new(spans.len() * 80);
     put_uint(&mut enc.body, spans.len() as u64);
     for s in spans {
         enc.span(s, base_ns);
     }
-    let mut out = Vec::with_capacity(enc.body.len() + 16 * enc.strings.len() + 8);
-    out.push(VERSION);
-    put_uint(&mut out, enc.strings.len() as u64);
-    for s in &enc.strings {
-        put_str(&mut out, s);
-    }
-    out.extend_from_slice(&enc.body);
-    out
+    enc.finish(VERSION)
 }
 
 /// Decodes a part; `None` if the bytes are not a part this version or an
@@ -435,6 +486,144 @@ pub(crate) fn decode(bytes: &[u8], base_ns: i64) -> Option<Vec<SpanOut>> {
         });
     }
     Some(spans)
+}
+
+/// The version of a log chunk's encoding.
+const LOG_VERSION: u8 = 1;
+
+/// A log record as a chunk takes it.
+pub(crate) struct LogIn<'a> {
+    pub time_ns: i64,
+    pub severity: i32,
+    pub text: Cow<'a, str>,
+    pub body: Cow<'a, str>,
+    pub target: Cow<'a, str>,
+    pub service: &'a str,
+    pub trace: LogTrace<'a>,
+    /// Its trace's row, if it has a trace.
+    pub trace_key: Option<i64>,
+    pub attributes: LogAttributes<'a>,
+}
+
+/// The trace and span a log record was emitted in.
+pub(crate) enum LogTrace<'a> {
+    None,
+    Ids(u128, u64),
+    /// As a migrated row held them.
+    Text(&'a str, &'a str),
+}
+
+/// A log record's attributes.
+pub(crate) enum LogAttributes<'a> {
+    Sdk(Vec<(&'a str, &'a AnyValue)>),
+    /// A JSON object (a migrated record).
+    Json(Json),
+}
+
+/// Encodes `records` (not empty), whose earliest time is `base_ns`.
+pub(crate) fn encode_logs(records: &[LogIn<'_>], base_ns: i64) -> Vec<u8> {
+    let mut enc = Encoder::new(records.len() * 96);
+    put_uint(&mut enc.body, records.len() as u64);
+    for r in records {
+        put_uint(&mut enc.body, r.time_ns.wrapping_sub(base_ns) as u64);
+        put_int(&mut enc.body, r.severity.into());
+        enc.string(&r.text);
+        put_str(&mut enc.body, &r.body);
+        enc.string(&r.target);
+        enc.string(r.service);
+        match r.trace {
+            LogTrace::None => enc.body.push(0),
+            LogTrace::Ids(trace, span) => {
+                enc.body.push(1);
+                enc.body.extend_from_slice(&trace.to_be_bytes());
+                enc.body.extend_from_slice(&span.to_be_bytes());
+            }
+            LogTrace::Text(trace, span) => {
+                enc.body.push(2);
+                put_str(&mut enc.body, trace);
+                put_str(&mut enc.body, span);
+            }
+        }
+        put_uint(&mut enc.body, r.trace_key.unwrap_or(0) as u64);
+        match &r.attributes {
+            LogAttributes::Sdk(pairs) => {
+                enc.body.push(OBJECT);
+                put_uint(&mut enc.body, pairs.len() as u64);
+                for &(k, v) in pairs {
+                    enc.string(k);
+                    enc.any_value(v);
+                }
+            }
+            LogAttributes::Json(j) => enc.attributes(Attributes::Json(j)),
+        }
+    }
+    enc.finish(LOG_VERSION)
+}
+
+/// Decodes chunk `chunk_id` (whose earliest time is `base_ns`): each
+/// record with its trace key. A record's id is the chunk's shifted left by
+/// 16 bits, plus its place in the chunk. `None` if the bytes are not a
+/// chunk this version wrote.
+pub(crate) fn decode_logs(
+    bytes: &[u8],
+    chunk_id: i64,
+    base_ns: i64,
+) -> Option<Vec<(LogRecord, Option<i64>)>> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.byte()? != LOG_VERSION {
+        return None;
+    }
+    let n = r.uint()? as usize;
+    let mut strings = Vec::with_capacity(n.min(bytes.len()));
+    for _ in 0..n {
+        strings.push(r.str()?);
+    }
+    let table = Table(&strings);
+    let n = r.uint()? as usize;
+    if n > 1 << 16 {
+        return None;
+    }
+    let mut records = Vec::with_capacity(n.min(bytes.len() / 8));
+    for i in 0..n {
+        let time_ns = base_ns.wrapping_add(r.uint()? as i64);
+        let severity_number = i32::try_from(r.int()?).ok()?;
+        let severity_text = table.owned(r.uint()?)?;
+        let body = r.str()?.to_string();
+        let target = table.owned(r.uint()?)?;
+        let service = table.owned(r.uint()?)?;
+        let (trace_id, span_id) = match r.byte()? {
+            0 => (None, None),
+            1 => {
+                let trace = r.u128()?;
+                let span = r.u64()?;
+                (Some(format!("{trace:032x}")), Some(format!("{span:016x}")))
+            }
+            2 => {
+                let trace = r.str()?.to_string();
+                let span = r.str()?;
+                (Some(trace), (!span.is_empty()).then(|| span.to_string()))
+            }
+            _ => return None,
+        };
+        let key = r.uint()? as i64;
+        let attributes = r.value(&table, 0)?;
+        records.push((
+            LogRecord {
+                id: (chunk_id << 16) | i as i64,
+                time_ns,
+                severity_number,
+                severity_text,
+                body,
+                target,
+                service,
+                trace_id,
+                span_id,
+                attributes,
+            },
+            (key > 0).then_some(key),
+        ));
+    }
+    Some(records)
 }
 
 /// A part's strings.
@@ -771,6 +960,97 @@ mod tests {
             part.extend_from_slice(&[ARRAY, 1]);
         }
         assert!(decode(&part, 0).is_none());
+    }
+
+    /// Log records come back as they went in, their attributes as the JSON
+    /// `any_json` makes of each value (bytes as hex, lists, maps, the last
+    /// of a repeated key), with ids that follow their order.
+    #[test]
+    fn log_chunks_round_trip() {
+        use opentelemetry::Key;
+
+        use crate::ingest::any_json;
+
+        let values: Vec<(Key, AnyValue)> = vec![
+            ("i".into(), AnyValue::Int(-3)),
+            ("d".into(), AnyValue::Double(f64::INFINITY)),
+            ("s".into(), AnyValue::String("text é".into())),
+            ("b".into(), AnyValue::Boolean(true)),
+            ("x".into(), AnyValue::Bytes(Box::new(vec![0xde, 0xad]))),
+            (
+                "l".into(),
+                AnyValue::ListAny(Box::new(vec![
+                    AnyValue::Int(1),
+                    AnyValue::String("a".into()),
+                ])),
+            ),
+            (
+                "m".into(),
+                AnyValue::Map(Box::new(
+                    [(Key::from("k"), AnyValue::Boolean(false))]
+                        .into_iter()
+                        .collect(),
+                )),
+            ),
+            ("i".into(), AnyValue::Int(4)),
+        ];
+        let pairs: Vec<(&str, &AnyValue)> = values.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let records = [
+            LogIn {
+                time_ns: 1_000,
+                severity: 17,
+                text: Cow::Borrowed("ERROR"),
+                body: Cow::Borrowed("it broke"),
+                target: Cow::Borrowed("app"),
+                service: "svc",
+                trace: LogTrace::Ids(u128::MAX - 1, 7),
+                trace_key: Some(42),
+                attributes: LogAttributes::Sdk(pairs),
+            },
+            LogIn {
+                time_ns: 900,
+                severity: 0,
+                text: Cow::Borrowed(""),
+                body: Cow::Owned("é".repeat(3)),
+                target: Cow::Borrowed("app"),
+                service: "svc",
+                trace: LogTrace::Text("not hex", ""),
+                trace_key: None,
+                attributes: LogAttributes::Json(serde_json::json!({"a": [1]})),
+            },
+        ];
+        let bytes = encode_logs(&records, 900);
+        let back = decode_logs(&bytes, 5, 900).unwrap();
+        let (first, key) = &back[0];
+        assert_eq!(*key, Some(42));
+        assert_eq!(
+            (first.id, first.time_ns, first.severity_number),
+            (5 << 16, 1_000, 17)
+        );
+        assert_eq!((&*first.severity_text, &*first.body), ("ERROR", "it broke"));
+        assert_eq!((&*first.target, &*first.service), ("app", "svc"));
+        assert_eq!(first.trace_id, Some(format!("{:032x}", u128::MAX - 1)));
+        assert_eq!(first.span_id.as_deref(), Some("0000000000000007"));
+        let mut want = Map::new();
+        for (k, v) in &values {
+            want.insert(k.to_string(), any_json(v));
+        }
+        assert_eq!(first.attributes, Json::Object(want));
+        assert_eq!(first.attributes["i"], 4);
+        let (second, key) = &back[1];
+        assert_eq!(
+            (second.id, second.time_ns, *key),
+            ((5 << 16) | 1, 900, None)
+        );
+        assert_eq!(second.body, "ééé");
+        assert_eq!(
+            (second.trace_id.as_deref(), second.span_id.as_deref()),
+            (Some("not hex"), None)
+        );
+        assert_eq!(second.attributes, serde_json::json!({"a": [1]}));
+        for cut in 0..bytes.len() {
+            assert!(decode_logs(&bytes[..cut], 5, 900).is_none(), "cut at {cut}");
+        }
     }
 
     /// Past the strings found by a scan, the rest are hashed: every name

@@ -1,5 +1,6 @@
 //! From OpenTelemetry SDK data to rows: the exporters.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use opentelemetry::logs::AnyValue;
 use opentelemetry::trace::{SpanKind, Status, TraceId};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
@@ -16,10 +17,9 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Metric, MetricData, Re
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use rusqlite::{OptionalExtension as _, params};
-use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value as Json, json};
 
-use crate::codec::{self, Attributes, Events, Links, SpanIn};
+use crate::codec::{self, Attributes, Events, Links, LogAttributes, LogIn, LogTrace, SpanIn};
 use crate::trace_ids::{Filter, Finder, Known};
 use crate::{Signal, Store, lock, now_ns, unix_ns};
 
@@ -229,71 +229,82 @@ impl StoreExporter {
 
     fn write_logs(&self, batch: &LogBatch<'_>) -> OTelSdkResult {
         let written = now_ns();
-        // Rows first, outside the transaction; trace keys are filled in.
-        let mut rows: Vec<LogRow> = batch
+        // Records first, outside the transaction; trace keys are filled in.
+        let mut records: Vec<LogIn<'_>> = batch
             .iter()
             .map(|(record, scope)| {
-                let time = record
+                let time_ns = record
                     .timestamp()
                     .or(record.observed_timestamp())
                     .map(unix_ns)
                     .unwrap_or(written);
-                let attrs: Vec<(&str, &AnyValue)> = record
-                    .attributes_iter()
-                    .map(|(k, v)| (k.as_str(), v))
-                    .collect();
-                LogRow {
-                    time,
+                LogIn {
+                    time_ns,
                     severity: record.severity_number().map(|s| s as i32).unwrap_or(0),
-                    text: record
-                        .severity_text()
-                        .map(str::to_string)
-                        .or(record.severity_number().map(|s| s.name().to_string()))
-                        .unwrap_or_default(),
+                    text: Cow::Borrowed(
+                        record
+                            .severity_text()
+                            .or(record.severity_number().map(|s| s.name()))
+                            .unwrap_or_default(),
+                    ),
                     body: match record.body() {
-                        None => String::new(),
-                        Some(AnyValue::String(s)) => s.as_str().to_string(),
-                        Some(other) => any_json(other).to_string(),
+                        None => Cow::Borrowed(""),
+                        Some(AnyValue::String(s)) => Cow::Borrowed(s.as_str()),
+                        Some(other) => Cow::Owned(any_json(other).to_string()),
                     },
                     target: match record.target() {
-                        Some(t) if !t.is_empty() => t.to_string(),
-                        _ => scope_name(scope),
+                        Some(t) if !t.is_empty() => Cow::Borrowed(t.as_ref()),
+                        _ => Cow::Borrowed(scope.name()),
                     },
-                    trace_id: record.trace_context().map(|c| c.trace_id.to_string()),
-                    id: record.trace_context().map(|c| trace_id_key(c.trace_id)),
-                    span_id: record.trace_context().map(|c| c.span_id.to_string()),
-                    attributes: object_text(&attrs, AnyRef),
+                    service: &self.service,
+                    trace: match record.trace_context() {
+                        Some(c) => LogTrace::Ids(
+                            u128::from_be_bytes(c.trace_id.to_bytes()),
+                            u64::from_be_bytes(c.span_id.to_bytes()),
+                        ),
+                        None => LogTrace::None,
+                    },
                     trace_key: None,
+                    attributes: LogAttributes::Sdk(
+                        record
+                            .attributes_iter()
+                            .map(|(k, v)| (k.as_str(), v))
+                            .collect(),
+                    ),
                 }
             })
             .collect();
         let (pruned, last_key, keyed) = self
             .store
-            .write_batch(Signal::Logs, rows.len() as u64, |tx| {
+            .write_batch(Signal::Logs, records.len() as u64, |tx| {
                 note_service(tx, &self.service)?;
                 // The batch's traces, looked up once each, in index order.
-                let mut traces: Vec<(&str, (i64, i64), i64)> = rows
+                let mut traces: Vec<(u128, i64)> = records
                     .iter()
-                    .filter_map(|r| Some((r.trace_id.as_deref()?, r.id?, r.time)))
+                    .filter_map(|r| match r.trace {
+                        LogTrace::Ids(trace, _) => Some((trace, r.time_ns)),
+                        _ => None,
+                    })
                     .collect();
-                traces.sort_by_key(|&(_, id, _)| id);
-                traces.dedup_by_key(|&mut (_, id, _)| id);
+                traces.sort_unstable_by_key(|&(trace, _)| id_key_of(trace));
+                traces.dedup_by_key(|&mut (trace, _)| trace);
                 let mut ids = lock(&self.store.inner.ids);
                 let mut known = ids.ready(tx, traces.len())?;
                 let mut next = TraceKeys::new(tx)?;
-                let mut keys: HashMap<&str, i64> = HashMap::with_capacity(traces.len());
+                let mut keys: HashMap<u128, i64> = HashMap::with_capacity(traces.len());
                 let mut keyed = Vec::with_capacity(traces.len());
                 let mut new = Vec::new();
-                for &(hex, id, time) in &traces {
+                for &(trace, time) in &traces {
+                    let id = id_key_of(trace);
                     match next.find_key(&known, id)? {
                         Lookup::Recent(key, _) => {
-                            keys.insert(hex, key);
+                            keys.insert(trace, key);
                         }
                         Lookup::Stored(key, _) => {
-                            keys.insert(hex, key);
+                            keys.insert(trace, key);
                             keyed.push((id, key));
                         }
-                        Lookup::New => new.push((hex, id, time)),
+                        Lookup::New => new.push((trace, time)),
                     }
                 }
                 // A trace no span of which is stored yet gets a row holding
@@ -303,42 +314,24 @@ impl StoreExporter {
                          start_ns, end_ns, duration_ns, span_count, error_count, written_ns)
                      VALUES (?1, ?2, ?3, ?4, '', 0, ?5, ?6, ?6, 0, 0, 0, ?7)",
                 )?;
-                for (hex, id, time) in new {
+                for (trace, time) in new {
+                    let id = id_key_of(trace);
                     let key = next.new_key(tx, known.filter.as_deref_mut(), id)?;
+                    let hex = format!("{trace:032x}");
                     placeholder.execute(params![key, hex, id.0, id.1, self.service, time, written])?;
-                    keys.insert(hex, key);
+                    keys.insert(trace, key);
                     keyed.push((id, key));
                 }
-                let keys: Vec<Option<i64>> = rows
-                    .iter()
-                    .map(|r| r.trace_id.as_deref().and_then(|t| keys.get(t).copied()))
-                    .collect();
-                for (row, key) in rows.iter_mut().zip(keys) {
-                    row.trace_key = key;
+                for r in &mut records {
+                    if let LogTrace::Ids(trace, _) = r.trace {
+                        r.trace_key = keys.get(&trace).copied();
+                    }
                 }
-                // Several rows per statement: a statement's own cost is a
-                // good part of a small row's.
-                const ROWS: usize = 32;
-                let sql = |n: usize| {
-                    format!(
-                        "INSERT INTO logs (time_ns, severity_number, severity_text, body, target, service,
-                             trace_id, span_id, attributes, trace_key) VALUES {}",
-                        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
-                    )
-                };
-                let mut chunks = rows.chunks_exact(ROWS);
-                let service: &dyn rusqlite::ToSql = &self.service;
-                let mut many = tx.prepare_cached(&sql(ROWS))?;
-                for chunk in chunks.by_ref() {
-                    many.execute(rusqlite::params_from_iter(
-                        chunk.iter().flat_map(|r| r.params(service)),
-                    ))?;
+                let mut chunks = ChunkWriter::new(tx)?;
+                for chunk in records.chunks(CHUNK_RECORDS) {
+                    chunks.write(chunk, written)?;
                 }
-                let mut one = tx.prepare_cached(&sql(1))?;
-                for r in chunks.remainder() {
-                    one.execute(rusqlite::params_from_iter(r.params(service)))?;
-                }
-                add_counts(tx, [0, 0, rows.len() as i64, 0])?;
+                add_counts(tx, [0, 0, records.len() as i64, 0])?;
                 Ok((known.pruned, next.finish(tx)?, keyed))
             })
             .map_err(OTelSdkError::InternalFailure)?;
@@ -412,12 +405,12 @@ pub(crate) fn id_key(hex: &str) -> (i64, i64) {
 
 /// [`id_key`] of a trace id, from its bytes (no text to parse).
 fn trace_id_key(id: TraceId) -> (i64, i64) {
-    let bytes = id.to_bytes();
-    let half = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
-    (
-        (half(&bytes[..8]) ^ 1 << 63) as i64,
-        half(&bytes[8..]) as i64,
-    )
+    id_key_of(u128::from_be_bytes(id.to_bytes()))
+}
+
+/// [`trace_id_key`] of an id as a number.
+fn id_key_of(id: u128) -> (i64, i64) {
+    (((id >> 64) as u64 ^ 1 << 63) as i64, id as u64 as i64)
 }
 
 /// The write time of a batch: now, or the last part's if the clock went
@@ -685,6 +678,58 @@ impl<'tx> PartWriter<'tx> {
     }
 }
 
+/// Log records in a chunk at most (one batch's records in arrival order,
+/// one service's). Queries decode whole chunks, so a chunk stays small
+/// enough to decode in a few tens of microseconds.
+pub(crate) const CHUNK_RECORDS: usize = 256;
+
+/// Writes chunks of log records (`log_chunks`) and their trace entries.
+pub(crate) struct ChunkWriter<'tx> {
+    tx: &'tx rusqlite::Transaction<'tx>,
+    insert: rusqlite::CachedStatement<'tx>,
+    trace: rusqlite::CachedStatement<'tx>,
+}
+
+impl<'tx> ChunkWriter<'tx> {
+    pub(crate) fn new(tx: &'tx rusqlite::Transaction<'tx>) -> rusqlite::Result<Self> {
+        Ok(ChunkWriter {
+            tx,
+            insert: tx.prepare_cached(
+                "INSERT INTO log_chunks (written_ns, min_time, max_time, max_severity, count, service,
+                     trace_keys, records)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+            trace: tx.prepare_cached("INSERT INTO log_traces (trace_key, chunk_id) VALUES (?1, ?2)")?,
+        })
+    }
+
+    /// Writes `records` (not empty, one service's) as one chunk.
+    pub(crate) fn write(&mut self, records: &[LogIn<'_>], written: i64) -> rusqlite::Result<()> {
+        let min = records.iter().map(|r| r.time_ns).min().unwrap_or(0);
+        let max = records.iter().map(|r| r.time_ns).max().unwrap_or(0);
+        let severity = records.iter().map(|r| r.severity).max().unwrap_or(0);
+        let mut keys: Vec<i64> = records.iter().filter_map(|r| r.trace_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let blob: Vec<u8> = keys.iter().flat_map(|k| k.to_be_bytes()).collect();
+        self.insert.execute(params![
+            written,
+            min,
+            max,
+            severity,
+            records.len() as i64,
+            records.first().map_or("", |r| r.service),
+            blob,
+            codec::encode_logs(records, min),
+        ])?;
+        let chunk = self.tx.last_insert_rowid();
+        for key in keys {
+            self.trace.execute([key, chunk])?;
+        }
+        Ok(())
+    }
+}
+
 /// The id of span name `name`, made if new.
 fn name_id(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<i64> {
     if let Some(id) = tx
@@ -799,38 +844,6 @@ impl<'a> TraceAgg<'a> {
         self.end = self.end.max(end);
         self.spans += 1;
         self.errors += i64::from(error);
-    }
-}
-
-/// One log record, ready to insert.
-struct LogRow {
-    time: i64,
-    severity: i32,
-    text: String,
-    body: String,
-    target: String,
-    trace_id: Option<String>,
-    /// The trace id's index key.
-    id: Option<(i64, i64)>,
-    span_id: Option<String>,
-    attributes: String,
-    trace_key: Option<i64>,
-}
-
-impl LogRow {
-    fn params<'a>(&'a self, service: &'a dyn rusqlite::ToSql) -> [&'a dyn rusqlite::ToSql; 10] {
-        [
-            &self.time,
-            &self.severity,
-            &self.text,
-            &self.body,
-            &self.target,
-            service,
-            &self.trace_id,
-            &self.span_id,
-            &self.attributes,
-            &self.trace_key,
-        ]
     }
 }
 
@@ -961,10 +974,6 @@ fn data_rows<T: AsF64>(metric: &Metric, data: &MetricData<T>, rows: &mut Vec<Poi
     }
 }
 
-fn scope_name(scope: &InstrumentationScope) -> String {
-    scope.name().to_string()
-}
-
 /// The resource as a JSON object, and its `service.name`.
 fn resource_json(resource: &Resource) -> (Json, String) {
     let mut map = Map::new();
@@ -991,45 +1000,6 @@ pub(crate) fn attrs_json<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> J
     Json::Object(map.into_iter().collect())
 }
 
-/// A JSON object with sorted keys, the last value of a repeated key
-/// winning: the text `Json::Object` gives for the same pairs.
-fn object_text<'a, V: ?Sized, S: Serialize>(
-    pairs: &[(&'a str, &'a V)],
-    value: impl Fn(&'a V) -> S,
-) -> String {
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    // Stable: among equal keys, the last one given comes last.
-    order.sort_by_key(|&i| pairs[i].0);
-    order.dedup_by(|later, earlier| {
-        let same = pairs[*later].0 == pairs[*earlier].0;
-        if same {
-            *earlier = *later;
-        }
-        same
-    });
-    let mut out = serde_json::Serializer::new(Vec::new());
-    let entries = order.iter().map(|&i| (pairs[i].0, value(pairs[i].1)));
-    match out.collect_map(entries) {
-        // serde_json writes UTF-8.
-        Ok(()) => String::from_utf8(out.into_inner()).unwrap_or_default(),
-        Err(_) => "{}".to_string(),
-    }
-}
-
-/// A log attribute value as [`any_json`] writes it.
-struct AnyRef<'a>(&'a AnyValue);
-
-impl Serialize for AnyRef<'_> {
-    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        match self.0 {
-            AnyValue::Int(i) => serializer.serialize_i64(*i),
-            AnyValue::String(s) => serializer.serialize_str(s.as_str()),
-            AnyValue::Boolean(b) => serializer.serialize_bool(*b),
-            other => any_json(other).serialize(serializer),
-        }
-    }
-}
-
 fn finite(v: f64) -> Json {
     // JSON has no NaN or infinities; keep them readable as strings.
     serde_json::Number::from_f64(v)
@@ -1053,7 +1023,7 @@ fn value_json(v: &Value) -> Json {
     }
 }
 
-fn any_json(v: &AnyValue) -> Json {
+pub(crate) fn any_json(v: &AnyValue) -> Json {
     match v {
         AnyValue::Int(i) => json!(i),
         AnyValue::Double(f) => finite(*f),
@@ -1092,28 +1062,5 @@ mod tests {
             let id = TraceId::from(id);
             assert_eq!(trace_id_key(id), id_key(&id.to_string()), "{id}");
         }
-    }
-
-    /// The text written straight from attributes is the text the JSON
-    /// values give: sorted keys, the last of a repeated key, escapes,
-    /// non-finite floats and arrays alike.
-    #[test]
-    fn log_attributes_text_matches_json_values() {
-        let logs: Vec<(opentelemetry::Key, AnyValue)> = vec![
-            ("k".into(), AnyValue::Int(3)),
-            ("b".into(), AnyValue::Bytes(Box::new(vec![0xde, 0xad]))),
-            ("k".into(), AnyValue::String("later".into())),
-            ("d".into(), AnyValue::Double(f64::INFINITY)),
-            (
-                "l".into(),
-                AnyValue::ListAny(Box::new(vec![AnyValue::Boolean(true)])),
-            ),
-        ];
-        let pairs: Vec<(&str, &AnyValue)> = logs.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut map = Map::new();
-        for (k, v) in &logs {
-            map.insert(k.as_str().to_string(), any_json(v));
-        }
-        assert_eq!(object_text(&pairs, AnyRef), Json::Object(map).to_string());
     }
 }

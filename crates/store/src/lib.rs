@@ -617,8 +617,9 @@ impl Store {
         let conn = self.conn();
         let t: Option<i64> = conn
             .query_row(
-                "SELECT t FROM (SELECT time_ns AS t FROM logs UNION ALL SELECT time_ns FROM metric_points)
-                 ORDER BY t LIMIT 1 OFFSET (SELECT (count(*) / 2) FROM logs) + (SELECT count(*) / 2 FROM metric_points)",
+                "SELECT t FROM (SELECT written_ns AS t FROM log_chunks UNION ALL SELECT time_ns FROM metric_points)
+                 ORDER BY t LIMIT 1
+                 OFFSET (SELECT (count(*) / 2) FROM log_chunks) + (SELECT count(*) / 2 FROM metric_points)",
                 [],
                 |r| r.get(0),
             )
@@ -684,8 +685,9 @@ impl Store {
 
     /// Deletes the parts before part `boundary` (traces left with none go,
     /// the others are summed up again from what is left), traces that only
-    /// log records made and were last written before `cutoff_ns`, and log
-    /// records and metric points older than it. Returns the traces removed.
+    /// log records made and were last written before `cutoff_ns`, the
+    /// chunks of log records written before it, and metric points older
+    /// than it. Returns the traces removed.
     fn delete_before(&self, boundary: i64, cutoff_ns: i64) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -727,7 +729,7 @@ impl Store {
             "DELETE FROM traces WHERE span_count = 0 AND written_ns < ?1",
             [cutoff_ns],
         )? as i64;
-        let logs = tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])? as i64;
+        let logs = delete_log_chunks(&tx, cutoff_ns)?;
         let points =
             tx.execute("DELETE FROM metric_points WHERE time_ns < ?1", [cutoff_ns])? as i64;
         ingest::add_counts(&tx, [-traces, -spans, -logs, -points])?;
@@ -740,6 +742,30 @@ impl Store {
         traces += waiting;
         Ok(traces as u64)
     }
+}
+
+/// Deletes the chunks of log records written before `cutoff_ns` and their
+/// trace entries; returns the records deleted.
+fn delete_log_chunks(tx: &rusqlite::Transaction<'_>, cutoff_ns: i64) -> rusqlite::Result<i64> {
+    let mut records = 0;
+    {
+        let mut old = tx.prepare_cached(
+            "SELECT chunk_id, count, trace_keys FROM log_chunks WHERE written_ns < ?1",
+        )?;
+        let mut forget =
+            tx.prepare_cached("DELETE FROM log_traces WHERE trace_key = ?1 AND chunk_id = ?2")?;
+        let mut rows = old.query([cutoff_ns])?;
+        while let Some(r) = rows.next()? {
+            let chunk: i64 = r.get(0)?;
+            records += r.get::<_, i64>(1)?;
+            for key in r.get_ref(2)?.as_blob().unwrap_or_default().chunks_exact(8) {
+                let key = i64::from_be_bytes(key.try_into().unwrap_or_default());
+                forget.execute([key, chunk])?;
+            }
+        }
+    }
+    tx.execute("DELETE FROM log_chunks WHERE written_ns < ?1", [cutoff_ns])?;
+    Ok(records)
 }
 
 /// The signal a batch belongs to.

@@ -2,6 +2,8 @@
 //! type here serializes to the JSON that `--json` prints and the UI's API
 //! serves (times in nanoseconds since the Unix epoch, ids in hex).
 
+use std::cell::Cell;
+
 use anyhow::{Result, bail};
 use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension as _, Row, params_from_iter};
@@ -228,7 +230,6 @@ pub struct Counts {
 
 const TRACE_COLUMNS: &str =
     "trace_id, root_name, service, start_ns, duration_ns, span_count, error_count";
-const LOG_COLUMNS: &str = "id, time_ns, severity_number, severity_text, body, target, service, trace_id, span_id, attributes";
 const POINT_COLUMNS: &str =
     "time_ns, service, name, description, unit, kind, attributes, value, count, min, max, buckets";
 
@@ -249,19 +250,44 @@ fn trace_row(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
     })
 }
 
-fn log_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
-    Ok(LogRecord {
-        id: row.get(0)?,
-        time_ns: row.get(1)?,
-        severity_number: row.get(2)?,
-        severity_text: row.get(3)?,
-        body: row.get(4)?,
-        target: row.get(5)?,
-        service: row.get(6)?,
-        trace_id: row.get(7)?,
-        span_id: row.get(8)?,
-        attributes: json_col(row, 9)?,
-    })
+/// Reads the log chunks `filter` (a WHERE clause and an ORDER BY, with
+/// `params`) selects, in its order, while `wanted` says yes to a chunk's
+/// latest time, giving each record and its trace key to `each`.
+fn read_chunks(
+    conn: &rusqlite::Connection,
+    filter: &str,
+    params: &[Sql],
+    wanted: impl Fn(i64) -> bool,
+    mut each: impl FnMut(LogRecord, Option<i64>),
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT chunk_id, min_time, max_time, records FROM log_chunks {filter}"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    while let Some(row) = rows.next()? {
+        if !wanted(row.get(2)?) {
+            break;
+        }
+        let chunk: i64 = row.get(0)?;
+        let Some(records) = codec::decode_logs(row.get_ref(3)?.as_blob()?, chunk, row.get(1)?)
+        else {
+            bail!("a stored chunk of log records is damaged (chunk {chunk})");
+        };
+        for (record, key) in records {
+            each(record, key);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `text` holds `part`, ASCII letters matched in either case (as
+/// SQLite's LIKE matches them).
+fn contains_ignoring_ascii_case(text: &str, part: &str) -> bool {
+    let (text, part) = (text.as_bytes(), part.as_bytes());
+    part.is_empty()
+        || text
+            .windows(part.len())
+            .any(|w| w.eq_ignore_ascii_case(part))
 }
 
 fn point_row(row: &Row<'_>) -> rusqlite::Result<MetricPoint> {
@@ -490,13 +516,23 @@ impl Store {
         let conn = self.conn();
         let logs = match key_of(&conn, trace_id)? {
             None => Vec::new(),
-            Some(key) => conn
-                .prepare_cached(&format!(
-                    "SELECT {LOG_COLUMNS} FROM logs WHERE trace_key = ?1
-                     ORDER BY time_ns, id LIMIT 10000"
-                ))?
-                .query_map([key], log_row)?
-                .collect::<rusqlite::Result<_>>()?,
+            Some(key) => {
+                let mut logs = Vec::new();
+                read_chunks(
+                    &conn,
+                    "WHERE chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?1)",
+                    &[Sql::Integer(key)],
+                    |_| true,
+                    |record, record_key| {
+                        if record_key == Some(key) {
+                            logs.push(record);
+                        }
+                    },
+                )?;
+                logs.sort_unstable_by_key(|l: &LogRecord| (l.time_ns, l.id));
+                logs.truncate(10_000);
+                logs
+            }
         };
         Ok(Some(Trace {
             summary,
@@ -569,40 +605,75 @@ impl Store {
     }
 
     /// Log records, oldest first (the most recent `limit` that match).
+    /// Chunks are read newest first, skipped by what they hold (their
+    /// latest time, highest severity and service), until no chunk left can
+    /// hold a record newer than the `limit`-th found.
     pub fn logs(&self, f: &LogFilter) -> Result<Vec<LogRecord>> {
+        let limit = f.limit.unwrap_or(100);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
         let mut w = Where::default();
         if let Some(s) = f.min_severity {
-            w.add("severity_number >= ?", [Sql::Integer(s.into())]);
+            w.add("max_severity >= ?", [Sql::Integer(s.into())]);
         }
         if let Some(s) = &f.service {
             w.add("service = ?", [text(s)]);
         }
-        if let Some(t) = &f.trace_id {
-            // By key; a trace whose row retention removed before its last
-            // log records is found by a scan.
-            match key_of(&self.conn(), t)? {
-                Some(key) => w.add("trace_key = ?", [Sql::Integer(key)]),
-                None => w.add("trace_id = ?", [text(t)]),
-            }
-        }
-        if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            w.add("body LIKE ? ESCAPE '\\'", [text(&like(q))]);
-        }
         if let Some(s) = f.since_ns {
-            w.add("time_ns >= ?", [Sql::Integer(s)]);
+            w.add("max_time >= ?", [Sql::Integer(s)]);
         }
-        let limit = w.push(Sql::Integer(f.limit.unwrap_or(100) as i64));
-        let sql = format!(
-            "SELECT {LOG_COLUMNS} FROM logs {} ORDER BY time_ns DESC, id DESC LIMIT {limit}",
-            w.sql()
-        );
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows: Vec<LogRecord> = stmt
-            .query_map(params_from_iter(w.params.iter()), log_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.reverse();
-        Ok(rows)
+        // By key; a trace whose row retention removed before its last log
+        // records is found by a scan.
+        let key = match &f.trace_id {
+            Some(t) => key_of(&conn, t)?,
+            None => None,
+        };
+        if let Some(key) = key {
+            w.add(
+                "chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?)",
+                [Sql::Integer(key)],
+            );
+        }
+        let search = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let matches = |r: &LogRecord, record_key: Option<i64>| {
+            f.min_severity.is_none_or(|s| r.severity_number >= s)
+                && f.service.as_ref().is_none_or(|s| r.service == *s)
+                && f.since_ns.is_none_or(|s| r.time_ns >= s)
+                && match (&f.trace_id, key) {
+                    (None, _) => true,
+                    (Some(_), Some(key)) => record_key == Some(key),
+                    (Some(t), None) => r.trace_id.as_ref() == Some(t),
+                }
+                && search.is_none_or(|q| contains_ignoring_ascii_case(&r.body, q))
+        };
+        let mut found: Vec<LogRecord> = Vec::new();
+        // The time of the `limit`-th newest record found, once there are
+        // that many: a chunk whose records are all older holds none of the
+        // answer, and neither does any after it.
+        let floor = Cell::new(i64::MIN);
+        let newest_first = |a: &LogRecord, b: &LogRecord| (b.time_ns, b.id).cmp(&(a.time_ns, a.id));
+        read_chunks(
+            &conn,
+            &format!("{} ORDER BY max_time DESC", w.sql()),
+            &w.params,
+            |max_time| max_time >= floor.get(),
+            |record, record_key| {
+                if record.time_ns >= floor.get() && matches(&record, record_key) {
+                    found.push(record);
+                    if found.len() >= 2 * limit {
+                        found.sort_unstable_by(newest_first);
+                        found.truncate(limit);
+                        floor.set(found[limit - 1].time_ns);
+                    }
+                }
+            },
+        )?;
+        found.sort_unstable_by(newest_first);
+        found.truncate(limit);
+        found.reverse();
+        Ok(found)
     }
 
     /// The current value of every series: the latest point per instrument,

@@ -4,11 +4,14 @@
 //! Times are nanoseconds since the Unix epoch; ids are lowercase hex; sets of
 //! attributes are JSON objects (keys sorted), events and links JSON arrays.
 
+use std::borrow::Cow;
+
 use anyhow::Result;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::APPLICATION_ID;
-use crate::codec::{self, Attributes, Events, Links, SpanIn};
+
+use crate::codec::{self, Attributes, Events, Links, LogAttributes, LogIn, LogTrace, SpanIn};
 
 /// One step of the schema: SQL, then (for data SQL cannot convert) Rust,
 /// then more SQL.
@@ -208,21 +211,139 @@ CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL
         after: V4_AFTER,
     },
     sql(V5),
-    sql(V6),
+    Migration {
+        sql: V6,
+        rust: Some(to_log_chunks),
+        after: V6_AFTER,
+    },
 ];
 
-/// Version 6: epochs of 4 096 traces, not 16 384 (a batch rewrites a
-/// quarter of the id and duration index pages it did: measured in
-/// docs/store.md); and `counts.pruned`, raised by every retention pass
-/// that removes traces, so a writer knows when the trace keys it
-/// remembers may have lost their rows (`trace_ids::Recent`).
+/// Version 6:
+///
+/// - Log records are kept many to a row (`log_chunks`: up to
+///   [`crate::ingest::CHUNK_RECORDS`] records of one batch, in the
+///   encoding of `codec`), not a row and two index entries each. A chunk
+///   holds what the filters skip it by (its newest time, highest
+///   severity, service); `log_traces` finds a trace's chunks. A record's
+///   cost went from a row to about a third of one (docs/store.md).
+/// - Epochs of 4 096 traces, not 16 384: a batch rewrites a quarter of
+///   the id and duration index pages it did.
+/// - `counts.pruned`, raised by every retention pass that removes
+///   traces, so a writer knows when the trace keys it remembers may have
+///   lost their rows (`trace_ids::Recent`).
 const V6: &str = r#"
 DROP INDEX traces_id;
 DROP INDEX traces_slow;
 CREATE INDEX traces_id   ON traces (trace_key >> 12, id_hi, id_lo);
 CREATE INDEX traces_slow ON traces (trace_key >> 12, duration_ns);
 ALTER TABLE counts ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE log_chunks (
+    chunk_id      INTEGER PRIMARY KEY,
+    written_ns    INTEGER NOT NULL,
+    -- The records' earliest and latest times.
+    min_time      INTEGER NOT NULL,
+    max_time      INTEGER NOT NULL,
+    max_severity  INTEGER NOT NULL,
+    count         INTEGER NOT NULL,
+    -- The records' service (a chunk holds one).
+    service       TEXT NOT NULL,
+    -- The keys of the records' traces, 8 bytes each (big endian), each
+    -- once: retention removes their `log_traces` entries.
+    trace_keys    BLOB NOT NULL,
+    records       BLOB NOT NULL
+);
+CREATE INDEX log_chunks_time    ON log_chunks (max_time);
+CREATE INDEX log_chunks_written ON log_chunks (written_ns);
+CREATE TABLE log_traces (
+    trace_key  INTEGER NOT NULL,
+    chunk_id   INTEGER NOT NULL,
+    PRIMARY KEY (trace_key, chunk_id)
+) WITHOUT ROWID;
 "#;
+
+const V6_AFTER: &str = "DROP TABLE logs;";
+
+/// Schema 5 to 6: log rows become chunks, in their order.
+fn to_log_chunks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let mut read = tx.prepare(
+        "SELECT time_ns, severity_number, severity_text, body, target, service, trace_id, span_id,
+             attributes, trace_key
+         FROM logs ORDER BY id",
+    )?;
+    let mut rows = read.query([])?;
+    let mut chunk: Vec<OldLog> = Vec::new();
+    let mut chunks = crate::ingest::ChunkWriter::new(tx)?;
+    loop {
+        let row = rows.next()?;
+        if let Some(r) = row {
+            let attributes: String = r.get(8)?;
+            chunk.push(OldLog {
+                time_ns: r.get(0)?,
+                severity: r.get(1)?,
+                text: r.get(2)?,
+                body: r.get(3)?,
+                target: r.get(4)?,
+                service: r.get(5)?,
+                trace_id: r.get(6)?,
+                span_id: r.get(7)?,
+                attributes: serde_json::from_str(&attributes)
+                    .unwrap_or(serde_json::Value::String(attributes)),
+                trace_key: r.get(9)?,
+            });
+        }
+        // A chunk holds one service's records.
+        let full = chunk.len() > crate::ingest::CHUNK_RECORDS
+            || chunk.len() > 1 && chunk[chunk.len() - 1].service != chunk[0].service;
+        let last = if full { chunk.pop() } else { None };
+        if (full || row.is_none()) && !chunk.is_empty() {
+            let records: Vec<LogIn<'_>> = chunk.iter().map(OldLog::to_codec).collect();
+            // Their write time is unknown: their latest time stands in.
+            let written = records.iter().map(|r| r.time_ns).max().unwrap_or(0);
+            chunks.write(&records, written)?;
+            drop(records);
+            chunk.clear();
+        }
+        chunk.extend(last);
+        if row.is_none() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A log row of schemas 3 to 5.
+struct OldLog {
+    time_ns: i64,
+    severity: i32,
+    text: String,
+    body: String,
+    target: String,
+    service: String,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    attributes: serde_json::Value,
+    trace_key: Option<i64>,
+}
+
+impl OldLog {
+    fn to_codec(&self) -> LogIn<'_> {
+        LogIn {
+            time_ns: self.time_ns,
+            severity: self.severity,
+            text: Cow::Borrowed(&self.text),
+            body: Cow::Borrowed(&self.body),
+            target: Cow::Borrowed(&self.target),
+            service: &self.service,
+            trace: match &self.trace_id {
+                None => LogTrace::None,
+                Some(t) => LogTrace::Text(t, self.span_id.as_deref().unwrap_or("")),
+            },
+            trace_key: self.trace_key,
+            attributes: LogAttributes::Json(self.attributes.clone()),
+        }
+    }
+}
 
 /// Version 5: no index takes a new trace on a random page. Trace ids are
 /// random, and so are durations: their indexes took each new trace at a
@@ -627,14 +748,22 @@ mod tests {
                 (3, "cc".repeat(16))
             ]
         );
-        let keyed: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM logs WHERE trace_key IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
+        // The records became one chunk, with an entry for each of their
+        // two traces.
+        let chunks: (i64, i64) = conn
+            .query_row("SELECT count(*), sum(count) FROM log_chunks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
-        assert_eq!(keyed, 2);
+        assert_eq!(chunks, (1, 3));
+        let keyed: Vec<i64> = conn
+            .prepare("SELECT trace_key FROM log_traces ORDER BY trace_key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keyed, [1, 3]);
         let version: i32 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();

@@ -1073,3 +1073,265 @@ fn remembered_trace_keys_go_with_retention() {
     logs.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Log records are kept many to a chunk. Every filter the views use gives
+/// what a scan of all the records gives: the newest `limit` that match,
+/// oldest first, ties in time in the order written; whatever the chunk
+/// boundaries and however times are spread across chunks (a later batch
+/// may hold older records). Retention removes whole chunks, with their
+/// trace entries and counts.
+#[test]
+fn log_chunks_answer_every_filter_as_a_scan_would() {
+    use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
+    let dir = temp_dir("log-chunks");
+    let path = dir.join("t.db");
+    let store = open(&path);
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger("test");
+    // What each record is, in the order written: time, severity, service,
+    // body, trace.
+    type Written<'a> = (i64, i32, &'a str, String, Option<u64>);
+    let mut written: Vec<Written<'_>> = Vec::new();
+    let base = now_ns() - 3_600_000_000_000;
+    // Six batches through two services: 300 records (two chunks), 40, 257,
+    // 1, 500 and 99; the third batch's records are older than the first's,
+    // and some records share a time.
+    for (b, (count, service)) in [
+        (300, "svc-a"),
+        (40, "svc-b"),
+        (257, "svc-a"),
+        (1, "svc-b"),
+        (500, "svc-a"),
+        (99, "svc-b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut exporter = store.exporter();
+        LogExporter::set_resource(&mut exporter, &resource(service));
+        let mut records: Vec<SdkLogRecord> = Vec::new();
+        for i in 0..count {
+            let n = written.len() as u64;
+            let time = match b {
+                2 => base + (i as i64) * 1_000,
+                _ => base + 10_000_000 + (n as i64 / 3) * 1_000,
+            };
+            let severity = match n % 7 {
+                0 => Severity::Error,
+                1 | 2 => Severity::Warn,
+                _ => Severity::Info,
+            };
+            let body = format!("Request {} of item {}", n, n % 13);
+            let trace = n.is_multiple_of(5).then_some(n % 40);
+            let mut record = logger.create_log_record();
+            record.set_timestamp(UNIX_EPOCH + Duration::from_nanos(time as u64));
+            record.set_severity_number(severity);
+            record.set_body(body.clone().into());
+            record.add_attribute("n", n as i64);
+            if let Some(t) = trace {
+                record.set_trace_context(
+                    support::trace_id(t),
+                    opentelemetry::trace::SpanId::from(n + 1),
+                    None,
+                );
+            }
+            written.push((time, severity as i32, service, body, trace));
+            records.push(record);
+        }
+        let scope = opentelemetry::InstrumentationScope::builder("test").build();
+        let refs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
+        block_on(LogExporter::export(&exporter, LogBatch::new(&refs))).unwrap();
+    }
+    assert_eq!(store.counts().unwrap().logs, written.len() as i64);
+
+    let expected = |f: &LogFilter| -> Vec<String> {
+        let mut matching: Vec<(usize, &Written<'_>)> = written
+            .iter()
+            .enumerate()
+            .filter(|(_, (time, severity, service, body, trace))| {
+                f.min_severity.is_none_or(|s| *severity >= s)
+                    && f.service.as_deref().is_none_or(|s| *service == s)
+                    && f.since_ns.is_none_or(|s| *time >= s)
+                    && f.trace_id.as_ref().is_none_or(|t| {
+                        trace.is_some_and(|n| support::trace_id(n).to_string() == *t)
+                    })
+                    && f.search
+                        .as_ref()
+                        .is_none_or(|q| body.to_ascii_lowercase().contains(&q.to_ascii_lowercase()))
+            })
+            .collect();
+        matching.sort_by_key(|&(i, (time, ..))| std::cmp::Reverse((*time, i)));
+        matching.truncate(f.limit.unwrap_or(100));
+        matching.reverse();
+        matching.into_iter().map(|(_, r)| r.3.clone()).collect()
+    };
+    let trace = support::trace_id(15).to_string();
+    let filters = [
+        LogFilter::default(),
+        LogFilter {
+            limit: Some(1),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            limit: Some(2000),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            min_severity: Some(13),
+            limit: Some(150),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            min_severity: Some(17),
+            service: Some("svc-b".into()),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            search: Some("rEQUEST 4".into()),
+            limit: Some(30),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            search: Some("of item 12".into()),
+            since_ns: Some(base + 10_000_000 + 200_000),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            trace_id: Some(trace.clone()),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            trace_id: Some(trace.clone()),
+            min_severity: Some(13),
+            limit: Some(3),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            service: Some("svc-c".into()),
+            ..LogFilter::default()
+        },
+    ];
+    for f in &filters {
+        let got: Vec<String> = store.logs(f).unwrap().into_iter().map(|l| l.body).collect();
+        assert_eq!(got, expected(f), "{f:?}");
+    }
+    // A trace's own view holds all its records, by time.
+    let full = store.trace(&trace).unwrap().expect("the records' trace");
+    let bodies: Vec<String> = full.logs.iter().map(|l| l.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        expected(&LogFilter {
+            trace_id: Some(trace.clone()),
+            limit: Some(10_000),
+            ..LogFilter::default()
+        })
+    );
+    assert!(
+        full.logs
+            .iter()
+            .all(|l| l.trace_id.as_deref() == Some(&*trace))
+    );
+    assert_eq!(full.logs[0].attributes["n"].as_i64().unwrap() % 5, 0);
+
+    // Retention by age goes by when a chunk was written.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut exporter = store.exporter();
+    LogExporter::set_resource(&mut exporter, &resource("svc-a"));
+    let mut record = logger.create_log_record();
+    record.set_body("fresh".into());
+    record.set_trace_context(
+        support::trace_id(15),
+        opentelemetry::trace::SpanId::from(9999),
+        None,
+    );
+    let scope = opentelemetry::InstrumentationScope::builder("test").build();
+    block_on(LogExporter::export(
+        &exporter,
+        LogBatch::new(&[(&record, &scope)]),
+    ))
+    .unwrap();
+    let pruner = Store::open(
+        &path,
+        StoreOptions {
+            retention: Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            },
+            hard_max_bytes: None,
+        },
+    )
+    .unwrap();
+    pruner.prune().unwrap();
+    let left: Vec<String> = store
+        .logs(&LogFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|l| l.body)
+        .collect();
+    assert_eq!(left, ["fresh"]);
+    assert_eq!(store.counts().unwrap().logs, 1);
+    // The trace had log records only, the first long written: its row
+    // went, and its records are found by a scan.
+    assert!(store.trace(&trace).unwrap().is_none());
+    let bodies: Vec<String> = store
+        .logs(&LogFilter {
+            trace_id: Some(trace.clone()),
+            ..LogFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|l| l.body)
+        .collect();
+    assert_eq!(bodies, ["fresh"]);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let entries: (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE chunk_id NOT IN (SELECT chunk_id FROM log_chunks))
+             FROM log_traces",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        entries,
+        (1, 0),
+        "the removed chunks' trace entries went too"
+    );
+
+    // Chunks whose times overlap: the one read first (its latest record is
+    // the newest of all) holds mostly old records; the newest ten are its
+    // latest and nine of the next chunk's.
+    let other = open(&dir.join("overlap.db"));
+    let exporter = other.exporter();
+    let batch = |times: &[i64]| {
+        let records: Vec<SdkLogRecord> = times
+            .iter()
+            .map(|&t| {
+                let mut record = logger.create_log_record();
+                record.set_timestamp(UNIX_EPOCH + Duration::from_nanos(t as u64));
+                record.set_body(format!("at {t}").into());
+                record
+            })
+            .collect();
+        let refs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
+        block_on(LogExporter::export(&exporter, LogBatch::new(&refs))).unwrap();
+    };
+    batch(&(0..200).map(|i| base + 500_000 + i).collect::<Vec<_>>());
+    batch(&[vec![base + 1_000_000], (0..100).map(|i| base + i).collect()].concat());
+    let got: Vec<String> = other
+        .logs(&LogFilter {
+            limit: Some(10),
+            ..LogFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|l| l.body)
+        .collect();
+    let want: Vec<String> = (191..200)
+        .map(|i| format!("at {}", base + 500_000 + i))
+        .chain([format!("at {}", base + 1_000_000)])
+        .collect();
+    assert_eq!(got, want);
+    provider.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
