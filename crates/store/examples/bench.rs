@@ -369,6 +369,16 @@ fn main() -> anyhow::Result<()> {
         ),
     );
     report(
+        "logs, text search matching nothing (reads them all)",
+        time(
+            5,
+            logs_where(LogFilter {
+                search: Some("no such text".into()),
+                ..Default::default()
+            }),
+        ),
+    );
+    report(
         "logs, one service",
         time(
             20,

@@ -560,14 +560,52 @@ pub(crate) fn encode_logs(records: &[LogIn<'_>], base_ns: i64) -> Vec<u8> {
     enc.finish(LOG_VERSION)
 }
 
-/// Decodes chunk `chunk_id` (whose earliest time is `base_ns`): each
-/// record with its trace key. A record's id is the chunk's shifted left by
-/// 16 bits, plus its place in the chunk. `None` if the bytes are not a
-/// chunk this version wrote.
+/// A log record as read from a chunk, before it is made into a
+/// [`LogRecord`]: what the log filters look at, borrowed from the chunk.
+pub(crate) struct RawLog<'a> {
+    pub time_ns: i64,
+    pub severity: i32,
+    pub service: &'a str,
+    pub body: &'a str,
+    pub trace: RawTrace<'a>,
+    /// Its trace's row, if it has a trace.
+    pub trace_key: Option<i64>,
+}
+
+/// A log record's trace and span, as a chunk holds them.
+pub(crate) enum RawTrace<'a> {
+    None,
+    Ids(u128, u64),
+    Text(&'a str, &'a str),
+}
+
+impl RawTrace<'_> {
+    /// The trace id and span id as the views show them.
+    pub(crate) fn ids(&self) -> (Option<String>, Option<String>) {
+        match self {
+            RawTrace::None => (None, None),
+            RawTrace::Ids(trace, span) => {
+                (Some(format!("{trace:032x}")), Some(format!("{span:016x}")))
+            }
+            RawTrace::Text(trace, span) => (
+                Some(trace.to_string()),
+                (!span.is_empty()).then(|| span.to_string()),
+            ),
+        }
+    }
+}
+
+/// Decodes chunk `chunk_id` (whose earliest time is `base_ns`): the records
+/// `keep` wants, each with its trace key (the others are checked but not
+/// made: a search that matches little reads a chunk for a fraction of
+/// what making every record costs). A record's id is the chunk's shifted
+/// left by 16 bits, plus its place in the chunk. `None` if the bytes are
+/// not a chunk this version wrote.
 pub(crate) fn decode_logs(
     bytes: &[u8],
     chunk_id: i64,
     base_ns: i64,
+    mut keep: impl FnMut(&RawLog<'_>) -> bool,
 ) -> Option<Vec<(LogRecord, Option<i64>)>> {
     let mut r = Reader { bytes, at: 0 };
     if r.byte()? != LOG_VERSION {
@@ -583,44 +621,48 @@ pub(crate) fn decode_logs(
     if n > 1 << 16 {
         return None;
     }
-    let mut records = Vec::with_capacity(n.min(bytes.len() / 8));
+    let mut records = Vec::new();
     for i in 0..n {
         let time_ns = base_ns.wrapping_add(r.uint()? as i64);
-        let severity_number = i32::try_from(r.int()?).ok()?;
-        let severity_text = table.owned(r.uint()?)?;
-        let body = r.str()?.to_string();
-        let target = table.owned(r.uint()?)?;
-        let service = table.owned(r.uint()?)?;
-        let (trace_id, span_id) = match r.byte()? {
-            0 => (None, None),
-            1 => {
-                let trace = r.u128()?;
-                let span = r.u64()?;
-                (Some(format!("{trace:032x}")), Some(format!("{span:016x}")))
-            }
-            2 => {
-                let trace = r.str()?.to_string();
-                let span = r.str()?;
-                (Some(trace), (!span.is_empty()).then(|| span.to_string()))
-            }
+        let severity = i32::try_from(r.int()?).ok()?;
+        let text = table.get(r.uint()?)?;
+        let body = r.str()?;
+        let target = table.get(r.uint()?)?;
+        let service = table.get(r.uint()?)?;
+        let trace = match r.byte()? {
+            0 => RawTrace::None,
+            1 => RawTrace::Ids(r.u128()?, r.u64()?),
+            2 => RawTrace::Text(r.str()?, r.str()?),
             _ => return None,
         };
         let key = r.uint()? as i64;
-        let attributes = r.value(&table, 0)?;
+        let raw = RawLog {
+            time_ns,
+            severity,
+            service,
+            body,
+            trace,
+            trace_key: (key > 0).then_some(key),
+        };
+        if !keep(&raw) {
+            r.skip_value(0)?;
+            continue;
+        }
+        let (trace_id, span_id) = raw.trace.ids();
         records.push((
             LogRecord {
                 id: (chunk_id << 16) | i as i64,
                 time_ns,
-                severity_number,
-                severity_text,
-                body,
-                target,
-                service,
+                severity_number: severity,
+                severity_text: text.to_string(),
+                body: body.to_string(),
+                target: target.to_string(),
+                service: service.to_string(),
                 trace_id,
                 span_id,
-                attributes,
+                attributes: r.value(&table, 0)?,
             },
-            (key > 0).then_some(key),
+            raw.trace_key,
         ));
     }
     Some(records)
@@ -705,6 +747,41 @@ impl<'a> Reader<'a> {
         let b: [u8; 16] = self.bytes.get(self.at..end)?.try_into().ok()?;
         self.at = end;
         Some(u128::from_be_bytes(b))
+    }
+
+    /// Steps over a value, checking it as [`Reader::value`] would (string
+    /// indexes aside).
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.byte()? {
+            NULL | FALSE | TRUE => {}
+            INT | STRING => {
+                self.uint()?;
+            }
+            FLOAT => {
+                let end = self.at.checked_add(8)?;
+                self.bytes.get(self.at..end)?;
+                self.at = end;
+            }
+            TEXT => {
+                self.str()?;
+            }
+            ARRAY => {
+                for _ in 0..self.uint()? {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            OBJECT => {
+                for _ in 0..self.uint()? {
+                    self.uint()?;
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
     }
 
     /// A value (version 2), as JSON.
@@ -1020,7 +1097,7 @@ mod tests {
             },
         ];
         let bytes = encode_logs(&records, 900);
-        let back = decode_logs(&bytes, 5, 900).unwrap();
+        let back = decode_logs(&bytes, 5, 900, |_| true).unwrap();
         let (first, key) = &back[0];
         assert_eq!(*key, Some(42));
         assert_eq!(
@@ -1049,7 +1126,14 @@ mod tests {
         );
         assert_eq!(second.attributes, serde_json::json!({"a": [1]}));
         for cut in 0..bytes.len() {
-            assert!(decode_logs(&bytes[..cut], 5, 900).is_none(), "cut at {cut}");
+            assert!(
+                decode_logs(&bytes[..cut], 5, 900, |_| true).is_none(),
+                "cut at {cut}"
+            );
+            assert!(
+                decode_logs(&bytes[..cut], 5, 900, |_| false).is_none(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -252,12 +252,14 @@ fn trace_row(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
 
 /// Reads the log chunks `filter` (a WHERE clause and an ORDER BY, with
 /// `params`) selects, in its order, while `wanted` says yes to a chunk's
-/// latest time, giving each record and its trace key to `each`.
+/// latest time, giving the records `keep` wants, with their trace keys, to
+/// `each`.
 fn read_chunks(
     conn: &rusqlite::Connection,
     filter: &str,
     params: &[Sql],
     wanted: impl Fn(i64) -> bool,
+    mut keep: impl FnMut(&codec::RawLog<'_>) -> bool,
     mut each: impl FnMut(LogRecord, Option<i64>),
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -269,8 +271,8 @@ fn read_chunks(
             break;
         }
         let chunk: i64 = row.get(0)?;
-        let Some(records) = codec::decode_logs(row.get_ref(3)?.as_blob()?, chunk, row.get(1)?)
-        else {
+        let blob = row.get_ref(3)?.as_blob()?;
+        let Some(records) = codec::decode_logs(blob, chunk, row.get(1)?, &mut keep) else {
             bail!("a stored chunk of log records is damaged (chunk {chunk})");
         };
         for (record, key) in records {
@@ -523,11 +525,8 @@ impl Store {
                     "WHERE chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?1)",
                     &[Sql::Integer(key)],
                     |_| true,
-                    |record, record_key| {
-                        if record_key == Some(key) {
-                            logs.push(record);
-                        }
-                    },
+                    |r| r.trace_key == Some(key),
+                    |record, _| logs.push(record),
                 )?;
                 logs.sort_unstable_by_key(|l: &LogRecord| (l.time_ns, l.id));
                 logs.truncate(10_000);
@@ -637,36 +636,36 @@ impl Store {
             );
         }
         let search = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty());
-        let matches = |r: &LogRecord, record_key: Option<i64>| {
-            f.min_severity.is_none_or(|s| r.severity_number >= s)
-                && f.service.as_ref().is_none_or(|s| r.service == *s)
-                && f.since_ns.is_none_or(|s| r.time_ns >= s)
-                && match (&f.trace_id, key) {
-                    (None, _) => true,
-                    (Some(_), Some(key)) => record_key == Some(key),
-                    (Some(t), None) => r.trace_id.as_ref() == Some(t),
-                }
-                && search.is_none_or(|q| contains_ignoring_ascii_case(&r.body, q))
-        };
-        let mut found: Vec<LogRecord> = Vec::new();
         // The time of the `limit`-th newest record found, once there are
         // that many: a chunk whose records are all older holds none of the
         // answer, and neither does any after it.
         let floor = Cell::new(i64::MIN);
+        let matches = |r: &codec::RawLog<'_>| {
+            r.time_ns >= floor.get()
+                && f.min_severity.is_none_or(|s| r.severity >= s)
+                && f.service.as_ref().is_none_or(|s| r.service == s)
+                && f.since_ns.is_none_or(|s| r.time_ns >= s)
+                && match (&f.trace_id, key) {
+                    (None, _) => true,
+                    (Some(_), Some(key)) => r.trace_key == Some(key),
+                    (Some(t), None) => r.trace.ids().0.as_ref() == Some(t),
+                }
+                && search.is_none_or(|q| contains_ignoring_ascii_case(r.body, q))
+        };
+        let mut found: Vec<LogRecord> = Vec::new();
         let newest_first = |a: &LogRecord, b: &LogRecord| (b.time_ns, b.id).cmp(&(a.time_ns, a.id));
         read_chunks(
             &conn,
             &format!("{} ORDER BY max_time DESC", w.sql()),
             &w.params,
             |max_time| max_time >= floor.get(),
-            |record, record_key| {
-                if record.time_ns >= floor.get() && matches(&record, record_key) {
-                    found.push(record);
-                    if found.len() >= 2 * limit {
-                        found.sort_unstable_by(newest_first);
-                        found.truncate(limit);
-                        floor.set(found[limit - 1].time_ns);
-                    }
+            matches,
+            |record, _| {
+                found.push(record);
+                if found.len() >= 2 * limit {
+                    found.sort_unstable_by(newest_first);
+                    found.truncate(limit);
+                    floor.set(found[limit - 1].time_ns);
                 }
             },
         )?;
