@@ -566,7 +566,8 @@ pub(crate) struct RawLog<'a> {
     pub time_ns: i64,
     pub severity: i32,
     pub service: &'a str,
-    pub body: &'a str,
+    /// Checked as UTF-8 only if the record is kept.
+    pub body: &'a [u8],
     pub trace: RawTrace<'a>,
     /// Its trace's row, if it has a trace.
     pub trace_key: Option<i64>,
@@ -626,7 +627,7 @@ pub(crate) fn decode_logs(
         let time_ns = base_ns.wrapping_add(r.uint()? as i64);
         let severity = i32::try_from(r.int()?).ok()?;
         let text = table.get(r.uint()?)?;
-        let body = r.str()?;
+        let body = r.unchecked_str()?;
         let target = table.get(r.uint()?)?;
         let service = table.get(r.uint()?)?;
         let trace = match r.byte()? {
@@ -655,7 +656,7 @@ pub(crate) fn decode_logs(
                 time_ns,
                 severity_number: severity,
                 severity_text: text.to_string(),
-                body: body.to_string(),
+                body: std::str::from_utf8(body).ok()?.to_string(),
                 target: target.to_string(),
                 service: service.to_string(),
                 trace_id,
@@ -824,12 +825,17 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    /// A string's bytes, not checked as UTF-8.
+    fn unchecked_str(&mut self) -> Option<&'a [u8]> {
         let len = self.uint()? as usize;
         let end = self.at.checked_add(len)?;
-        let s = std::str::from_utf8(self.bytes.get(self.at..end)?).ok()?;
+        let b = self.bytes.get(self.at..end)?;
         self.at = end;
-        Some(s)
+        Some(b)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.unchecked_str()?).ok()
     }
 }
 

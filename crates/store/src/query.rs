@@ -283,13 +283,24 @@ fn read_chunks(
 }
 
 /// Whether `text` holds `part`, ASCII letters matched in either case (as
-/// SQLite's LIKE matches them).
-fn contains_ignoring_ascii_case(text: &str, part: &str) -> bool {
-    let (text, part) = (text.as_bytes(), part.as_bytes());
-    part.is_empty()
-        || text
-            .windows(part.len())
-            .any(|w| w.eq_ignore_ascii_case(part))
+/// SQLite's LIKE matches them): candidates are found by their first byte
+/// (`memchr`), then compared.
+fn contains_ignoring_ascii_case(text: &[u8], part: &str) -> bool {
+    let part = part.as_bytes();
+    let Some(&first) = part.first() else {
+        return true;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let mut from = 0;
+    while let Some(i) = memchr::memchr2(lower, upper, &text[from..]) {
+        let start = from + i;
+        match text.get(start..start + part.len()) {
+            None => return false,
+            Some(w) if w.eq_ignore_ascii_case(part) => return true,
+            Some(_) => from = start + 1,
+        }
+    }
+    false
 }
 
 fn point_row(row: &Row<'_>) -> rusqlite::Result<MetricPoint> {
@@ -984,5 +995,24 @@ mod tests {
         }
         assert_eq!(buckets_json(r#"{"counts":[1],"bounds":[]}"#), None);
         assert_eq!(buckets_json(r#"{"bounds":[x],"counts":[]}"#), None);
+    }
+
+    /// The log search matches as SQLite's LIKE did: ASCII letters in either
+    /// case, anything else exactly, anywhere in the body.
+    #[test]
+    fn the_log_search_matches_as_like_did() {
+        let yes = |text: &str, part: &str| contains_ignoring_ascii_case(text.as_bytes(), part);
+        assert!(yes("Handled REQUEST 42", "request 4"));
+        assert!(yes("abc", ""));
+        assert!(yes("xxaXb", "axb"));
+        assert!(yes("ends with Tail", "tail"));
+        assert!(!yes("ends with Tai", "tail"));
+        assert!(!yes("", "a"));
+        assert!(yes("naïve café", "CAFÉ".to_lowercase().as_str()));
+        assert!(
+            !yes("naïve café", "CAFÉ"),
+            "non-ASCII letters match exactly"
+        );
+        assert!(yes("100% _sure_", "% _s"));
     }
 }
