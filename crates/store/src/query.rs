@@ -253,11 +253,13 @@ fn trace_row(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
 /// Reads the log chunks `filter` (a WHERE clause and an ORDER BY, with
 /// `params`) selects, in its order, while `wanted` says yes to a chunk's
 /// latest time, giving the records `keep` wants, with their trace keys, to
-/// `each`.
+/// `each`. With `search`, a chunk whose bytes do not hold it anywhere is
+/// not decoded (no body in it can).
 fn read_chunks(
     conn: &rusqlite::Connection,
     filter: &str,
     params: &[Sql],
+    search: Option<&str>,
     wanted: impl Fn(i64) -> bool,
     mut keep: impl FnMut(&codec::RawLog<'_>) -> bool,
     mut each: impl FnMut(LogRecord, Option<i64>),
@@ -272,6 +274,9 @@ fn read_chunks(
         }
         let chunk: i64 = row.get(0)?;
         let blob = row.get_ref(3)?.as_blob()?;
+        if search.is_some_and(|q| !contains_ignoring_ascii_case(blob, q)) {
+            continue;
+        }
         let Some(records) = codec::decode_logs(blob, chunk, row.get(1)?, &mut keep) else {
             bail!("a stored chunk of log records is damaged (chunk {chunk})");
         };
@@ -535,6 +540,7 @@ impl Store {
                     &conn,
                     "WHERE chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?1)",
                     &[Sql::Integer(key)],
+                    None,
                     |_| true,
                     |r| r.trace_key == Some(key),
                     |record, _| logs.push(record),
@@ -669,6 +675,7 @@ impl Store {
             &conn,
             &format!("{} ORDER BY max_time DESC", w.sql()),
             &w.params,
+            search,
             |max_time| max_time >= floor.get(),
             matches,
             |record, _| {
