@@ -286,7 +286,7 @@ impl StoreExporter {
                         _ => None,
                     })
                     .collect();
-                traces.sort_unstable_by_key(|&(trace, _)| id_key_of(trace));
+                traces.sort_by_key(|&(trace, _)| id_key_of(trace));
                 traces.dedup_by_key(|&mut (trace, _)| trace);
                 let mut ids = lock(&self.store.inner.ids);
                 let mut known = ids.ready(tx, traces.len())?;

@@ -228,6 +228,9 @@ pub struct Counts {
     pub metric_points: i64,
 }
 
+/// Log records [`Store::trace`] reads at most: the first by time.
+const TRACE_LOGS_READ: usize = 10_000;
+
 const TRACE_COLUMNS: &str =
     "trace_id, root_name, service, start_ns, duration_ns, span_count, error_count";
 const POINT_COLUMNS: &str =
@@ -252,15 +255,15 @@ fn trace_row(row: &Row<'_>) -> rusqlite::Result<TraceSummary> {
 
 /// Reads the log chunks `filter` (a WHERE clause and an ORDER BY, with
 /// `params`) selects, in its order, while `wanted` says yes to a chunk's
-/// latest time, giving the records `keep` wants, with their trace keys, to
-/// `each`. With `search`, a chunk whose bytes do not hold it anywhere is
+/// earliest and latest times, giving the records `keep` wants, with their
+/// trace keys, to `each`. With `search`, a chunk whose bytes do not hold it anywhere is
 /// not decoded (no body in it can).
 fn read_chunks(
     conn: &rusqlite::Connection,
     filter: &str,
     params: &[Sql],
     search: Option<&str>,
-    wanted: impl Fn(i64) -> bool,
+    wanted: impl Fn(i64, i64) -> bool,
     mut keep: impl FnMut(&codec::RawLog<'_>) -> bool,
     mut each: impl FnMut(LogRecord, Option<i64>),
 ) -> Result<()> {
@@ -269,7 +272,8 @@ fn read_chunks(
     ))?;
     let mut rows = stmt.query(params_from_iter(params.iter()))?;
     while let Some(row) = rows.next()? {
-        if !wanted(row.get(2)?) {
+        let (min_time, max_time): (i64, i64) = (row.get(1)?, row.get(2)?);
+        if !wanted(min_time, max_time) {
             break;
         }
         let chunk: i64 = row.get(0)?;
@@ -277,7 +281,7 @@ fn read_chunks(
         if search.is_some_and(|q| !contains_ignoring_ascii_case(blob, q)) {
             continue;
         }
-        let Some(records) = codec::decode_logs(blob, chunk, row.get(1)?, &mut keep) else {
+        let Some(records) = codec::decode_logs(blob, chunk, min_time, &mut keep) else {
             bail!("a stored chunk of log records is damaged (chunk {chunk})");
         };
         for (record, key) in records {
@@ -535,18 +539,31 @@ impl Store {
         let logs = match key_of(&conn, trace_id)? {
             None => Vec::new(),
             Some(key) => {
+                // The first records by time, read oldest chunk first until
+                // no chunk left can hold one older than the last kept.
+                let ceiling = Cell::new(i64::MAX);
+                let oldest_first =
+                    |a: &LogRecord, b: &LogRecord| (a.time_ns, a.id).cmp(&(b.time_ns, b.id));
                 let mut logs = Vec::new();
                 read_chunks(
                     &conn,
-                    "WHERE chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?1)",
+                    "WHERE chunk_id IN (SELECT chunk_id FROM log_traces WHERE trace_key = ?1)
+                     ORDER BY min_time",
                     &[Sql::Integer(key)],
                     None,
-                    |_| true,
-                    |r| r.trace_key == Some(key),
-                    |record, _| logs.push(record),
+                    |min_time, _| min_time <= ceiling.get(),
+                    |r| r.trace_key == Some(key) && r.time_ns <= ceiling.get(),
+                    |record, _| {
+                        logs.push(record);
+                        if logs.len() >= 2 * TRACE_LOGS_READ {
+                            logs.sort_unstable_by(oldest_first);
+                            logs.truncate(TRACE_LOGS_READ);
+                            ceiling.set(logs[TRACE_LOGS_READ - 1].time_ns);
+                        }
+                    },
                 )?;
-                logs.sort_unstable_by_key(|l: &LogRecord| (l.time_ns, l.id));
-                logs.truncate(10_000);
+                logs.sort_unstable_by(oldest_first);
+                logs.truncate(TRACE_LOGS_READ);
                 logs
             }
         };
@@ -676,7 +693,7 @@ impl Store {
             &format!("{} ORDER BY max_time DESC", w.sql()),
             &w.params,
             search,
-            |max_time| max_time >= floor.get(),
+            |_, max_time| max_time >= floor.get(),
             matches,
             |record, _| {
                 found.push(record);

@@ -1335,3 +1335,51 @@ fn log_chunks_answer_every_filter_as_a_scan_would() {
     provider.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A trace's view reads at most 10 000 of its log records, the first by
+/// time, whatever order they were written in (and without holding the
+/// rest in memory).
+#[test]
+fn a_trace_view_reads_its_first_ten_thousand_records() {
+    use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
+    use opentelemetry_sdk::trace::SpanExporter;
+    let dir = temp_dir("trace-logs");
+    let store = open(&dir.join("t.db"));
+    block_on(SpanExporter::export(
+        &store.exporter(),
+        support::trace(1, 1, SystemTime::now(), false),
+    ))
+    .unwrap();
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger("test");
+    let scope = opentelemetry::InstrumentationScope::builder("test").build();
+    let exporter = store.exporter();
+    // Five batches of 5 000, each older than the one before.
+    for b in 0..5u64 {
+        let records: Vec<SdkLogRecord> = (0..5_000u64)
+            .map(|i| {
+                let n = (4 - b) * 5_000 + i;
+                let mut record = logger.create_log_record();
+                record.set_timestamp(UNIX_EPOCH + Duration::from_secs(1_000_000 + n));
+                record.set_body(format!("{n}").into());
+                record.set_trace_context(
+                    support::trace_id(1),
+                    opentelemetry::trace::SpanId::from(n + 1),
+                    None,
+                );
+                record
+            })
+            .collect();
+        let refs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
+        block_on(LogExporter::export(&exporter, LogBatch::new(&refs))).unwrap();
+    }
+    let trace = store
+        .trace(&support::trace_id(1).to_string())
+        .unwrap()
+        .unwrap();
+    let bodies: Vec<String> = trace.logs.into_iter().map(|l| l.body).collect();
+    let want: Vec<String> = (0..10_000).map(|n| n.to_string()).collect();
+    assert_eq!(bodies, want);
+    provider.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
