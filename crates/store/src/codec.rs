@@ -1,5 +1,5 @@
-//! The compact encoding of the spans of one trace written in one batch (a
-//! row of `parts`). SQLite spends most of an insert on the row and its
+//! The compact encodings of the spans of one trace written in one batch (a
+//! row of `parts`) and of a batch's log records (a row of `log_chunks`). SQLite spends most of an insert on the row and its
 //! index entries, not on its bytes: one row per trace and batch, with the
 //! spans packed in a blob, costs a fraction of a row (and two index
 //! entries) per span. Queries never look inside: what they filter on is in
@@ -27,10 +27,15 @@
 //! ```
 //!
 //! Names, services, scopes, attribute keys and text values repeat within a
-//! batch, so they are written once per part.
+//! batch, so they are written once per part. Attributes are written from
+//! the SDK's values as they are, without making JSON (version 1 held them
+//! as JSON text, the dearest part of encoding a span); reading makes the
+//! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
+//! read.
 //!
 //! Log records are kept many to a row of `log_chunks` (schema 6), for the
-//! same reason, in the same way:
+//! same reason, in the same way; a log search looks at each record's body
+//! before it makes the record ([`decode_logs`]):
 //!
 //! ```text
 //! version (1)   strings: count, then each string   records: count, then each:
@@ -38,11 +43,7 @@
 //!   severity text: string index  body: string  target, service: string index
 //!   trace: 0 none | 1 trace id (16 bytes), span id (8 bytes) | 2 both as text
 //!   trace key (0: none)  attributes: a value (an object)
-//! ``` Attributes are written from
-//! the SDK's values as they are, without making JSON (version 1 held them
-//! as JSON text, the dearest part of encoding a span); reading makes the
-//! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
-//! read.
+//! ```
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -245,7 +246,11 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn json(&mut self, v: &'a Json) {
+    /// A JSON value at nesting `depth` (see [`Encoder::too_deep`]).
+    fn json(&mut self, v: &'a Json, depth: usize) {
+        if self.too_deep(depth, matches!(v, Json::Array(_) | Json::Object(_))) {
+            return;
+        }
         match v {
             Json::Null => self.body.push(NULL),
             Json::Bool(b) => self.body.push(if *b { TRUE } else { FALSE }),
@@ -257,21 +262,36 @@ impl<'a> Encoder<'a> {
             Json::Array(a) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
-                a.iter().for_each(|v| self.json(v));
+                a.iter().for_each(|v| self.json(v, depth + 1));
             }
             Json::Object(o) => {
                 self.body.push(OBJECT);
                 put_uint(&mut self.body, o.len() as u64);
                 for (k, v) in o {
                     self.string(k);
-                    self.json(v);
+                    self.json(v, depth + 1);
                 }
             }
         }
     }
 
-    /// A log attribute value, as `ingest::any_json` shows it.
-    fn any_value(&mut self, v: &'a AnyValue) {
+    /// Whether a value at nesting `depth` (0: an attribute set) is a list
+    /// or map deeper than a reader takes: then it is written as text
+    /// saying so, so every part and chunk written can be read back.
+    fn too_deep(&mut self, depth: usize, container: bool) -> bool {
+        let too_deep = container && depth >= MAX_DEPTH;
+        if too_deep {
+            self.text("(nested too deep)");
+        }
+        too_deep
+    }
+
+    /// A log attribute value at nesting `depth`, as `ingest::any_json`
+    /// shows it.
+    fn any_value(&mut self, v: &'a AnyValue, depth: usize) {
+        if self.too_deep(depth, matches!(v, AnyValue::ListAny(_) | AnyValue::Map(_))) {
+            return;
+        }
         match v {
             AnyValue::Int(i) => self.int(*i),
             AnyValue::Double(f) => self.float(*f),
@@ -285,14 +305,14 @@ impl<'a> Encoder<'a> {
             AnyValue::ListAny(l) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, l.len() as u64);
-                l.iter().for_each(|v| self.any_value(v));
+                l.iter().for_each(|v| self.any_value(v, depth + 1));
             }
             AnyValue::Map(m) => {
                 self.body.push(OBJECT);
                 put_uint(&mut self.body, m.len() as u64);
                 for (k, v) in m.iter() {
                     self.string(k.as_str());
-                    self.any_value(v);
+                    self.any_value(v, depth + 1);
                 }
             }
             other => self.text(&format!("{other:?}")),
@@ -322,13 +342,13 @@ impl<'a> Encoder<'a> {
     fn attributes(&mut self, attrs: Attributes<'a>) {
         match attrs {
             Attributes::Sdk(kv) => self.key_values(kv),
-            Attributes::Json(j @ Json::Object(_)) => self.json(j),
+            Attributes::Json(j @ Json::Object(_)) => self.json(j, 0),
             // Not an object (damaged data migrated): kept under a key.
             Attributes::Json(other) => {
                 self.body.push(OBJECT);
                 put_uint(&mut self.body, 1);
                 self.string("value");
-                self.json(other);
+                self.json(other, 1);
             }
         }
     }
@@ -551,7 +571,7 @@ pub(crate) fn encode_logs(records: &[LogIn<'_>], base_ns: i64) -> Vec<u8> {
                 put_uint(&mut enc.body, pairs.len() as u64);
                 for &(k, v) in pairs {
                     enc.string(k);
-                    enc.any_value(v);
+                    enc.any_value(v, 1);
                 }
             }
             LogAttributes::Json(j) => enc.attributes(Attributes::Json(j)),
@@ -1141,6 +1161,37 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    /// A value nested deeper than a reader takes is written as text saying
+    /// so, and the chunk still reads back.
+    #[test]
+    fn deep_log_values_are_cut_not_refused() {
+        let mut deep = AnyValue::Int(1);
+        for _ in 0..100 {
+            deep = AnyValue::ListAny(Box::new(vec![deep]));
+        }
+        let pairs = vec![("deep", &deep)];
+        let record = LogIn {
+            time_ns: 0,
+            severity: 9,
+            text: Cow::Borrowed("INFO"),
+            body: Cow::Borrowed("b"),
+            target: Cow::Borrowed("t"),
+            service: "s",
+            trace: LogTrace::None,
+            trace_key: None,
+            attributes: LogAttributes::Sdk(pairs),
+        };
+        let back = decode_logs(&encode_logs(&[record], 0), 1, 0, |_| true).unwrap();
+        let mut v = &back[0].0.attributes["deep"];
+        let mut levels = 0;
+        while let Json::Array(items) = v {
+            v = &items[0];
+            levels += 1;
+        }
+        assert_eq!(levels, MAX_DEPTH - 1);
+        assert_eq!(v, "(nested too deep)");
     }
 
     /// Past the strings found by a scan, the rest are hashed: every name

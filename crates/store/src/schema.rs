@@ -2,7 +2,8 @@
 //! applied; `application_id` marks the file as ours.
 //!
 //! Times are nanoseconds since the Unix epoch; ids are lowercase hex; sets of
-//! attributes are JSON objects (keys sorted), events and links JSON arrays.
+//! attributes in columns are JSON objects (keys sorted). Parts and log
+//! chunks hold theirs as typed values (`codec`).
 
 use std::borrow::Cow;
 
@@ -10,7 +11,6 @@ use anyhow::Result;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::APPLICATION_ID;
-
 use crate::codec::{self, Attributes, Events, Links, LogAttributes, LogIn, LogTrace, SpanIn};
 
 /// One step of the schema: SQL, then (for data SQL cannot convert) Rust,
@@ -224,8 +224,8 @@ CREATE INDEX logs_trace ON logs (trace_key, time_ns) WHERE trace_key IS NOT NULL
 ///   [`crate::ingest::CHUNK_RECORDS`] records of one batch, in the
 ///   encoding of `codec`), not a row and two index entries each. A chunk
 ///   holds what the filters skip it by (its newest time, highest
-///   severity, service); `log_traces` finds a trace's chunks. A record's
-///   cost went from a row to about a third of one (docs/store.md).
+///   severity, service); `log_traces` finds a trace's chunks. A record
+///   costs about two fifths of what its row did (docs/store.md).
 /// - Epochs of 4 096 traces, not 16 384: a batch rewrites a quarter of
 ///   the id and duration index pages it did.
 /// - `counts.pruned`, raised by every retention pass that removes
