@@ -2,17 +2,18 @@
 //! trace on a random page.
 //!
 //! The id index (schema 5) leads with the trace's *epoch*, its key
-//! shifted right by 12 bits (runs of 4 096 traces). Keys are handed out
-//! in arrival order, so new entries go to the last epoch's pages (a few
-//! dozen, which stay in the page cache), and a batch rewrites some of
-//! them instead of about one page per trace. The price is paid by
-//! lookups, which probe each epoch, newest first: about 250 index searches
-//! at a million traces, a millisecond or two, for a view. Writers
-//! look up every trace of every batch, and most are new, so a handle that
-//! has made enough lookups asks a [`Filter`] first: a Bloom filter of the
-//! ids stored, that answers "not stored" for a new id without touching the
-//! file; and a trace it wrote lately (a log record's, or one whose spans
-//! come in several batches) is found in [`Recent`] ([`Ids`]).
+//! shifted right by 12 bits (runs of 4 096 traces since schema 6; 16 384
+//! in schema 5). Keys are handed out in arrival order, so new entries go
+//! to the last epoch's pages (a few dozen, which stay in the page cache),
+//! and a batch rewrites some of them instead of about one page per trace.
+//! The price is paid by lookups, which probe each epoch, newest first:
+//! about 250 index searches at a million traces, a millisecond or two, for
+//! a view. Writers look up every trace of every batch, and most are new,
+//! so a handle that has made enough lookups asks a [`Filter`] first: a
+//! Bloom filter of the ids stored, that answers "not stored" for a new id
+//! without touching the file; and a trace it wrote lately (a log record's,
+//! or one whose spans come in several batches) is found in [`Recent`]
+//! ([`Ids`]).
 
 use std::collections::{HashMap, VecDeque};
 
