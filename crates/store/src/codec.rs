@@ -22,12 +22,12 @@
 //!   dropped attributes, events, links  resource id
 //! value: a tag byte, then
 //!   0 null | 1 false | 2 true | 3 integer (signed) | 4 float (8 bytes, little
-//!   endian) | 5 string index | 6 string | 7 array: count, values |
+//!   endian) | 6 string | 7 array: count, values |
 //!   8 object: count, then (key: string index, value) pairs
 //! ```
 //!
-//! Names, services, scopes, attribute keys and text values repeat within a
-//! batch, so they are written once per part. Attributes are written from
+//! Names, services, scopes and attribute keys repeat within a batch, so
+//! they are written once per part. Attributes are written from
 //! the SDK's values as they are, without making JSON (version 1 held them
 //! as JSON text, the dearest part of encoding a span); reading makes the
 //! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
@@ -69,7 +69,6 @@ const FALSE: u8 = 1;
 const TRUE: u8 = 2;
 const INT: u8 = 3;
 const FLOAT: u8 = 4;
-const STRING: u8 = 5;
 const TEXT: u8 = 6;
 const ARRAY: u8 = 7;
 const OBJECT: u8 = 8;
@@ -149,7 +148,7 @@ struct Encoder<'a> {
 impl<'a> Encoder<'a> {
     /// A part holds a few distinct strings: a scan finds them faster than
     /// hashing, up to this many.
-    const SCANNED: usize = 16;
+    const SCANNED: usize = 48;
 
     fn intern(&mut self, s: &'a str) -> u64 {
         if self.strings.len() <= Self::SCANNED {
@@ -181,12 +180,6 @@ impl<'a> Encoder<'a> {
         put_uint(&mut self.body, i);
     }
 
-    /// A string value: interned, as keys and names are.
-    fn string_value(&mut self, s: &'a str) {
-        self.body.push(STRING);
-        self.string(s);
-    }
-
     fn float(&mut self, f: f64) {
         self.body.push(FLOAT);
         self.body.extend_from_slice(&f.to_le_bytes());
@@ -202,7 +195,7 @@ impl<'a> Encoder<'a> {
             Value::Bool(b) => self.body.push(if *b { TRUE } else { FALSE }),
             Value::I64(i) => self.int(*i),
             Value::F64(f) => self.float(*f),
-            Value::String(s) => self.string_value(s.as_str()),
+            Value::String(s) => self.text(s.as_str()),
             Value::Array(Array::Bool(a)) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
@@ -222,14 +215,16 @@ impl<'a> Encoder<'a> {
             Value::Array(Array::String(a)) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
-                a.iter().for_each(|s| self.string_value(s.as_str()));
+                a.iter().for_each(|s| self.text(s.as_str()));
             }
             // Anything newer: its text.
             other => self.text(&other.to_string()),
         }
     }
 
-    /// Text that lives no longer than the call: written in place.
+    /// A string value, written in place: values are seldom repeated within
+    /// a part (keys are, and are interned), and interning every URL and
+    /// user agent cost more than it saved.
     fn text(&mut self, s: &str) {
         self.body.push(TEXT);
         put_str(&mut self.body, s);
@@ -258,7 +253,7 @@ impl<'a> Encoder<'a> {
                 Some(i) => self.int(i),
                 None => self.float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            Json::String(s) => self.string_value(s),
+            Json::String(s) => self.text(s),
             Json::Array(a) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
@@ -295,7 +290,6 @@ impl<'a> Encoder<'a> {
         match v {
             AnyValue::Int(i) => self.int(*i),
             AnyValue::Double(f) => self.float(*f),
-            // Log text is mostly unique: written in place, not interned.
             AnyValue::String(s) => self.text(s.as_str()),
             AnyValue::Boolean(b) => self.body.push(if *b { TRUE } else { FALSE }),
             AnyValue::Bytes(b) => {
@@ -778,7 +772,7 @@ impl<'a> Reader<'a> {
         }
         match self.byte()? {
             NULL | FALSE | TRUE => {}
-            INT | STRING => {
+            INT => {
                 self.uint()?;
             }
             FLOAT => {
@@ -821,7 +815,6 @@ impl<'a> Reader<'a> {
                 self.at = end;
                 float_json(f64::from_le_bytes(b))
             }
-            STRING => Json::String(table.owned(self.uint()?)?),
             TEXT => Json::String(self.str()?.to_string()),
             ARRAY => {
                 let n = self.uint()? as usize;
@@ -1198,7 +1191,7 @@ mod tests {
     /// still comes back as it went in, each written once.
     #[test]
     fn many_distinct_strings_round_trip() {
-        let names: Vec<String> = (0..50).map(|i| format!("name {}", i % 40)).collect();
+        let names: Vec<String> = (0..100).map(|i| format!("name {}", i % 80)).collect();
         let spans: Vec<SpanIn<'_>> = names
             .iter()
             .enumerate()
@@ -1217,7 +1210,7 @@ mod tests {
         let back = decode(&bytes, 0).unwrap();
         let back: Vec<&str> = back.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(back, names);
-        // 40 names, the service, the scope and the message.
-        assert_eq!(bytes[1], 43);
+        // 80 names, the service, the scope and the message.
+        assert_eq!(bytes[1], 83);
     }
 }
