@@ -22,12 +22,12 @@
 //!   dropped attributes, events, links  resource id
 //! value: a tag byte, then
 //!   0 null | 1 false | 2 true | 3 integer (signed) | 4 float (8 bytes, little
-//!   endian) | 6 string | 7 array: count, values |
+//!   endian) | 5 string index | 6 string | 7 array: count, values |
 //!   8 object: count, then (key: string index, value) pairs
 //! ```
 //!
-//! Names, services, scopes and attribute keys repeat within a batch, so
-//! they are written once per part. Attributes are written from
+//! Names, services, scopes, attribute keys and short text values repeat
+//! within a batch, so they are written once per part. Attributes are written from
 //! the SDK's values as they are, without making JSON (version 1 held them
 //! as JSON text, the dearest part of encoding a span); reading makes the
 //! JSON the queries return. Version 1 parts (schemas 4 and 5) are still
@@ -69,6 +69,7 @@ const FALSE: u8 = 1;
 const TRUE: u8 = 2;
 const INT: u8 = 3;
 const FLOAT: u8 = 4;
+const STRING: u8 = 5;
 const TEXT: u8 = 6;
 const ARRAY: u8 = 7;
 const OBJECT: u8 = 8;
@@ -149,6 +150,8 @@ impl<'a> Encoder<'a> {
     /// A part holds a few distinct strings: a scan finds them faster than
     /// hashing, up to this many.
     const SCANNED: usize = 48;
+    /// String values up to this many bytes are interned.
+    const SHORT: usize = 24;
 
     fn intern(&mut self, s: &'a str) -> u64 {
         if self.strings.len() <= Self::SCANNED {
@@ -195,7 +198,7 @@ impl<'a> Encoder<'a> {
             Value::Bool(b) => self.body.push(if *b { TRUE } else { FALSE }),
             Value::I64(i) => self.int(*i),
             Value::F64(f) => self.float(*f),
-            Value::String(s) => self.text(s.as_str()),
+            Value::String(s) => self.string_value(s.as_str()),
             Value::Array(Array::Bool(a)) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
@@ -215,16 +218,27 @@ impl<'a> Encoder<'a> {
             Value::Array(Array::String(a)) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
-                a.iter().for_each(|s| self.text(s.as_str()));
+                a.iter().for_each(|s| self.string_value(s.as_str()));
             }
             // Anything newer: its text.
             other => self.text(&other.to_string()),
         }
     }
 
-    /// A string value, written in place: values are seldom repeated within
-    /// a part (keys are, and are interned), and interning every URL and
-    /// user agent cost more than it saved.
+    /// A string value: a short one interned (routes, methods, status
+    /// words repeat within a part), a long one written in place (URLs, user
+    /// agents and queries seldom repeat, and interning each cost more than
+    /// it saved).
+    fn string_value(&mut self, s: &'a str) {
+        if s.len() <= Self::SHORT {
+            self.body.push(STRING);
+            self.string(s);
+        } else {
+            self.text(s);
+        }
+    }
+
+    /// Text written in place.
     fn text(&mut self, s: &str) {
         self.body.push(TEXT);
         put_str(&mut self.body, s);
@@ -253,7 +267,7 @@ impl<'a> Encoder<'a> {
                 Some(i) => self.int(i),
                 None => self.float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            Json::String(s) => self.text(s),
+            Json::String(s) => self.string_value(s),
             Json::Array(a) => {
                 self.body.push(ARRAY);
                 put_uint(&mut self.body, a.len() as u64);
@@ -772,7 +786,7 @@ impl<'a> Reader<'a> {
         }
         match self.byte()? {
             NULL | FALSE | TRUE => {}
-            INT => {
+            INT | STRING => {
                 self.uint()?;
             }
             FLOAT => {
@@ -815,6 +829,7 @@ impl<'a> Reader<'a> {
                 self.at = end;
                 float_json(f64::from_le_bytes(b))
             }
+            STRING => Json::String(table.owned(self.uint()?)?),
             TEXT => Json::String(self.str()?.to_string()),
             ARRAY => {
                 let n = self.uint()? as usize;
