@@ -35,15 +35,30 @@ pub(crate) enum SpanSlot {
         cx: SpanContext,
         record: Option<Box<SpanRecord>>,
     },
+    /// A pipe span (`open_pipe`): the pipe exports it.
+    Piped {
+        cx: SpanContext,
+        stand_in: Option<Draft>,
+    },
     Ended {
         cx: SpanContext,
     },
 }
 
+/// What a pipe span's stand-in is made from if the store ends with the
+/// span open: the record itself is made only then (making and dropping
+/// one for every span was about a quarter of the host's side of `open`
+/// and `close`).
+pub(crate) struct Draft {
+    name: String,
+    parent: Option<SpanContext>,
+    start: SystemTime,
+}
+
 impl SpanSlot {
     pub(crate) fn context(&self) -> &SpanContext {
         match self {
-            SpanSlot::Open { cx, .. } | SpanSlot::Ended { cx } => cx,
+            SpanSlot::Open { cx, .. } | SpanSlot::Piped { cx, .. } | SpanSlot::Ended { cx } => cx,
         }
     }
 
@@ -55,7 +70,7 @@ impl SpanSlot {
         let ended = SpanSlot::Ended { cx: cx.clone() };
         match std::mem::replace(self, ended) {
             SpanSlot::Open { cx, record } => Some((cx, record)),
-            SpanSlot::Ended { .. } => None,
+            SpanSlot::Piped { .. } | SpanSlot::Ended { .. } => None,
         }
     }
 
@@ -440,10 +455,10 @@ impl SpanScope {
 
     /// A pipe guest's span is open (`wasi-observe:pipe` `open`): host-made
     /// spans nest under it until [`close_pipe`](Self::close_pipe). The pipe
-    /// exports the span itself; with `stand_in`, the scope keeps a record of
-    /// that name (started now, under the innermost open span of its trace)
-    /// that [`end_open`](Self::end_open) exports with an error status if the
-    /// store ends first. Beyond the open-span limit it is not tracked
+    /// exports the span itself; with `stand_in`, the scope keeps what a
+    /// record of that name needs (started now, under the innermost open
+    /// span of its trace), and [`end_open`](Self::end_open) makes it, with
+    /// an error status, if the store ends first. Beyond the open-span limit it is not tracked
     /// (counted as untracked, not dropped: the pipe still exports it).
     pub(crate) fn open_pipe(&mut self, cx: SpanContext, mut stand_in: Option<String>) {
         if self.open_limit_reached() {
@@ -456,13 +471,16 @@ impl SpanScope {
             Stats::add(&self.telemetry.counters().values_dropped_store_budget, 1);
             stand_in = None;
         }
-        let parent = self
-            .current_span_context()
-            .filter(|p| p.trace_id() == cx.trace_id());
-        self.open_foreign(cx, parent.as_ref(), stand_in);
-        if let Some(&key) = self.open.last() {
-            self.pipe_keys.push(key);
-        }
+        let stand_in = stand_in.map(|name| Draft {
+            name,
+            parent: self
+                .current_span_context()
+                .filter(|p| p.trace_id() == cx.trace_id()),
+            start: SystemTime::now(),
+        });
+        let key = self.spans.insert(SpanSlot::Piped { cx, stand_in }) as u32;
+        self.open.push(key);
+        self.pipe_keys.push(key);
     }
 
     /// Closes the innermost span opened by [`open_pipe`](Self::open_pipe)
@@ -485,12 +503,12 @@ impl SpanScope {
         if let Some(pos) = self.open.iter().rposition(|&k| k == key) {
             self.open.remove(pos);
         }
-        if let Some(SpanSlot::Open {
-            record: Some(record),
+        if let Some(SpanSlot::Piped {
+            stand_in: Some(draft),
             ..
         }) = self.spans.try_remove(key as usize)
         {
-            self.budget.sub(stand_in_bytes(&record.name));
+            self.budget.sub(stand_in_bytes(&draft.name));
         }
     }
 
@@ -507,26 +525,39 @@ impl SpanScope {
     pub(crate) fn end_open(&mut self, reason: &str, end: SystemTime) -> (usize, Vec<StandIn>) {
         let functions = self.end_open_functions(reason, end);
         let keys = std::mem::take(&mut self.open);
-        let piped = std::mem::take(&mut self.pipe_keys);
+        self.pipe_keys.clear();
         let n = keys.len() + functions;
         let mut stand_ins = Vec::new();
         for key in keys.into_iter().rev() {
-            if let Some(slot) = self.spans.get_mut(key as usize)
-                && let Some((cx, record)) = slot.end()
-                && let Some(mut record) = record
-            {
-                let is_piped = piped.contains(&key);
-                self.budget.sub(if is_piped {
-                    stand_in_bytes(&record.name)
-                } else {
-                    record.bytes()
-                });
-                record.status = Status::error(reason.to_string());
-                if is_piped {
-                    stand_ins.push((cx, record));
-                } else {
+            let Some(slot) = self.spans.get_mut(key as usize) else {
+                continue;
+            };
+            let cx = slot.context().clone();
+            match std::mem::replace(slot, SpanSlot::Ended { cx: cx.clone() }) {
+                SpanSlot::Open {
+                    record: Some(mut record),
+                    ..
+                } => {
+                    self.budget.sub(record.bytes());
+                    record.status = Status::error(reason.to_string());
                     self.telemetry.end_span(cx, record, end);
                 }
+                SpanSlot::Piped {
+                    stand_in: Some(draft),
+                    ..
+                } => {
+                    self.budget.sub(stand_in_bytes(&draft.name));
+                    let record = self.telemetry.frame_record(
+                        draft.name,
+                        draft.parent.as_ref(),
+                        draft.start,
+                        Vec::new(),
+                        Vec::new(),
+                        Status::error(reason.to_string()),
+                    );
+                    stand_ins.push((cx, record));
+                }
+                _ => {}
             }
         }
         (n, stand_ins)
