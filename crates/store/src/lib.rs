@@ -724,9 +724,12 @@ impl Store {
         // the parts).
         tx.execute("DELETE FROM name_postings WHERE last_part < ?1", [boundary])?;
         // Rows that log records made for traces whose spans never came
-        // (they hold no spans, so they are not counted).
+        // (they hold no spans, so they are not counted), unless records
+        // written since still name them.
         let waiting = tx.execute(
-            "DELETE FROM traces WHERE span_count = 0 AND written_ns < ?1",
+            "DELETE FROM traces WHERE span_count = 0 AND written_ns < ?1
+                 AND NOT EXISTS (SELECT 1 FROM log_traces l JOIN log_chunks c USING (chunk_id)
+                                 WHERE l.trace_key = traces.trace_key AND c.written_ns >= ?1)",
             [cutoff_ns],
         )? as i64;
         let logs = delete_log_chunks(&tx, cutoff_ns)?;

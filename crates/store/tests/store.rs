@@ -1270,9 +1270,17 @@ fn log_chunks_answer_every_filter_as_a_scan_would() {
         .collect();
     assert_eq!(left, ["fresh"]);
     assert_eq!(store.counts().unwrap().logs, 1);
-    // The trace had log records only, the first long written: its row
-    // went, and its records are found by a scan.
-    assert!(store.trace(&trace).unwrap().is_none());
+    // The trace has log records only, the first long written, but a fresh
+    // one names it: its row stays, and holds the fresh record.
+    let bodies: Vec<String> = store
+        .trace(&trace)
+        .unwrap()
+        .expect("a trace that records still name")
+        .logs
+        .into_iter()
+        .map(|l| l.body)
+        .collect();
+    assert_eq!(bodies, ["fresh"]);
     let bodies: Vec<String> = store
         .logs(&LogFilter {
             trace_id: Some(trace.clone()),
@@ -1297,6 +1305,11 @@ fn log_chunks_answer_every_filter_as_a_scan_would() {
         (1, 0),
         "the removed chunks' trace entries went too"
     );
+    // The other traces named only by the removed records went with them.
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM traces", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "only the trace a fresh record names is left");
 
     // Chunks whose times overlap: the one read first (its latest record is
     // the newest of all) holds mostly old records; the newest ten are its
