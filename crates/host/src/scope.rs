@@ -389,7 +389,7 @@ impl SpanScope {
         let full = self.open.len() >= self.telemetry.limits().open_spans_per_store;
         if full {
             Stats::add(&self.telemetry.counters().spans_untracked, 1);
-            self.untracked += 1;
+            self.untracked = self.untracked.saturating_add(1);
         }
         full
     }
@@ -458,8 +458,9 @@ impl SpanScope {
     /// exports the span itself; with `stand_in`, the scope keeps what a
     /// record of that name needs (started now, under the innermost open
     /// span of its trace), and [`end_open`](Self::end_open) makes it, with
-    /// an error status, if the store ends first. Beyond the open-span limit it is not tracked
-    /// (counted as untracked, not dropped: the pipe still exports it).
+    /// an error status, if the store ends first. Beyond the open-span limit
+    /// it is not tracked (counted as untracked, not dropped: the pipe still
+    /// exports it).
     pub(crate) fn open_pipe(&mut self, cx: SpanContext, mut stand_in: Option<String>) {
         if self.open_limit_reached() {
             return;
