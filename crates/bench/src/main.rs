@@ -222,9 +222,15 @@ impl Guests {
             .build();
         let host = Host::new(wasi, WasiObserveCtx::new(&telemetry));
         let mut store = Store::new(&self.engine, host);
-        let command =
-            Command::instantiate(&mut store, &self.component, &self.linker).expect("instantiate");
-        let result = command.wasi_cli_run().call_run(&mut store);
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.component)
+            .expect("instantiate");
+        let command = Command::new(&mut store, &instance).expect("a command");
+        let result = command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .and_then(|r| wasi_observe_host::flush_guest(&mut store, &instance).map(|()| r));
         drop(store);
         let _ = telemetry.shutdown();
         if let Err(e) = result {

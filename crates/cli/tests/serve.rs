@@ -1225,3 +1225,26 @@ fn untrusted_traceparent_starts_a_new_trace_linked_to_the_caller() {
     never.stop("-TERM");
     loopback.stop("-TERM");
 }
+
+/// A measurement made outside any span is held by the guest's SDK; `serve`
+/// asks for it when the handler returns, so every request's count arrives.
+#[test]
+fn measurements_held_by_the_guest_arrive_with_each_request() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    for _ in 0..3 {
+        let (status, body) = get(&server.url("/count"), &[]);
+        assert_eq!((status, body.as_str()), (200, "counted"));
+    }
+    let three = |m: &otlp_receiver::FlatMetric| {
+        m.name == "counted" && m.number_values().first().map(|v| v.1) == Some(3.0)
+    };
+    let metrics =
+        receiver.wait_for_metrics_where(|ms| ms.iter().any(three), Duration::from_secs(20));
+    assert!(metrics.iter().any(three), "no count of 3: {metrics:?}");
+    let (_, stderr) = server.stop("-TERM");
+    assert!(
+        !stderr.iter().any(|l| l.contains("held telemetry")),
+        "{stderr:?}"
+    );
+}

@@ -36,6 +36,9 @@ pub struct WasiObserveCtx {
     call_tracing: Option<Arc<ImportNames>>,
     /// The store's end of `wasi-observe:pipe`, made by its first batch.
     pub(crate) pipe: Option<Arc<PipeDecoder>>,
+    /// The guest holds records (it called `hold`) that no batch has carried
+    /// since: [`crate::flush_guest`] asks for them.
+    pub(crate) held: bool,
 }
 
 impl WasiObserveCtx {
@@ -49,6 +52,7 @@ impl WasiObserveCtx {
             shared_bytes: 0,
             call_tracing: None,
             pipe: None,
+            held: false,
         }
     }
 
@@ -188,6 +192,9 @@ impl WasiObserveCtx {
 
 impl Drop for WasiObserveCtx {
     fn drop(&mut self) {
+        if self.held {
+            crate::interfaces::pipe::ended_holding(self.scope.telemetry());
+        }
         self.end_open_spans("span still open when its store was dropped");
     }
 }

@@ -73,8 +73,14 @@
 //!     };
 //!     let mut store = Store::new(&engine, host);
 //!     wasi_observe_host::observe_store(&mut store);
-//!     let command = Command::instantiate(&mut store, &component, &linker)?;
+//!     let instance = linker.instantiate(&mut store, &component)?;
+//!     let command = Command::new(&mut store, &instance)?;
 //!     let result = command.wasi_cli_run().call_run(&mut store);
+//!     // After every call into the guest: what the SDK holds (measurements
+//!     // made outside any span) crosses now.
+//!     if result.is_ok() {
+//!         wasi_observe_host::flush_guest(&mut store, &instance)?;
+//!     }
 //!
 //!     // Spans the guest left open are ended with an error status saying why.
 //!     let reason = match &result {
@@ -129,6 +135,7 @@ pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveCtxBuilder, WasiObserveVie
 pub use export::aggregated::AggregatedMetricExporter;
 pub use hooks::{observe_store, observe_store_with_hook};
 pub use host_spans::{HostSpan, PlatformSpan, context_from_env};
+pub use interfaces::pipe::{flush_guest, flush_guest_async};
 pub use pipeline::{Limits, StatsSnapshot, Telemetry, TelemetryBuilder};
 
 // The modules' former places, kept so that existing embedders build.

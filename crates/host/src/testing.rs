@@ -176,9 +176,16 @@ impl Run {
         let output = Output::new();
         let mut store = Store::new(engine(), TestHost::with_output(&output, observe, args));
         crate::observe_store(&mut store);
-        let command = Command::instantiate(&mut store, component, linker)
+        let instance = linker
+            .instantiate(&mut store, component)
             .unwrap_or_else(|e| panic!("instantiating the guest: {e:?}"));
-        let result = command.wasi_cli_run().call_run(&mut store);
+        let command =
+            Command::new(&mut store, &instance).unwrap_or_else(|e| panic!("not a command: {e:?}"));
+        // As `wasi-observe run` does: the run, then what the guest holds.
+        let result = command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .and_then(|r| crate::flush_guest(&mut store, &instance).map(|()| r));
         Run {
             result,
             stdout: output.text(),

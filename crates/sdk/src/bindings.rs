@@ -1,8 +1,14 @@
 //! Guest bindings for the pipe (`wasi-observe:pipe@0.2.0`), generated from
-//! `wit/`: the only import the SDK needs.
+//! `wit/`: the only import the SDK needs, and the `flush` export the host
+//! calls when an invocation returns with records held.
+//!
+//! The generated glue (imports and the export's entry point) is `unsafe`
+//! code, allowed in this module only.
 //!
 //! Borrowing mode: batches and trace-states are passed to the host as
 //! borrowed slices and strings.
+
+#![allow(unsafe_code)]
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -15,3 +21,15 @@ wit_bindgen::generate!({
 });
 
 pub(crate) use self::wasi_observe::pipe::pipe;
+
+/// The `flush` export: linked into every component that uses the SDK (the
+/// component's world is the union of its crates' worlds).
+struct Flush;
+
+impl exports::wasi_observe::pipe::flush::Guest for Flush {
+    fn flush() {
+        crate::pipe::flush();
+    }
+}
+
+export!(Flush);

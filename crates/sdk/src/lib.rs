@@ -52,7 +52,10 @@
 //! start and end, to tell the host which span is open (so the host's spans
 //! for outgoing requests and import calls nest under it) and to read the
 //! clock; events, log records and measurements inside a span do not cross
-//! at all until the batch does. Entering and exiting spans never crosses.
+//! at all until the batch does. Measurements are summed per series in the
+//! component (a counter's add is a table lookup), and those made outside
+//! any span are held until the host asks for them when the invocation
+//! returns. Entering and exiting spans never crosses.
 //! When the host records nothing for a signal
 //! ([`enabled()`]), the SDK disables those callsites and they cost what a
 //! disabled `tracing` callsite costs.
@@ -127,10 +130,11 @@ pub fn enabled() -> Signals {
 }
 
 /// Sends everything recorded so far to the host now. Never needed for
-/// correctness (a batch crosses when the outermost span ends, when a record
-/// is made outside any span, when the buffer fills, and in the panic hook);
-/// useful before an operation that may trap without a panic, such as a
-/// deliberate `abort`.
+/// correctness (a batch crosses when the outermost span ends, when a log
+/// record is made outside any span, when the buffer fills, in the panic
+/// hook, and when the host asks for the measurements held after an
+/// invocation); useful before an operation that may trap without a panic,
+/// such as a deliberate `abort` or `std::process::exit`.
 pub fn flush() {
     pipe::flush();
 }

@@ -1,7 +1,11 @@
 //! The OpenTelemetry metrics API backed by the host: code that uses
 //! `opentelemetry::global::meter(..)` records measurements the host
 //! aggregates and exports. Measurements travel through the pipe
-//! ([`crate::pipe`]); the guest keeps no aggregation state.
+//! ([`crate::pipe`]). Until a batch crosses, the guest sums a counter's and
+//! an up-down counter's measurements per series and keeps a gauge's last
+//! value (the host would aggregate them so anyway), so a counter in a loop
+//! costs a hash lookup, not a record; histogram measurements travel one by
+//! one. A series' sum saturates at the `i64` range.
 //!
 //! Synchronous instruments only: counters, up-down counters, histograms
 //! (with their bucket boundaries) and gauges. Observable instruments need a
@@ -44,9 +48,8 @@ impl opentelemetry::metrics::MeterProvider for MeterProvider {
 
 struct Instruments;
 
-/// One host instrument.
-/// An instrument defined in the pipe, by its number there.
-struct HostInstrument(u32);
+/// An instrument defined in the pipe: its number there and its kind.
+struct HostInstrument(u32, u8);
 
 impl HostInstrument {
     fn new(
@@ -67,12 +70,12 @@ impl HostInstrument {
         } else {
             u32::MAX
         };
-        Arc::new(HostInstrument(id))
+        Arc::new(HostInstrument(id, kind))
     }
 
     fn record(&self, value: wire::Number, attributes: &[KeyValue]) {
         if self.0 != u32::MAX {
-            pipe::measure(self.0, value, attributes);
+            pipe::measure(self.0, self.1, value, attributes);
         }
     }
 }

@@ -13,12 +13,15 @@
 //! host's clock, which the span needs at those two moments anyway.
 //!
 //! A batch crosses when the outermost open span ends (with the `close` call
-//! that says so: no call of its own), when a record is made
+//! that says so: no call of its own), when a log record is made
 //! with no span open, when the buffer holds [`BATCH_BYTES`], when it has
 //! waited a second (checked at every span start and end), in the panic hook,
-//! and on [`crate::flush`]. So everything recorded has crossed when an
-//! invocation returns; a trap other than a panic loses at most what was
-//! recorded since the last batch.
+//! and on [`crate::flush`]. Measurements are summed here (counters,
+//! up-down counters; a gauge keeps its last value) and go with the next
+//! batch; made with no span open, they are held, and the host, told once
+//! with `hold`, calls the `flush` export when the invocation returns. So
+//! everything recorded has crossed when an invocation returns; a trap other
+//! than a panic loses at most what was recorded since the last batch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,6 +41,15 @@ pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
 /// A batch crosses once its first record is this old.
 const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Sums held at most (series of all instruments); past it they go into the
+/// buffer as they are.
+const MAX_SUMS: usize = 1024;
+
+/// Held measurements read the clock (to send what is a second old) at the
+/// 1st, 2nd, 4th, ... and then every this many: sparse ones wait about as
+/// long as the gap between them, a tight loop reads the clock seldom.
+const CLOCK_EVERY: u32 = 256;
 
 /// What the host said at start-up.
 pub(crate) struct Config {
@@ -95,6 +107,15 @@ struct Pipe {
     /// Shared attribute sets defined, by the caller's key (a callsite's
     /// address); `None`: sent inline.
     shared: HashMap<usize, Option<u32>, BuildHasherDefault<AddressHasher>>,
+    /// Sums (and gauges' last values) not yet in `buf`, by the instrument's
+    /// number (4 bytes, little-endian) followed by the encoded attributes.
+    sums: HashMap<Vec<u8>, wire::Number, BuildHasherDefault<BytesHasher>>,
+    /// Where a measurement's key is built.
+    key: Vec<u8>,
+    /// Whether the host was told (`hold`) that records wait here.
+    held: bool,
+    /// Measurements since the batch began to be held.
+    held_count: u32,
 }
 
 /// Shared sets an instance defines (the host keeps as many).
@@ -129,6 +150,29 @@ impl Hasher for AddressHasher {
     }
 }
 
+/// FxHash over a measurement's key, eight bytes at a time: the keys are the
+/// program's own attributes, and SipHash would cost more than the sum.
+#[derive(Default)]
+struct BytesHasher(u64);
+
+impl Hasher for BytesHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        let mut last = [0; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        let word = u64::from_le_bytes(last) ^ bytes.len() as u64;
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 thread_local! {
     static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };
 }
@@ -147,6 +191,10 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
                 oldest: None,
                 next_instrument: 0,
                 shared: HashMap::default(),
+                sums: HashMap::default(),
+                key: Vec::new(),
+                held: false,
+                held_count: 0,
             }
         });
         Some(f(pipe))
@@ -167,13 +215,64 @@ impl Pipe {
     }
 
     fn flush(&mut self) {
+        self.drain_sums();
         self.oldest = None;
         if self.buf.is_empty() {
             return;
         }
         // A batch over the host's largest is refused and counted there.
         host::submit(&self.buf);
+        self.sent();
+    }
+
+    /// The buffer crossed (with `submit` or `close`): nothing is held.
+    fn sent(&mut self) {
         self.buf.clear();
+        self.held = false;
+        self.held_count = 0;
+    }
+
+    /// Writes the sums into the buffer as measurements.
+    fn drain_sums(&mut self) {
+        if self.sums.is_empty() {
+            return;
+        }
+        for (key, value) in self.sums.drain() {
+            let (instrument, attributes) = key.split_at(4);
+            let instrument = u32::from_le_bytes(instrument.try_into().unwrap_or_default());
+            let w = &mut Writer(&mut self.buf);
+            w.varint(record_index::MEASURE);
+            w.varint(u64::from(instrument));
+            number(w, value);
+            w.raw(attributes);
+        }
+    }
+
+    /// A measurement was recorded: with no span open it is held (the host
+    /// told once per batch), and now and then the clock says whether the
+    /// batch is a second old (at the 1st, 2nd, 4th, ... measurement held,
+    /// and at every [`CLOCK_EVERY`]th, in a span or not).
+    fn measured(&mut self) {
+        if self.buf.len() >= BATCH_BYTES {
+            self.flush();
+            return;
+        }
+        if !self.held && self.open == 0 {
+            self.oldest.get_or_insert(host::hold());
+            self.held = true;
+            self.held_count = 0;
+            return;
+        }
+        self.held_count = self.held_count.wrapping_add(1);
+        let n = self.held_count;
+        // Inside a span, its start and end read the clock already: only a
+        // long span that measures in a loop needs the reading.
+        let sparse = self.open == 0 && n.is_power_of_two() && n <= CLOCK_EVERY;
+        if sparse || n.is_multiple_of(CLOCK_EVERY) {
+            let now = now();
+            self.oldest.get_or_insert(now);
+            self.flush_if_old(now);
+        }
     }
 
     fn flush_if_old(&mut self, now: u64) {
@@ -342,9 +441,10 @@ pub(crate) fn end(e: End<'_>) {
             if cx.is_sampled() {
                 record(pipe, e.time.map_or(0, nanos));
             }
+            pipe.drain_sums();
             pipe.oldest = None;
             host::close(span_id, &pipe.buf);
-            pipe.buf.clear();
+            pipe.sent();
             return;
         }
         let host_now = host::close(span_id, &[]);
@@ -529,25 +629,56 @@ pub(crate) fn shared(key: usize, make: impl FnOnce() -> Vec<KeyValue>) -> Option
     .flatten()
 }
 
-/// Records a measurement.
-pub(crate) fn measure(instrument: u32, value: wire::Number, attrs: &[KeyValue]) {
+/// Records a measurement of an instrument of `kind`: a histogram's as it
+/// is; a counter's and an up-down counter's added to the sum of its series,
+/// a gauge's replacing its series' last value, until the batch crosses.
+pub(crate) fn measure(instrument: u32, kind: u8, value: wire::Number, attrs: &[KeyValue]) {
+    use wire::instrument_kind as k;
     with_pipe(|pipe| {
-        pipe.push(0, |w| {
+        if kind == k::HISTOGRAM {
+            let w = &mut Writer(&mut pipe.buf);
             w.varint(record_index::MEASURE);
             w.varint(u64::from(instrument));
-            match value {
-                wire::Number::I64(v) => {
-                    w.varint(0);
-                    w.i64(v);
-                }
-                wire::Number::F64(v) => {
-                    w.varint(1);
-                    w.f64(v);
-                }
-            }
+            number(w, value);
             attributes(w, &[attrs]);
-        })
+        } else {
+            let mut key = std::mem::take(&mut pipe.key);
+            key.clear();
+            key.extend_from_slice(&instrument.to_le_bytes());
+            attributes(&mut Writer(&mut key), &[attrs]);
+            if let Some(sum) = pipe.sums.get_mut(key.as_slice()) {
+                *sum = match (kind, *sum, value) {
+                    (k::GAUGE, _, new) => new,
+                    (_, wire::Number::I64(a), wire::Number::I64(b)) => {
+                        wire::Number::I64(a.saturating_add(b))
+                    }
+                    (_, wire::Number::F64(a), wire::Number::F64(b)) => wire::Number::F64(a + b),
+                    // An instrument's numbers are of one type.
+                    (_, _, new) => new,
+                };
+            } else {
+                if pipe.sums.len() >= MAX_SUMS {
+                    pipe.drain_sums();
+                }
+                pipe.sums.insert(key.clone(), value);
+            }
+            pipe.key = key;
+        }
+        pipe.measured();
     });
+}
+
+fn number(w: &mut Writer<'_>, value: wire::Number) {
+    match value {
+        wire::Number::I64(v) => {
+            w.varint(0);
+            w.i64(v);
+        }
+        wire::Number::F64(v) => {
+            w.varint(1);
+            w.f64(v);
+        }
+    }
 }
 
 /// A parent as records name it: its span id (zeros for none) and whether

@@ -258,7 +258,7 @@ pub struct Instrument<'a> {
     pub boundaries: Option<Vec<f64>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Number {
     I64(i64),
     F64(f64),
@@ -329,6 +329,12 @@ impl Writer<'_> {
     #[inline]
     pub fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
+    }
+
+    /// Bytes already encoded (fields written earlier by another writer).
+    #[inline]
+    pub fn raw(&mut self, encoded: &[u8]) {
+        self.0.extend_from_slice(encoded);
     }
 
     /// An `Option`'s tag: 0 none, 1 some (the value follows).

@@ -16,7 +16,7 @@ use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder};
 
 use crate::common::{
@@ -128,9 +128,14 @@ impl Guest {
     /// Runs the command; `Ok(Err(()))` when it returned an error.
     fn run(&mut self) -> Result<Result<(), ()>> {
         match self {
-            Guest::Component(store, pre) => pre
-                .instantiate(&mut *store)
-                .and_then(|command| command.wasi_cli_run().call_run(&mut *store)),
+            Guest::Component(store, pre) => {
+                let instance = pre.instance_pre().instantiate(&mut *store)?;
+                let command = Command::new(&mut *store, &instance)?;
+                let result = command.wasi_cli_run().call_run(&mut *store)?;
+                // What the guest holds (measurements made outside spans).
+                wasi_observe_host::flush_guest(&mut *store, &instance)?;
+                Ok(result)
+            }
             Guest::Module(store, pre) => {
                 let instance = pre.instantiate(&mut *store)?;
                 let start = instance

@@ -26,8 +26,8 @@ use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::commands::run::report_store;
@@ -553,11 +553,14 @@ async fn handle(
     let task = tokio::spawn(async move {
         let server = task_server;
         let run = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+            let proxy = Proxy::new(&mut store, &instance)?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
-                .await
+                .await?;
+            // What the guest holds (measurements made outside spans).
+            wasi_observe_host::flush_guest_async(&mut store, &instance).await
         };
         let result = tokio::time::timeout(timeout, run).await;
         let refusal = store.data().limits.refusal();

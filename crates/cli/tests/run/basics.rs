@@ -519,3 +519,22 @@ fn ctrl_c_interrupts_the_guest_and_flushes_its_telemetry() {
     );
     assert_eq!(receiver.logs().len(), 1);
 }
+
+/// Measurements made outside any span, with nothing recorded after them:
+/// the SDK holds their sums, and `run` asks for them when `run` returns.
+#[test]
+fn held_measurements_arrive_when_the_command_returns() {
+    let receiver = OtlpHttpReceiver::start();
+    let out = run(cli_http(&receiver), &[SDK_HELD_METRICS_COMPONENT]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("held telemetry"), "{stderr}");
+    let metric = |name: &str| {
+        receiver
+            .wait_for_metric(name, WAIT)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(metric("depth").number_values()[0].1, 3.0);
+    assert_eq!(metric("level").number_values()[0].1, 2.5);
+    assert_eq!(metric("hits").number_values().len(), 750);
+}

@@ -15,7 +15,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod otel;
-mod pipe;
+pub(crate) mod pipe;
 mod sdk;
 pub mod tracer;
 pub(crate) mod values;

@@ -9,9 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::AsContextMut;
+use wasmtime::component::{Instance, TypedFunc};
+
 use crate::bindings::pipe::{Config, Host, Sampler, SpanRef};
-use crate::ctx::WasiObserveCtx;
+use crate::ctx::{WasiObserveCtx, WasiObserveView};
+use crate::pipeline::Telemetry;
 use crate::pipeline::guest::{MAX_BATCH, PipeDecoder};
+use crate::pipeline::stats::Stats;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -103,6 +110,11 @@ impl Host for WasiObserveCtx {
         Ok(now())
     }
 
+    fn hold(&mut self) -> wasmtime::Result<u64> {
+        self.held = true;
+        Ok(now())
+    }
+
     fn close(&mut self, span_id: u64, batch: Vec<u8>) -> wasmtime::Result<u64> {
         let now = now();
         self.scope
@@ -115,13 +127,89 @@ impl Host for WasiObserveCtx {
 impl WasiObserveCtx {
     /// Hands a batch received at `received` to the store's decoder.
     fn submit_batch(&mut self, batch: Vec<u8>, received: u64) {
-        if batch.is_empty() || !self.scope.telemetry().is_enabled() {
+        if batch.is_empty() {
+            return;
+        }
+        // The batch carries what the guest held.
+        self.held = false;
+        if !self.scope.telemetry().is_enabled() {
             return;
         }
         let telemetry = self.scope.telemetry();
         self.pipe
             .get_or_insert_with(|| PipeDecoder::new(telemetry.clone()))
             .submit(batch, received);
+    }
+}
+
+/// The export a guest that calls `hold` provides.
+const FLUSH_INTERFACE: &str = "wasi-observe:pipe/flush@0.2.0";
+
+/// The guest's `flush` export, if it has one.
+fn flush_export(mut store: impl AsContextMut, instance: &Instance) -> Option<TypedFunc<(), ()>> {
+    let interface = instance.get_export_index(&mut store, None, FLUSH_INTERFACE)?;
+    let func = instance.get_export_index(&mut store, Some(&interface), "flush")?;
+    instance.get_typed_func(&mut store, func).ok()
+}
+
+/// Asks the guest of `instance` for the records it holds (made outside any
+/// span: measurements the SDK sums), if it said it holds some. Call it
+/// after every call into the component's exports returns, as `wasi-observe
+/// run` and `serve` do: without it those records are lost when the store
+/// ends (counted in `pipe_stores_ended_holding`). Costs nothing when the
+/// guest holds nothing. An error is the guest's own trap in `flush`.
+pub fn flush_guest<T: WasiObserveView + 'static>(
+    mut store: impl AsContextMut<Data = T>,
+    instance: &Instance,
+) -> wasmtime::Result<()> {
+    let mut store = store.as_context_mut();
+    if !std::mem::take(&mut store.data_mut().observe().held) {
+        return Ok(());
+    }
+    match flush_export(&mut store, instance) {
+        Some(flush) => flush.call(&mut store, ()),
+        None => {
+            no_flush_export(store.data_mut().observe());
+            Ok(())
+        }
+    }
+}
+
+/// [`flush_guest`] for a store with async support (as `serve`'s).
+pub async fn flush_guest_async<T: WasiObserveView + Send + 'static>(
+    mut store: impl AsContextMut<Data = T>,
+    instance: &Instance,
+) -> wasmtime::Result<()> {
+    let mut store = store.as_context_mut();
+    if !std::mem::take(&mut store.data_mut().observe().held) {
+        return Ok(());
+    }
+    match flush_export(&mut store, instance) {
+        Some(flush) => flush.call_async(&mut store, ()).await,
+        None => {
+            no_flush_export(store.data_mut().observe());
+            Ok(())
+        }
+    }
+}
+
+/// A guest called `hold` but exports no `flush`: what it held is lost.
+fn no_flush_export(ctx: &mut WasiObserveCtx) {
+    ctx.scope.telemetry().checker().invalid();
+    ended_holding(ctx.scope.telemetry());
+}
+
+/// Counts a store that ended (or could not be asked) while its guest held
+/// records, with one warning per process.
+pub(crate) fn ended_holding(t: &Telemetry) {
+    Stats::add(&t.counters().pipe_stores_ended_holding, 1);
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "wasi-observe: a guest's store ended while it held telemetry (measurements made \
+             outside any span); it trapped, or the host did not call `flush_guest` after \
+             the invocation: those records are lost (counted in pipe_stores_ended_holding)"
+        );
     }
 }
 
@@ -170,6 +258,26 @@ mod tests {
         Host::close(&mut ctx, 5, Vec::new()).unwrap();
         assert_eq!(ctx.open_spans(), 1);
         assert_eq!(ctx.held_bytes(), 0, "the stand-in's bytes were given back");
+    }
+
+    /// `hold` marks the store as holding until a batch crosses; a store
+    /// that ends holding is counted.
+    #[test]
+    fn a_held_batch_is_cleared_by_a_batch_and_counted_at_the_end() {
+        let t = pipeline(Limits::default());
+        let mut ctx = WasiObserveCtx::new(&t);
+        Host::hold(&mut ctx).unwrap();
+        Host::submit(&mut ctx, Vec::new()).unwrap();
+        assert!(ctx.held, "an empty batch carries nothing");
+        Host::open(&mut ctx, span(1), "s".into(), None).unwrap();
+        Host::close(&mut ctx, 1, vec![0]).unwrap();
+        assert!(!ctx.held, "the close's batch carried what was held");
+        drop(ctx);
+        assert_eq!(t.stats().pipe_stores_ended_holding, 0);
+        let mut ctx = WasiObserveCtx::new(&t);
+        Host::hold(&mut ctx).unwrap();
+        drop(ctx);
+        assert_eq!(t.stats().pipe_stores_ended_holding, 1);
     }
 
     /// Past the open-span limit a pipe span is still exported by the

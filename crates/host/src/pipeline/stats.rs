@@ -109,6 +109,11 @@ stats! {
     pipe_batches_malformed,
     /// Pipe batches dropped whole for exceeding the largest batch size.
     pipe_batches_rejected,
+    /// Stores that ended while their guest held records (it had called
+    /// `hold`, and no batch or `flush` call followed): the guest trapped, or
+    /// the embedder did not call [`crate::flush_guest`] after an invocation.
+    /// What was held is lost.
+    pipe_stores_ended_holding,
 }
 
 impl Stats {

@@ -145,3 +145,96 @@ pub(crate) mod sdk_losses {
         assert!(stats.invalid_input >= 4, "{stats:?}");
     }
 }
+
+/// The `sdk_held_metrics` guest program: measurements made outside any
+/// span are summed and held in the guest, and cross when the host asks.
+pub(crate) mod sdk_held_metrics {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use wasi_observe_host::testing::{TestHost, component, engine, linker, metric};
+    use wasmtime::Store;
+    use wasmtime_wasi::p2::bindings::sync::Command;
+
+    use super::*;
+
+    const PROGRAM: &str = test_programs_artifacts::SDK_HELD_METRICS_COMPONENT;
+
+    #[test]
+    fn held_measurements_cross_when_the_host_asks() {
+        let p = Pipeline::new();
+        let r = run(PROGRAM, p.ctx(), &["sdk_held_metrics"]);
+        r.succeeded();
+        drop(r);
+        let stats = p.telemetry.stats();
+        assert_eq!(stats.pipe_stores_ended_holding, 0, "{stats:?}");
+        let exports = p.metrics();
+        // Every series got 1 then 2, though the guest sums at most 1 024
+        // series at once: a series written out early and summed again adds
+        // up on the host.
+        for name in ["hits", "misses"] {
+            let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric(&exports, name).data() else {
+                panic!("{name} is not an integer sum");
+            };
+            let mut series: Vec<i64> = sum
+                .data_points()
+                .map(|d| {
+                    assert_eq!(d.value(), 3, "{name}: {d:?}");
+                    match &d.attributes().next().unwrap().value {
+                        opentelemetry::Value::I64(n) => *n,
+                        v => panic!("{v:?}"),
+                    }
+                })
+                .collect();
+            series.sort_unstable();
+            assert_eq!(series, (0..750).collect::<Vec<_>>(), "{name}");
+        }
+        let AggregatedMetrics::I64(MetricData::Sum(depth)) = metric(&exports, "depth").data()
+        else {
+            panic!("depth is not an integer sum");
+        };
+        assert_eq!(depth.data_points().next().unwrap().value(), 3);
+        let AggregatedMetrics::F64(MetricData::Gauge(level)) = metric(&exports, "level").data()
+        else {
+            panic!("level is not a float gauge");
+        };
+        assert_eq!(level.data_points().next().unwrap().value(), 2.5);
+        let AggregatedMetrics::F64(MetricData::Histogram(sizes)) = metric(&exports, "sizes").data()
+        else {
+            panic!("sizes is not a float histogram");
+        };
+        let h = sizes.data_points().next().unwrap();
+        assert_eq!((h.count(), h.sum()), (3, 111.0), "each measurement crossed");
+    }
+
+    /// An embedder that never calls `flush_guest` loses what was held, and
+    /// the loss is counted, not silent.
+    #[test]
+    fn a_store_that_ends_holding_is_counted() {
+        let p = Pipeline::new();
+        let output = wasi_observe_host::testing::Output::new();
+        let mut store = Store::new(
+            engine(),
+            TestHost::with_output(&output, p.ctx(), &["sdk_held_metrics"]),
+        );
+        let command =
+            Command::instantiate(&mut store, &component(PROGRAM), &linker(engine())).unwrap();
+        command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .unwrap()
+            .unwrap();
+        assert_eq!(output.text(), "recorded\n");
+        drop(store);
+        let stats = p.telemetry.stats();
+        assert_eq!(stats.pipe_stores_ended_holding, 1, "{stats:?}");
+        assert!(stats.has_losses());
+        let exports = p.metrics();
+        assert!(
+            exports
+                .iter()
+                .flat_map(|r| r.scope_metrics())
+                .flat_map(|s| s.metrics())
+                .all(|m| m.name() != "depth"),
+            "nothing held crossed"
+        );
+    }
+}

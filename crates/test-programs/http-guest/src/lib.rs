@@ -5,7 +5,8 @@
 //! `traceparent`), `/otel-call?url=URL` (the same call inside a span made
 //! through `wasi:otel`, as a wasi:otel guest SDK would), `/grow?mb=N`
 //! (allocates N MiB, 1 MiB at a time, at most 4 096, then answers
-//! `grew N MiB`). For the load benchmark's cost breakdown
+//! `grew N MiB`), `/count` (adds 1 to the counter `counted` outside any
+//! span: the SDK holds it until `serve` asks). For the load benchmark's cost breakdown
 //! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
 //! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
 //! log records); `/hello` is one of each. `/first-span` times the steps of
@@ -34,6 +35,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
             "/log-only" => {
                 log::info!(route = path.as_str(); "handling");
                 return http_util::respond(out, 200, "hello");
+            }
+            "/count" => {
+                opentelemetry::global::meter("http-guest")
+                    .u64_counter("counted")
+                    .build()
+                    .add(1, &[]);
+                return http_util::respond(out, 200, "counted");
             }
             "/twice" => {
                 for _ in 0..2 {
