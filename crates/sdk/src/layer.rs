@@ -477,7 +477,7 @@ where
             if signals.logs {
                 let cx = otel_current_or_ambient();
                 pipe::log(pipe::Log {
-                    time: pipe::now(),
+                    time: None,
                     severity: pipe::severity(meta.level()),
                     target: meta.target(),
                     body: message.as_deref(),
@@ -530,7 +530,7 @@ where
         }
         if signals.logs {
             pipe::log(pipe::Log {
-                time,
+                time: Some(time),
                 severity: pipe::severity(meta.level()),
                 target: meta.target(),
                 body: message.as_deref(),

@@ -47,7 +47,7 @@ impl log::Log for Logger {
         let attributes = attributes(record.key_values());
         let span = implicit_parent();
         pipe::log(pipe::Log {
-            time: pipe::now(),
+            time: None,
             severity: pipe::severity(&level(record.level())),
             target: record.target(),
             body: (!message.is_empty()).then_some(message),

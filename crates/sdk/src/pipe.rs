@@ -541,7 +541,9 @@ pub(crate) fn severity(level: &tracing_core::Level) -> u8 {
 
 /// A log record.
 pub(crate) struct Log<'a> {
-    pub time: u64,
+    /// `None`: now (with no span open the record crosses at once, stamped
+    /// with the host's time of that call instead of a clock read here).
+    pub time: Option<u64>,
     pub severity: u8,
     pub target: &'a str,
     pub body: Option<&'a str>,
@@ -553,9 +555,15 @@ pub(crate) struct Log<'a> {
 pub(crate) fn log(l: Log<'_>) {
     let context = l.span.filter(|cx| cx.is_valid());
     with_pipe(|pipe| {
-        pipe.push(l.time, |w| {
+        let time = match l.time {
+            Some(t) => t,
+            // `push` sends it at once: 0 is the time of that `submit`.
+            None if pipe.open == 0 => 0,
+            None => now(),
+        };
+        pipe.push(time, |w| {
             w.varint(record_index::LOG);
-            w.varint(l.time);
+            w.varint(time);
             w.byte(l.severity);
             w.str(l.target);
             w.option(l.body.is_some());

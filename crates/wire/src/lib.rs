@@ -216,6 +216,9 @@ pub struct Reparent {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Log<'a, A> {
+    /// Nanoseconds since the epoch; 0: the time of the call that carries
+    /// the batch (a record made with no span open crosses at once, and the
+    /// host's clock then saves the guest a clock read).
     pub time: u64,
     /// OpenTelemetry severity number (1-24).
     pub severity: u8,

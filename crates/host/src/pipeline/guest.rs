@@ -683,7 +683,8 @@ impl State {
                     body: l.body.map(str::to_string),
                     attributes,
                     span: cx.as_ref(),
-                    time: Some(time(check, l.time)),
+                    // 0: made as the batch crossed (see `wire::Log`).
+                    time: Some(time(check, if l.time == 0 { received } else { l.time })),
                 });
             }
             wire::Record::Share(set) => {

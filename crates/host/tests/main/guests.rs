@@ -948,6 +948,7 @@ pub(crate) fn sdk_scenario() {
 #[test]
 pub(crate) fn sdk_features() {
     let p = Pipeline::new();
+    let started = SystemTime::now();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = run(
         test_programs_artifacts::SDK_FEATURES_COMPONENT,
@@ -1042,6 +1043,15 @@ pub(crate) fn sdk_features() {
         .collect();
     assert_eq!(attrs["user"], AnyValue::from("ada"));
     assert_eq!(attrs["retries"], AnyValue::Int(2));
+    // Made with no span open, it crossed at once, stamped with the time of
+    // that call (the guest read no clock for it): after the last span.
+    let stamped = login.timestamp().expect("a timestamp");
+    assert!(started <= stamped && stamped <= SystemTime::now());
+    assert!(
+        stamped >= child.end_time,
+        "{stamped:?} {:?}",
+        child.end_time
+    );
 }
 
 #[test]
