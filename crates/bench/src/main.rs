@@ -87,10 +87,45 @@ fn time(n: u64, mut op: impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
-fn native_span(n: u64) -> f64 {
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
+/// Room in every export queue, native and guest, for all `n` operations
+/// and the warm-up: where the export thread falls behind (under callgrind,
+/// which runs one thread at a time, it always does) nothing is dropped, so
+/// both sides pay for all they make. The default queue (2 048) dropped
+/// about two thirds of the native spans under callgrind.
+fn queue_for(n: u64) -> usize {
+    (n + n / 10 + 64) as usize
+}
+
+fn native_tracer_provider(n: u64) -> SdkTracerProvider {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(queue_for(n))
         .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(
+            BatchSpanProcessor::builder(Discard)
+                .with_batch_config(config)
+                .build(),
+        )
+        .build()
+}
+
+fn native_logger_provider(n: u64) -> SdkLoggerProvider {
+    use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor};
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(queue_for(n))
+        .build();
+    SdkLoggerProvider::builder()
+        .with_log_processor(
+            BatchLogProcessor::builder(Discard)
+                .with_batch_config(config)
+                .build(),
+        )
+        .build()
+}
+
+fn native_span(n: u64) -> f64 {
+    let provider = native_tracer_provider(n);
     let tracer = provider.tracer("bench");
     let ns = time(n, || {
         let mut span = tracer
@@ -111,12 +146,8 @@ fn native_span(n: u64) -> f64 {
 /// not reach it during the guest runs.
 fn native_tracing(n: u64) -> f64 {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let tracer_provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
-        .build();
-    let logger_provider = SdkLoggerProvider::builder()
-        .with_batch_exporter(Discard)
-        .build();
+    let tracer_provider = native_tracer_provider(n);
+    let logger_provider = native_logger_provider(n);
     let subscriber = tracing_subscriber::registry()
         .with(
             tracing_opentelemetry::layer()
@@ -142,9 +173,7 @@ fn native_tracing(n: u64) -> f64 {
 }
 
 fn native_log(n: u64) -> f64 {
-    let provider = SdkLoggerProvider::builder()
-        .with_batch_exporter(Discard)
-        .build();
+    let provider = native_logger_provider(n);
     let logger = provider.logger("bench");
     let ns = time(n, || {
         let mut record = logger.create_log_record();
@@ -208,7 +237,14 @@ impl Guests {
     fn run(&self, mode: &str, n: u64) -> f64 {
         let telemetry = Telemetry::builder()
             .with_default_service_name("bench")
-            .with_span_batch_config(BatchConfig::spans_from_env())
+            .with_span_batch_config(BatchConfig {
+                max_queue_size: queue_for(n),
+                ..BatchConfig::spans_from_env()
+            })
+            .with_log_batch_config(BatchConfig {
+                max_queue_size: queue_for(n),
+                ..BatchConfig::logs_from_env()
+            })
             .with_span_exporter(Discard)
             .with_log_exporter(Discard)
             .with_metric_exporter(Discard)
@@ -300,39 +336,144 @@ fn vm_hwm_kb() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Instructions per operation of one figure (`--guest MODE` or `--native
+/// MODE`), counted by callgrind as `crates/bench/ir.sh` counts them: runs of
+/// 2 000 and 6 000 operations, the difference divided by the extra
+/// operations (warm-up included), so start-up and compilation cancel out.
+/// Returns the count on the thread that makes the telemetry and on all
+/// threads together.
+fn instructions(flag: &str, mode: &str) -> (f64, f64) {
+    let bin = std::env::current_exe().expect("the bench's own path");
+    let dir = std::env::temp_dir().join(format!("wasi-observe-ir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    // Code compiled outside valgrind does not load under it: compile (and
+    // cache) under valgrind first.
+    let _ = Process::new("valgrind")
+        .args(["--tool=none".as_ref(), bin.as_os_str()])
+        .args([flag, mode, "10"])
+        .output();
+    let count = |n: u64| -> (f64, f64) {
+        let out = dir.join(format!("{mode}-{n}"));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).expect("a temporary directory");
+        let status = Process::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--separate-threads=yes")
+            .arg(format!("--callgrind-out-file={}/cg.%p", out.display()))
+            .arg(&bin)
+            .args([flag, mode, &n.to_string()])
+            .output()
+            .expect("valgrind runs (apt install valgrind)");
+        assert!(
+            status.status.success(),
+            "{flag} {mode} {n} failed under callgrind"
+        );
+        let (mut main, mut all) = (0.0, 0.0);
+        for entry in std::fs::read_dir(&out).expect("callgrind's files") {
+            let path = entry.expect("a file").path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let summary: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0);
+            all += summary;
+            if path.to_string_lossy().ends_with("-01") {
+                main = summary;
+            }
+        }
+        (main, all)
+    };
+    let (m1, a1) = count(2_000);
+    let (m2, a2) = count(6_000);
+    let _ = std::fs::remove_dir_all(&dir);
+    let ops = 1.1 * 4_000.0;
+    ((m2 - m1) / ops, (a2 - a1) / ops)
+}
+
 /// The figures the issue tracker and CI read, as one JSON object: for each,
 /// `ns` per operation and `ratio` to its native counterpart (spans to the
-/// native `opentelemetry_sdk` span, the `tracing` span to native `tracing`).
-fn json_summary(guests: &Guests, n: u64) -> String {
+/// native `opentelemetry_sdk` span, the `tracing` span to native `tracing`);
+/// with `counted`, also `instructions` per operation on the thread that
+/// makes the telemetry and `instructions_all_threads` (callgrind, see
+/// [`instructions`]; several minutes).
+fn json_summary(guests: &Guests, n: u64, counted: bool) -> String {
     let native_span = native_span(n);
     let native_tracing = native_tracing(n);
     let native_log = native_log(n);
     let native_counter = native_counter(n);
+    // Each figure with the mode that measures it alone.
     let figures = [
-        ("native_span", native_span, native_span),
-        ("native_tracing_span", native_tracing, native_tracing),
-        ("guest_raw_span", guests.run("raw", n), native_span),
-        ("guest_sdk_span", guests.run("sdk", n), native_span),
+        ("native_span", native_span, native_span, "--native", "span"),
+        (
+            "native_tracing_span",
+            native_tracing,
+            native_tracing,
+            "--native",
+            "tracing",
+        ),
+        (
+            "guest_raw_span",
+            guests.run("raw", n),
+            native_span,
+            "--guest",
+            "raw",
+        ),
+        (
+            "guest_sdk_span",
+            guests.run("sdk", n),
+            native_span,
+            "--guest",
+            "sdk",
+        ),
         (
             "guest_tracing_span",
             guests.run("tracing", n),
             native_tracing,
+            "--guest",
+            "tracing",
         ),
-        ("native_log", native_log, native_log),
-        ("guest_sdk_log", guests.run("log", n), native_log),
-        ("native_counter", native_counter, native_counter),
+        ("native_log", native_log, native_log, "--native", "log"),
+        (
+            "guest_sdk_log",
+            guests.run("log", n),
+            native_log,
+            "--guest",
+            "log",
+        ),
+        (
+            "native_counter",
+            native_counter,
+            native_counter,
+            "--native",
+            "counter",
+        ),
         (
             "guest_sdk_counter",
             guests.run("counter", n),
             native_counter,
+            "--guest",
+            "counter",
         ),
-        ("floor", guests.run("floor", n), native_span),
+        (
+            "floor",
+            guests.run("floor", n),
+            native_span,
+            "--guest",
+            "floor",
+        ),
     ];
     let body: Vec<String> = figures
         .iter()
-        .map(|(key, ns, base)| {
+        .map(|(key, ns, base, flag, mode)| {
+            let counts = if counted {
+                let (making, all) = instructions(flag, mode);
+                format!(", \"instructions\": {making:.0}, \"instructions_all_threads\": {all:.0}")
+            } else {
+                String::new()
+            };
             format!(
-                "\"{key}\": {{\"ns\": {ns:.1}, \"ratio\": {:.3}}}",
+                "\"{key}\": {{\"ns\": {ns:.1}, \"ratio\": {:.3}{counts}}}",
                 ns / base
             )
         })
@@ -373,9 +514,13 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("--json") {
-        // One JSON object: `wasi-observe-bench --json [N]`.
-        let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
-        println!("{}", json_summary(&Guests::new(), n));
+        // One JSON object: `wasi-observe-bench --json [--instructions] [N]`.
+        let counted = args.iter().any(|a| a == "--instructions");
+        let n: u64 = args[1..]
+            .iter()
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(200_000);
+        println!("{}", json_summary(&Guests::new(), n, counted));
         return;
     }
     let n: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
