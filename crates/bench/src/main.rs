@@ -235,15 +235,22 @@ impl Guests {
 
     /// Runs `bench <mode> <n>` in a fresh instance; ns per operation.
     fn run(&self, mode: &str, n: u64) -> f64 {
+        self.run_with(mode, n, Some(queue_for(n)))
+    }
+
+    /// As [`Guests::run`], with export queues of `queue` items (`None`: as
+    /// `wasi-observe run` has them, for the memory figures).
+    fn run_with(&self, mode: &str, n: u64, queue: Option<usize>) -> f64 {
+        let (spans, logs) = (BatchConfig::spans_from_env(), BatchConfig::logs_from_env());
         let telemetry = Telemetry::builder()
             .with_default_service_name("bench")
             .with_span_batch_config(BatchConfig {
-                max_queue_size: queue_for(n),
-                ..BatchConfig::spans_from_env()
+                max_queue_size: queue.unwrap_or(spans.max_queue_size),
+                ..spans
             })
             .with_log_batch_config(BatchConfig {
-                max_queue_size: queue_for(n),
-                ..BatchConfig::logs_from_env()
+                max_queue_size: queue.unwrap_or(logs.max_queue_size),
+                ..logs
             })
             .with_span_exporter(Discard)
             .with_log_exporter(Discard)
@@ -485,7 +492,12 @@ fn row(what: &str, ns: f64, base: f64) {
     println!("{what:<58} {ns:>9.0} ns {:>6.2}x", ns / base);
 }
 
+// mimalloc's tuning, as in the `wasi-observe` binary.
+#[path = "../../cli/src/alloc.rs"]
+mod alloc;
+
 fn main() {
+    alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--guest") {
         // One guest figure alone, for profiling: `--guest MODE N`.
@@ -508,7 +520,7 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("--memory") {
         let n = args[2].parse().expect("a count");
-        let ns = Guests::new().run(&args[1], n);
+        let ns = Guests::new().run_with(&args[1], n, None);
         println!("ns_per_op {ns}");
         println!("peak_rss_kb {}", vm_hwm_kb().unwrap_or(0));
         return;

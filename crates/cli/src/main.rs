@@ -3,6 +3,7 @@
 
 use clap::Parser;
 
+mod alloc;
 mod commands;
 mod common;
 mod view;
@@ -34,6 +35,7 @@ enum WasiObserve {
 }
 
 fn main() -> wasmtime::Result<()> {
+    alloc::tune();
     match WasiObserve::parse() {
         WasiObserve::Run(cmd) => cmd.execute(),
         WasiObserve::Serve(cmd) => cmd.execute(),

@@ -56,7 +56,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+// mimalloc's tuning, as in the `wasi-observe` binary.
+#[path = "../../cli/src/alloc.rs"]
+mod alloc;
+
 fn main() -> Result<(), Error> {
+    alloc::tune();
     let mut addr: SocketAddr = "127.0.0.1:8080".parse()?;
     let mut exporter = String::from("otlp");
     let mut args = std::env::args().skip(1);

@@ -24,6 +24,10 @@ use support::block_on;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// And its tuning.
+#[path = "../../cli/src/alloc.rs"]
+mod alloc;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -112,6 +116,7 @@ fn export_logs(exporter: &StoreExporter, batch: &[SdkLogRecord], scope: &Instrum
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::tune();
     let mut args = std::env::args().skip(1);
     let mut arg = |default: u64| -> anyhow::Result<u64> {
         Ok(args

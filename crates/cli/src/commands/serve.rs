@@ -27,7 +27,7 @@ use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::commands::run::report_store;
@@ -168,6 +168,9 @@ impl Counts {
 struct Server {
     engine: Engine,
     pre: ProxyPre<Host>,
+    /// Where the component's exports are, found once: a request's
+    /// instance needs the handler and, after it, the SDK's `flush`.
+    proxy: ProxyIndices,
     telemetry: Telemetry,
     envs: Vec<(String, String)>,
     local: SocketAddr,
@@ -290,6 +293,7 @@ impl ServeCommand {
 
         let server = Arc::new(Server {
             engine,
+            proxy: ProxyIndices::new(pre.instance_pre())?,
             pre,
             telemetry: telemetry.clone(),
             envs: self.envs,
@@ -554,7 +558,7 @@ async fn handle(
         let server = task_server;
         let run = async {
             let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-            let proxy = Proxy::new(&mut store, &instance)?;
+            let proxy = server.proxy.load(&mut store, &instance)?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
