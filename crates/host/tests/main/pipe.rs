@@ -238,3 +238,49 @@ pub(crate) mod sdk_held_metrics {
         );
     }
 }
+
+/// A component that says it holds pipe records but exports no `flush` (it
+/// does not use the SDK): the host's request finds no export, counts the
+/// loss, and carries on.
+#[test]
+fn hold_without_a_flush_export_is_counted() {
+    use wasi_observe_host::testing::{Output, TestHost, engine, linker};
+    use wasmtime::Store;
+    use wasmtime::component::Component;
+
+    let bytes = wat::parse_str(
+        r#"(component
+            (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
+                (export "hold" (func (result u64)))))
+            (core func $hold (canon lower (func $pipe "hold")))
+            (core module $m
+                (import "pipe" "hold" (func $hold (result i64)))
+                (func (export "run") (drop (call $hold))))
+            (core instance $i (instantiate $m
+                (with "pipe" (instance (export "hold" (func $hold))))))
+            (func $run (canon lift (core func $i "run")))
+            (export "run" (func $run)))"#,
+    )
+    .unwrap();
+    let component = Component::new(engine(), bytes).unwrap();
+    let p = Pipeline::new();
+    let output = Output::new();
+    let mut store = Store::new(engine(), TestHost::with_output(&output, p.ctx(), &[]));
+    let instance = linker(engine())
+        .instantiate(&mut store, &component)
+        .unwrap();
+    let run = instance
+        .get_typed_func::<(), ()>(&mut store, "run")
+        .unwrap();
+    run.call(&mut store, ()).unwrap();
+    wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
+    let stats = p.telemetry.stats();
+    assert_eq!(
+        (stats.pipe_stores_ended_holding, stats.invalid_input),
+        (1, 1),
+        "{stats:?}"
+    );
+    // Asked once: the store's end does not count it again.
+    drop(store);
+    assert_eq!(p.telemetry.stats().pipe_stores_ended_holding, 1);
+}
