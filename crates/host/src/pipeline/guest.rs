@@ -19,6 +19,12 @@
 //! value; open spans are held within the store's byte budget.
 
 use std::collections::HashMap;
+
+/// The decoder's maps, keyed by ids the guest chooses. foldhash's quality
+/// hasher with a random seed: SipHash cost about 800 instructions per span
+/// here (three lookups of an 8-byte id), and a guest cannot aim collisions
+/// at a seed it never sees; the maps are bounded besides.
+type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -202,13 +208,13 @@ pub(crate) struct PipeDecoder {
 
 struct State {
     /// Spans started and not ended, by span id.
-    open: HashMap<[u8; 8], Box<OpenSpan>>,
+    open: Map<[u8; 8], Box<OpenSpan>>,
     /// Bytes the open spans hold.
     budget: StoreBudget,
-    instruments: HashMap<u32, Option<Arc<Instrument>>>,
+    instruments: Map<u32, Option<Arc<Instrument>>>,
     /// Shared attribute sets, by the guest's number (held within the
     /// store's budget).
-    shared: HashMap<u32, Vec<KeyValue>>,
+    shared: Map<u32, Vec<KeyValue>>,
     /// The store ended: spans still open were exported with an error.
     ended: Option<(String, SystemTime)>,
 }
@@ -239,10 +245,10 @@ impl PipeDecoder {
             telemetry,
             queue: Mutex::new(Vec::new()),
             state: Mutex::new(State {
-                open: HashMap::new(),
+                open: Map::default(),
                 budget: StoreBudget::default(),
-                instruments: HashMap::new(),
-                shared: HashMap::new(),
+                instruments: Map::default(),
+                shared: Map::default(),
                 ended: None,
             }),
             scheduled: AtomicBool::new(false),
@@ -453,7 +459,7 @@ fn shareable(kv: KeyValue) -> KeyValue {
 /// Shared set `id`'s attributes (none for an unknown one, counted), then
 /// `own`, within `max`; and how many were dropped.
 fn with_shared(
-    sets: &HashMap<u32, Vec<KeyValue>>,
+    sets: &Map<u32, Vec<KeyValue>>,
     check: &Checker<'_>,
     id: Option<u32>,
     own: wire::Attributes<'_>,
