@@ -162,16 +162,9 @@ pub fn flush_guest<T: WasiObserveView + 'static>(
     mut store: impl AsContextMut<Data = T>,
     instance: &Instance,
 ) -> wasmtime::Result<()> {
-    let mut store = store.as_context_mut();
-    if !std::mem::take(&mut store.data_mut().observe().held) {
-        return Ok(());
-    }
-    match flush_export(&mut store, instance) {
+    match held_flush(&mut store, instance) {
         Some(flush) => flush.call(&mut store, ()),
-        None => {
-            no_flush_export(store.data_mut().observe());
-            Ok(())
-        }
+        None => Ok(()),
     }
 }
 
@@ -180,17 +173,27 @@ pub async fn flush_guest_async<T: WasiObserveView + Send + 'static>(
     mut store: impl AsContextMut<Data = T>,
     instance: &Instance,
 ) -> wasmtime::Result<()> {
+    match held_flush(&mut store, instance) {
+        Some(flush) => flush.call_async(&mut store, ()).await,
+        None => Ok(()),
+    }
+}
+
+/// The `flush` export to call, if the guest holds records; the flag is
+/// cleared either way, and a guest that holds without the export counted.
+fn held_flush<T: WasiObserveView + 'static>(
+    mut store: impl AsContextMut<Data = T>,
+    instance: &Instance,
+) -> Option<TypedFunc<(), ()>> {
     let mut store = store.as_context_mut();
     if !std::mem::take(&mut store.data_mut().observe().held) {
-        return Ok(());
+        return None;
     }
-    match flush_export(&mut store, instance) {
-        Some(flush) => flush.call_async(&mut store, ()).await,
-        None => {
-            no_flush_export(store.data_mut().observe());
-            Ok(())
-        }
+    let flush = flush_export(&mut store, instance);
+    if flush.is_none() {
+        no_flush_export(store.data_mut().observe());
     }
+    flush
 }
 
 /// A guest called `hold` but exports no `flush`: what it held is lost.
@@ -207,8 +210,9 @@ pub(crate) fn ended_holding(t: &Telemetry) {
     if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
             "wasi-observe: a guest's store ended while it held telemetry (measurements made \
-             outside any span); it trapped, or the host did not call `flush_guest` after \
-             the invocation: those records are lost (counted in pipe_stores_ended_holding)"
+             outside any span): it trapped or exited, or the host did not call `flush_guest` \
+             after the invocation; those records are lost (counted in \
+             pipe_stores_ended_holding)"
         );
     }
 }

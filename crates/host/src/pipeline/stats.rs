@@ -110,9 +110,9 @@ stats! {
     /// Pipe batches dropped whole for exceeding the largest batch size.
     pipe_batches_rejected,
     /// Stores that ended while their guest held records (it had called
-    /// `hold`, and no batch or `flush` call followed): the guest trapped, or
-    /// the embedder did not call [`crate::flush_guest`] after an invocation.
-    /// What was held is lost.
+    /// `hold`, and no batch or `flush` call followed): the guest trapped or
+    /// exited, or the embedder did not call [`crate::flush_guest`] after an
+    /// invocation. What was held is lost.
     pipe_stores_ended_holding,
 }
 
