@@ -41,3 +41,21 @@ pub fn tune() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option number names the purge delay in the mimalloc linked
+    /// here: `tune` changes it (and `tune` would do nothing otherwise).
+    #[test]
+    fn tune_sets_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some_and(|v| !v.is_empty()) {
+            return;
+        }
+        tune();
+        // SAFETY: as in `tune`.
+        let delay = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, PURGE_DELAY_MS);
+    }
+}

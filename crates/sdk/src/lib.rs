@@ -18,7 +18,8 @@
 //!   record through the host; [`propagation`] carries W3C context in and out.
 //!
 //! The host does the rest: limits, export, retries. The guest holds the
-//! spans it has open and at most one batch (64 KiB) of records.
+//! spans it has open, at most one batch (64 KiB) of records and the sums
+//! of at most 1 024 metric series.
 //!
 //! ```no_run
 //! use tracing::{info, instrument, warn};
