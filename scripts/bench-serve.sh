@@ -16,6 +16,7 @@
 # (crates/native-peer: a hyper server doing what /hello does, traced with
 # tracing-opentelemetry and the OpenTelemetry SDK) on and off with the same
 # exporter: rows `peer-on`/`peer-off`. PEER=0 leaves it out.
+# BIN runs another build of wasi-observe (to compare two side by side).
 # SERVE_ARGS adds flags to both modes of serve (`--allocator on-demand`);
 # BENCH_PATH picks the guest's route (default /hello; see
 # crates/test-programs/http-guest for the routes that break the cost down;
@@ -55,7 +56,7 @@ cargo build -q --release --target wasm32-wasip2 -p http-guest
 [ "$peer" = 1 ] && cargo build -q --release -p native-peer
 [ -n "$sink_port" ] && cargo build -q --release -p otlp-receiver --bin otlp-sink
 target=${CARGO_TARGET_DIR:-target}
-bin=$target/release/wasi-observe
+bin=${BIN:-$target/release/wasi-observe}
 peer_bin=$target/release/native-peer
 sink_bin=$target/release/otlp-sink
 guest=$target/wasm32-wasip2/release/http_guest.wasm

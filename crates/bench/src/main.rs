@@ -52,6 +52,14 @@ impl SpanExporter for Discard {
     }
 }
 
+/// The guest pipeline's form, which reads a batch in place as the native
+/// batch processor hands its exporter the batch without a copy.
+impl wasi_observe_host::SpanBatchExporter for Discard {
+    fn export(&self, _batch: &[SpanData]) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
 impl LogExporter for Discard {
     async fn export(&self, _batch: LogBatch<'_>) -> OTelSdkResult {
         Ok(())
@@ -252,7 +260,7 @@ impl Guests {
                 max_queue_size: queue.unwrap_or(logs.max_queue_size),
                 ..logs
             })
-            .with_span_exporter(Discard)
+            .with_span_batch_exporter(Discard)
             .with_log_exporter(Discard)
             .with_metric_exporter(Discard)
             .build()

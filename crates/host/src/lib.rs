@@ -132,6 +132,7 @@ mod scope;
 pub mod testing;
 
 pub use ctx::{WasiObserve, WasiObserveCtx, WasiObserveCtxBuilder, WasiObserveView, add_to_linker};
+pub use export::SpanBatchExporter;
 pub use export::aggregated::AggregatedMetricExporter;
 pub use hooks::{observe_store, observe_store_with_hook};
 pub use host_spans::{HostSpan, PlatformSpan, context_from_env};

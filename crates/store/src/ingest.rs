@@ -49,6 +49,13 @@ impl StoreExporter {
         &self.store
     }
 
+    /// Writes a batch of spans, read in place (the `SpanExporter` form takes
+    /// the batch by value, which makes a pipeline that may retry a batch
+    /// hand over a copy).
+    pub fn export_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
+        self.check().and_then(|()| self.write_spans(batch))
+    }
+
     fn check(&self) -> OTelSdkResult {
         if self.is_shutdown.load(Ordering::Acquire) {
             Err(OTelSdkError::AlreadyShutdown)
@@ -765,7 +772,7 @@ impl Clone for StoreExporter {
 
 impl SpanExporter for StoreExporter {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.check().and_then(|()| self.write_spans(&batch)))
+        std::future::ready(self.export_spans(&batch))
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {

@@ -113,12 +113,18 @@ impl fmt::Debug for ConsoleExporter {
     }
 }
 
-impl SpanExporter for ConsoleExporter {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+impl ConsoleExporter {
+    fn export_spans(&self, batch: &[SpanData]) -> OTelSdkResult {
         let text = batch.iter().try_fold(String::new(), |mut out, span| {
             format_span(&mut out, span).map(|()| out)
         });
-        std::future::ready(self.emit(text))
+        self.emit(text)
+    }
+}
+
+impl SpanExporter for ConsoleExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(self.export_spans(&batch))
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
@@ -127,6 +133,17 @@ impl SpanExporter for ConsoleExporter {
 
     fn force_flush(&self) -> OTelSdkResult {
         self.flush()
+    }
+}
+
+/// The pipeline's form: reads each batch in place.
+impl crate::export::SpanBatchExporter for ConsoleExporter {
+    fn export(&self, batch: &[SpanData]) -> OTelSdkResult {
+        self.export_spans(batch)
+    }
+
+    fn shutdown(&self, _timeout: Duration) -> OTelSdkResult {
+        self.shutdown_inner()
     }
 }
 

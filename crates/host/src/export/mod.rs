@@ -146,26 +146,70 @@ pub fn exporters_from_env(signal: Signal, fallback: &[Exporter]) -> Result<Vec<E
     Ok(fallback.to_vec())
 }
 
+/// A span exporter that reads each batch in place.
+///
+/// The pipeline keeps a batch until every exporter has taken it, so that an
+/// exporter failing transiently can be retried. An OpenTelemetry
+/// [`SpanExporter`] takes its batch by value and is therefore handed a copy
+/// of every span; an exporter that only reads the batch (writes it somewhere,
+/// counts it, drops it) saves that copy by implementing this trait instead.
+/// The embedded store and the console exporter do.
+pub trait SpanBatchExporter: Send + Sync + fmt::Debug + 'static {
+    /// Exports one batch. Called on an export thread, never concurrently.
+    fn export(&self, batch: &[SpanData]) -> OTelSdkResult;
+    /// Called once, after the last batch.
+    fn shutdown(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+    /// The pipeline's resource, given before the first batch.
+    fn set_resource(&mut self, _resource: &Resource) {}
+}
+
 /// An object-safe span exporter, so a pipeline can hold several kinds.
 pub(crate) trait DynSpanExporter: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
-    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
+    fn export<'a>(&'a self, batch: &'a [SpanData]) -> BoxFuture<'a, OTelSdkResult>;
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
     fn set_resource(&mut self, resource: &Resource);
 }
 
-impl<E: SpanExporter + 'static> DynSpanExporter for E {
+/// An OpenTelemetry span exporter; it gets a copy of each batch.
+#[derive(Debug)]
+pub(crate) struct Owning<E>(pub E);
+
+impl<E: SpanExporter + 'static> DynSpanExporter for Owning<E> {
     fn name(&self) -> &'static str {
         short_type_name::<E>()
     }
-    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
-        Box::pin(SpanExporter::export(self, batch))
+    fn export<'a>(&'a self, batch: &'a [SpanData]) -> BoxFuture<'a, OTelSdkResult> {
+        Box::pin(SpanExporter::export(&self.0, batch.to_vec()))
     }
     fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
-        SpanExporter::shutdown_with_timeout(self, timeout)
+        SpanExporter::shutdown_with_timeout(&self.0, timeout)
     }
     fn set_resource(&mut self, resource: &Resource) {
-        SpanExporter::set_resource(self, resource)
+        SpanExporter::set_resource(&mut self.0, resource)
+    }
+}
+
+/// A [`SpanBatchExporter`]; it reads each batch in place.
+#[derive(Debug)]
+pub(crate) struct Borrowing<E>(pub E);
+
+impl<E: SpanBatchExporter> DynSpanExporter for Borrowing<E> {
+    fn name(&self) -> &'static str {
+        short_type_name::<E>()
+    }
+    fn export<'a>(&'a self, batch: &'a [SpanData]) -> BoxFuture<'a, OTelSdkResult> {
+        Box::pin(std::future::ready(SpanBatchExporter::export(
+            &self.0, batch,
+        )))
+    }
+    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        SpanBatchExporter::shutdown(&self.0, timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        SpanBatchExporter::set_resource(&mut self.0, resource)
     }
 }
 
@@ -224,7 +268,7 @@ impl batch::Sink<SpanData> for SpanSink {
         let Some(e) = self.exporters.get(target) else {
             return Ok(());
         };
-        run(&self.rt, timeout, e.name(), e.export(batch.to_vec()))
+        run(&self.rt, timeout, e.name(), e.export(batch))
     }
 
     fn shutdown(&mut self, timeout: Duration) {
@@ -325,5 +369,61 @@ mod tests {
         assert!(parse_exporters("store:").is_err());
         assert!(parse_exporters("zipkin").is_err());
         assert!(parse_exporters("jsonl:").is_err());
+    }
+
+    /// Fails with a transient error until `down` is cleared; records the
+    /// names of the spans of each batch it takes.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        down: std::sync::atomic::AtomicBool,
+        seen: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    impl SpanBatchExporter for std::sync::Arc<Flaky> {
+        fn export(&self, batch: &[SpanData]) -> OTelSdkResult {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "HTTP export failed with status code: 503".into(),
+                ));
+            }
+            let names = batch.iter().map(|s| s.name.to_string()).collect();
+            self.seen.lock().unwrap().push(names);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_borrowing_exporter_reads_the_batch_kept_for_its_retry() {
+        use batch::Sink as _;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let flaky = std::sync::Arc::new(Flaky::default());
+        flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let owning = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let mut sink = SpanSink {
+            rt: rt.handle().clone(),
+            exporters: vec![
+                Box::new(Borrowing(flaky.clone())),
+                Box::new(Owning(owning.clone())),
+            ],
+        };
+        let batch: Vec<SpanData> = ["a", "b"]
+            .iter()
+            .map(|name| SpanData {
+                name: (*name).into(),
+                ..retry::tests::span()
+            })
+            .collect();
+        let timeout = Duration::from_secs(5);
+        let failure = sink.export(0, &batch, timeout).unwrap_err();
+        assert!(failure.transient, "{}", failure.message);
+        sink.export(1, &batch, timeout).unwrap();
+        flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        sink.export(0, &batch, timeout).unwrap();
+        assert_eq!(*flaky.seen.lock().unwrap(), vec![vec!["a", "b"]]);
+        let copied: Vec<_> = owning.get_finished_spans().unwrap();
+        assert_eq!(copied.len(), 2);
+        assert_eq!(copied[1].name, "b");
+        // The pipeline's batch is untouched: still there for another target.
+        assert_eq!(batch[0].name, "a");
     }
 }

@@ -83,7 +83,7 @@ pub(crate) fn message_is_transient(message: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -115,7 +115,7 @@ mod tests {
     }
 
     /// One finished span, with ids of its own.
-    fn span() -> opentelemetry_sdk::trace::SpanData {
+    pub(in crate::export) fn span() -> opentelemetry_sdk::trace::SpanData {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);

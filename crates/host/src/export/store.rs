@@ -20,6 +20,21 @@ pub fn open_store(path: Option<&std::path::Path>) -> wasmtime::Result<wasi_obser
     open().map_err(|e| wasmtime::Error::msg(format!("{e:#}")))
 }
 
+/// The pipeline's form: the store reads each span batch in place.
+impl crate::export::SpanBatchExporter for wasi_observe_store::StoreExporter {
+    fn export(&self, batch: &[opentelemetry_sdk::trace::SpanData]) -> OTelSdkResult {
+        self.export_spans(batch)
+    }
+
+    fn shutdown(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        SpanExporter::shutdown_with_timeout(self, timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        SpanExporter::set_resource(self, resource)
+    }
+}
+
 /// The store takes the metrics `wasi:otel` guests aggregated as points of
 /// their own kinds (a histogram with its buckets), like the SDK's.
 impl crate::export::aggregated::AggregatedMetricExporter for wasi_observe_store::StoreExporter {
@@ -54,6 +69,8 @@ impl crate::export::aggregated::AggregatedMetricExporter for wasi_observe_store:
 
 use opentelemetry_proto::tonic::common::v1::any_value as proto_value;
 use opentelemetry_proto::tonic::metrics::v1::{self as proto, metric::Data, number_data_point};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::SpanExporter;
 use wasi_observe_store::PointRow;
 
 fn point_rows(m: &proto::Metric, rows: &mut Vec<PointRow>) {

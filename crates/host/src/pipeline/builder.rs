@@ -29,8 +29,9 @@ use crate::export::aggregated::{
 };
 use crate::export::batch::{BatchConfig, BatchQueue, Outcome};
 use crate::export::{
-    DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, Signal, SpanSink,
-    console::ConsoleExporter, exporters_from_env, jsonl::JsonLinesExporter,
+    Borrowing, DynLogExporter, DynSpanExporter, Exporter, LogSink, OnRuntime, Owning, Signal,
+    SpanBatchExporter, SpanSink, console::ConsoleExporter, exporters_from_env,
+    jsonl::JsonLinesExporter,
 };
 
 /// Builds a [`Telemetry`]. Configuration given in code wins over the
@@ -126,7 +127,7 @@ impl TelemetryBuilder {
                 .with_aggregated_metric_exporter(guests)
             }
             (Signal::Traces, Exporter::Console) => {
-                self.with_span_exporter(ConsoleExporter::stderr())
+                self.with_span_batch_exporter(ConsoleExporter::stderr())
             }
             (Signal::Logs, Exporter::Console) => self.with_log_exporter(ConsoleExporter::stderr()),
             (Signal::Metrics, Exporter::Console) => self
@@ -166,7 +167,7 @@ impl TelemetryBuilder {
         match signal {
             Signal::Traces => {
                 self.span_stores += 1;
-                self.with_span_exporter(exporter)
+                self.with_span_batch_exporter(exporter)
             }
             Signal::Logs => {
                 self.log_stores += 1;
@@ -248,9 +249,16 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Adds a span exporter (any OpenTelemetry `SpanExporter`).
+    /// Adds a span exporter (any OpenTelemetry `SpanExporter`). It is handed
+    /// a copy of each batch; see [`SpanBatchExporter`] for one that is not.
     pub fn with_span_exporter(mut self, exporter: impl SpanExporter + 'static) -> Self {
-        self.span_exporters.push(Box::new(exporter));
+        self.span_exporters.push(Box::new(Owning(exporter)));
+        self
+    }
+
+    /// Adds a span exporter that reads each batch in place.
+    pub fn with_span_batch_exporter(mut self, exporter: impl SpanBatchExporter) -> Self {
+        self.span_exporters.push(Box::new(Borrowing(exporter)));
         self
     }
 
