@@ -344,6 +344,21 @@ fn config(fuel: bool) -> Config {
     config
 }
 
+/// Whether a pooled slot is reset by scanning for the pages the instance
+/// touched (Linux's `PAGEMAP_SCAN`, kernels 6.7 and later) instead of
+/// zeroing its whole first [`KEEP_RESIDENT`] bytes. A component's initial
+/// memory includes its shadow stack (1 MiB for Rust's default), almost all
+/// of it untouched by a request; zeroing it every request took a fifth of
+/// `serve`'s CPU and flushed the caches, and scanning doubled the requests
+/// served per second (docs/serve.md). `WASI_OBSERVE_PAGEMAP_SCAN=0` turns
+/// it off, for comparison; where the kernel lacks it, wasmtime zeroes.
+fn pagemap_scan() -> wasmtime::Enabled {
+    match std::env::var("WASI_OBSERVE_PAGEMAP_SCAN").as_deref() {
+        Ok("0") => wasmtime::Enabled::No,
+        _ => wasmtime::Enabled::Auto,
+    }
+}
+
 /// How much of each linear memory and table a pooled slot keeps mapped
 /// between instances: it is zeroed with `memset`, not returned to the
 /// kernel, so the next instance takes no page faults and no TLB shootdowns
@@ -369,6 +384,7 @@ pub fn pooled_engine(instances: u32, max_memory: usize) -> Result<Engine> {
         .total_tables(instances.saturating_mul(4))
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(pagemap_scan())
         .max_memory_size(max_memory);
     let mut config = config(false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

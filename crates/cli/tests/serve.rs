@@ -674,6 +674,36 @@ fn without_room_for_the_pool_serve_allocates_on_demand() {
     assert_eq!(spans.iter().filter(|s| s.name == "route").count(), 3);
 }
 
+/// A pooled slot is reset between requests (by scanning for the pages an
+/// instance touched, where the kernel can): each request's instance sees
+/// the component's static data as the component defines it, never what
+/// the request before it in the same slot wrote. One instance at a time, so
+/// every request reuses the one slot; with scanning on and off.
+#[test]
+fn each_request_sees_fresh_memory_in_a_reused_slot() {
+    let receiver = OtlpHttpReceiver::start();
+    for scan in ["1", "0"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasi-observe"));
+        cmd.env("WASI_OBSERVE_PAGEMAP_SCAN", scan);
+        let server = Server::start_with(
+            cmd,
+            HTTP_GUEST_COMPONENT,
+            &receiver,
+            &["--max-instances", "1"],
+        );
+        for i in 0..8 {
+            let (status, body) = get(&server.url("/leftovers"), &[]);
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "data 7 bss 0 -> data 99 bss 65536"),
+                "request {i}, WASI_OBSERVE_PAGEMAP_SCAN={scan}"
+            );
+        }
+        let (status, _) = get(&server.url("/hello"), &[]);
+        assert_eq!(status, 200);
+    }
+}
+
 /// Flags and components are checked before the port is bound.
 #[test]
 fn clear_errors_for_a_wrong_component_or_a_busy_port() {

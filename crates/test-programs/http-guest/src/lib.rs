@@ -6,11 +6,15 @@
 //! through `wasi:otel`, as a wasi:otel guest SDK would), `/grow?mb=N`
 //! (allocates N MiB, 1 MiB at a time, at most 4 096, then answers
 //! `grew N MiB`), `/count` (adds 1 to the counter `counted` outside any
-//! span: the SDK holds it until `serve` asks). For the load benchmark's cost breakdown
+//! span: the SDK holds it until `serve` asks), `/leftovers` (reports whether
+//! this instance's static data is as the component defines it, then
+//! overwrites it). For the load benchmark's cost breakdown
 //! (`BENCH_PATH=... scripts/bench-serve.sh`): `/bare` (no `init()`),
 //! `/init-only`, `/span-only`, `/log-only`, and `/twice` (two spans and two
 //! log records); `/hello` is one of each. `/first-span` times the steps of
 //! an instance's first span and log record (`scripts/bench-first-span.sh`).
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use wasip2::http::types::{ErrorCode, IncomingRequest, ResponseOutparam};
 
@@ -21,6 +25,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
         let path = http_util::path_with_query(&request);
         if path == "/bare" {
             return http_util::respond(out, 200, "hello");
+        }
+        if path == "/leftovers" {
+            return http_util::respond(out, 200, &leftovers());
         }
         if path == "/first-span" {
             return http_util::respond(out, 200, &first_span_steps());
@@ -228,4 +235,26 @@ mod otel {
         });
         text
     }
+}
+
+/// Initialised data and zeroed data (`.data` and `.bss`) that `/leftovers`
+/// overwrites: a fresh instance must see them as the component defines them
+/// again, whatever a request before it in the same pooled slot wrote.
+static DATA: AtomicU64 = AtomicU64::new(7);
+static BSS: [AtomicU8; 1 << 16] = [const { AtomicU8::new(0) }; 1 << 16];
+
+fn leftovers() -> String {
+    let state = || {
+        let dirty = BSS
+            .iter()
+            .filter(|b| b.load(Ordering::Relaxed) != 0)
+            .count();
+        format!("data {} bss {dirty}", DATA.load(Ordering::Relaxed))
+    };
+    let before = state();
+    DATA.store(99, Ordering::Relaxed);
+    for b in &BSS {
+        b.store(0xaa, Ordering::Relaxed);
+    }
+    format!("{before} -> {}", state())
 }
