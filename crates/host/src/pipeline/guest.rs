@@ -390,9 +390,9 @@ fn string(check: &Checker<'_>, s: &str) -> String {
     }
 }
 
-/// Attribute text is reference-counted: the export thread clones each
-/// batch for every exporter (a retry needs it), and a clone then copies no
-/// text.
+/// Attribute text is reference-counted: the export thread hands every
+/// OpenTelemetry `SpanExporter` a copy of each batch (it takes the batch by
+/// value, and a retry needs the batch kept), and a copy then copies no text.
 fn shared_string(check: &Checker<'_>, s: &str) -> Arc<str> {
     if s.len() > check.limits.value_length {
         Arc::from(check.string(s.to_string()))
