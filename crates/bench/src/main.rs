@@ -352,12 +352,12 @@ fn vm_hwm_kb() -> Option<u64> {
 }
 
 /// Instructions per operation of one figure (`--guest MODE` or `--native
-/// MODE`), counted by callgrind as `crates/bench/ir.sh` counts them: runs of
-/// 2 000 and 6 000 operations, the difference divided by the extra
-/// operations (warm-up included), so start-up and compilation cancel out.
-/// Returns the count on the thread that makes the telemetry and on all
-/// threads together.
-fn instructions(flag: &str, mode: &str) -> (f64, f64) {
+/// MODE`), counted by callgrind: runs of `n1` and `n2` operations, the
+/// difference divided by the extra operations (warm-up included), so
+/// start-up and compilation cancel out. Returns the count on the thread that
+/// makes the telemetry and on all threads together. `crates/bench/ir.sh`
+/// and `--json --instructions` both count with it.
+fn instructions(flag: &str, mode: &str, n1: u64, n2: u64) -> (f64, f64) {
     let bin = std::env::current_exe().expect("the bench's own path");
     let dir = std::env::temp_dir().join(format!("wasi-observe-ir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
@@ -399,10 +399,11 @@ fn instructions(flag: &str, mode: &str) -> (f64, f64) {
         }
         (main, all)
     };
-    let (m1, a1) = count(2_000);
-    let (m2, a2) = count(6_000);
+    let (m1, a1) = count(n1);
+    let (m2, a2) = count(n2);
     let _ = std::fs::remove_dir_all(&dir);
-    let ops = 1.1 * 4_000.0;
+    // Each run adds a tenth of its operations as warm-up.
+    let ops = 1.1 * n2.saturating_sub(n1) as f64;
     ((m2 - m1) / ops, (a2 - a1) / ops)
 }
 
@@ -482,7 +483,7 @@ fn json_summary(guests: &Guests, n: u64, counted: bool) -> String {
         .iter()
         .map(|(key, ns, base, flag, mode)| {
             let counts = if counted {
-                let (making, all) = instructions(flag, mode);
+                let (making, all) = instructions(flag, mode, 2_000, 6_000);
                 format!(", \"instructions\": {making:.0}, \"instructions_all_threads\": {all:.0}")
             } else {
                 String::new()
@@ -524,6 +525,17 @@ fn main() {
             other => panic!("unknown native mode {other}"),
         };
         println!("{} {ns:.0} ns", args[1]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--count") {
+        // `--count --guest|--native MODE [N1 N2]` (what `ir.sh` runs).
+        let n = |i: usize, default| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+        let (flag, mode) = (&args[1], &args[2]);
+        let (making, all) = instructions(flag, mode, n(3, 10_000), n(4, 30_000));
+        println!(
+            "{:<18} {making:7.0} Ir/op main thread  {all:7.0} all threads",
+            format!("{flag} {mode}")
+        );
         return;
     }
     if args.first().map(String::as_str) == Some("--memory") {

@@ -25,7 +25,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,10 +105,10 @@ struct Pipe {
     next_instrument: u32,
     /// Shared attribute sets defined, by the caller's key (a callsite's
     /// address); `None`: sent inline.
-    shared: HashMap<usize, Option<u32>, BuildHasherDefault<AddressHasher>>,
+    shared: FastMap<usize, Option<u32>>,
     /// Sums (and gauges' last values) not yet in `buf`, by the instrument's
     /// number (4 bytes, little-endian) followed by the encoded attributes.
-    sums: HashMap<Vec<u8>, wire::Number, BuildHasherDefault<BytesHasher>>,
+    sums: FastMap<Vec<u8>, wire::Number>,
     /// Where a measurement's key is built.
     key: Vec<u8>,
     /// Whether the host was told (`hold`) that records wait here.
@@ -121,57 +120,11 @@ struct Pipe {
 /// Shared sets an instance defines (the host keeps as many).
 const MAX_SHARED: usize = 1024;
 
-/// Hashes an address with one multiplication: the keys are the program's
-/// own static addresses, so no hostile input reaches the map, and SipHash
-/// would cost more than the rest of the lookup.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; fold the high bits down, since the table picks
-        // buckets by the low ones and addresses are aligned.
-        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 32);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-}
-
-/// FxHash over a measurement's key, eight bytes at a time: the keys are the
-/// program's own attributes, and SipHash would cost more than the sum.
-#[derive(Default)]
-struct BytesHasher(u64);
-
-impl Hasher for BytesHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let word = u64::from_le_bytes(c.try_into().unwrap_or_default());
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-        let mut last = [0; 8];
-        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        let word = u64::from_le_bytes(last) ^ bytes.len() as u64;
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
+/// The SDK's maps hash with foldhash's fast hasher and a fixed seed: their
+/// keys are the program's own (callsite addresses, its attributes), so no
+/// hostile input reaches them, a random seed would cost a host call, and
+/// SipHash would cost more than the rest of a counter's add.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 thread_local! {
     static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };

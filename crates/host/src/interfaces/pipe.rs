@@ -5,12 +5,10 @@
 //! returning the clock the span needs anyway. `wit/deps/pipe/pipe.wit` says
 //! why the pipe is shaped this way; docs/pipe.md has the whole design.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
-
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use wasmtime::AsContextMut;
 use wasmtime::component::{Instance, TypedFunc};
 

@@ -19,12 +19,6 @@
 //! value; open spans are held within the store's byte budget.
 
 use std::collections::HashMap;
-
-/// The decoder's maps, keyed by ids the guest chooses. foldhash's quality
-/// hasher with a random seed: SipHash cost about 800 instructions per span
-/// here (three lookups of an 8-byte id), and a guest cannot aim collisions
-/// at a seed it never sees; the maps are bounded besides.
-type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +39,12 @@ use super::limits::Checker;
 use super::logs::NewLog;
 use super::stats::Stats;
 use crate::scope::StandIn;
+
+/// The decoder's maps, keyed by ids the guest chooses. foldhash's quality
+/// hasher with a random seed: SipHash cost about 800 instructions per span
+/// here (three lookups of an 8-byte id), and a guest cannot aim collisions
+/// at a seed it never sees; the maps are bounded besides.
+type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Bytes of batches that may wait for the decode thread, all stores
 /// together, before guests decode their own.
