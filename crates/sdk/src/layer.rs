@@ -590,6 +590,24 @@ impl SignalFilter {
     }
 }
 
+/// The same filter applied to the whole subscriber, for [`init`](crate::init),
+/// where [`WasiObserveLayer`] is the only layer: a per-layer filter makes the
+/// registry look each span up again on every enter, exit and close to ask
+/// whether that layer wants it, which a global filter never needs.
+impl<S: Subscriber> Layer<S> for SignalFilter {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
+        Filter::<S>::callsite_enabled(self, meta)
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        self.wants(meta)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_core::LevelFilter> {
+        Filter::<S>::max_level_hint(self)
+    }
+}
+
 impl<S> Filter<S> for SignalFilter {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
         self.wants(meta)

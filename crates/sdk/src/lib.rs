@@ -231,8 +231,9 @@ pub fn try_init() -> Result<(), InitError> {
     // every variable into the component.
     let targets = rust_log();
     let filter = SignalFilter::with_targets(signals, targets.clone());
-    let subscriber =
-        tracing_subscriber::registry().with(WasiObserveLayer::default().with_filter(filter));
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(WasiObserveLayer::default());
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         STARTED.store(false, Ordering::SeqCst);
         return Err(InitError::SubscriberAlreadySet);

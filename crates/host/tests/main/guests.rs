@@ -945,6 +945,54 @@ pub(crate) fn sdk_scenario() {
     assert_eq!(telemetry.stats().spans_ended, 0);
 }
 
+/// The component's `RUST_LOG` narrows what `init()` records, for `tracing`
+/// and `log` alike: here warnings and above, and `info` for one target.
+#[test]
+fn rust_log_narrows_what_init_records() {
+    let p = Pipeline::new();
+    let stdout = MemoryOutputPipe::new(1 << 16);
+    let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    wasi.stdout(stdout.clone())
+        .inherit_stderr()
+        .args(&["sdk_scenario"])
+        .env("RUST_LOG", "warn,scenario::startup=info");
+    let mut store = Store::new(engine(), Host::new(wasi.build(), p.ctx()));
+    let instance = new_linker(engine())
+        .instantiate(
+            &mut store,
+            &component(test_programs_artifacts::SDK_SCENARIO_COMPONENT),
+        )
+        .unwrap();
+    Command::new(&mut store, &instance)
+        .unwrap()
+        .wasi_cli_run()
+        .call_run(&mut store)
+        .unwrap()
+        .unwrap();
+    wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
+    drop(store);
+    // Every `tracing` span of the scenario is at `info`.
+    let spans = p.spans();
+    assert!(
+        names(&spans)
+            .iter()
+            .all(|n| !n.starts_with("sibling") && !n.starts_with("ooo_") && *n != "repeated"),
+        "{:?}",
+        names(&spans)
+    );
+    let logs = p.logs();
+    let bodies: Vec<&str> = logs
+        .iter()
+        .filter_map(|r| r.body().map(|_| body(r)))
+        .collect();
+    for kept in ["scenario starting", "a log record inside root", "charging"] {
+        assert!(bodies.contains(&kept), "{kept} is missing: {bodies:?}");
+    }
+    for filtered in ["inside root", "scenario done", "in a", "in b", "again"] {
+        assert!(!bodies.contains(&filtered), "{filtered} was recorded");
+    }
+}
+
 #[test]
 pub(crate) fn sdk_features() {
     let p = Pipeline::new();
