@@ -185,7 +185,8 @@ enum Control {
 
 /// A bounded queue drained by one export thread.
 pub(crate) struct BatchQueue<T> {
-    items: Sender<T>,
+    /// Each item with the bytes it took from the budget (counted once).
+    items: Sender<(T, usize)>,
     control: Sender<Control>,
     /// Set while an `Export` message is on its way, so a producer wakes the
     /// worker once per batch rather than once per item (a wake-up is a
@@ -236,6 +237,7 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
             control: control_rx,
             wake_pending: wake_pending.clone(),
             sink,
+            batch_bytes: 0,
             all: if targets == 64 {
                 u64::MAX
             } else {
@@ -276,7 +278,7 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
             Stats::add((self.dropped_budget)(&self.stats), 1);
             return false;
         }
-        let pushed = self.push_counted(item);
+        let pushed = self.push_counted((item, bytes));
         if !pushed {
             self.budget.give(bytes);
         }
@@ -284,7 +286,7 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
     }
 
     /// [`push`](Self::push) once the item's bytes are taken.
-    fn push_counted(&self, item: T) -> bool {
+    fn push_counted(&self, item: (T, usize)) -> bool {
         let item = match self.items.try_send(item) {
             Ok(()) => {
                 if self.shedding.load(Ordering::Relaxed) {
@@ -374,6 +376,8 @@ impl<T> fmt::Debug for BatchQueue<T> {
 /// A batch some targets have not taken yet.
 struct Pending<T> {
     items: Vec<T>,
+    /// What `items` hold, to give back to the budget.
+    bytes: usize,
     /// Bit i set: target i still has to take it.
     remaining: u64,
     /// A target refused it for good.
@@ -389,10 +393,12 @@ struct Episode {
 
 struct Worker<T, S> {
     name: &'static str,
-    items: Receiver<T>,
+    items: Receiver<(T, usize)>,
     control: Receiver<Control>,
     wake_pending: Arc<AtomicBool>,
     sink: S,
+    /// The bytes of the batch being collected.
+    batch_bytes: usize,
     all: u64,
     config: BatchConfig,
     outcome: Outcome,
@@ -466,8 +472,9 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
 
     /// Exports what is queued now, in batches.
     fn drain(&mut self, batch: &mut Vec<T>) {
-        while let Ok(item) = self.items.try_recv() {
+        while let Ok((item, bytes)) = self.items.try_recv() {
             batch.push(item);
+            self.batch_bytes += bytes;
             if batch.len() >= self.config.max_export_batch_size {
                 self.export(batch);
             }
@@ -484,6 +491,7 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
         let items = std::mem::replace(batch, Vec::with_capacity(self.config.max_export_batch_size));
         let pending = Pending {
             items,
+            bytes: std::mem::take(&mut self.batch_bytes),
             remaining: self.all,
             refused: false,
         };
@@ -539,7 +547,7 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
         let o = &self.outcome;
         let counter = if p.refused { o.failed } else { o.exported };
         counter(&o.stats).fetch_add(n, Ordering::Relaxed);
-        o.budget.give(bytes(&p.items));
+        o.budget.give(p.bytes);
         Ok(())
     }
 
@@ -568,7 +576,9 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
                 break;
             };
             let n = excess.min(front.items.len());
-            self.outcome.budget.give(bytes(&front.items[..n]));
+            let gone = bytes(&front.items[..n]).min(front.bytes);
+            front.bytes -= gone;
+            self.outcome.budget.give(gone);
             front.items.drain(..n);
             self.pending_items -= n;
             dropped += n;
@@ -637,7 +647,7 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
                 self.pending_items, self.name
             );
             for p in self.pending.drain(..) {
-                o.budget.give(bytes(&p.items));
+                o.budget.give(p.bytes);
             }
             self.pending_items = 0;
         }

@@ -472,16 +472,15 @@ fn with_shared(
         }
         set
     });
-    let mut out = Vec::with_capacity(set.map_or(0, Vec::len).saturating_add(own.len()).min(max));
-    let dropped = check.merge_attributes(
-        &mut out,
-        set.into_iter()
-            .flatten()
-            .cloned()
-            .chain(key_values(check, own)),
-        max,
-    );
-    (out, dropped)
+    let set = set.map_or(&[][..], Vec::as_slice);
+    let mut out = Vec::with_capacity(set.len().saturating_add(own.len()).min(max));
+    // A set's keys are already distinct and non-empty (checked when it was
+    // shared), so only `own` needs the merge's search for duplicates.
+    out.extend_from_slice(&set[..set.len().min(max)]);
+    let cut = (set.len() - out.len()) as u32;
+    Stats::add(&check.stats.attributes_dropped, cut.into());
+    let dropped = check.merge_attributes(&mut out, key_values(check, own), max);
+    (out, cut.saturating_add(dropped))
 }
 
 fn severity(check: &Checker<'_>, n: u8) -> (Severity, &'static str) {
