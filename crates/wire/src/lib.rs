@@ -7,7 +7,9 @@
 //! strings and sequences, enum variants as their index, fixed arrays as
 //! their bytes), so a guest in any language can write it by hand in a few
 //! dozen lines; the variant and field orders below are the format and never
-//! change within a pipe version.
+//! change within a pipe version. `docs/pipe.md` ("The wire format, byte by
+//! byte") spells it out for such writers, with an annotated batch that
+//! `tests/documented_example.rs` checks against this crate.
 //!
 //! Span and trace ids are the guest's (from the seed the host gives it);
 //! times are nanoseconds since the Unix epoch; attribute values keep their
