@@ -172,6 +172,8 @@ pub(crate) trait Sink<T>: Send + 'static {
     }
     /// Exports one batch to target `target`.
     fn export(&mut self, target: usize, batch: &[T], timeout: Duration) -> Result<(), Failure>;
+    /// Called before a new batch is exported (not before a retry).
+    fn before_batch(&mut self) {}
     /// Called once, after the last batch.
     fn shutdown(&mut self, timeout: Duration);
 }
@@ -340,8 +342,13 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
     /// Exports everything queued so far (one attempt for what waits for a
     /// retry); waits up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.control.send(Control::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
+        self.flusher().flush(timeout)
+    }
+
+    /// A handle that asks this queue's worker to export what is queued, for
+    /// another queue's worker to use.
+    pub(crate) fn flusher(&self) -> Flusher {
+        Flusher(self.control.clone())
     }
 
     /// Exports everything queued, shuts the sink down and stops the worker.
@@ -357,6 +364,21 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
             let _ = handle.join();
         }
         done
+    }
+}
+
+/// Asks a queue's worker to export what is queued now (see
+/// [`BatchQueue::flusher`]).
+#[derive(Clone)]
+pub(crate) struct Flusher(Sender<Control>);
+
+impl Flusher {
+    /// Waits until the worker has exported what was queued (and retried
+    /// what waits for a retry), at most `timeout`; false if it did not
+    /// answer in time or is gone.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.0.send(Control::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -488,6 +510,7 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
         if batch.is_empty() {
             return;
         }
+        self.sink.before_batch();
         let items = std::mem::replace(batch, Vec::with_capacity(self.config.max_export_batch_size));
         let pending = Pending {
             items,

@@ -245,4 +245,64 @@ mod tests {
         assert_eq!(none.log_batch_config().max_export_batch_size, 512);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// With the store taking spans and logs, each log batch waits for the
+    /// span queue to export first, so a record finds its trace's row (and
+    /// the store writes no stand-in row for it). Here the span queue would
+    /// not export on its own for a minute; the log queue exports each
+    /// record at once.
+    #[test]
+    fn spans_reach_the_store_before_the_log_records_in_their_traces() {
+        use crate::export::batch::BatchConfig;
+        use crate::pipeline::logs::NewLog;
+        use opentelemetry::logs::Severity;
+        use opentelemetry::trace::SpanKind;
+        use std::time::{Duration, Instant};
+
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-host-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = super::open_store(Some(&dir.join("t.db"))).unwrap();
+        let telemetry = crate::Telemetry::builder()
+            .with_store(Signal::Traces, store.clone())
+            .with_store(Signal::Logs, store.clone())
+            .with_span_batch_config(BatchConfig {
+                scheduled_delay: Duration::from_secs(60),
+                ..BatchConfig::for_store_from_env(false)
+            })
+            .with_log_batch_config(BatchConfig {
+                max_export_batch_size: 1,
+                scheduled_delay: Duration::from_secs(60),
+                ..BatchConfig::for_store_from_env(true)
+            })
+            .build()
+            .unwrap();
+        let span = crate::HostSpan::start(&telemetry, "op".into(), SpanKind::Server, None, vec![]);
+        let cx = span.context().clone();
+        span.end();
+        telemetry.emit_log(NewLog {
+            severity: Severity::Info,
+            severity_text: "INFO",
+            target: String::new(),
+            body: Some("in op".into()),
+            attributes: Vec::new(),
+            span: Some(&cx),
+            time: None,
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let counts = loop {
+            let counts = store.counts().unwrap();
+            if counts.logs > 0 || Instant::now() > deadline {
+                break counts;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(counts.logs, 1, "the log record was not exported at once");
+        assert_eq!(
+            counts.spans, 1,
+            "the span was not stored before its log record"
+        );
+        telemetry.shutdown().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -316,6 +316,11 @@ impl TelemetryBuilder {
         let enabled = self.enabled;
         let export_budget = Arc::new(SharedBudget::new(limits.export_bytes));
 
+        // Spans go first only to a store-only span queue: waiting for other
+        // exporters (a slow collector) would hold the logs up.
+        let spans_first = self.log_stores > 0
+            && self.span_stores > 0
+            && self.span_stores == self.span_exporters.len();
         let spans = (enabled && !self.span_exporters.is_empty()).then(|| {
             let mut exporters = self.span_exporters;
             for e in &mut exporters {
@@ -352,6 +357,10 @@ impl TelemetryBuilder {
                 LogSink {
                     rt: rt.clone(),
                     exporters,
+                    spans_first: spans
+                        .as_ref()
+                        .filter(|_| spans_first)
+                        .map(BatchQueue::flusher),
                 },
                 Outcome {
                     stats: stats.clone(),
