@@ -957,19 +957,11 @@ fn rust_log_narrows_what_init_records() {
         .args(&["sdk_scenario"])
         .env("RUST_LOG", "warn,scenario::startup=info");
     let mut store = Store::new(engine(), Host::new(wasi.build(), p.ctx()));
-    let instance = new_linker(engine())
-        .instantiate(
-            &mut store,
-            &component(test_programs_artifacts::SDK_SCENARIO_COMPONENT),
-        )
-        .unwrap();
-    Command::new(&mut store, &instance)
-        .unwrap()
-        .wasi_cli_run()
-        .call_run(&mut store)
-        .unwrap()
-        .unwrap();
-    wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
+    run_in(
+        &mut store,
+        &new_linker(engine()),
+        test_programs_artifacts::SDK_SCENARIO_COMPONENT,
+    );
     drop(store);
     // Every `tracing` span of the scenario is at `info`.
     let spans = p.spans();
@@ -1197,20 +1189,13 @@ pub(crate) fn bench() {
             engine(),
             host(p.ctx(), &stdout, &["bench", mode, &n.to_string()]),
         );
-        let instance = linker
-            .instantiate(
-                &mut store,
-                &component(test_programs_artifacts::BENCH_COMPONENT),
-            )
-            .unwrap();
-        Command::new(&mut store, &instance)
-            .unwrap()
-            .wasi_cli_run()
-            .call_run(&mut store)
-            .unwrap()
-            .unwrap();
-        // The counter's sum is held until the host asks for it.
-        wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
+        // The counter's sum is held until the host asks for it: `run_in`
+        // asks.
+        run_in(
+            &mut store,
+            &linker,
+            test_programs_artifacts::BENCH_COMPONENT,
+        );
         assert!(stdout_text(&stdout).starts_with("elapsed_ns "), "{mode}");
         drop(store);
         p

@@ -11,9 +11,10 @@ use opentelemetry::logs::AnyValue;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::logs::SdkLogRecord;
 use wasi_observe_host::WasiObserveCtx;
-use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub(crate) use wasi_observe_host::testing::{
@@ -29,6 +30,21 @@ pub(crate) fn new_linker(engine: &Engine) -> Linker<Host> {
 /// Runs a command program of `crates/test-programs`.
 pub(crate) fn run(program: &'static str, observe: WasiObserveCtx, args: &[&str]) -> Run {
     Run::command(program, observe, args)
+}
+
+/// Instantiates the command `program` in `store`, runs it to a successful
+/// exit, then asks the guest for what it holds, as `wasi-observe run` does.
+pub(crate) fn run_in(store: &mut Store<Host>, linker: &Linker<Host>, program: &str) {
+    let instance = linker
+        .instantiate(&mut *store, &component(program))
+        .unwrap();
+    Command::new(&mut *store, &instance)
+        .unwrap()
+        .wasi_cli_run()
+        .call_run(&mut *store)
+        .unwrap()
+        .unwrap();
+    wasi_observe_host::flush_guest(&mut *store, &instance).unwrap();
 }
 
 /// `name trace-id span-id` lines the guests print.
