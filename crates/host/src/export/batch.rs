@@ -182,6 +182,8 @@ enum Control {
     /// A batch is waiting: export what is queued.
     Export,
     Flush(Sender<()>),
+    /// As `Flush`, without retrying what waits for a retry before its time.
+    Drain(Sender<()>),
     Shutdown(Sender<()>),
 }
 
@@ -342,13 +344,14 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
     /// Exports everything queued so far (one attempt for what waits for a
     /// retry); waits up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        self.flusher().flush(timeout)
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control.send(Control::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
     }
 
     /// A handle that asks this queue's worker to export what is queued, for
     /// another queue's worker to use.
-    pub(crate) fn flusher(&self) -> Flusher {
-        Flusher(self.control.clone())
+    pub(crate) fn drainer(&self) -> Drainer {
+        Drainer(self.control.clone())
     }
 
     /// Exports everything queued, shuts the sink down and stops the worker.
@@ -368,17 +371,18 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
 }
 
 /// Asks a queue's worker to export what is queued now (see
-/// [`BatchQueue::flusher`]).
+/// [`BatchQueue::drainer`]).
 #[derive(Clone)]
-pub(crate) struct Flusher(Sender<Control>);
+pub(crate) struct Drainer(Sender<Control>);
 
-impl Flusher {
-    /// Waits until the worker has exported what was queued (and retried
-    /// what waits for a retry), at most `timeout`; false if it did not
-    /// answer in time or is gone.
-    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+impl Drainer {
+    /// Waits until the worker has exported what was queued, at most
+    /// `timeout`; false if it did not answer in time or is gone. While
+    /// earlier batches wait for a retry, the new ones queue behind them: the
+    /// backoff is kept.
+    pub(crate) fn drain(&self, timeout: Duration) -> bool {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.0.send(Control::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
+        self.0.send(Control::Drain(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -463,6 +467,11 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
                 Ok(Control::Flush(ack)) => {
                     self.drain(&mut batch);
                     self.retry();
+                    let _ = ack.send(());
+                    deadline = Instant::now() + delay;
+                }
+                Ok(Control::Drain(ack)) => {
+                    self.drain(&mut batch);
                     let _ = ack.send(());
                     deadline = Instant::now() + delay;
                 }
@@ -855,6 +864,35 @@ mod tests {
         assert_eq!(seen.last(), Some(&999));
         // Dropped items gave their bytes back.
         assert_eq!(budget.used(), 0);
+    }
+
+    /// Another queue's drain exports what is queued, but does not retry
+    /// early what waits for a retry: new batches queue behind it, in order.
+    #[test]
+    fn a_drain_keeps_the_retry_backoff() {
+        let sink = Slow::default();
+        let (seen, down, attempts) = (sink.seen.clone(), sink.down.clone(), sink.attempts.clone());
+        let mut cfg = config(16, 2000);
+        cfg.retry_initial = Duration::from_secs(60);
+        cfg.retry_max = Duration::from_secs(60);
+        let q = BatchQueue::new("test", &cfg, sink, outcome());
+        let drainer = q.drainer();
+        down.store(true, Ordering::SeqCst);
+        assert!(q.push(1));
+        assert!(drainer.drain(Duration::from_secs(5)));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        assert!(q.push(2));
+        assert!(drainer.drain(Duration::from_secs(5)));
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "retried before its time"
+        );
+        // A flush does retry, oldest first.
+        down.store(false, Ordering::SeqCst);
+        assert!(q.flush(Duration::from_secs(5)));
+        assert_eq!(*seen.lock().unwrap(), [1, 2]);
+        assert!(q.shutdown(Duration::from_secs(5)));
     }
 
     #[test]

@@ -291,7 +291,7 @@ pub(crate) struct LogSink {
     /// embedded store: a log record whose trace has no row yet makes the
     /// store write a stand-in row that the trace's spans then rewrite, so
     /// storing the spans first saves that write for nearly every record.
-    pub spans_first: Option<batch::Flusher>,
+    pub spans_first: Option<batch::Drainer>,
 }
 
 /// How long a log batch waits for the span queue to export first.
@@ -318,7 +318,7 @@ impl batch::Sink<QueuedLog> for LogSink {
 
     fn before_batch(&mut self) {
         if let Some(spans) = &self.spans_first {
-            spans.flush(SPANS_FIRST_WAIT);
+            spans.drain(SPANS_FIRST_WAIT);
         }
     }
 

@@ -360,7 +360,7 @@ impl TelemetryBuilder {
                     spans_first: spans
                         .as_ref()
                         .filter(|_| spans_first)
-                        .map(BatchQueue::flusher),
+                        .map(BatchQueue::drainer),
                 },
                 Outcome {
                     stats: stats.clone(),
