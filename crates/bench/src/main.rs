@@ -180,6 +180,18 @@ fn native_tracing(n: u64) -> f64 {
     ns
 }
 
+/// The same `tracing` code with `tracing-subscriber`'s registry alone
+/// (nothing recorded), for comparison with the guest's `tracing-registry`.
+fn native_tracing_registry(n: u64) -> f64 {
+    tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+        time(n, || {
+            let span = tracing::info_span!("op", a = 1i64, b = "x");
+            let _entered = span.enter();
+            tracing::info!("ev");
+        })
+    })
+}
+
 fn native_log(n: u64) -> f64 {
     let provider = native_logger_provider(n);
     let logger = provider.logger("bench");
@@ -515,11 +527,13 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("--native") {
-        // One native figure alone, for profiling: `--native span|tracing|log|counter N`.
+        // One native figure alone, for profiling:
+        // `--native span|tracing|tracing-registry|log|counter N`.
         let n = args[2].parse().expect("a count");
         let ns = match args[1].as_str() {
             "span" => native_span(n),
             "tracing" => native_tracing(n),
+            "tracing-registry" => native_tracing_registry(n),
             "log" => native_log(n),
             "counter" => native_counter(n),
             other => panic!("unknown native mode {other}"),

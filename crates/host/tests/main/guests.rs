@@ -1225,6 +1225,8 @@ pub(crate) fn bench() {
     assert_eq!(sum.data_points().next().unwrap().value(), ops);
     assert_eq!(run_mode("spans").spans().len() as u64, ops);
     assert_eq!(run_mode("floor").spans().len(), 0);
+    let p = run_mode("tracing-registry");
+    assert_eq!((p.spans().len(), p.logs().len()), (0, 0));
 }
 
 #[test]
