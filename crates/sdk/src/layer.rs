@@ -142,7 +142,9 @@ impl WasiObserveLayer {
 
     /// The attributes every span of a callsite has.
     fn span_constants(&self, meta: &'static Metadata<'static>) -> Vec<KeyValue> {
-        let mut out = Vec::with_capacity(4);
+        // Often empty (location and target off): then nothing is allocated,
+        // and this runs for every span, since an empty set is not shared.
+        let mut out = Vec::new();
         self.location(meta, &mut out);
         if self.target {
             out.push(KeyValue::new("target", meta.target()));
