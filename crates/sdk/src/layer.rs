@@ -299,6 +299,25 @@ impl field::Visit for SpanFields {
     }
 }
 
+thread_local! {
+    /// The buffer events' messages are formatted into, kept from one event
+    /// to the next (see [`Message`]): a new `String` per event was an
+    /// allocation and a free per event.
+    static MESSAGE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// An event's message; gives its buffer back for the next event.
+struct Message(Option<String>);
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        // A huge message's buffer is not kept.
+        if let Some(text) = self.0.take().filter(|t| t.capacity() <= 4096) {
+            MESSAGE.set(text);
+        }
+    }
+}
+
 /// Fields of an event, sorted into what the log record and the span event
 /// share, what only the event has, and what only the log record has.
 #[derive(Default)]
@@ -345,6 +364,14 @@ impl field::Visit for EventFields {
         self.text(field, value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            use fmt::Write as _;
+            let mut text = MESSAGE.take();
+            text.clear();
+            let _ = write!(text, "{value:?}");
+            self.message = Some(text);
+            return;
+        }
         self.text(field, format!("{value:?}"));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -471,7 +498,8 @@ where
         };
         let mut fields = EventFields::default();
         event.record(&mut fields);
-        let message = fields.message.take();
+        let message = Message(fields.message.take());
+        let message = &message.0;
 
         let Some(span) = span else {
             // Outside any span: a log record only, correlated as
