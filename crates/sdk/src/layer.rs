@@ -313,7 +313,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         // A huge message's buffer is not kept.
         if let Some(text) = self.0.take().filter(|t| t.capacity() <= 4096) {
-            MESSAGE.set(text);
+            let _ = MESSAGE.try_with(|m| m.set(text));
         }
     }
 }
@@ -366,7 +366,7 @@ impl field::Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             use fmt::Write as _;
-            let mut text = MESSAGE.take();
+            let mut text = MESSAGE.try_with(std::cell::Cell::take).unwrap_or_default();
             text.clear();
             let _ = write!(text, "{value:?}");
             self.message = Some(text);
