@@ -886,6 +886,52 @@ mod tests {
         out
     }
 
+    /// A shared set comes first, cut to the limit (counted); the record's
+    /// own attributes replace a set's value of the same key and are cut
+    /// within what is left; an unknown set is counted and gives nothing.
+    #[test]
+    fn shared_sets_merge_with_own_attributes_within_the_limit() {
+        let limits = Limits::default();
+        let stats = Stats::default();
+        let check = Checker {
+            limits: &limits,
+            stats: &stats,
+        };
+        let set: Vec<KeyValue> = [("a", 1), ("b", 2), ("c", 3)]
+            .map(|(k, v)| KeyValue::new(k, v as i64))
+            .into();
+        let sets: Map<u32, Vec<KeyValue>> = [(7, set)].into_iter().collect();
+        let own = || vec![("b", wire::Value::I64(20)), ("d", wire::Value::I64(4))];
+        let pairs = |attrs: &[KeyValue]| -> Vec<(String, Value)> {
+            attrs
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.value.clone()))
+                .collect()
+        };
+        let kv = |k: &str, v: i64| (k.to_string(), Value::I64(v));
+
+        let (out, dropped) = with_shared(&sets, &check, Some(7), own(), 4);
+        assert_eq!(
+            pairs(&out),
+            [kv("a", 1), kv("b", 20), kv("c", 3), kv("d", 4)]
+        );
+        assert_eq!(dropped, 0);
+
+        let (out, dropped) = with_shared(&sets, &check, Some(7), own(), 3);
+        assert_eq!(pairs(&out), [kv("a", 1), kv("b", 20), kv("c", 3)]);
+        assert_eq!(dropped, 1, "d did not fit");
+
+        let (out, dropped) = with_shared(&sets, &check, Some(7), own(), 2);
+        assert_eq!(pairs(&out), [kv("a", 1), kv("b", 20)]);
+        assert_eq!(dropped, 2, "c cut from the set, d did not fit");
+        assert_eq!(stats.snapshot().attributes_dropped, 3);
+
+        let (out, dropped) = with_shared(&sets, &check, Some(8), own(), 4);
+        assert_eq!(pairs(&out), [kv("b", 20), kv("d", 4)]);
+        assert_eq!(dropped, 0);
+        assert_eq!(stats.snapshot().invalid_input, 1, "the unknown set");
+    }
+
     #[test]
     fn spans_cross_in_batches_and_end_at_the_close_time() {
         let (t, spans) = pipeline(Limits::default());
