@@ -602,7 +602,7 @@ fn main() {
         native,
     );
     row(
-        "    guest, tracing layer without code.* and target",
+        "    guest, tracing layer on a registry, without code.* and target",
         guests.run("tracing-lean", n),
         native,
     );

@@ -23,6 +23,7 @@ use wasi_observe_wire as wire;
 use crate::Signals;
 use crate::pending::Pending;
 use crate::pipe;
+use crate::subscriber::WasiObserveSubscriber;
 
 const SPAN_NAME_FIELD: &str = "otel.name";
 const SPAN_KIND_FIELD: &str = "otel.kind";
@@ -59,7 +60,7 @@ impl SpanData {
     }
 
     /// Ends the span, with what was kept back.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if std::mem::take(&mut self.open) {
             std::mem::take(&mut self.pending).finish(&self.cx, None);
         }
@@ -67,11 +68,15 @@ impl SpanData {
 }
 
 /// Calls `f` with the current `tracing` span's data, if the current
-/// subscriber is a registry that holds it.
+/// subscriber is one that holds it: the one [`init`](crate::init) installs,
+/// or a registry with [`WasiObserveLayer`].
 pub(crate) fn with_current_span<R>(f: impl FnOnce(Option<&SpanData>) -> R) -> R {
     let mut f = Some(f);
     let mut call = |data: Option<&SpanData>| f.take().map(|f| f(data));
     let result = tracing::dispatcher::get_default(|dispatch| {
+        if let Some(subscriber) = dispatch.downcast_ref::<WasiObserveSubscriber>() {
+            return subscriber.with_current(&mut call);
+        }
         let current = dispatch.current_span();
         let span = current
             .id()
@@ -249,7 +254,7 @@ macro_rules! typed_fields {
 
 /// Fields of a span: attributes plus the special `otel.*` fields.
 #[derive(Default)]
-struct SpanFields {
+pub(crate) struct SpanFields {
     attributes: Vec<KeyValue>,
     name: Option<String>,
     kind: Option<u8>,
@@ -321,7 +326,7 @@ impl Drop for Message {
 /// Fields of an event, sorted into what the log record and the span event
 /// share, what only the event has, and what only the log record has.
 #[derive(Default)]
-struct EventFields {
+pub(crate) struct EventFields {
     message: Option<String>,
     shared: Vec<KeyValue>,
     event_only: Vec<KeyValue>,
@@ -394,14 +399,24 @@ impl field::Visit for EventFields {
     }
 }
 
-impl<S> Layer<S> for WasiObserveLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
+/// What a `tracing` span or event becomes, whichever subscriber holds the
+/// spans: [`WasiObserveLayer`] over a `tracing-subscriber` registry, or the
+/// subscriber [`init`](crate::init) installs ([`crate::subscriber`]). Each
+/// step that runs the user's code (visiting fields, whose `Debug` may do
+/// anything) is separate from the step that needs the span's data, so the
+/// subscriber never holds its spans locked while user code runs.
+impl WasiObserveLayer {
+    /// A new span's data. `parent` looks up what `tracing`'s rules make its
+    /// parent (the explicit one, else the current one for a contextual
+    /// span): `None` when there is none, `Some(None)` when that span is not
+    /// recorded here. Without one, a contextual span takes the current
+    /// OpenTelemetry context's span or the ambient parent, and an explicit
+    /// root starts a trace.
+    pub(crate) fn start_span(
+        &self,
+        attrs: &Attributes<'_>,
+        parent: impl FnOnce() -> Option<Option<SpanContext>>,
+    ) -> SpanData {
         let meta = attrs.metadata();
         // A callsite's constants cross once, as a shared set.
         let key = std::ptr::from_ref(meta) as usize;
@@ -416,15 +431,8 @@ where
         };
         attrs.record(&mut fields);
 
-        // The parent, by `tracing`'s rules: the explicit one, else (for a
-        // contextual span) the current one; an explicit root starts a trace.
-        let parent = match attrs.parent() {
-            Some(parent) => ctx.span(parent),
-            None if attrs.is_contextual() => ctx.lookup_current(),
-            None => None,
-        };
-        let parent = match parent {
-            Some(parent) => parent.extensions().get::<SpanData>().map(|d| d.cx.clone()),
+        let parent = match parent() {
+            Some(parent) => parent,
             None if attrs.is_contextual() => otel_current_or_ambient(),
             None => None,
         };
@@ -448,19 +456,18 @@ where
         if let Some(status) = fields.status {
             data.set_status(status);
         }
-        span.extensions_mut().insert(data);
+        data
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
+    /// Visits the fields `Span::record` gives; [`Self::apply_record`] then
+    /// applies them.
+    pub(crate) fn record_fields(values: &Record<'_>) -> SpanFields {
         let mut fields = SpanFields::default();
         values.record(&mut fields);
-        let mut extensions = span.extensions_mut();
-        let Some(data) = extensions.get_mut::<SpanData>() else {
-            return;
-        };
+        fields
+    }
+
+    pub(crate) fn apply_record(data: &mut SpanData, fields: SpanFields) {
         for kv in fields.attributes {
             data.set_attribute(kv);
         }
@@ -472,38 +479,35 @@ where
         }
     }
 
-    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
-        let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
-            return;
-        };
-        let Some(follows_cx) = follows.extensions().get::<SpanData>().map(|d| d.cx.clone()) else {
-            return;
-        };
-        let extensions = span.extensions();
-        if let Some(data) = extensions.get::<SpanData>()
-            && data.recording
-            && data.open
-        {
-            pipe::link(&data.cx, &follows_cx, &[]);
+    /// `data`'s span follows from `follows`: a link.
+    pub(crate) fn follows_from(data: &SpanData, follows: &SpanContext) {
+        if data.recording && data.open {
+            pipe::link(&data.cx, follows, &[]);
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let meta = event.metadata();
-        let signals = crate::enabled();
-        let span = match event.parent() {
-            Some(id) => ctx.span(id),
-            None if event.is_contextual() => ctx.lookup_current(),
-            None => None,
-        };
+    /// Visits an event's fields; [`Self::emit_event`] then records it.
+    pub(crate) fn event_fields(event: &Event<'_>) -> EventFields {
         let mut fields = EventFields::default();
         event.record(&mut fields);
+        fields
+    }
+
+    /// Records an event: in `span` (the data of its explicit or current
+    /// span), a span event and a log record; outside any span, a log record
+    /// only, correlated as `tracing-opentelemetry` would (the OpenTelemetry
+    /// context).
+    pub(crate) fn emit_event(
+        &self,
+        meta: &'static Metadata<'static>,
+        mut fields: EventFields,
+        span: Option<&mut SpanData>,
+    ) {
+        let signals = crate::enabled();
         let message = Message(fields.message.take());
         let message = &message.0;
 
-        let Some(span) = span else {
-            // Outside any span: a log record only, correlated as
-            // `tracing-opentelemetry` would (the OpenTelemetry context).
+        let Some(data) = span else {
             if signals.logs {
                 let cx = otel_current_or_ambient();
                 pipe::log(pipe::Log {
@@ -518,10 +522,6 @@ where
             return;
         };
 
-        let mut extensions = span.extensions_mut();
-        let Some(data) = extensions.get_mut::<SpanData>() else {
-            return;
-        };
         let span_event = data.recording && data.open;
         if !span_event && !signals.logs {
             return;
@@ -569,6 +569,65 @@ where
             });
         }
     }
+}
+
+impl<S> Layer<S> for WasiObserveLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let data = self.start_span(attrs, || {
+            let parent = match attrs.parent() {
+                Some(parent) => ctx.span(parent),
+                None if attrs.is_contextual() => ctx.lookup_current(),
+                None => None,
+            };
+            parent.map(|p| p.extensions().get::<SpanData>().map(|d| d.cx.clone()))
+        });
+        span.extensions_mut().insert(data);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let fields = Self::record_fields(values);
+        if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+            Self::apply_record(data, fields);
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
+            return;
+        };
+        let Some(follows_cx) = follows.extensions().get::<SpanData>().map(|d| d.cx.clone()) else {
+            return;
+        };
+        if let Some(data) = span.extensions().get::<SpanData>() {
+            Self::follows_from(data, &follows_cx);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let span = match event.parent() {
+            Some(id) => ctx.span(id),
+            None if event.is_contextual() => ctx.lookup_current(),
+            None => None,
+        };
+        let fields = Self::event_fields(event);
+        let Some(span) = span else {
+            return self.emit_event(event.metadata(), fields, None);
+        };
+        let mut extensions = span.extensions_mut();
+        // A span this layer does not record: nothing.
+        if let Some(data) = extensions.get_mut::<SpanData>() {
+            self.emit_event(event.metadata(), fields, Some(data));
+        }
+    }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else {
@@ -606,7 +665,7 @@ impl SignalFilter {
         SignalFilter { signals, targets }
     }
 
-    fn wants(&self, meta: &Metadata<'_>) -> bool {
+    pub(crate) fn wants(&self, meta: &Metadata<'_>) -> bool {
         let signal = if meta.is_span() {
             self.signals.traces
         } else {
@@ -620,10 +679,12 @@ impl SignalFilter {
     }
 }
 
-/// The same filter applied to the whole subscriber, for [`init`](crate::init),
-/// where [`WasiObserveLayer`] is the only layer: a per-layer filter makes the
-/// registry look each span up again on every enter, exit and close to ask
-/// whether that layer wants it, which a global filter never needs.
+/// The same filter applied to the whole subscriber, for a registry where
+/// [`WasiObserveLayer`] is the only layer
+/// (`registry().with(SignalFilter::from_host()).with(WasiObserveLayer::default())`):
+/// a per-layer filter makes the registry look each span up again on every
+/// enter, exit and close to ask whether that layer wants it, which a global
+/// filter never needs.
 impl<S: Subscriber> Layer<S> for SignalFilter {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
         Filter::<S>::callsite_enabled(self, meta)

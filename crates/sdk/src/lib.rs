@@ -91,13 +91,13 @@ mod pending;
 mod pipe;
 pub mod propagation;
 mod span_ext;
+mod subscriber;
 mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::Filtered;
-use tracing_subscriber::layer::SubscriberExt as _;
 
 pub use layer::{SignalFilter, WasiObserveLayer};
 pub use metrics::MeterProvider;
@@ -206,9 +206,10 @@ impl std::fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
-/// Installs everything: the `tracing` subscriber (a registry with
-/// [`layer()`]), the `log` logger, and the OpenTelemetry global tracer and
-/// meter providers and W3C propagator.
+/// Installs everything: the `tracing` subscriber (the logic of [`layer()`]
+/// over a span table of its own, lighter in a component than
+/// `tracing-subscriber`'s registry), the `log` logger, and the OpenTelemetry
+/// global tracer and meter providers and W3C propagator.
 ///
 /// Calling it again does nothing. It panics if another `tracing` subscriber
 /// or `log` logger is already installed; use [`try_init`] to handle that.
@@ -231,9 +232,7 @@ pub fn try_init() -> Result<(), InitError> {
     // every variable into the component.
     let targets = rust_log();
     let filter = SignalFilter::with_targets(signals, targets.clone());
-    let subscriber = tracing_subscriber::registry()
-        .with(filter)
-        .with(WasiObserveLayer::default());
+    let subscriber = subscriber::WasiObserveSubscriber::new(WasiObserveLayer::default(), filter);
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         STARTED.store(false, Ordering::SeqCst);
         return Err(InitError::SubscriberAlreadySet);

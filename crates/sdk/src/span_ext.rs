@@ -8,6 +8,7 @@ use tracing_subscriber::registry::LookupSpan as _;
 
 use crate::layer::SpanData;
 use crate::pipe;
+use crate::subscriber::WasiObserveSubscriber;
 
 /// OpenTelemetry operations on a [`tracing::Span`] recorded by this crate's
 /// layer. On a span the layer does not record (disabled, filtered out, or
@@ -38,6 +39,9 @@ pub trait OpenTelemetrySpanExt {
 
 fn with_data<R>(span: &tracing::Span, f: impl FnOnce(&mut SpanData) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
+        if let Some(subscriber) = dispatch.downcast_ref::<WasiObserveSubscriber>() {
+            return subscriber.with_data(id, f);
+        }
         let registry = dispatch.downcast_ref::<Registry>()?;
         let span = registry.span(id)?;
         let mut extensions = span.extensions_mut();

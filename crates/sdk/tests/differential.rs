@@ -232,8 +232,9 @@ fn native() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     )
 }
 
-/// The scenario as a component using the SDK, under the host.
-fn component() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
+/// The scenario as a component using the SDK, under the host, run with
+/// `args`.
+fn component(args: &[&str]) -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     let spans = InMemorySpanExporter::default();
     let log_records = InMemoryLogExporter::default();
     let batch = BatchConfig {
@@ -251,7 +252,7 @@ fn component() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     let run = Run::command(
         test_programs_artifacts::SDK_SCENARIO_COMPONENT,
         WasiObserveCtx::new(&telemetry),
-        &["sdk_scenario"],
+        args,
     );
     run.succeeded();
     assert_eq!(
@@ -272,12 +273,22 @@ fn component() -> (Vec<SpanData>, Vec<SdkLogRecord>) {
     )
 }
 
+/// The component runs twice: with the subscriber `init()` installs, and
+/// with the SDK's layer on a `tracing-subscriber` registry, as users add it
+/// to a subscriber of their own (`wasi_observe::layer()`). (One test: the
+/// native run installs a global `log` logger, which a process has once.)
 #[test]
 fn same_spans_and_logs_natively_and_in_a_component() {
-    let (native_spans, native_logs) = native();
-    let (guest_spans, guest_logs) = component();
+    let native = native();
+    same_as_native(&native, component(&["sdk_scenario"]));
+    same_as_native(&native, component(&["sdk_scenario", "--layer"]));
+}
 
-    let native_trees = trees(&native_spans);
+fn same_as_native(
+    (native_spans, native_logs): &(Vec<SpanData>, Vec<SdkLogRecord>),
+    (guest_spans, guest_logs): (Vec<SpanData>, Vec<SdkLogRecord>),
+) {
+    let native_trees = trees(native_spans);
     let guest_trees = trees(&guest_spans);
     // The scenario's shape, so that an empty or flat result cannot pass.
     let names: Vec<&str> = native_trees.iter().map(|t| t.name.as_str()).collect();
@@ -289,7 +300,7 @@ fn same_spans_and_logs_natively_and_in_a_component() {
     }
     assert_eq!(native_trees, guest_trees);
 
-    let native_logs = logs(&native_logs, &native_spans);
+    let native_logs = logs(native_logs, native_spans);
     let guest_logs = logs(&guest_logs, &guest_spans);
     assert!(native_logs.len() >= 12, "{native_logs:#?}");
     for (n, g) in native_logs.iter().zip(&guest_logs) {

@@ -75,7 +75,9 @@ fn main() {
             })
         }
         "tracing-lean" => {
-            // As `init()` installs it, without the location and target.
+            // The layer on `tracing-subscriber`'s registry, as users add it
+            // to a subscriber of their own (`init()` installs a lighter
+            // subscriber), without the location and target.
             let layer = wasi_observe::WasiObserveLayer::default()
                 .with_location(false)
                 .with_target(false);
