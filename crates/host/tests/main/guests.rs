@@ -996,7 +996,8 @@ pub(crate) fn sdk_features() {
         &["sdk_features", traceparent],
     );
     r.succeeded();
-    let lines: Vec<&str> = r.stdout.lines().collect();
+    let stdout = r.stdout.clone();
+    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "enabled traces=true logs=true metrics=true");
     assert_eq!(lines[1], "first Ok(())");
     assert_eq!(lines[2], "second Err(AlreadyInitialized)");
@@ -1092,6 +1093,52 @@ pub(crate) fn sdk_features() {
         "{stamped:?} {:?}",
         child.end_time
     );
+
+    // The subscriber `init()` installs, at its edges. Fields whose `Debug`
+    // records telemetry: recorded, nothing deadlocked or panicked.
+    let noisy = span(&spans, "with_noisy_field");
+    assert_eq!(
+        attr(&noisy.attributes, "noisy"),
+        Some(&Value::from("noisy"))
+    );
+    let inner: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "span_inside_a_field")
+        .collect();
+    assert_eq!(inner.len(), 2, "one per noisy field");
+    // The second was made while `with_noisy_field` was current.
+    assert!(
+        inner
+            .iter()
+            .any(|s| s.parent_span_id == noisy.span_context.span_id())
+    );
+    let bodies: Vec<&str> = logs
+        .iter()
+        .filter(|l| l.body().is_some())
+        .map(body)
+        .collect();
+    assert!(bodies.contains(&"event with a noisy field"), "{bodies:?}");
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| **b == "event inside a field")
+            .count(),
+        2
+    );
+    assert!(lines.contains(&"current with_noisy_field"), "{lines:?}");
+    // A stale id is no parent, though its slot now holds another span.
+    let reuses = span(&spans, "reuses_the_slot");
+    let stale = span(&spans, "stale_parent");
+    assert_ne!(stale.parent_span_id, reuses.span_context.span_id());
+    assert_ne!(
+        stale.span_context.trace_id(),
+        reuses.span_context.trace_id()
+    );
+    // The parent dropped first ended after its child.
+    let first = span(&spans, "dropped_first");
+    let child = span(&spans, "outlives_its_parent");
+    assert_eq!(child.parent_span_id, first.span_context.span_id());
+    assert!(first.end_time >= child.end_time);
 }
 
 #[test]

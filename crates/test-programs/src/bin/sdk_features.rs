@@ -1,9 +1,12 @@
 //! The guest SDK beyond what the differential scenario covers: the
 //! availability check, `init` twice, a remote parent the guest carries
 //! itself (argument 1: a `traceparent`), propagation out, the OpenTelemetry
-//! metrics API, and `log` key-values.
+//! metrics API, `log` key-values, and the edges of the subscriber `init`
+//! installs: fields whose `Debug` makes telemetry itself, an id kept after
+//! its span closed, a parent dropped before its child, `Span::current`.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Tracer as _};
@@ -64,4 +67,45 @@ fn main() {
     meter.f64_counter("bytes").build().add(1.5, &[]);
 
     log::info!(user = "ada", retries = 2; "logged in");
+
+    subscriber_edges();
+}
+
+/// A field value whose `Debug` records telemetry while the subscriber is
+/// recording the field.
+struct Noisy;
+
+impl fmt::Debug for Noisy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let _inner = info_span!("span_inside_a_field").entered();
+        tracing::info!("event inside a field");
+        f.write_str("noisy")
+    }
+}
+
+fn subscriber_edges() {
+    let outer = info_span!("with_noisy_field", noisy = ?Noisy);
+    outer.in_scope(|| {
+        tracing::info!(noisy = ?Noisy, "event with a noisy field");
+        println!(
+            "current {}",
+            tracing::Span::current().metadata().unwrap().name()
+        );
+    });
+    drop(outer);
+
+    // An id kept after its span closed names no span, even once its slot
+    // holds another.
+    let gone = info_span!("gone");
+    let stale = gone.id().unwrap();
+    drop(gone);
+    let _reuses = info_span!("reuses_the_slot").entered();
+    drop(info_span!(parent: stale, "stale_parent"));
+
+    // A child holds its parent open: the parent ends after it.
+    let parent = info_span!(parent: None, "dropped_first");
+    let child = info_span!(parent: &parent, "outlives_its_parent");
+    drop(parent);
+    child.in_scope(|| tracing::info!("the child still runs"));
+    drop(child);
 }
