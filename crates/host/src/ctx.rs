@@ -39,6 +39,9 @@ pub struct WasiObserveCtx {
     /// The guest holds records (it called `hold`) that no batch has carried
     /// since: [`crate::flush_guest`] asks for them.
     pub(crate) held: bool,
+    /// The guest's environment variables, when the embedder gave them: the
+    /// pipe hands the few an SDK needs over with its configuration.
+    pub(crate) guest_environment: Option<Arc<[(String, String)]>>,
 }
 
 impl WasiObserveCtx {
@@ -53,6 +56,7 @@ impl WasiObserveCtx {
             call_tracing: None,
             pipe: None,
             held: false,
+            guest_environment: None,
         }
     }
 
@@ -243,6 +247,16 @@ impl WasiObserveCtxBuilder {
         self
     }
 
+    /// The environment variables the store's guest has (as given to its
+    /// `WasiCtx`). The pipe hands an SDK the few it reads at start-up
+    /// (`RUST_LOG`) with its configuration, which saves a fresh instance a
+    /// host call that copies its whole environment; without them, the SDK
+    /// reads its environment itself.
+    pub fn with_guest_environment(mut self, vars: Arc<[(String, String)]>) -> Self {
+        self.ctx.guest_environment = Some(vars);
+        self
+    }
+
     /// The ctx.
     pub fn build(self) -> WasiObserveCtx {
         self.ctx
@@ -275,7 +289,8 @@ impl HasData for WasiObserve {
 }
 
 /// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk`,
-/// `wasi-observe:pipe/pipe@0.2.0`,
+/// `wasi-observe:pipe/pipe@0.2.1` (also for components built against
+/// `@0.2.0`),
 /// `wasi:logging/logging` (unversioned, as the proposal names it, and
 /// `@0.1.0-draft`, as existing components import it) and
 /// `wasi:otel@0.2.0-rc.2` ([`interfaces::otel`](crate::interfaces::otel))

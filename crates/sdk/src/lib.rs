@@ -48,7 +48,7 @@
 //!
 //! Crossing into the host is the main cost of guest telemetry, so the SDK
 //! records into a buffer in the component's memory and hands it over in
-//! batches (the pipe, `wasi-observe:pipe@0.2.0`; docs/pipe.md). Ids and
+//! batches (the pipe, `wasi-observe:pipe@0.2.1`; docs/pipe.md). Ids and
 //! sampling decisions are made here. A span crosses twice on its own, at its
 //! start and end, to tell the host which span is open (so the host's spans
 //! for outgoing requests and import calls nest under it) and to read the
@@ -171,9 +171,15 @@ fn install_panic_flush() {
     }));
 }
 
-/// The component's `RUST_LOG` filter, if it is set and valid.
+/// The component's `RUST_LOG` filter, if it is set and valid: as the host
+/// gave it with the configuration, else (a host that does not know the
+/// component's environment) read from the environment, a further host call.
 fn rust_log() -> Option<tracing_subscriber::filter::Targets> {
-    std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok())
+    let value = match &pipe::config().rust_log {
+        Some(given) => given.clone(),
+        None => std::env::var("RUST_LOG").ok(),
+    };
+    value.and_then(|v| v.parse().ok())
 }
 
 /// Why [`try_init`] did not install everything.

@@ -1,4 +1,4 @@
-//! The SDK's end of the batched pipe (`wasi-observe:pipe@0.2.0`).
+//! The SDK's end of the batched pipe (`wasi-observe:pipe@0.2.1`).
 //!
 //! Spans, events, links, log records and measurements are encoded
 //! ([`wasi_observe_wire`]) into a buffer in the component's own memory and
@@ -57,13 +57,16 @@ pub(crate) struct Config {
     /// The parent of root spans, if the host has one.
     pub(crate) ambient: Option<SpanContext>,
     seed: (u64, u64),
+    /// The component's `RUST_LOG` as the host gave it (`None`: the host
+    /// does not know the component's environment; read it then).
+    pub(crate) rust_log: Option<Option<String>>,
 }
 
 /// The configuration, asked once per instance.
 pub(crate) fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let c = host::configure();
+        let (c, rust_log) = host::configure_with_environment("RUST_LOG");
         let ambient = c.ambient.map(|a| {
             let state = if c.ambient_trace_state.is_empty() {
                 TraceState::NONE
@@ -87,6 +90,7 @@ pub(crate) fn config() -> &'static Config {
             sampler: c.sampler,
             ambient: ambient.filter(SpanContext::is_valid),
             seed: (c.seed_high, c.seed_low),
+            rust_log,
         }
     })
 }

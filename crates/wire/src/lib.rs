@@ -1,4 +1,4 @@
-//! The records of wasi-observe's batched pipe (`wasi-observe:pipe@0.2.0`),
+//! The records of wasi-observe's batched pipe (`wasi-observe:pipe@0.2.1`),
 //! shared by the guest SDK that writes them and the host that reads them.
 //!
 //! A batch is a sequence of [`Record`]s, each encoded with [postcard]: no

@@ -214,6 +214,7 @@ impl RunCommand {
         let (names, run_span) = calls.unzip();
         let mut run_span = run_span.flatten();
         let mut observe = WasiObserveCtx::builder(&telemetry)
+            .with_guest_environment(self.envs.clone().into())
             .with_function_names(functions)
             .with_min_function_duration(self.min_function_duration)
             .with_parent(run_span.as_ref().map(|s| s.context().clone()).or(parent));

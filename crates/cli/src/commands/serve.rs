@@ -172,7 +172,8 @@ struct Server {
     /// instance needs the handler and, after it, the SDK's `flush`.
     proxy: ProxyIndices,
     telemetry: Telemetry,
-    envs: Vec<(String, String)>,
+    /// The guests' environment (`--env`), shared by every request's ctx.
+    envs: Arc<[(String, String)]>,
     local: SocketAddr,
     request_timeout: Duration,
     functions: Arc<FunctionNames>,
@@ -296,7 +297,7 @@ impl ServeCommand {
             proxy: ProxyIndices::new(pre.instance_pre())?,
             pre,
             telemetry: telemetry.clone(),
-            envs: self.envs,
+            envs: self.envs.into(),
             local,
             request_timeout: self.request_timeout,
             functions,
@@ -507,10 +508,11 @@ async fn handle(
 
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdout().inherit_stderr();
-    for (k, v) in &server.envs {
+    for (k, v) in server.envs.iter() {
         wasi.env(k, v);
     }
     let mut observe = WasiObserveCtx::builder(&server.telemetry)
+        .with_guest_environment(server.envs.clone())
         .with_parent(Some(parent))
         .with_function_names(server.functions.clone())
         .with_min_function_duration(server.min_function_duration);

@@ -1,4 +1,4 @@
-//! `wasi-observe:pipe@0.2.0`: batches of records a guest SDK encoded in its
+//! `wasi-observe:pipe@0.2.1` (and `@0.2.0`): batches of records a guest SDK encoded in its
 //! own memory, handed to the pipeline's decode thread
 //! ([`crate::pipeline::guest`]); and the two calls per span that tell the
 //! store which guest span is open (so host-made spans nest under it), each
@@ -72,6 +72,20 @@ impl Host for WasiObserveCtx {
         })
     }
 
+    fn configure_with_environment(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<(Config, Option<Option<String>>)> {
+        let value = self.guest_environment.as_ref().map(|vars| {
+            // The last of duplicates, as `wasi:cli` hands them.
+            vars.iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        });
+        Ok((self.configure()?, value))
+    }
+
     fn submit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
         self.submit_batch(batch, now());
         Ok(())
@@ -140,8 +154,10 @@ impl WasiObserveCtx {
     }
 }
 
-/// The export a guest that calls `hold` provides.
-const FLUSH_INTERFACE: &str = "wasi-observe:pipe/flush@0.2.0";
+/// The export a guest that calls `hold` provides. Wasmtime finds exports
+/// by semver-compatible name, so this also finds the `@0.2.0` export of a
+/// component built against that version.
+const FLUSH_INTERFACE: &str = "wasi-observe:pipe/flush@0.2.1";
 
 /// The guest's `flush` export, if it has one.
 fn flush_export(mut store: impl AsContextMut, instance: &Instance) -> Option<TypedFunc<(), ()>> {
@@ -217,6 +233,8 @@ pub(crate) fn ended_holding(t: &Telemetry) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::pipeline::{Limits, Telemetry};
 
@@ -234,6 +252,34 @@ mod tests {
             trace_id_low: 2,
             span_id: id,
             trace_flags: 1,
+        }
+    }
+
+    #[test]
+    fn the_guest_environment_comes_with_the_configuration() {
+        let t = pipeline(Limits::default());
+        // The embedder gave no environment: no answer, the guest reads it.
+        let mut ctx = WasiObserveCtx::new(&t);
+        let (_, value) = Host::configure_with_environment(&mut ctx, "RUST_LOG".into()).unwrap();
+        assert_eq!(value, None);
+
+        let env: Arc<[(String, String)]> = vec![
+            ("RUST_LOG".to_string(), "debug".to_string()),
+            ("OTHER".to_string(), "1".to_string()),
+            ("RUST_LOG".to_string(), "warn".to_string()),
+        ]
+        .into();
+        let mut ctx = WasiObserveCtx::builder(&t)
+            .with_guest_environment(env)
+            .build();
+        let (config, value) =
+            Host::configure_with_environment(&mut ctx, "RUST_LOG".into()).unwrap();
+        // The last of duplicates, as the guest's environment has it.
+        assert_eq!(value, Some(Some("warn".to_string())));
+        assert_eq!(config.max_batch, MAX_BATCH as u32);
+        for unset in ["UNSET", "", "RUST_LOG=warn"] {
+            let (_, value) = Host::configure_with_environment(&mut ctx, unset.into()).unwrap();
+            assert_eq!(value, Some(None), "{unset}");
         }
     }
 

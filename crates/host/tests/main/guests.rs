@@ -945,43 +945,94 @@ pub(crate) fn sdk_scenario() {
     assert_eq!(telemetry.stats().spans_ended, 0);
 }
 
-/// The component's `RUST_LOG` narrows what `init()` records, for `tracing`
-/// and `log` alike: here warnings and above, and `info` for one target.
-#[test]
-fn rust_log_narrows_what_init_records() {
+/// Runs the SDK scenario with `RUST_LOG` set to `in_env` in the component's
+/// environment and, when `told` is given, the environment the host hands
+/// the pipe; returns the span names and log bodies recorded.
+fn scenario_with_rust_log(
+    in_env: Option<&str>,
+    told: Option<&[(&str, &str)]>,
+) -> (Vec<String>, Vec<String>) {
     let p = Pipeline::new();
     let stdout = MemoryOutputPipe::new(1 << 16);
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
     wasi.stdout(stdout.clone())
         .inherit_stderr()
-        .args(&["sdk_scenario"])
-        .env("RUST_LOG", "warn,scenario::startup=info");
-    let mut store = Store::new(engine(), Host::new(wasi.build(), p.ctx()));
+        .args(&["sdk_scenario"]);
+    if let Some(value) = in_env {
+        wasi.env("RUST_LOG", value);
+    }
+    let mut observe = WasiObserveCtx::builder(&p.telemetry);
+    if let Some(told) = told {
+        let vars: Vec<(String, String)> = told
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        observe = observe.with_guest_environment(vars.into());
+    }
+    let mut store = Store::new(engine(), Host::new(wasi.build(), observe.build()));
     run_in(
         &mut store,
         &new_linker(engine()),
         test_programs_artifacts::SDK_SCENARIO_COMPONENT,
     );
     drop(store);
-    // Every `tracing` span of the scenario is at `info`.
-    let spans = p.spans();
-    assert!(
-        names(&spans)
-            .iter()
-            .all(|n| !n.starts_with("sibling") && !n.starts_with("ooo_") && *n != "repeated"),
-        "{:?}",
-        names(&spans)
-    );
-    let logs = p.logs();
-    let bodies: Vec<&str> = logs
+    let spans = names(&p.spans()).iter().map(|n| n.to_string()).collect();
+    let bodies = p
+        .logs()
         .iter()
-        .filter_map(|r| r.body().map(|_| body(r)))
+        .filter_map(|r| r.body().map(|_| body(r).to_string()))
         .collect();
+    (spans, bodies)
+}
+
+const NARROW: &str = "warn,scenario::startup=info";
+
+/// What the scenario records under [`NARROW`]: warnings and above, and
+/// `info` for one target, for `tracing` and `log` alike.
+fn assert_narrowed((spans, bodies): (Vec<String>, Vec<String>)) {
+    // Every `tracing` span of the scenario is at `info`.
+    assert!(
+        spans
+            .iter()
+            .all(|n| !n.starts_with("sibling") && !n.starts_with("ooo_") && n != "repeated"),
+        "{spans:?}"
+    );
     for kept in ["scenario starting", "a log record inside root", "charging"] {
-        assert!(bodies.contains(&kept), "{kept} is missing: {bodies:?}");
+        assert!(
+            bodies.iter().any(|b| b == kept),
+            "{kept} is missing: {bodies:?}"
+        );
     }
     for filtered in ["inside root", "scenario done", "in a", "in b", "again"] {
-        assert!(!bodies.contains(&filtered), "{filtered} was recorded");
+        assert!(
+            !bodies.iter().any(|b| b == filtered),
+            "{filtered} was recorded"
+        );
+    }
+}
+
+/// The component's `RUST_LOG` narrows what `init()` records; here the host
+/// does not know the component's environment, so the SDK reads it.
+#[test]
+fn rust_log_narrows_what_init_records() {
+    assert_narrowed(scenario_with_rust_log(Some(NARROW), None));
+}
+
+/// A host that knows the component's environment hands `RUST_LOG` over
+/// with the pipe's configuration, and the SDK takes it from there without
+/// reading its environment: told `RUST_LOG` (absent from the component's
+/// environment here), it narrows; told an environment without it, nothing
+/// is narrowed, whatever the component's environment says.
+#[test]
+fn the_host_hands_rust_log_over_with_the_configuration() {
+    assert_narrowed(scenario_with_rust_log(None, Some(&[("RUST_LOG", NARROW)])));
+    let (spans, bodies) = scenario_with_rust_log(Some(NARROW), Some(&[("OTHER", "1")]));
+    assert!(spans.iter().any(|n| n == "repeated"), "{spans:?}");
+    for kept in ["inside root", "scenario done", "in a"] {
+        assert!(
+            bodies.iter().any(|b| b == kept),
+            "{kept} is missing: {bodies:?}"
+        );
     }
 }
 

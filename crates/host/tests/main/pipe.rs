@@ -256,10 +256,6 @@ pub(crate) mod sdk_held_metrics {
 /// loss, and carries on.
 #[test]
 fn hold_without_a_flush_export_is_counted() {
-    use wasi_observe_host::testing::{Output, TestHost, engine, linker};
-    use wasmtime::Store;
-    use wasmtime::component::Component;
-
     let bytes = wat::parse_str(
         r#"(component
             (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
@@ -274,17 +270,7 @@ fn hold_without_a_flush_export_is_counted() {
             (export "run" (func $run)))"#,
     )
     .unwrap();
-    let component = Component::new(engine(), bytes).unwrap();
-    let p = Pipeline::new();
-    let output = Output::new();
-    let mut store = Store::new(engine(), TestHost::with_output(&output, p.ctx(), &[]));
-    let instance = linker(engine())
-        .instantiate(&mut store, &component)
-        .unwrap();
-    let run = instance
-        .get_typed_func::<(), ()>(&mut store, "run")
-        .unwrap();
-    run.call(&mut store, ()).unwrap();
+    let (p, mut store, instance) = instantiate_and_run(&bytes);
     wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
     let stats = p.telemetry.stats();
     assert_eq!(
@@ -295,4 +281,63 @@ fn hold_without_a_flush_export_is_counted() {
     // Asked once: the store's end does not count it again.
     drop(store);
     assert_eq!(p.telemetry.stats().pipe_stores_ended_holding, 1);
+}
+
+/// A component built against the pipe's 0.2.0 (before
+/// `configure-with-environment`) links against this host's 0.2.1, and its
+/// `flush` export, named by its own version, is found and called: here it
+/// traps, and the trap is what `flush_guest` returns.
+#[test]
+fn a_component_built_against_0_2_0_is_linked_and_asked_to_flush() {
+    let bytes = wat::parse_str(
+        r#"(component
+            (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
+                (export "hold" (func (result u64)))))
+            (core func $hold (canon lower (func $pipe "hold")))
+            (core module $m
+                (import "pipe" "hold" (func $hold (result i64)))
+                (func (export "run") (drop (call $hold)))
+                (func (export "flush") unreachable))
+            (core instance $i (instantiate $m
+                (with "pipe" (instance (export "hold" (func $hold))))))
+            (func $run (canon lift (core func $i "run")))
+            (func $flush (canon lift (core func $i "flush")))
+            (instance $flush (export "flush" (func $flush)))
+            (export "wasi-observe:pipe/flush@0.2.0" (instance $flush))
+            (export "run" (func $run)))"#,
+    )
+    .unwrap();
+    let (p, mut store, instance) = instantiate_and_run(&bytes);
+    let trap = wasi_observe_host::flush_guest(&mut store, &instance).unwrap_err();
+    assert_eq!(
+        trap.downcast_ref::<wasmtime::Trap>(),
+        Some(&wasmtime::Trap::UnreachableCodeReached),
+        "{trap:?}"
+    );
+    assert_eq!(p.telemetry.stats().invalid_input, 0);
+}
+
+/// Instantiates the component `bytes` (WAT tests above) in a fresh store and
+/// calls its `run` export.
+fn instantiate_and_run(
+    bytes: &[u8],
+) -> (
+    Pipeline,
+    wasmtime::Store<wasi_observe_host::testing::TestHost>,
+    wasmtime::component::Instance,
+) {
+    use wasi_observe_host::testing::{Output, TestHost, engine, linker};
+
+    let component = wasmtime::component::Component::new(engine(), bytes).unwrap();
+    let p = Pipeline::new();
+    let output = Output::new();
+    let mut store = wasmtime::Store::new(engine(), TestHost::with_output(&output, p.ctx(), &[]));
+    let instance = linker(engine())
+        .instantiate(&mut store, &component)
+        .unwrap();
+    let run = instance
+        .get_typed_func::<(), ()>(&mut store, "run")
+        .unwrap();
+    run.call(&mut store, ()).unwrap();
+    (p, store, instance)
 }
