@@ -129,6 +129,29 @@ impl WasiObserveSubscriber {
         self.spans.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops a reference to `span`. When it was the last, ends the span and
+    /// returns the parent it held (whose reference is the caller's to
+    /// drop next, after the child has ended, as the registry orders it).
+    fn release(&self, span: &Id) -> Option<Option<Id>> {
+        let mut spans = self.spans();
+        let slot = spans.slot(span)?;
+        slot.refs -= 1;
+        if slot.refs > 0 {
+            return None;
+        }
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.meta = None;
+        let parent = slot.parent.take();
+        let data = slot.data.take();
+        let index = (span.into_u64() & u64::from(u32::MAX)) - 1;
+        spans.free.push(index as u32);
+        drop(spans);
+        if let Some(mut data) = data {
+            data.finish();
+        }
+        Some(parent)
+    }
+
     /// Calls `f` with the data of span `id`, if it is open and recorded.
     pub(crate) fn with_data<R>(&self, id: &Id, f: impl FnOnce(&mut SpanData) -> R) -> Option<R> {
         self.spans().data(id).map(f)
@@ -262,27 +285,16 @@ impl Subscriber for WasiObserveSubscriber {
     }
 
     fn try_close(&self, span: Id) -> bool {
-        let mut spans = self.spans();
-        let Some(slot) = spans.slot(&span) else {
+        let Some(mut parent) = self.release(&span) else {
             return false;
         };
-        slot.refs -= 1;
-        if slot.refs > 0 {
-            return false;
-        }
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.meta = None;
-        let parent = slot.parent.take();
-        let data = slot.data.take();
-        let index = (span.into_u64() & u64::from(u32::MAX)) - 1;
-        spans.free.push(index as u32);
-        drop(spans);
-        if let Some(mut data) = data {
-            data.finish();
-        }
-        // After the child has ended, as the registry orders it.
-        if let Some(parent) = parent {
-            self.try_close(parent);
+        // A loop, not recursion: closing a span can close its parent, and
+        // so on up a chain as deep as the program made it.
+        while let Some(p) = parent {
+            match self.release(&p) {
+                Some(next) => parent = next,
+                None => break,
+            }
         }
         true
     }

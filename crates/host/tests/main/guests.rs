@@ -1185,6 +1185,22 @@ pub(crate) fn sdk_features() {
         stale.span_context.trace_id(),
         reuses.span_context.trace_id()
     );
+    // Entered twice: still current after the inner guard, ended once.
+    let reentered: Vec<&SpanData> = spans.iter().filter(|s| s.name == "reentered").collect();
+    assert_eq!(reentered.len(), 1);
+    let after = logs
+        .iter()
+        .find(|l| l.body().is_some() && body(l) == "after the inner guard")
+        .expect("the record after the inner guard");
+    assert_eq!(
+        after.trace_context().map(|t| t.span_id),
+        Some(reentered[0].span_context.span_id())
+    );
+    // The 20 000-span chain closed without exhausting the guest's stack;
+    // the host recorded the spans its open-span limit let in (10 000, one
+    // of them `reuses_the_slot`), each ended.
+    let chain = spans.iter().filter(|s| s.name == "chain").count();
+    assert_eq!(chain, 9_999);
     // The parent dropped first ended after its child.
     let first = span(&spans, "dropped_first");
     let child = span(&spans, "outlives_its_parent");

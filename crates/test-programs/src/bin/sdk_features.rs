@@ -3,7 +3,8 @@
 //! itself (argument 1: a `traceparent`), propagation out, the OpenTelemetry
 //! metrics API, `log` key-values, and the edges of the subscriber `init`
 //! installs: fields whose `Debug` makes telemetry itself, an id kept after
-//! its span closed, a parent dropped before its child, `Span::current`.
+//! its span closed, a span entered twice, a parent dropped before its
+//! child, `Span::current`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -83,6 +84,9 @@ impl fmt::Debug for Noisy {
     }
 }
 
+/// Spans in the chain `subscriber_edges` makes.
+const CHAIN: usize = 20_000;
+
 fn subscriber_edges() {
     let outer = info_span!("with_noisy_field", noisy = ?Noisy);
     outer.in_scope(|| {
@@ -101,6 +105,24 @@ fn subscriber_edges() {
     drop(gone);
     let _reuses = info_span!("reuses_the_slot").entered();
     drop(info_span!(parent: stale, "stale_parent"));
+
+    // A span entered again while entered stays current when the inner
+    // guard goes, and ends once.
+    let reentered = info_span!("reentered");
+    let outer_guard = reentered.enter();
+    drop(reentered.enter());
+    tracing::info!("after the inner guard");
+    drop(outer_guard);
+    drop(reentered);
+
+    // A chain of spans, each holding its parent open, all handles dropped
+    // outermost first: the innermost's close ends the whole chain.
+    let mut chain = vec![info_span!(parent: None, "chain")];
+    for _ in 1..CHAIN {
+        let link = info_span!(parent: chain.last().unwrap(), "chain");
+        chain.push(link);
+    }
+    drop(chain);
 
     // A child holds its parent open: the parent ends after it.
     let parent = info_span!(parent: None, "dropped_first");
