@@ -40,7 +40,8 @@ pub struct WasiObserveCtx {
     /// since: [`crate::flush_guest`] asks for them.
     pub(crate) held: bool,
     /// The guest's environment variables, when the embedder gave them: the
-    /// pipe hands the few an SDK needs over with its configuration.
+    /// pipe hands the one an SDK reads at start-up over with its
+    /// configuration.
     pub(crate) guest_environment: Option<Arc<[(String, String)]>>,
 }
 
@@ -248,7 +249,7 @@ impl WasiObserveCtxBuilder {
     }
 
     /// The environment variables the store's guest has (as given to its
-    /// `WasiCtx`). The pipe hands an SDK the few it reads at start-up
+    /// `WasiCtx`). The pipe hands an SDK the variable it reads at start-up
     /// (`RUST_LOG`) with its configuration, which saves a fresh instance a
     /// host call that copies its whole environment; without them, the SDK
     /// reads its environment itself.

@@ -1,5 +1,8 @@
 //! The `tracing` layer: spans become host spans, events become log records
-//! and span events, with `tracing-opentelemetry`'s conventions.
+//! and span events, with `tracing-opentelemetry`'s conventions. Its logic
+//! also drives the subscriber [`init`](crate::init) installs
+//! ([`crate::subscriber`]), which holds the spans itself instead of a
+//! registry.
 //!
 //! Everything travels through the pipe ([`crate::pipe`]): a span is encoded
 //! into the batch at its start and end (fields recorded later, statuses and

@@ -4,8 +4,9 @@
 //! `tracing-subscriber`'s registry is built for many threads: a lock-free
 //! slab per thread, a type map of extensions per span (a box per layer's
 //! data), and each layer looking the span up again on every callback. In a
-//! component, where there is one thread, that was about a tenth of a
-//! `tracing` span's cost. This subscriber keeps each span's
+//! component, where there is one thread, that was about a sixth of a
+//! `tracing` span's cost (docs/benchmarks.md). This subscriber keeps each
+//! span's
 //! [`SpanData`] in a slot of one table behind one lock (uncontended, and
 //! free in a component without threads), and follows the registry's rules
 //! exactly: the current span per thread, entered spans held open, a span
