@@ -253,9 +253,9 @@ pub(crate) fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
 
-/// Now, by the component's clock (a host call).
+/// Now, by the host's wall clock (a host call).
 pub(crate) fn now() -> u64 {
-    nanos(SystemTime::now())
+    host::now()
 }
 
 fn span_ref(cx: &SpanContext) -> host::SpanRef {

@@ -86,6 +86,10 @@ impl Host for WasiObserveCtx {
         Ok((self.configure()?, value))
     }
 
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(now())
+    }
+
     fn submit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
         self.submit_batch(batch, now());
         Ok(())

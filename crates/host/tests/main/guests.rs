@@ -1196,6 +1196,15 @@ pub(crate) fn sdk_features() {
         after.trace_context().map(|t| t.span_id),
         Some(reentered[0].span_context.span_id())
     );
+    // Stamped by the pipe's `now` on the host's clock, which also gave the
+    // span its start and end: within them.
+    let stamped = after.timestamp().expect("a timestamp");
+    assert!(
+        reentered[0].start_time <= stamped && stamped <= reentered[0].end_time,
+        "{stamped:?} outside {:?}..{:?}",
+        reentered[0].start_time,
+        reentered[0].end_time
+    );
     // The 20 000-span chain closed without exhausting the guest's stack;
     // the host recorded the spans its open-span limit let in (10 000, one
     // of them `reuses_the_slot`), each ended.
