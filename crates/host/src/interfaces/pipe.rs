@@ -1,5 +1,5 @@
-//! `wasi-observe:pipe@0.2.1` (and `@0.2.0`): batches of records a guest SDK encoded in its
-//! own memory, handed to the pipeline's decode thread
+//! `wasi-observe:pipe@0.2.1` (and `@0.2.0`): batches of records a guest SDK
+//! encoded in its own memory, handed to the pipeline's decode thread
 //! ([`crate::pipeline::guest`]); and the two calls per span that tell the
 //! store which guest span is open (so host-made spans nest under it), each
 //! returning the clock the span needs anyway. `wit/deps/pipe/pipe.wit` says
