@@ -7,6 +7,9 @@
 #
 #   scripts/bench-first-span.sh [N] [EXPORTER]
 #
+# BIN runs another build of wasi-observe, GUEST another build of the test
+# component (to compare two builds, as bench-serve.sh does).
+#
 # See docs/serve.md ("The first span of an instance").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +21,9 @@ cargo build -q --release --target wasm32-wasip2 -p http-guest
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18766
-WASI_OBSERVE_DB="$work/telemetry.db" target/release/wasi-observe serve --addr 127.0.0.1:$port \
-  --exporter "$exporter" target/wasm32-wasip2/release/http_guest.wasm 2>"$work/serve.log" &
+target=${CARGO_TARGET_DIR:-target}
+WASI_OBSERVE_DB="$work/telemetry.db" "${BIN:-$target/release/wasi-observe}" serve --addr 127.0.0.1:$port \
+  --exporter "$exporter" "${GUEST:-$target/wasm32-wasip2/release/http_guest.wasm}" 2>"$work/serve.log" &
 for _ in $(seq 100); do
   curl -sf -o /dev/null "http://127.0.0.1:$port/bare" && break
   sleep 0.1

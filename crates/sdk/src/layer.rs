@@ -8,7 +8,8 @@
 //! into the batch at its start and end (fields recorded later, statuses and
 //! names are kept in the guest until it closes), an event is a span event
 //! and a log record in the batch. The two crossings a span makes (`open`,
-//! `close`) tell the host which span is open and read the clock. Entering
+//! `close`) tell the host which span is open and read the clock; an event
+//! reads it with the pipe's `now`. Entering
 //! and exiting a span never crosses: the parent of each span is given
 //! explicitly, by the rules of `tracing`.
 
@@ -668,6 +669,26 @@ impl SignalFilter {
         SignalFilter { signals, targets }
     }
 
+    /// What every subscriber that uses this filter tells `tracing` of a
+    /// callsite: it is always recorded, or never.
+    pub(crate) fn interest(&self, meta: &Metadata<'_>) -> tracing_core::Interest {
+        if self.wants(meta) {
+            tracing_core::Interest::always()
+        } else {
+            tracing_core::Interest::never()
+        }
+    }
+
+    /// The most verbose level anything passes.
+    pub(crate) fn level_hint(&self) -> Option<tracing_core::LevelFilter> {
+        if !(self.signals.traces || self.signals.logs) {
+            return Some(tracing_core::LevelFilter::OFF);
+        }
+        self.targets
+            .as_ref()
+            .and_then(Filter::<tracing_subscriber::Registry>::max_level_hint)
+    }
+
     pub(crate) fn wants(&self, meta: &Metadata<'_>) -> bool {
         let signal = if meta.is_span() {
             self.signals.traces
@@ -690,7 +711,7 @@ impl SignalFilter {
 /// filter never needs.
 impl<S: Subscriber> Layer<S> for SignalFilter {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
-        Filter::<S>::callsite_enabled(self, meta)
+        self.interest(meta)
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
@@ -698,7 +719,7 @@ impl<S: Subscriber> Layer<S> for SignalFilter {
     }
 
     fn max_level_hint(&self) -> Option<tracing_core::LevelFilter> {
-        Filter::<S>::max_level_hint(self)
+        self.level_hint()
     }
 }
 
@@ -708,17 +729,10 @@ impl<S> Filter<S> for SignalFilter {
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
-        if self.wants(meta) {
-            tracing_core::Interest::always()
-        } else {
-            tracing_core::Interest::never()
-        }
+        self.interest(meta)
     }
 
     fn max_level_hint(&self) -> Option<tracing_core::LevelFilter> {
-        if !(self.signals.traces || self.signals.logs) {
-            return Some(tracing_core::LevelFilter::OFF);
-        }
-        self.targets.as_ref().and_then(Filter::<S>::max_level_hint)
+        self.level_hint()
     }
 }

@@ -52,8 +52,9 @@
 //! sampling decisions are made here. A span crosses twice on its own, at its
 //! start and end, to tell the host which span is open (so the host's spans
 //! for outgoing requests and import calls nest under it) and to read the
-//! clock; events, log records and measurements inside a span do not cross
-//! at all until the batch does. Measurements are summed per series in the
+//! clock; events and log records inside a span read the clock with one
+//! small host call (the pipe's `now`) and travel with the batch, and
+//! measurements do not cross at all until the batch does. Measurements are summed per series in the
 //! component (a counter's add is a table lookup), and those made outside
 //! any span are held until the host asks for them when the invocation
 //! returns. Entering and exiting spans never crosses.

@@ -43,9 +43,11 @@ struct Slot {
     /// Handles to the span (`Span`s, entered guards, children): it closes
     /// when the last goes. 0: the slot is free.
     refs: usize,
-    meta: Option<&'static Metadata<'static>>,
+    meta: &'static Metadata<'static>,
     /// The parent this span holds open, released when it closes.
     parent: Option<Id>,
+    /// Taken when the span closes, to end it outside the lock: every open
+    /// span has it.
     data: Option<SpanData>,
 }
 
@@ -77,7 +79,7 @@ impl Spans {
         let filled = |generation| Slot {
             generation,
             refs: 1,
-            meta: Some(meta),
+            meta,
             parent,
             data: Some(data),
         };
@@ -141,7 +143,6 @@ impl WasiObserveSubscriber {
             return None;
         }
         slot.generation = slot.generation.wrapping_add(1);
-        slot.meta = None;
         let parent = slot.parent.take();
         let data = slot.data.take();
         let index = (span.into_u64() & u64::from(u32::MAX)) - 1;
@@ -168,11 +169,7 @@ impl WasiObserveSubscriber {
 
 impl Subscriber for WasiObserveSubscriber {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        if self.filter.wants(meta) {
-            Interest::always()
-        } else {
-            Interest::never()
-        }
+        self.filter.interest(meta)
     }
 
     fn enabled(&self, meta: &Metadata<'_>) -> bool {
@@ -180,9 +177,7 @@ impl Subscriber for WasiObserveSubscriber {
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        tracing_subscriber::layer::Filter::<tracing_subscriber::Registry>::max_level_hint(
-            &self.filter,
-        )
+        self.filter.level_hint()
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
@@ -243,7 +238,6 @@ impl Subscriber for WasiObserveSubscriber {
             drop(spans);
             return self.layer.emit_event(event.metadata(), fields, None);
         };
-        // A span not recorded here: nothing.
         if let Some(data) = slot.data.as_mut() {
             self.layer.emit_event(event.metadata(), fields, Some(data));
         }
@@ -304,8 +298,8 @@ impl Subscriber for WasiObserveSubscriber {
         let Some(id) = current_id() else {
             return Current::none();
         };
-        match self.spans().slot(&id).and_then(|s| s.meta) {
-            Some(meta) => Current::new(id, meta),
+        match self.spans().slot(&id) {
+            Some(slot) => Current::new(id, slot.meta),
             None => Current::none(),
         }
     }

@@ -190,11 +190,8 @@ mod tests {
 
     #[test]
     fn the_store_exporter_opens_its_store_and_refuses_foreign_files() {
-        let dir =
-            std::env::temp_dir().join(format!("wasi-observe-host-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("store");
         let path = dir.join("t.db");
-        let _ = std::fs::remove_file(&path);
         let telemetry = crate::Telemetry::builder()
             .with_exporter(Signal::Traces, &Exporter::Store(Some(path.clone())))
             .unwrap()
@@ -225,9 +222,7 @@ mod tests {
     /// sizes; one with another exporter beside the store does not.
     #[test]
     fn a_store_only_queue_gets_the_store_batch_sizes() {
-        let dir =
-            std::env::temp_dir().join(format!("wasi-observe-host-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("batch");
         let store = super::open_store(Some(&dir.join("t.db"))).unwrap();
         let only = crate::Telemetry::builder()
             .with_store(Signal::Traces, store.clone())
@@ -246,26 +241,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// With the store taking spans and logs, each log batch waits for the
-    /// span queue to export first, so a record finds its trace's row (and
-    /// the store writes no stand-in row for it). Here the span queue would
-    /// not export on its own for a minute; the log queue exports each
-    /// record at once.
-    #[test]
-    fn spans_reach_the_store_before_the_log_records_in_their_traces() {
+    /// Emits a span and then a log record in it, with the store taking both
+    /// signals (and, if `beside`, an in-memory span exporter beside it),
+    /// a span queue that would not export on its own for a minute and a log
+    /// queue that exports each record at once. Returns the store's counts
+    /// of log records and spans once the record is stored.
+    fn stored_when_the_log_record_is(beside: bool) -> (i64, i64) {
         use crate::export::batch::BatchConfig;
         use crate::pipeline::logs::NewLog;
         use opentelemetry::logs::Severity;
         use opentelemetry::trace::SpanKind;
         use std::time::{Duration, Instant};
 
-        let dir =
-            std::env::temp_dir().join(format!("wasi-observe-host-order-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir(&format!("order-{beside}"));
         let store = super::open_store(Some(&dir.join("t.db"))).unwrap();
-        let telemetry = crate::Telemetry::builder()
+        let mut builder = crate::Telemetry::builder()
             .with_store(Signal::Traces, store.clone())
-            .with_store(Signal::Logs, store.clone())
+            .with_store(Signal::Logs, store.clone());
+        if beside {
+            builder = builder
+                .with_span_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default());
+        }
+        let telemetry = builder
             .with_span_batch_config(BatchConfig {
                 scheduled_delay: Duration::from_secs(60),
                 ..BatchConfig::for_store_from_env(false)
@@ -297,12 +294,36 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert_eq!(counts.logs, 1, "the log record was not exported at once");
-        assert_eq!(
-            counts.spans, 1,
-            "the span was not stored before its log record"
-        );
         telemetry.shutdown().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+        (counts.logs, counts.spans)
+    }
+
+    /// With the store the only span exporter, each log batch waits for the
+    /// span queue to export first, so a record finds its trace's row (and
+    /// the store writes no stand-in row for it).
+    #[test]
+    fn spans_reach_the_store_before_the_log_records_in_their_traces() {
+        let (logs, spans) = stored_when_the_log_record_is(false);
+        assert_eq!(logs, 1, "the log record was not exported at once");
+        assert_eq!(spans, 1, "the span was not stored before its log record");
+    }
+
+    /// With another span exporter beside the store (a collector that may be
+    /// slow), log batches do not wait for the span queue.
+    #[test]
+    fn log_records_do_not_wait_for_a_span_queue_with_other_exporters() {
+        let (logs, spans) = stored_when_the_log_record_is(true);
+        assert_eq!(logs, 1, "the log record was not exported at once");
+        assert_eq!(spans, 0, "the log batch waited for the span queue");
+    }
+
+    /// An empty directory of this test process's own for `name`.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("wasi-observe-host-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -1196,14 +1196,17 @@ pub(crate) fn sdk_features() {
         after.trace_context().map(|t| t.span_id),
         Some(reentered[0].span_context.span_id())
     );
-    // Stamped by the pipe's `now` on the host's clock, which also gave the
-    // span its start and end: within them.
+    // Stamped when it was made, by the pipe's `now` on the host's clock,
+    // which also gave the span its start and end: within them, and at
+    // least the guest's 5 ms sleep before the end (a record without a
+    // time would take that of the `close` carrying it, the span's end).
     let stamped = after.timestamp().expect("a timestamp");
+    let held = reentered[0];
     assert!(
-        reentered[0].start_time <= stamped && stamped <= reentered[0].end_time,
-        "{stamped:?} outside {:?}..{:?}",
-        reentered[0].start_time,
-        reentered[0].end_time
+        held.start_time <= stamped && stamped + Duration::from_millis(5) <= held.end_time,
+        "{stamped:?} in {:?}..{:?}",
+        held.start_time,
+        held.end_time
     );
     // The 20 000-span chain closed without exhausting the guest's stack;
     // the host recorded the spans its open-span limit let in (10 000, one

@@ -112,6 +112,8 @@ fn subscriber_edges() {
     let outer_guard = reentered.enter();
     drop(reentered.enter());
     tracing::info!("after the inner guard");
+    // The span ends at least this much after the record was made.
+    std::thread::sleep(std::time::Duration::from_millis(5));
     drop(outer_guard);
     drop(reentered);
 
