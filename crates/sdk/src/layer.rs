@@ -260,6 +260,8 @@ macro_rules! typed_fields {
 #[derive(Default)]
 pub(crate) struct SpanFields {
     attributes: Vec<KeyValue>,
+    /// At a span's start, its attributes go here, encoded, instead.
+    pairs: Option<pipe::Pairs>,
     name: Option<String>,
     kind: Option<u8>,
     status: Option<Status>,
@@ -278,7 +280,23 @@ impl SpanFields {
     }
 
     fn push(&mut self, field: &Field, value: impl Into<Value>) {
-        self.attributes.push(KeyValue::new(field.name(), value));
+        self.push_kv(KeyValue::new(field.name(), value));
+    }
+
+    fn push_kv(&mut self, kv: KeyValue) {
+        match &mut self.pairs {
+            Some(pairs) => pairs.push(kv.key.as_str(), &kv.value),
+            None => self.attributes.push(kv),
+        }
+    }
+
+    fn push_str(&mut self, field: &Field, text: &str) {
+        match &mut self.pairs {
+            Some(pairs) => pairs.push_str(field.name(), text),
+            None => self
+                .attributes
+                .push(KeyValue::new(field.name(), text.to_string())),
+        }
     }
 }
 
@@ -286,26 +304,29 @@ impl field::Visit for SpanFields {
     typed_fields!();
     fn record_str(&mut self, field: &Field, value: &str) {
         if !self.special(field, value) {
-            self.push(field, value.to_string());
+            self.push_str(field, value);
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
         if !self.special(field, &text) {
-            self.push(field, text);
+            self.push_str(field, &text);
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let message = value.to_string();
         let chain = error_chain(value);
-        self.attributes
-            .push(KeyValue::new(EXCEPTION_MESSAGE, message.clone()));
-        self.attributes
-            .push(KeyValue::new(EXCEPTION_STACKTRACE, chain.clone()));
+        self.push_kv(KeyValue::new(EXCEPTION_MESSAGE, message.clone()));
+        self.push_kv(KeyValue::new(EXCEPTION_STACKTRACE, chain.clone()));
         self.push(field, message);
-        self.attributes
-            .push(KeyValue::new(format!("{}.chain", field.name()), chain));
+        self.push_kv(KeyValue::new(format!("{}.chain", field.name()), chain));
     }
+}
+
+thread_local! {
+    /// The buffer a span's start encodes its fields into, kept from one
+    /// span to the next (as [`MESSAGE`] is for events).
+    static PAIRS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 thread_local! {
@@ -430,10 +451,11 @@ impl WasiObserveLayer {
             None => self.span_constants(meta),
         };
         let mut fields = SpanFields {
-            attributes: Vec::with_capacity(attrs.fields().len()),
+            pairs: Some(pipe::Pairs::with_buffer(PAIRS.with(|b| b.take()))),
             ..SpanFields::default()
         };
         attrs.record(&mut fields);
+        let pairs = fields.pairs.take().unwrap_or_default();
 
         let parent = match parent() {
             Some(parent) => parent,
@@ -448,9 +470,15 @@ impl WasiObserveLayer {
             kind: fields.kind.unwrap_or(wire::kind::INTERNAL),
             name,
             shared,
-            attributes: &[&constants, &fields.attributes],
+            attributes: &[&constants],
+            encoded: &pairs,
             time: None,
         });
+        // A huge span's buffer is not kept.
+        let buffer = pairs.into_buffer();
+        if buffer.capacity() <= 4096 {
+            PAIRS.with(|b| b.set(buffer));
+        }
         let mut data = SpanData {
             recording: cx.is_sampled(),
             cx,

@@ -319,8 +319,50 @@ pub(crate) struct Start<'a> {
     /// A set from [`shared`], whose attributes come first.
     pub shared: Option<u32>,
     pub attributes: &'a [&'a [KeyValue]],
+    /// Attributes already encoded, after `attributes`.
+    pub encoded: &'a Pairs,
     /// `None`: now.
     pub time: Option<SystemTime>,
+}
+
+/// Attributes encoded as they are visited, as the wire's pairs: a field's
+/// text goes straight into the batch, where a `KeyValue` would take a
+/// `String` and a `Vec` to be freed once encoded.
+#[derive(Default)]
+pub(crate) struct Pairs {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Pairs {
+    /// Pairs written into `buffer` (cleared), to give back with
+    /// [`into_buffer`](Self::into_buffer).
+    pub(crate) fn with_buffer(mut buffer: Vec<u8>) -> Pairs {
+        buffer.clear();
+        Pairs {
+            bytes: buffer,
+            count: 0,
+        }
+    }
+
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    pub(crate) fn push(&mut self, key: &str, v: &Value) {
+        let w = &mut Writer(&mut self.bytes);
+        w.str(key);
+        value(w, v);
+        self.count += 1;
+    }
+
+    pub(crate) fn push_str(&mut self, key: &str, text: &str) {
+        let w = &mut Writer(&mut self.bytes);
+        w.str(key);
+        w.varint(wire::value_index::STR.into());
+        w.str(text);
+        self.count += 1;
+    }
 }
 
 /// Starts a span: tells the host it is open and, if it is sampled, records
@@ -350,7 +392,13 @@ pub(crate) fn start(s: Start<'_>) -> u64 {
             w.str(s.name);
             w.str(&state);
             shared_ref(w, s.shared);
-            attributes(w, s.attributes);
+            let listed: usize = s.attributes.iter().map(|l| l.len()).sum();
+            w.varint((listed + s.encoded.count) as u64);
+            for kv in s.attributes.iter().flat_map(|l| l.iter()) {
+                w.str(kv.key.as_str());
+                value(w, &kv.value);
+            }
+            w.raw(&s.encoded.bytes);
         });
     });
     time

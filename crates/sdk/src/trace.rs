@@ -85,6 +85,7 @@ impl opentelemetry::trace::Tracer for Tracer {
             name: &builder.name,
             shared: None,
             attributes: &[&attributes],
+            encoded: &pipe::Pairs::default(),
             time: builder.start_time,
         });
         let mut span = Span {
