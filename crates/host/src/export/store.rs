@@ -280,7 +280,7 @@ mod tests {
         telemetry.emit_log(NewLog {
             severity: Severity::Info,
             severity_text: "INFO",
-            target: String::new(),
+            target: "".into(),
             body: Some("in op".into()),
             attributes: Vec::new(),
             span: Some(&cx),

@@ -38,7 +38,7 @@ impl Host for WasiObserveCtx {
         self.scope.telemetry().emit_log(NewLog {
             severity,
             severity_text,
-            target: context,
+            target: context.into(),
             body: Some(message),
             attributes: Vec::new(),
             span: span.as_ref(),

@@ -223,7 +223,7 @@ impl Host for WasiObserveCtx {
         t.emit_log(NewLog {
             severity,
             severity_text,
-            target: context,
+            target: context.into(),
             body: (!message.is_empty()).then_some(message),
             attributes,
             span: cx.as_ref(),

@@ -18,6 +18,7 @@
 //! `invalid_input`; values are cut to the limits like every other guest
 //! value; open spans are held within the store's byte budget.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -35,6 +36,7 @@ use wasi_observe_wire as wire;
 use super::Telemetry;
 use super::budget::{StoreBudget, attrs_bytes, event_bytes, link_bytes};
 use super::instruments::{Description, Instrument, Kind, Number};
+use super::intern;
 use super::limits::Checker;
 use super::logs::NewLog;
 use super::stats::Stats;
@@ -390,6 +392,22 @@ fn string(check: &Checker<'_>, s: &str) -> String {
     }
 }
 
+/// A name, key or target: text that recurs, so kept once where it can be
+/// ([`intern`]).
+fn name(check: &Checker<'_>, s: &str) -> Cow<'static, str> {
+    match (s.len() <= check.limits.value_length).then(|| intern::get(s)) {
+        Some(Some(kept)) => Cow::Borrowed(kept),
+        _ => Cow::Owned(string(check, s)),
+    }
+}
+
+fn key(check: &Checker<'_>, s: &str) -> Key {
+    match name(check, s) {
+        Cow::Borrowed(kept) => Key::from_static_str(kept),
+        Cow::Owned(owned) => Key::from(Arc::<str>::from(owned)),
+    }
+}
+
 /// Attribute text is reference-counted: the export thread hands every
 /// OpenTelemetry `SpanExporter` a copy of each batch (it takes the batch by
 /// value, and a retry needs the batch kept), and a copy then copies no text.
@@ -426,7 +444,7 @@ fn key_values<'a>(
 ) -> impl Iterator<Item = KeyValue> + 'a {
     attrs
         .into_iter()
-        .map(move |(k, v)| KeyValue::new(shared_string(check, k), value(check, v)))
+        .map(move |(k, v)| KeyValue::new(key(check, k), value(check, v)))
 }
 
 /// Fresh attributes within `max`, and how many were dropped.
@@ -440,17 +458,23 @@ fn attributes(
     (out, dropped)
 }
 
-/// An attribute whose key and text are reference-counted (cheap to clone).
+/// An attribute cheap to clone: its text kept for good ([`intern`]; a
+/// shared set is constants by construction, so kept at first sight) or
+/// else reference-counted.
 fn shareable(kv: KeyValue) -> KeyValue {
-    let rc = |s: &str| -> Arc<str> { Arc::from(s) };
-    let key = Key::from(rc(kv.key.as_str()));
+    let text = |s: &str| match intern::get_now(s) {
+        Some(kept) => StringValue::from(kept),
+        None => StringValue::from(Arc::<str>::from(s)),
+    };
+    let key = match intern::get_now(kv.key.as_str()) {
+        Some(kept) => Key::from_static_str(kept),
+        None => Key::from(Arc::<str>::from(kv.key.as_str())),
+    };
     let value = match kv.value {
-        Value::String(s) => Value::String(StringValue::from(rc(s.as_str()))),
-        Value::Array(Array::String(a)) => Value::Array(Array::String(
-            a.iter()
-                .map(|s| StringValue::from(rc(s.as_str())))
-                .collect(),
-        )),
+        Value::String(s) => Value::String(text(s.as_str())),
+        Value::Array(Array::String(a)) => {
+            Value::Array(Array::String(a.iter().map(|s| text(s.as_str())).collect()))
+        }
         other => other,
     };
     KeyValue::new(key, value)
@@ -593,8 +617,8 @@ impl State {
                         Status::Unset
                     }
                 };
-                if let Some(name) = e.name {
-                    d.name = string(check, name).into();
+                if let Some(new) = e.name {
+                    d.name = name(check, new);
                 }
                 t.export_finished_span(span.data);
             }
@@ -616,7 +640,7 @@ impl State {
                     e.attributes,
                     limits.attributes_per_event,
                 );
-                let event = Event::new(string(check, e.name), time(check, e.time), attrs, dropped);
+                let event = Event::new(name(check, e.name), time(check, e.time), attrs, dropped);
                 if span.hold(&mut self.budget, check, event_bytes(&event)) {
                     span.data.events.events.push(event);
                 }
@@ -684,7 +708,7 @@ impl State {
                 t.emit_log(NewLog {
                     severity,
                     severity_text,
-                    target: l.target.to_string(),
+                    target: name(check, l.target),
                     body: l.body.map(str::to_string),
                     attributes,
                     span: cx.as_ref(),
@@ -796,7 +820,7 @@ impl State {
             s.attributes,
             limits.attributes_per_span,
         );
-        let name = string(check, s.name);
+        let name = name(check, s.name);
         let bytes = std::mem::size_of::<OpenSpan>()
             + std::mem::size_of::<SpanData>()
             + name.len()
@@ -812,7 +836,7 @@ impl State {
             parent_span_id: SpanId::from_bytes(s.parent),
             parent_span_is_remote: s.parent_remote,
             span_kind: kind(check, s.kind),
-            name: name.into(),
+            name,
             start_time: start,
             end_time: start,
             attributes,

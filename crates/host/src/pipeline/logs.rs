@@ -1,5 +1,6 @@
 //! Log records: the one place a record is made and handed to the log queue.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
@@ -18,7 +19,7 @@ pub(crate) struct NewLog<'a> {
     pub severity: Severity,
     pub severity_text: &'static str,
     /// The record's target (exported as its scope name); empty: none.
-    pub target: String,
+    pub target: Cow<'static, str>,
     /// `None`: no body.
     pub body: Option<String>,
     /// Already converted; the count limit is applied here.
@@ -46,7 +47,10 @@ impl Telemetry {
             record.set_body(AnyValue::String(check.string(body).into()));
         }
         if !log.target.is_empty() {
-            record.set_target(check.string(log.target));
+            record.set_target(match log.target {
+                Cow::Owned(s) => Cow::Owned(check.string(s)),
+                kept => kept,
+            });
         }
         let now = log.time.unwrap_or_else(SystemTime::now);
         record.set_timestamp(now);

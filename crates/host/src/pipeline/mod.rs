@@ -24,6 +24,7 @@ mod builder;
 pub(crate) mod finished;
 pub(crate) mod guest;
 pub(crate) mod instruments;
+pub(crate) mod intern;
 pub(crate) mod limits;
 pub(crate) mod logs;
 pub(crate) mod sampler;
