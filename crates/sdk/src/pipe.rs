@@ -711,8 +711,19 @@ fn shared_ref(w: &mut Writer<'_>, shared: Option<u32>) {
     }
 }
 
-/// Attribute lists, concatenated, as the wire's attributes.
+/// Attribute lists, concatenated, as the wire's attributes. Most records
+/// have none of their own (a callsite's constants travel as a shared set):
+/// their count is written inline, without the call.
+#[inline]
 fn attributes(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
+    if lists.iter().all(|l| l.is_empty()) {
+        w.byte(0);
+    } else {
+        some_attributes(w, lists);
+    }
+}
+
+fn some_attributes(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
     let len: usize = lists.iter().map(|l| l.len()).sum();
     w.varint(len as u64);
     for kv in lists.iter().flat_map(|l| l.iter()) {
