@@ -346,6 +346,7 @@ impl TelemetryBuilder {
             )
         });
 
+        let mut log_queue = None;
         let logger_provider = (enabled && !self.log_exporters.is_empty()).then(|| {
             let mut exporters = self.log_exporters;
             for e in &mut exporters {
@@ -373,6 +374,8 @@ impl TelemetryBuilder {
                     retries: |s| &s.logs_export_retries,
                 },
             );
+            let queue = Arc::new(queue);
+            log_queue = Some(queue.clone());
             SdkLoggerProvider::builder()
                 .with_resource(resource.clone())
                 .with_log_processor(QueueLogProcessor {
@@ -433,7 +436,7 @@ impl TelemetryBuilder {
                 stats,
                 spans,
                 guest_metrics,
-                logger,
+                logger: logger.zip(log_queue),
                 logger_provider,
                 meter,
                 meter_provider,

@@ -31,7 +31,7 @@ impl Telemetry {
         p.logger.as_ref()?;
         match (scope, &p.logger_provider) {
             (Some(scope), Some(provider)) => Some(provider.logger_with_scope(scope)),
-            _ => p.logger.clone(),
+            _ => p.logger.as_ref().map(|(logger, _)| logger.clone()),
         }
     }
 

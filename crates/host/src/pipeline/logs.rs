@@ -1,6 +1,7 @@
 //! Log records: the one place a record is made and handed to the log queue.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
@@ -36,7 +37,7 @@ impl Telemetry {
     /// attributes to `OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`.
     pub(crate) fn emit_log(&self, log: NewLog<'_>) {
         let p = &self.inner;
-        let Some(logger) = &p.logger else {
+        let Some((logger, queue)) = &p.logger else {
             return;
         };
         let check = self.checker();
@@ -72,7 +73,12 @@ impl Telemetry {
                     .map(|kv| (kv.key, any_value(kv.value))),
             );
         }
-        logger.emit(record);
+        // Straight to the queue the logger's one processor feeds: through
+        // `emit` the processor would copy the record (it gets it by
+        // reference) and drop the original. The record has its trace
+        // context or none: `emit` would look for a current OpenTelemetry
+        // context, which the host never sets.
+        queue.push(Box::new((record, p.scope.clone())));
         Stats::add(&p.stats.logs_emitted, 1);
     }
 }
@@ -100,7 +106,7 @@ fn any_value(v: Value) -> AnyValue {
 /// the SDK's batch processor, which drops at once when its queue is full.
 #[derive(Debug)]
 pub(super) struct QueueLogProcessor {
-    pub queue: BatchQueue<QueuedLog>,
+    pub queue: Arc<BatchQueue<QueuedLog>>,
     pub flush_timeout: Duration,
 }
 

@@ -81,7 +81,9 @@ struct Inner {
     /// Metrics `wasi:otel` guests aggregated, for the aggregated-metric
     /// exporters.
     guest_metrics: Option<BatchQueue<GuestMetrics>>,
-    logger: Option<SdkLogger>,
+    /// The host's logger, and the queue its one processor feeds, which
+    /// [`Telemetry::emit_log`] feeds directly.
+    logger: Option<(SdkLogger, Arc<BatchQueue<crate::export::QueuedLog>>)>,
     logger_provider: Option<SdkLoggerProvider>,
     meter: Option<Meter>,
     meter_provider: Option<SdkMeterProvider>,
