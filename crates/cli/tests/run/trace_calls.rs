@@ -197,3 +197,46 @@ fn trace_calls_on_a_core_module() {
     assert_eq!(names, ["wasi_snapshot_preview1#fd_close"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `run` hands the guest's environment (its `--env` variables) to the pipe
+/// too, so the SDK's `init()` takes `RUST_LOG` with its configuration and
+/// never calls `get-environment` (which `--trace-calls` would show as an
+/// import span): `RUST_LOG` given narrows what is recorded, and with none
+/// given nothing is narrowed, with no call either way.
+#[test]
+fn run_hands_the_guest_environment_to_the_pipe() {
+    let environment_calls = |args: &[&str]| {
+        let receiver = OtlpHttpReceiver::start();
+        let mut all = vec!["--trace-calls=wasi:cli/environment*"];
+        all.extend_from_slice(args);
+        all.push(SDK_SCENARIO_COMPONENT);
+        let out = run(cli_http(&receiver), &all);
+        assert!(out.status.success());
+        let spans = receiver.spans();
+        let calls = spans
+            .iter()
+            .filter(|s| s.name.ends_with("#get-environment"))
+            .count();
+        let bodies: Vec<String> = receiver
+            .logs()
+            .iter()
+            .filter_map(|r| r.body_str().map(str::to_string))
+            .collect();
+        (calls, spans, bodies)
+    };
+    let (calls, spans, bodies) =
+        environment_calls(&["--env", "RUST_LOG=warn,scenario::startup=info"]);
+    assert_eq!(calls, 0, "{spans:#?}");
+    // Narrowed as `RUST_LOG` says: `info` only for one target.
+    assert!(
+        bodies.iter().any(|b| b == "scenario starting"),
+        "{bodies:?}"
+    );
+    assert!(!bodies.iter().any(|b| b == "scenario done"), "{bodies:?}");
+    assert!(!spans.iter().any(|s| s.name == "repeated"));
+
+    let (calls, spans, bodies) = environment_calls(&[]);
+    assert_eq!(calls, 0, "{spans:#?}");
+    assert!(bodies.iter().any(|b| b == "scenario done"), "{bodies:?}");
+    assert!(spans.iter().any(|s| s.name == "repeated"));
+}
