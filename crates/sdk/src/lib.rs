@@ -54,13 +54,13 @@
 //! for outgoing requests and import calls nest under it) and to read the
 //! clock; events and log records inside a span read the clock with one
 //! small host call (the pipe's `now`) and travel with the batch, and
-//! measurements do not cross at all until the batch does. Measurements are summed per series in the
-//! component (a counter's add is a table lookup), and those made outside
-//! any span are held until the host asks for them when the invocation
-//! returns. Entering and exiting spans never crosses.
-//! When the host records nothing for a signal
-//! ([`enabled()`]), the SDK disables those callsites and they cost what a
-//! disabled `tracing` callsite costs.
+//! measurements do not cross at all until the batch does. Measurements are
+//! summed per series in the component (a counter's add is a table lookup),
+//! and those made outside any span are held until the host asks for them
+//! when the invocation returns. Entering and exiting spans never crosses.
+//! When the host records nothing for a signal ([`enabled()`]), the SDK
+//! disables those callsites and they cost what a disabled `tracing`
+//! callsite costs.
 //!
 //! # Filtering
 //!

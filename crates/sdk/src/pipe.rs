@@ -394,10 +394,7 @@ pub(crate) fn start(s: Start<'_>) -> u64 {
             shared_ref(w, s.shared);
             let listed: usize = s.attributes.iter().map(|l| l.len()).sum();
             w.varint((listed + s.encoded.count) as u64);
-            for kv in s.attributes.iter().flat_map(|l| l.iter()) {
-                w.str(kv.key.as_str());
-                value(w, &kv.value);
-            }
+            pairs(w, s.attributes);
             w.raw(&s.encoded.bytes);
         });
     });
@@ -726,6 +723,11 @@ fn attributes(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
 fn some_attributes(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
     let len: usize = lists.iter().map(|l| l.len()).sum();
     w.varint(len as u64);
+    pairs(w, lists);
+}
+
+/// The lists' key and value pairs, without their count.
+fn pairs(w: &mut Writer<'_>, lists: &[&[KeyValue]]) {
     for kv in lists.iter().flat_map(|l| l.iter()) {
         w.str(kv.key.as_str());
         value(w, &kv.value);

@@ -6,8 +6,7 @@
 //! data), and each layer looking the span up again on every callback. In a
 //! component, where there is one thread, that was about a sixth of a
 //! `tracing` span's cost (docs/benchmarks.md). This subscriber keeps each
-//! span's
-//! [`SpanData`] in a slot of one table behind one lock (uncontended, and
+//! span's [`SpanData`] in a slot of one table behind one lock (uncontended, and
 //! free in a component without threads), and follows the registry's rules
 //! exactly: the current span per thread, entered spans held open, a span
 //! holding its parent open until it closes, ids never reused while a

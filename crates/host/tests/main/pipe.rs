@@ -256,21 +256,7 @@ pub(crate) mod sdk_held_metrics {
 /// loss, and carries on.
 #[test]
 fn hold_without_a_flush_export_is_counted() {
-    let bytes = wat::parse_str(
-        r#"(component
-            (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
-                (export "hold" (func (result u64)))))
-            (core func $hold (canon lower (func $pipe "hold")))
-            (core module $m
-                (import "pipe" "hold" (func $hold (result i64)))
-                (func (export "run") (drop (call $hold))))
-            (core instance $i (instantiate $m
-                (with "pipe" (instance (export "hold" (func $hold))))))
-            (func $run (canon lift (core func $i "run")))
-            (export "run" (func $run)))"#,
-    )
-    .unwrap();
-    let (p, mut store, instance) = instantiate_and_run(&bytes);
+    let (p, mut store, instance) = instantiate_and_run(&holding_component(false));
     wasi_observe_host::flush_guest(&mut store, &instance).unwrap();
     let stats = p.telemetry.stats();
     assert_eq!(
@@ -289,25 +275,7 @@ fn hold_without_a_flush_export_is_counted() {
 /// traps, and the trap is what `flush_guest` returns.
 #[test]
 fn a_component_built_against_0_2_0_is_linked_and_asked_to_flush() {
-    let bytes = wat::parse_str(
-        r#"(component
-            (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
-                (export "hold" (func (result u64)))))
-            (core func $hold (canon lower (func $pipe "hold")))
-            (core module $m
-                (import "pipe" "hold" (func $hold (result i64)))
-                (func (export "run") (drop (call $hold)))
-                (func (export "flush") unreachable))
-            (core instance $i (instantiate $m
-                (with "pipe" (instance (export "hold" (func $hold))))))
-            (func $run (canon lift (core func $i "run")))
-            (func $flush (canon lift (core func $i "flush")))
-            (instance $flush (export "flush" (func $flush)))
-            (export "wasi-observe:pipe/flush@0.2.0" (instance $flush))
-            (export "run" (func $run)))"#,
-    )
-    .unwrap();
-    let (p, mut store, instance) = instantiate_and_run(&bytes);
+    let (p, mut store, instance) = instantiate_and_run(&holding_component(true));
     let trap = wasi_observe_host::flush_guest(&mut store, &instance).unwrap_err();
     assert_eq!(
         trap.downcast_ref::<wasmtime::Trap>(),
@@ -317,8 +285,39 @@ fn a_component_built_against_0_2_0_is_linked_and_asked_to_flush() {
     assert_eq!(p.telemetry.stats().invalid_input, 0);
 }
 
-/// Instantiates the component `bytes` (WAT tests above) in a fresh store and
-/// calls its `run` export.
+/// A component built against the pipe's 0.2.0 whose `run` calls `hold`;
+/// with `flush`, it exports the 0.2.0 `flush`, which traps.
+fn holding_component(flush: bool) -> Vec<u8> {
+    let (flush_func, flush_export) = if flush {
+        (
+            r#"(func (export "flush") unreachable)"#,
+            r#"(func $flush (canon lift (core func $i "flush")))
+            (instance $flush (export "flush" (func $flush)))
+            (export "wasi-observe:pipe/flush@0.2.0" (instance $flush))"#,
+        )
+    } else {
+        ("", "")
+    };
+    wat::parse_str(format!(
+        r#"(component
+            (import "wasi-observe:pipe/pipe@0.2.0" (instance $pipe
+                (export "hold" (func (result u64)))))
+            (core func $hold (canon lower (func $pipe "hold")))
+            (core module $m
+                (import "pipe" "hold" (func $hold (result i64)))
+                (func (export "run") (drop (call $hold)))
+                {flush_func})
+            (core instance $i (instantiate $m
+                (with "pipe" (instance (export "hold" (func $hold))))))
+            (func $run (canon lift (core func $i "run")))
+            {flush_export}
+            (export "run" (func $run)))"#
+    ))
+    .unwrap()
+}
+
+/// Instantiates the component `bytes` in a fresh store and calls its `run`
+/// export.
 fn instantiate_and_run(
     bytes: &[u8],
 ) -> (
