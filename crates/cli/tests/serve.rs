@@ -261,6 +261,9 @@ fn two_components_one_distributed_trace() {
     );
     assert_eq!(front.attr_str("network.protocol.version"), Some("1.1"));
     assert_eq!(front.attr_str("user_agent.original"), Some("serve-test/1"));
+    assert_eq!(front.attr_str("client.address"), Some("127.0.0.1"));
+    assert_eq!(front.attr_str("network.peer.address"), Some("127.0.0.1"));
+    assert!(front.attr_i64("network.peer.port").is_some_and(|p| p > 0));
     assert_eq!(front.attr_i64("http.response.status_code"), Some(200));
     assert_eq!(front.status.code, SpanStatusCode::Unset);
 
