@@ -86,6 +86,7 @@
 
 mod bindings;
 mod layer;
+mod local;
 mod logger;
 mod metrics;
 mod pending;

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, Status};
 
+use crate::layer::drop_list;
 use crate::pipe;
 
 #[derive(Debug, Default)]
@@ -43,5 +44,11 @@ impl Pending {
             name: self.name.as_deref(),
             time: timestamp,
         });
+        self.discard();
+    }
+
+    /// Drops what was kept back, the list with [`drop_list`].
+    pub(crate) fn discard(self) {
+        drop_list(self.attributes);
     }
 }

@@ -130,8 +130,8 @@ const MAX_SHARED: usize = 1024;
 /// SipHash would cost more than the rest of a counter's add.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-thread_local! {
-    static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };
+crate::local::local! {
+    static PIPE: RefCell<Option<Pipe>> = RefCell::new(None);
 }
 
 fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {

@@ -97,10 +97,10 @@ impl Spans {
     }
 }
 
-thread_local! {
+crate::local::local! {
     /// This thread's entered spans, innermost last; `true` marks a span
     /// entered again while already entered, which holds no reference.
-    static STACK: RefCell<Vec<(Id, bool)>> = const { RefCell::new(Vec::new()) };
+    static STACK: RefCell<Vec<(Id, bool)>> = RefCell::new(Vec::new());
 }
 
 /// The innermost span this thread has entered.
@@ -149,6 +149,7 @@ impl WasiObserveSubscriber {
         drop(spans);
         if let Some(mut data) = data {
             data.finish();
+            data.discard();
         }
         Some(parent)
     }
