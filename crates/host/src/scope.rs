@@ -456,12 +456,17 @@ impl SpanScope {
     /// A pipe guest's span is open (`wasi-observe:pipe` `open`): host-made
     /// spans nest under it until [`close_pipe`](Self::close_pipe). The pipe
     /// exports the span itself; with `stand_in`, the scope keeps what a
-    /// record of that name needs (started now, under the innermost open
-    /// span of its trace), and [`end_open`](Self::end_open) makes it, with
+    /// record of that name needs (started at `start`, under the innermost
+    /// open span of its trace), and [`end_open`](Self::end_open) makes it, with
     /// an error status, if the store ends first. Beyond the open-span limit
     /// it is not tracked (counted as untracked, not dropped: the pipe still
     /// exports it).
-    pub(crate) fn open_pipe(&mut self, cx: SpanContext, mut stand_in: Option<String>) {
+    pub(crate) fn open_pipe(
+        &mut self,
+        cx: SpanContext,
+        mut stand_in: Option<String>,
+        start: SystemTime,
+    ) {
         if self.open_limit_reached() {
             return;
         }
@@ -477,7 +482,7 @@ impl SpanScope {
             parent: self
                 .current_span_context()
                 .filter(|p| p.trace_id() == cx.trace_id()),
-            start: SystemTime::now(),
+            start,
         });
         let key = self.spans.insert(SpanSlot::Piped { cx, stand_in }) as u32;
         self.open.push(key);

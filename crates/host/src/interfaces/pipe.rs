@@ -19,8 +19,11 @@ use crate::pipeline::guest::{MAX_BATCH, PipeDecoder};
 use crate::pipeline::stats::Stats;
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    nanos(SystemTime::now())
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
 
@@ -115,15 +118,18 @@ impl Host for WasiObserveCtx {
             false,
             state,
         );
+        // One clock read: the span's start as the guest gets it, and its
+        // stand-in's.
+        let now = SystemTime::now();
         if cx.is_valid() {
             let t = self.scope.telemetry();
             let stand_in = (cx.is_sampled() && t.signals().traces && !name.is_empty())
                 .then(|| t.checker().string(name));
-            self.scope.open_pipe(cx, stand_in);
+            self.scope.open_pipe(cx, stand_in, now);
         } else {
             self.scope.telemetry().checker().invalid();
         }
-        Ok(now())
+        Ok(nanos(now))
     }
 
     fn hold(&mut self) -> wasmtime::Result<u64> {
