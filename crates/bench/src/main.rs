@@ -544,7 +544,10 @@ fn main() {
     if args.first().map(String::as_str) == Some("--count") {
         // `--count --guest|--native MODE [N1 N2]` (what `ir.sh` runs).
         let n = |i: usize, default| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-        let (flag, mode) = (&args[1], &args[2]);
+        let (Some(flag), Some(mode)) = (args.get(1), args.get(2)) else {
+            eprintln!("usage: wasi-observe-bench --count --guest|--native MODE [N1 N2]");
+            std::process::exit(2);
+        };
         let (making, all) = instructions(flag, mode, n(3, 10_000), n(4, 30_000));
         println!(
             "{:<18} {making:7.0} Ir/op main thread  {all:7.0} all threads",
