@@ -43,6 +43,8 @@ pub struct WasiObserveCtx {
     /// pipe hands the one an SDK reads at start-up over with its
     /// configuration.
     pub(crate) guest_environment: Option<Arc<[(String, String)]>>,
+    /// The pipe's configuration says the host reads `EventLog` records.
+    pub(crate) event_log_records: bool,
 }
 
 impl WasiObserveCtx {
@@ -58,6 +60,7 @@ impl WasiObserveCtx {
             pipe: None,
             held: false,
             guest_environment: None,
+            event_log_records: true,
         }
     }
 
@@ -255,6 +258,15 @@ impl WasiObserveCtxBuilder {
     /// reads its environment itself.
     pub fn with_guest_environment(mut self, vars: Arc<[(String, String)]>) -> Self {
         self.ctx.guest_environment = Some(vars);
+        self
+    }
+
+    /// Configures the guest as a host from before `EventLog` records would
+    /// (pipe 0.2.1): the SDK then sends an event and its log record apart.
+    /// For testing that guests still serve such hosts.
+    #[doc(hidden)]
+    pub fn without_event_log_records(mut self) -> Self {
+        self.ctx.event_log_records = false;
         self
     }
 

@@ -630,14 +630,31 @@ impl WasiObserveLayer {
                 Some(_) => Vec::new(),
                 None => self.event_constants(meta),
             };
-            pipe::event(
-                &data.cx,
-                time,
-                name,
-                shared,
-                &[&fields.shared, &constants, &fields.event_only],
-            );
+            let attributes: &[&[KeyValue]] = &[&fields.shared, &constants, &fields.event_only];
+            // The log record rides with the event where the host reads
+            // that, and its body (if any) is the event's name.
+            let together = signals.logs
+                && pipe::config().event_log
+                && message.as_deref().is_none_or(|body| body == name);
+            if together {
+                pipe::event_log(pipe::EventLog {
+                    span: &data.cx,
+                    time,
+                    name,
+                    shared,
+                    attributes,
+                    severity: pipe::severity(meta.level()),
+                    target: meta.target(),
+                    body_is_name: message.is_some(),
+                    log_attributes: &[&fields.shared, &fields.log_only],
+                });
+            } else {
+                pipe::event(&data.cx, time, name, shared, attributes);
+            }
             drop_list(constants);
+            if together {
+                return;
+            }
         }
         if signals.logs {
             pipe::log(pipe::Log {

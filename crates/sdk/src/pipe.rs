@@ -60,6 +60,8 @@ pub(crate) struct Config {
     /// The component's `RUST_LOG` as the host gave it (`None`: the host
     /// does not know the component's environment; read it then).
     pub(crate) rust_log: Option<Option<String>>,
+    /// The host reads `EventLog` records (an older host does not).
+    pub(crate) event_log: bool,
 }
 
 /// The configuration, asked once per instance.
@@ -91,6 +93,7 @@ pub(crate) fn config() -> &'static Config {
             ambient: ambient.filter(SpanContext::is_valid),
             seed: (c.seed_high, c.seed_low),
             rust_log,
+            event_log: c.signals & wire::config::EVENT_LOG != 0,
         }
     })
 }
@@ -478,6 +481,42 @@ pub(crate) fn event(
             w.str(name);
             shared_ref(w, shared);
             attributes(w, lists);
+        })
+    });
+}
+
+/// What [`event_log`] records: an event on a span and its log record.
+pub(crate) struct EventLog<'a> {
+    pub span: &'a SpanContext,
+    pub time: u64,
+    /// The event's name; the log record's body too when `body_is_name`.
+    pub name: &'a str,
+    pub shared: Option<u32>,
+    pub attributes: &'a [&'a [KeyValue]],
+    pub severity: u8,
+    pub target: &'a str,
+    pub body_is_name: bool,
+    pub log_attributes: &'a [&'a [KeyValue]],
+}
+
+/// Records an event on a sampled open span and the log record of the same
+/// moment as one record, for a host that reads it (`config().event_log`):
+/// the time, the span and the body cross once.
+pub(crate) fn event_log(e: EventLog<'_>) {
+    with_pipe(|pipe| {
+        pipe.push(e.time, |w| {
+            w.varint(record_index::EVENT_LOG);
+            w.bytes(&e.span.span_id().to_bytes());
+            w.varint(e.time);
+            w.str(e.name);
+            shared_ref(w, e.shared);
+            attributes(w, e.attributes);
+            w.bytes(&e.span.trace_id().to_bytes());
+            w.byte(e.span.trace_flags().to_u8());
+            w.byte(e.severity);
+            w.str(e.target);
+            w.byte(u8::from(e.body_is_name));
+            attributes(w, e.log_attributes);
         })
     });
 }

@@ -82,6 +82,41 @@ pub enum Record<'a, A> {
     /// A set of attributes that later starts and events name by number
     /// (a callsite's constant attributes, say), so they cross once.
     Share(Share<A>),
+    /// An event on an open span that is also a log record, as one record:
+    /// what `tracing`'s events inside a span are. Only for a host whose
+    /// configuration has [`config::EVENT_LOG`].
+    #[serde(borrow)]
+    EventLog(EventLog<'a, A>),
+}
+
+/// Bits of the `signals` byte of the host's configuration beyond its three
+/// signals.
+pub mod config {
+    /// The host reads [`EventLog`](super::EventLog) records. A guest sends
+    /// an `Event` and a `Log` where it is not set (an older host).
+    pub const EVENT_LOG: u8 = 1 << 3;
+}
+
+/// An [`Event`] and the [`Log`] record of the same moment, without what
+/// they share twice: the time, the span, and the body when it is the
+/// event's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLog<'a, A> {
+    /// The event, its fields first (postcard writes a nested struct's
+    /// fields in place).
+    #[serde(borrow)]
+    pub event: Event<'a, A>,
+    /// The log record's trace: the span's trace id and trace flags (its
+    /// span id is `span_id`).
+    #[serde(with = "id")]
+    pub trace_id: TraceId,
+    pub flags: u8,
+    /// The log record's fields, as in [`Log`]; its body is the event's name
+    /// when `body_is_name`, else none.
+    pub severity: u8,
+    pub target: &'a str,
+    pub body_is_name: bool,
+    pub log_attributes: A,
 }
 
 /// A shared attribute set. An instance may define 1024; the host ignores
@@ -287,6 +322,7 @@ pub mod record_index {
     pub const INSTRUMENT: u64 = 6;
     pub const MEASURE: u64 = 7;
     pub const SHARE: u64 = 8;
+    pub const EVENT_LOG: u64 = 9;
 }
 
 /// Writes postcard by hand, field by field, for encoders that skip serde:
@@ -501,6 +537,21 @@ mod tests {
             Record::Share(Share {
                 id: 3,
                 attributes: attrs(),
+            }),
+            Record::EventLog(EventLog {
+                event: Event {
+                    span_id: [1; 8],
+                    time: 6,
+                    name: "message",
+                    shared: Some(3),
+                    attributes: vec![],
+                },
+                trace_id: [2; 16],
+                flags: 1,
+                severity: 9,
+                target: "app",
+                body_is_name: true,
+                log_attributes: attrs(),
             }),
             Record::Instrument(Instrument {
                 id: 0,

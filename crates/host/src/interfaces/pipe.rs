@@ -45,8 +45,15 @@ impl Host for WasiObserveCtx {
     fn configure(&mut self) -> wasmtime::Result<Config> {
         let t = self.scope.telemetry();
         let signals = t.signals();
-        let bits =
-            u8::from(signals.traces) | u8::from(signals.logs) << 1 | u8::from(signals.metrics) << 2;
+        let event_log = if self.event_log_records {
+            wasi_observe_wire::config::EVENT_LOG
+        } else {
+            0
+        };
+        let bits = u8::from(signals.traces)
+            | u8::from(signals.logs) << 1
+            | u8::from(signals.metrics) << 2
+            | event_log;
         let (seed_high, seed_low) = t.random_seed();
         let sampler = match t.guest_sampler() {
             Some(s) => match (s.parent_based, s.ratio) {

@@ -622,28 +622,22 @@ impl State {
                 }
                 t.export_finished_span(span.data);
             }
-            wire::Record::Event(e) => {
-                let Some(span) = self.open.get_mut(&e.span_id) else {
-                    check.invalid();
-                    return;
+            wire::Record::Event(e) => self.event(check, e),
+            wire::Record::EventLog(e) => {
+                let log = wire::Log {
+                    time: e.event.time,
+                    severity: e.severity,
+                    target: e.target,
+                    body: e.body_is_name.then_some(e.event.name),
+                    context: Some(wire::LogContext {
+                        trace_id: e.trace_id,
+                        span_id: e.event.span_id,
+                        flags: e.flags,
+                    }),
+                    attributes: e.log_attributes,
                 };
-                let d = &mut span.data;
-                if d.events.len() >= limits.events_per_span {
-                    d.events.dropped_count = d.events.dropped_count.saturating_add(1);
-                    Stats::add(&check.stats.events_dropped, 1);
-                    return;
-                }
-                let (attrs, dropped) = with_shared(
-                    &self.shared,
-                    check,
-                    e.shared,
-                    e.attributes,
-                    limits.attributes_per_event,
-                );
-                let event = Event::new(name(check, e.name), time(check, e.time), attrs, dropped);
-                if span.hold(&mut self.budget, check, event_bytes(&event)) {
-                    span.data.events.events.push(event);
-                }
+                self.event(check, e.event);
+                Self::log(t, check, log, received);
             }
             wire::Record::Link(l) => {
                 let Some(span) = self.open.get_mut(&l.span_id) else {
@@ -690,32 +684,7 @@ impl State {
                 d.parent_span_id = SpanId::from_bytes(r.parent);
                 d.parent_span_is_remote = r.parent_remote;
             }
-            wire::Record::Log(l) => {
-                if !t.signals().logs {
-                    return;
-                }
-                let (attributes, _) = attributes(check, l.attributes, usize::MAX);
-                let cx = l.context.map(|c| {
-                    SpanContext::new(
-                        TraceId::from_bytes(c.trace_id),
-                        SpanId::from_bytes(c.span_id),
-                        flags(c.flags),
-                        false,
-                        TraceState::NONE,
-                    )
-                });
-                let (severity, severity_text) = severity(check, l.severity);
-                t.emit_log(NewLog {
-                    severity,
-                    severity_text,
-                    target: name(check, l.target),
-                    body: l.body.map(str::to_string),
-                    attributes,
-                    span: cx.as_ref(),
-                    // 0: made as the batch crossed (see `wire::Log`).
-                    time: Some(time(check, if l.time == 0 { received } else { l.time })),
-                });
-            }
+            wire::Record::Log(l) => Self::log(t, check, l, received),
             wire::Record::Share(set) => {
                 if self.shared.len() >= MAX_SHARED && !self.shared.contains_key(&set.id) {
                     check.invalid();
@@ -786,6 +755,63 @@ impl State {
                 t.record(instrument.as_deref(), value, &attrs);
             }
         }
+    }
+
+    fn event(&mut self, check: &Checker<'_>, e: wire::Event<'_, wire::Attributes<'_>>) {
+        let limits = check.limits;
+        let Some(span) = self.open.get_mut(&e.span_id) else {
+            check.invalid();
+            return;
+        };
+        let d = &mut span.data;
+        if d.events.len() >= limits.events_per_span {
+            d.events.dropped_count = d.events.dropped_count.saturating_add(1);
+            Stats::add(&check.stats.events_dropped, 1);
+            return;
+        }
+        let (attrs, dropped) = with_shared(
+            &self.shared,
+            check,
+            e.shared,
+            e.attributes,
+            limits.attributes_per_event,
+        );
+        let event = Event::new(name(check, e.name), time(check, e.time), attrs, dropped);
+        if span.hold(&mut self.budget, check, event_bytes(&event)) {
+            span.data.events.events.push(event);
+        }
+    }
+
+    fn log(
+        t: &Telemetry,
+        check: &Checker<'_>,
+        l: wire::Log<'_, wire::Attributes<'_>>,
+        received: u64,
+    ) {
+        if !t.signals().logs {
+            return;
+        }
+        let (attributes, _) = attributes(check, l.attributes, usize::MAX);
+        let cx = l.context.map(|c| {
+            SpanContext::new(
+                TraceId::from_bytes(c.trace_id),
+                SpanId::from_bytes(c.span_id),
+                flags(c.flags),
+                false,
+                TraceState::NONE,
+            )
+        });
+        let (severity, severity_text) = severity(check, l.severity);
+        t.emit_log(NewLog {
+            severity,
+            severity_text,
+            target: name(check, l.target),
+            body: l.body.map(str::to_string),
+            attributes,
+            span: cx.as_ref(),
+            // 0: made as the batch crossed (see `wire::Log`).
+            time: Some(time(check, if l.time == 0 { received } else { l.time })),
+        });
     }
 
     fn start(
@@ -902,6 +928,24 @@ mod tests {
         })
     }
 
+    fn event_log(span: u8, body_is_name: bool) -> wire::Decoded<'static> {
+        wire::Record::EventLog(wire::EventLog {
+            event: wire::Event {
+                span_id: [span; 8],
+                time: 2_000,
+                name: "ready",
+                shared: None,
+                attributes: vec![("e", wire::Value::I64(1))],
+            },
+            trace_id: [7; 16],
+            flags: 1,
+            severity: 13,
+            target: "app",
+            body_is_name,
+            log_attributes: vec![("l", wire::Value::Bool(true))],
+        })
+    }
+
     fn batch(records: &[wire::Decoded<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for r in records {
@@ -976,6 +1020,70 @@ mod tests {
         assert_eq!(inner.attributes.len(), 2);
     }
 
+    /// One `EventLog` record gives the span its event and the log record of
+    /// the same moment, in the span's trace, with the event's name as its
+    /// body (or none); the log record is kept even when its span is not
+    /// open here (counted as invalid for the event).
+    #[test]
+    fn an_event_log_record_is_an_event_and_a_log_record() {
+        let spans = InMemorySpanExporter::default();
+        let logs = opentelemetry_sdk::logs::InMemoryLogExporter::default();
+        let t = Telemetry::builder()
+            .with_sampler(Sampler::AlwaysOn)
+            .with_span_exporter(spans.clone())
+            .with_log_exporter(logs.clone())
+            .build()
+            .unwrap();
+        let d = PipeDecoder::new(t.clone());
+        d.submit(
+            batch(&[
+                start(1, 0, "s"),
+                event_log(1, true),
+                event_log(1, false),
+                end(1, 3_000),
+                event_log(9, true),
+            ]),
+            5,
+        );
+        t.force_flush().unwrap();
+        let got = spans.get_finished_spans().unwrap();
+        let events = &got[0].events.events;
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].name, "ready");
+        assert_eq!(
+            events[0].timestamp,
+            UNIX_EPOCH + Duration::from_nanos(2_000)
+        );
+        assert_eq!(events[0].attributes, vec![KeyValue::new("e", 1)]);
+        let records = logs.get_emitted_logs().unwrap();
+        assert_eq!(records.len(), 3);
+        for (i, r) in records.iter().enumerate() {
+            let r = &r.record;
+            let cx = r.trace_context().unwrap();
+            assert_eq!(cx.trace_id, TraceId::from_bytes([7; 16]));
+            let span = if i == 2 { 9 } else { 1 };
+            assert_eq!(cx.span_id, SpanId::from_bytes([span; 8]));
+            assert_eq!(r.severity_number(), Some(Severity::Warn));
+            assert_eq!(r.target().map(|t| t.as_ref()), Some("app"));
+            assert_eq!(
+                r.timestamp(),
+                Some(UNIX_EPOCH + Duration::from_nanos(2_000))
+            );
+            let body = r.body().map(|b| format!("{b:?}"));
+            if i == 1 {
+                assert_eq!(body, None);
+            } else {
+                assert!(body.unwrap().contains("ready"));
+            }
+            assert!(r.attributes_iter().any(|(k, _)| k.as_str() == "l"));
+        }
+        assert_eq!(
+            t.counters().snapshot().invalid_input,
+            1,
+            "the event on span 9"
+        );
+    }
+
     #[test]
     fn spans_open_at_the_end_are_exported_with_an_error() {
         let (t, spans) = pipeline(Limits::default());
@@ -1013,7 +1121,7 @@ mod tests {
     fn arbitrary_bytes_never_panic() {
         let (t, _spans) = pipeline(Limits::default());
         let d = PipeDecoder::new(t.clone());
-        let valid = batch(&[start(1, 0, "s"), end(1, 0)]);
+        let valid = batch(&[start(1, 0, "s"), event_log(1, true), end(1, 0)]);
         // Every single-byte corruption and every cut of a valid batch, and
         // pseudo-random noise.
         for i in 0..valid.len() {

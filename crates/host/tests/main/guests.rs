@@ -11,7 +11,7 @@ use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLogRecord};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::trace::{Sampler, SpanData};
 use wasi_observe_host::export::batch::BatchConfig;
-use wasi_observe_host::{Limits, Telemetry, WasiObserveCtx};
+use wasi_observe_host::{Limits, Telemetry, WasiObserveCtx, WasiObserveCtxBuilder};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::I32Exit;
@@ -945,30 +945,22 @@ pub(crate) fn sdk_scenario() {
     assert_eq!(telemetry.stats().spans_ended, 0);
 }
 
-/// Runs the SDK scenario with `RUST_LOG` set to `in_env` in the component's
-/// environment and, when `told` is given, the environment the host hands
-/// the pipe; returns the span names and log bodies recorded.
-fn scenario_with_rust_log(
+/// Runs the SDK scenario in a store of its own, with `RUST_LOG` set to
+/// `in_env` in the component's environment and the ctx as `observe` builds
+/// it; returns the pipeline it recorded into.
+fn run_scenario(
     in_env: Option<&str>,
-    told: Option<&[(&str, &str)]>,
-) -> (Vec<String>, Vec<String>) {
+    observe: impl FnOnce(WasiObserveCtxBuilder) -> WasiObserveCtxBuilder,
+) -> Pipeline {
     let p = Pipeline::new();
-    let stdout = MemoryOutputPipe::new(1 << 16);
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
-    wasi.stdout(stdout.clone())
+    wasi.stdout(MemoryOutputPipe::new(1 << 16))
         .inherit_stderr()
         .args(&["sdk_scenario"]);
     if let Some(value) = in_env {
         wasi.env("RUST_LOG", value);
     }
-    let mut observe = WasiObserveCtx::builder(&p.telemetry);
-    if let Some(told) = told {
-        let vars: Vec<(String, String)> = told
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        observe = observe.with_guest_environment(vars.into());
-    }
+    let observe = observe(WasiObserveCtx::builder(&p.telemetry));
     let mut store = Store::new(engine(), Host::new(wasi.build(), observe.build()));
     run_in(
         &mut store,
@@ -976,6 +968,26 @@ fn scenario_with_rust_log(
         test_programs_artifacts::SDK_SCENARIO_COMPONENT,
     );
     drop(store);
+    p
+}
+
+/// Runs the SDK scenario with `RUST_LOG` set to `in_env` in the component's
+/// environment and, when `told` is given, the environment the host hands
+/// the pipe; returns the span names and log bodies recorded.
+fn scenario_with_rust_log(
+    in_env: Option<&str>,
+    told: Option<&[(&str, &str)]>,
+) -> (Vec<String>, Vec<String>) {
+    let p = run_scenario(in_env, |observe| match told {
+        Some(told) => {
+            let vars: Vec<(String, String)> = told
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            observe.with_guest_environment(vars.into())
+        }
+        None => observe,
+    });
     let spans = names(&p.spans()).iter().map(|n| n.to_string()).collect();
     let bodies = p
         .logs()
@@ -983,6 +995,90 @@ fn scenario_with_rust_log(
         .filter_map(|r| r.body().map(|_| body(r).to_string()))
         .collect();
     (spans, bodies)
+}
+
+/// Runs the SDK scenario and describes what it recorded, ids aside (they
+/// are random per instance): each span's name and events, each log record's
+/// body, severity, target, attributes and the name of its span.
+fn scenario_described(event_log_records: bool) -> (Vec<String>, Vec<String>) {
+    let p = run_scenario(None, |observe| {
+        if event_log_records {
+            observe
+        } else {
+            observe.without_event_log_records()
+        }
+    });
+    let spans = p.spans();
+    let span_name: HashMap<SpanId, &str> = spans
+        .iter()
+        .map(|s| (s.span_context.span_id(), s.name.as_ref()))
+        .collect();
+    let mut described: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            let events: Vec<String> = s
+                .events
+                .iter()
+                .map(|e| {
+                    let attrs: Vec<String> = e
+                        .attributes
+                        .iter()
+                        .map(|kv| format!("{}={}", kv.key.as_str(), kv.value))
+                        .collect();
+                    format!("{}{attrs:?}", e.name)
+                })
+                .collect();
+            format!("{} {events:?}", s.name)
+        })
+        .collect();
+    described.sort();
+    let mut logs: Vec<String> = p
+        .logs()
+        .iter()
+        .map(|r| {
+            // Text is compared as text: whether the host kept it
+            // (interned) or allocated it depends on what ran before.
+            let text = |v: &AnyValue| match v {
+                AnyValue::String(s) => s.as_str().to_string(),
+                other => format!("{other:?}"),
+            };
+            let mut attrs: Vec<String> = r
+                .attributes_iter()
+                .map(|(k, v)| format!("{}={}", k.as_str(), text(v)))
+                .collect();
+            attrs.sort();
+            let span = r
+                .trace_context()
+                .map(|cx| span_name.get(&cx.span_id).copied().unwrap_or("?"));
+            format!(
+                "{:?} {:?} {:?} {:?} {attrs:?} in {span:?}",
+                r.body().map(text),
+                r.severity_number(),
+                r.severity_text(),
+                r.target()
+            )
+        })
+        .collect();
+    logs.sort();
+    (described, logs)
+}
+
+/// A `tracing` event inside a span crosses as one `EventLog` record where
+/// the host reads those, and as an event and a log record where it does
+/// not (an older host): the host exports the same either way.
+#[test]
+fn event_log_records_export_what_an_event_and_a_log_record_do() {
+    let (spans, logs) = scenario_described(true);
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("inside root") && l.ends_with("in Some(\"root\")")),
+        "no event inside a span: {logs:#?}"
+    );
+    assert!(
+        spans.iter().any(|s| s.contains("inside root")),
+        "{spans:#?}"
+    );
+    assert_eq!((spans, logs), scenario_described(false));
 }
 
 const NARROW: &str = "warn,scenario::startup=info";
