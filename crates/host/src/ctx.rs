@@ -261,9 +261,10 @@ impl WasiObserveCtxBuilder {
         self
     }
 
-    /// Configures the guest as a host from before `EventLog` records would
-    /// (pipe 0.2.1): the SDK then sends an event and its log record apart.
-    /// For testing that guests still serve such hosts.
+    /// Tells the guest that the host does not read `EventLog` records, as a
+    /// host from before them (pipe 0.2.1) does: the SDK then sends an event
+    /// and its log record apart. For testing that guests still serve such
+    /// hosts.
     #[doc(hidden)]
     pub fn without_event_log_records(mut self) -> Self {
         self.ctx.event_log_records = false;

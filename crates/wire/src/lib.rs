@@ -107,7 +107,7 @@ pub struct EventLog<'a, A> {
     #[serde(borrow)]
     pub event: Event<'a, A>,
     /// The log record's trace: the span's trace id and trace flags (its
-    /// span id is `span_id`).
+    /// span id is the event's).
     #[serde(with = "id")]
     pub trace_id: TraceId,
     pub flags: u8,
