@@ -45,6 +45,10 @@ pub struct WasiObserveCtx {
     pub(crate) guest_environment: Option<Arc<[(String, String)]>>,
     /// The pipe's configuration says the host reads `EventLog` records.
     pub(crate) event_log_records: bool,
+    /// A copy of every batch the guest hands over, for tests that read
+    /// what crossed.
+    #[cfg(feature = "testing")]
+    pub(crate) batch_tap: Option<Arc<std::sync::Mutex<Vec<Vec<u8>>>>>,
 }
 
 impl WasiObserveCtx {
@@ -61,6 +65,8 @@ impl WasiObserveCtx {
             held: false,
             guest_environment: None,
             event_log_records: true,
+            #[cfg(feature = "testing")]
+            batch_tap: None,
         }
     }
 
@@ -265,9 +271,17 @@ impl WasiObserveCtxBuilder {
     /// host from before them (pipe 0.2.1) does: the SDK then sends an event
     /// and its log record apart. For testing that guests still serve such
     /// hosts.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn without_event_log_records(mut self) -> Self {
         self.ctx.event_log_records = false;
+        self
+    }
+
+    /// Keeps a copy of every batch the guest hands over in `tap`, for tests
+    /// that read what crossed (`wasi_observe_wire::decode`).
+    #[cfg(feature = "testing")]
+    pub fn with_batch_tap(mut self, tap: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> Self {
+        self.ctx.batch_tap = Some(tap);
         self
     }
 

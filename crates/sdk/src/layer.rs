@@ -7,11 +7,11 @@
 //! Everything travels through the pipe ([`crate::pipe`]): a span is encoded
 //! into the batch at its start and end (fields recorded later, statuses and
 //! names are kept in the guest until it closes), an event is a span event
-//! and a log record in the batch. The two crossings a span makes (`open`,
-//! `close`) tell the host which span is open and read the clock; an event
-//! reads it with the pipe's `now`. Entering
-//! and exiting a span never crosses: the parent of each span is given
-//! explicitly, by the rules of `tracing`.
+//! and a log record in the batch (one `EventLog` record, where the host
+//! reads those). The two crossings a span makes (`open`, `close`) tell the
+//! host which span is open and read the clock; an event reads it with the
+//! pipe's `now`. Entering and exiting a span never crosses: the parent of
+//! each span is given explicitly, by the rules of `tracing`.
 
 use std::fmt;
 
@@ -607,6 +607,7 @@ impl WasiObserveLayer {
             return;
         }
         let time = pipe::now();
+        let mut logged = false;
         if span_event {
             // What the event does to its span, as `tracing-opentelemetry`.
             if *meta.level() == Level::ERROR {
@@ -633,10 +634,10 @@ impl WasiObserveLayer {
             let attributes: &[&[KeyValue]] = &[&fields.shared, &constants, &fields.event_only];
             // The log record rides with the event where the host reads
             // that, and its body (if any) is the event's name.
-            let together = signals.logs
+            logged = signals.logs
                 && pipe::config().event_log
                 && message.as_deref().is_none_or(|body| body == name);
-            if together {
+            if logged {
                 pipe::event_log(pipe::EventLog {
                     span: &data.cx,
                     time,
@@ -652,11 +653,8 @@ impl WasiObserveLayer {
                 pipe::event(&data.cx, time, name, shared, attributes);
             }
             drop_list(constants);
-            if together {
-                return;
-            }
         }
-        if signals.logs {
+        if signals.logs && !logged {
             pipe::log(pipe::Log {
                 time: Some(time),
                 severity: pipe::severity(meta.level()),

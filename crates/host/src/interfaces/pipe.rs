@@ -159,6 +159,12 @@ impl WasiObserveCtx {
         if batch.is_empty() {
             return;
         }
+        #[cfg(feature = "testing")]
+        if let Some(tap) = &self.batch_tap {
+            tap.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(batch.clone());
+        }
         // The batch carries what the guest held.
         self.held = false;
         if !self.scope.telemetry().is_enabled() {

@@ -2,6 +2,7 @@
 //! tests of what the guests share: stores, handles, limits.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::{AnyValue, Severity};
@@ -999,15 +1000,29 @@ fn scenario_with_rust_log(
 
 /// Runs the SDK scenario and describes what it recorded, ids aside (they
 /// are random per instance): each span's name and events, each log record's
-/// body, severity, target, attributes and the name of its span.
-fn scenario_described(event_log_records: bool) -> (Vec<String>, Vec<String>) {
+/// body, severity, target, attributes and the name of its span; and how
+/// many `Event`, `Log` and `EventLog` records crossed.
+fn scenario_described(event_log_records: bool) -> (Vec<String>, Vec<String>, [usize; 3]) {
+    let tap = Arc::new(Mutex::new(Vec::new()));
     let p = run_scenario(None, |observe| {
+        let observe = observe.with_batch_tap(tap.clone());
         if event_log_records {
             observe
         } else {
             observe.without_event_log_records()
         }
     });
+    let mut kinds = [0; 3];
+    for batch in tap.lock().unwrap().iter() {
+        for record in wasi_observe_wire::decode(batch) {
+            match record.expect("the SDK writes what the wire reads") {
+                wasi_observe_wire::Record::Event(_) => kinds[0] += 1,
+                wasi_observe_wire::Record::Log(_) => kinds[1] += 1,
+                wasi_observe_wire::Record::EventLog(_) => kinds[2] += 1,
+                _ => {}
+            }
+        }
+    }
     let spans = p.spans();
     let span_name: HashMap<SpanId, &str> = spans
         .iter()
@@ -1060,7 +1075,7 @@ fn scenario_described(event_log_records: bool) -> (Vec<String>, Vec<String>) {
         })
         .collect();
     logs.sort();
-    (described, logs)
+    (described, logs, kinds)
 }
 
 /// A `tracing` event inside a span crosses as one `EventLog` record where
@@ -1068,7 +1083,14 @@ fn scenario_described(event_log_records: bool) -> (Vec<String>, Vec<String>) {
 /// not (an older host): the host exports the same either way.
 #[test]
 fn event_log_records_export_what_an_event_and_a_log_record_do() {
-    let (spans, logs) = scenario_described(true);
+    let (spans, logs, [events, log_records, together]) = scenario_described(true);
+    let (old_spans, old_logs, [old_events, old_log_records, old_together]) =
+        scenario_described(false);
+    // Each event that went as one record went as two to the older host.
+    assert!(together > 0, "no EventLog record crossed");
+    assert_eq!(old_together, 0, "an EventLog record went to an older host");
+    assert_eq!(old_events, events + together);
+    assert_eq!(old_log_records, log_records + together);
     assert!(
         logs.iter()
             .any(|l| l.contains("inside root") && l.ends_with("in Some(\"root\")")),
@@ -1078,7 +1100,7 @@ fn event_log_records_export_what_an_event_and_a_log_record_do() {
         spans.iter().any(|s| s.contains("inside root")),
         "{spans:#?}"
     );
-    assert_eq!((spans, logs), scenario_described(false));
+    assert_eq!((spans, logs), (old_spans, old_logs));
 }
 
 const NARROW: &str = "warn,scenario::startup=info";
