@@ -1281,3 +1281,63 @@ fn measurements_held_by_the_guest_arrive_with_each_request() {
         "{stderr:?}"
     );
 }
+
+/// A handler that keeps working after sending its response's head (its
+/// body streamed in chunks while the client reads): every chunk's span,
+/// log record and measurement is exported, in the request's trace.
+#[test]
+fn telemetry_made_while_the_body_streams_arrives() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    let (status, body) = get(&server.url("/stream?chunks=4"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
+    let spans = wait_for_spans(&receiver, |s| {
+        s.iter().filter(|s| s.name == "chunk").count() >= 4
+    });
+    let server_span = one(&spans, "GET", SpanKind::Server);
+    let route = child_of(&spans, server_span, "route");
+    let chunks: Vec<&FlatSpan> = spans.iter().filter(|s| s.name == "chunk").collect();
+    assert_eq!(chunks.len(), 4, "{spans:#?}");
+    let mut indexes: Vec<i64> = chunks
+        .iter()
+        .map(|c| {
+            assert_eq!(c.parent_span_id, route.span_id, "{c:#?}");
+            // The SERVER span lasts until the body is sent.
+            assert!(
+                c.end_time_unix_nano <= server_span.end_time_unix_nano,
+                "{c:#?} {server_span:#?}"
+            );
+            c.attr_i64("index").expect("the chunk's index")
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+    let logs = receiver.wait_for_logs_where(
+        |ls| {
+            ls.iter()
+                .filter(|l| l.body_str().is_some_and(|b| b.starts_with("sending chunk")))
+                .count()
+                >= 4
+        },
+        Duration::from_secs(20),
+    );
+    for i in 0..4 {
+        let log = log_with_body(&logs, &format!("sending chunk {i}"));
+        let chunk = chunks
+            .iter()
+            .find(|c| c.attr_i64("index") == Some(i))
+            .unwrap();
+        assert_eq!(
+            (log.trace_id.as_str(), log.span_id.as_str()),
+            (server_span.trace_id.as_str(), chunk.span_id.as_str())
+        );
+    }
+    let four = |m: &otlp_receiver::FlatMetric| {
+        m.name == "chunks_sent" && m.number_values().first().map(|v| v.1) == Some(4.0)
+    };
+    let metrics =
+        receiver.wait_for_metrics_where(|ms| ms.iter().any(four), Duration::from_secs(20));
+    assert!(metrics.iter().any(four), "no count of 4: {metrics:?}");
+    server.stop("-TERM");
+}

@@ -2,7 +2,8 @@
 //! `/hello`, `/status?code=N`, `/trap`, `/trap-after-response`, `/spin`
 //! (CPU loop), `/slow?ms=N`, `/sleep` (blocked in a host call for an hour), `/no-response`,
 //! `/error-response`, `/call?url=URL` (an outgoing GET), `/headers` (echoes
-//! `traceparent`), `/otel-call?url=URL` (the same call inside a span made
+//! `traceparent`), `/stream?chunks=N` (the body sent in N chunks after the
+//! response's head, telemetry made for each), `/otel-call?url=URL` (the same call inside a span made
 //! through `wasi:otel`, as a wasi:otel guest SDK would), `/grow?mb=N`
 //! (allocates N MiB, 1 MiB at a time, at most 4 096, then answers
 //! `grew N MiB`), `/count` (adds 1 to the counter `counted` outside any
@@ -130,6 +131,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
                 }
                 http_util::respond(out, 200, &format!("grew {} MiB", held.len()));
             }
+            "/stream" => {
+                let chunks: u32 = http_util::query_param(&path, "chunks")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(3)
+                    .min(100);
+                stream(out, chunks);
+            }
             "/headers" => {
                 let tp = http_util::header(&request, "traceparent").unwrap_or_default();
                 http_util::respond(out, 200, &tp);
@@ -137,6 +145,32 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
             _ => http_util::respond(out, 404, "no such route"),
         }
     }
+}
+
+/// Sends the response's head, then its body in `chunks` pieces 20 ms
+/// apart, each in a `chunk` span with a log record and a measurement: the
+/// telemetry a handler makes after responding, while the client reads.
+fn stream(out: ResponseOutparam, chunks: u32) {
+    use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse};
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("a new response has a body");
+    ResponseOutparam::set(out, Ok(response));
+    let sent = opentelemetry::global::meter("http-guest")
+        .u64_counter("chunks_sent")
+        .build();
+    {
+        let stream = body.write().expect("the body's stream, once");
+        for i in 0..chunks {
+            let _chunk = tracing::info_span!("chunk", index = i).entered();
+            log::info!("sending chunk {i}");
+            stream
+                .blocking_write_and_flush(format!("chunk {i}\n").as_bytes())
+                .expect("writing the response body");
+            sent.add(1, &[]);
+            wasip2::clocks::monotonic_clock::subscribe_duration(20_000_000).block();
+        }
+    }
+    OutgoingBody::finish(body, None).expect("finishing the response body");
 }
 
 /// Times each step of a fresh instance's first telemetry (monotonic clock,
