@@ -30,6 +30,12 @@ use crate::pipeline::instruments::HostHistogram;
 /// A missing or malformed header gives `None`: the request starts a new trace
 /// and is served as usual.
 pub fn extract_context(headers: &HeaderMap) -> Option<SpanContext> {
+    // Looked up by a constant name first: the propagator parses the name
+    // it asks for (about 300 instructions), and most requests carry none.
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    if !headers.contains_key(&TRACEPARENT) {
+        return None;
+    }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let span = cx.span().span_context().clone();
     span.is_valid().then_some(span)
@@ -132,8 +138,24 @@ fn protocol_version(v: Version) -> Option<&'static str> {
     })
 }
 
-/// `host[:port]` split, for `server.address` / `server.port`.
+/// `host[:port]` split, for `server.address` / `server.port`. A name or
+/// IPv4 address with a port, what nearly every `Host` header holds, is
+/// split here; anything else goes through `http`'s parser, which took
+/// about 1 000 instructions of every request `serve` answered.
 fn split_authority(authority: &str) -> (String, Option<u16>) {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    if let Some((host, port)) = authority.split_once(':')
+        && plain(host)
+        && (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return (host.to_string(), Some(port));
+    }
     match authority.parse::<http::uri::Authority>() {
         Ok(a) => (a.host().to_string(), a.port_u16()),
         Err(_) => (authority.to_string(), None),
@@ -645,6 +667,52 @@ mod tests {
         }
         let v6: IpAddr = "2001:db8::ff00:42:8329".parse().unwrap();
         assert_eq!(ip_value(v6).as_str(), "2001:db8::ff00:42:8329");
+    }
+
+    /// The hand-written split of a `Host` header gives what `http`'s parser
+    /// gives, for the headers it takes and the ones it leaves to the parser.
+    #[test]
+    fn authority_split_is_what_the_parser_gives() {
+        let parsed = |a: &str| match a.parse::<http::uri::Authority>() {
+            Ok(p) => (p.host().to_string(), p.port_u16()),
+            Err(_) => (a.to_string(), None),
+        };
+        let mut cases: Vec<String> = [
+            "127.0.0.1:8080",
+            "localhost:80",
+            "example.com:443",
+            "a-b.c:0",
+            "a:65535",
+            "a:65536",
+            "a:99999",
+            "a:123456",
+            "a:",
+            ":80",
+            "a:+80",
+            "a:-1",
+            "a:8a",
+            "a:80:81",
+            "[::1]:8080",
+            "[::1]",
+            "user@host:80",
+            "ex ample:80",
+            "h_st:80",
+            "éxample:80",
+            "example.com",
+            "",
+            ":",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every byte as a host's first byte and as a port's.
+        for b in 0..128u8 {
+            let c = char::from(b);
+            cases.push(format!("{c}a:80"));
+            cases.push(format!("a:8{c}"));
+        }
+        for case in &cases {
+            assert_eq!(split_authority(case), parsed(case), "{case:?}");
+        }
     }
 
     /// The guest picks the URL of its outgoing requests: the client duration

@@ -80,8 +80,9 @@ pub(crate) struct Instrument {
 struct Series {
     /// Read-locked on every measurement (a known series, the common case),
     /// write-locked only to add one, so that stores on other threads do
-    /// not queue behind each other.
-    seen: RwLock<HashSet<u64>>,
+    /// not queue behind each other. The keys are hashes already (see
+    /// [`Instruments::hasher`]), so a fast hasher will do.
+    seen: RwLock<HashSet<u64, foldhash::fast::RandomState>>,
     warned: AtomicBool,
 }
 
@@ -218,10 +219,16 @@ impl Instrument {
 type HostEntry = (Histogram<f64>, Arc<Series>);
 
 /// Every instrument of a pipeline, by name and kind, and the host's own.
+/// One name's instrument of each kind.
+type ByKind = [Option<Arc<Instrument>>; KINDS];
+
 pub(super) struct Instruments {
     max: usize,
-    by_name: Mutex<HashMap<String, [Option<Arc<Instrument>>; KINDS]>>,
-    host: Mutex<HashMap<&'static str, HostEntry>>,
+    /// Guests' instruments by name: keyed at random, as guests choose the
+    /// names.
+    by_name: Mutex<HashMap<String, ByKind, foldhash::quality::RandomState>>,
+    /// The host's, by their constant names (looked up once per request).
+    host: Mutex<HashMap<&'static str, HostEntry, foldhash::fast::RandomState>>,
     /// Bytes all series' attributes hold.
     series_bytes: SharedBudget,
     /// Keyed at random, so that no guest can choose attribute sets whose
@@ -237,8 +244,8 @@ impl Instruments {
     pub(super) fn new(limits: &Limits) -> Self {
         Instruments {
             max: limits.instruments,
-            by_name: Mutex::new(HashMap::new()),
-            host: Mutex::new(HashMap::new()),
+            by_name: Mutex::default(),
+            host: Mutex::default(),
             series_bytes: SharedBudget::named(
                 limits.metric_bytes,
                 "the attributes of metric series",

@@ -243,12 +243,17 @@ impl Checker<'_> {
     /// A host-made attribute whose text came from outside (a request's
     /// path, headers, a guest's URL), cut to the value length limit.
     pub fn bounded(&self, mut kv: KeyValue) -> KeyValue {
+        self.bound(&mut kv);
+        kv
+    }
+
+    /// [`bounded`](Self::bounded) in place, for a list: no attribute moves.
+    pub fn bound(&self, kv: &mut KeyValue) {
         if let opentelemetry::Value::String(s) = &kv.value
             && s.as_str().len() > self.limits.value_length
         {
             kv.value = self.string(s.as_str().to_string()).into();
         }
-        kv
     }
 
     /// A trace-state from `key=value` entries; invalid entries make the

@@ -203,7 +203,9 @@ impl Telemetry {
             dropped_attributes = dropped_attributes.saturating_add(cut as u32);
             Stats::add(&p.stats.attributes_dropped, cut as u64);
         }
-        let attributes = attributes.into_iter().map(|kv| check.bounded(kv)).collect();
+        for kv in &mut attributes {
+            check.bound(kv);
+        }
         let mut links = span.links;
         let mut dropped_links = span.dropped_links;
         if links.len() > limits.links_per_span {
