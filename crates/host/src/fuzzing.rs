@@ -2,7 +2,12 @@
 //! on one store's [`WasiObserveCtx`], through the same trait implementations
 //! the linker calls, with arbitrary data (ids, trace-states, names, attribute
 //! lists, timestamps, numbers) and arbitrary handles, including handles used
-//! after `end` or after `drop`, and handles that never existed.
+//! after `end` or after `drop`, and handles that never existed; and batches
+//! for `wasi-observe:pipe`: well-formed records with hostile contents (spans
+//! ended twice or never started, unknown shared sets and instruments, times
+//! OTLP cannot carry, bad kinds and severities), sometimes corrupted or cut.
+//! The driver decodes the store's batches on its own thread after each
+//! call, so that a panic in decoding is the fuzzer's to see.
 //!
 //! Not part of the API: it exists for `fuzz/` (cargo fuzz) and the proptest
 //! in `tests/fuzz.rs`. The only promise checked is the one a guest relies on:
@@ -27,6 +32,7 @@ use wasmtime::component::Resource;
 use crate::bindings::Datetime;
 use crate::bindings::logging::{Host as _, Level};
 use crate::bindings::metrics::{HostInstrument, InstrumentKind, InstrumentOptions, Number};
+use crate::bindings::pipe::{Host as PipeHost, SpanRef};
 use crate::bindings::sdk::{self, Host as _, Parent};
 use crate::bindings::tracer::{
     self, HostSpan, KeyValue, Link, SpanKind, StartOptions, Status, TraceFlags as WitFlags, Value,
@@ -34,6 +40,7 @@ use crate::bindings::tracer::{
 use crate::export::batch::BatchConfig;
 use crate::export::jsonl::JsonLinesExporter;
 use crate::{Limits, Telemetry, WasiObserveCtx};
+use wasi_observe_wire as wire;
 
 /// The pipeline every fuzz input feeds: small limits (so that inputs reach
 /// them), a sampler that records about half the traces, and exporters that
@@ -96,7 +103,12 @@ pub fn run(data: &[u8]) {
             break;
         }
     }
+    // The store's end (spans still open exported) is decoded here too.
+    let pipe = driver.ctx.pipe.clone();
     drop(driver);
+    if let Some(pipe) = pipe {
+        pipe.drain();
+    }
     // Not every input: the metric state grows across inputs (up to the SDK's
     // cardinality limit), and exporting all of it each time would dominate.
     if data.first() == Some(&0) {
@@ -149,10 +161,10 @@ fn hex(u: &mut Unstructured, len: usize) -> Result<String> {
         .collect()
 }
 
-fn list<T>(
-    u: &mut Unstructured,
+fn list<'a, T>(
+    u: &mut Unstructured<'a>,
     max: usize,
-    f: impl Fn(&mut Unstructured) -> Result<T>,
+    f: impl Fn(&mut Unstructured<'a>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let n = u.int_in_range(0..=max)?;
     (0..n).map(|_| f(u)).collect()
@@ -383,7 +395,7 @@ impl Driver {
     /// returns `Ok` (a trap would be a host bug), which is asserted.
     fn step(&mut self, u: &mut Unstructured) -> Result<()> {
         let ok = |r: wasmtime::Result<()>| r.expect("a host call trapped");
-        match u.int_in_range(0..=22)? {
+        match u.int_in_range(0..=26)? {
             0 | 1 => {
                 let (name, options) = (string(u)?, options(u)?);
                 let span = tracer::Host::start(&mut self.ctx, name, options).expect("start");
@@ -553,7 +565,41 @@ impl Driver {
                 let i = Resource::new_own(rep(u, &self.instruments)?);
                 ok(HostInstrument::drop(&mut self.ctx, i));
             }
-            _ => match u.int_in_range(0..=3)? {
+            23 | 24 => {
+                let batch = batch(u)?;
+                ok(PipeHost::submit(&mut self.ctx, batch));
+                self.decode_pipe();
+            }
+            25 => {
+                let span = SpanRef {
+                    trace_id_high: u.arbitrary()?,
+                    trace_id_low: u.arbitrary()?,
+                    span_id: u64::from_be_bytes(pipe_span_id(u)?),
+                    trace_flags: u.arbitrary()?,
+                };
+                let name = string(u)?;
+                let state = if u.arbitrary()? {
+                    Some(pipe_trace_state(u)?.to_string())
+                } else {
+                    None
+                };
+                PipeHost::open(&mut self.ctx, span, name, state).expect("open");
+            }
+            26 => {
+                let span_id = u64::from_be_bytes(pipe_span_id(u)?);
+                let batch = batch(u)?;
+                PipeHost::close(&mut self.ctx, span_id, batch).expect("close");
+                self.decode_pipe();
+            }
+            _ => match u.int_in_range(0..=5)? {
+                4 => {
+                    PipeHost::hold(&mut self.ctx).expect("hold");
+                }
+                5 => {
+                    let name = string(u)?;
+                    PipeHost::configure_with_environment(&mut self.ctx, name)
+                        .expect("configure-with-environment");
+                }
                 0 => {
                     let parent = ambient(u)?;
                     self.ctx.set_parent(parent);
@@ -572,6 +618,253 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+impl Driver {
+    /// Decodes the store's queued batches here (the decode thread may have
+    /// taken some already).
+    fn decode_pipe(&self) {
+        if let Some(pipe) = &self.ctx.pipe {
+            pipe.drain();
+        }
+    }
+}
+
+/// A pipe span id: mostly one of a few, so that starts, events, links and
+/// ends meet, sometimes any (zero included).
+fn pipe_span_id(u: &mut Unstructured) -> Result<wire::SpanId> {
+    Ok(if u.ratio(7, 8)? {
+        u.int_in_range(1..=6u64)?.to_be_bytes()
+    } else {
+        u.arbitrary()?
+    })
+}
+
+/// A trace id: mostly one, sometimes any (zero included).
+fn pipe_trace_id(u: &mut Unstructured) -> Result<wire::TraceId> {
+    Ok(if u.ratio(3, 4)? {
+        [7; 16]
+    } else {
+        u.arbitrary()?
+    })
+}
+
+/// A time: the batch's (0), a plausible one, or one OTLP cannot carry.
+fn pipe_time(u: &mut Unstructured) -> Result<u64> {
+    Ok(match u.int_in_range(0..=4)? {
+        0 => 0,
+        1 => u64::MAX,
+        2 => u.arbitrary()?,
+        _ => 1_700_000_000_000_000_000 + u.int_in_range(0..=1_000_000_000)?,
+    })
+}
+
+/// Text borrowed from the input, or one of a few shapes.
+fn pipe_str<'a>(u: &mut Unstructured<'a>) -> Result<&'a str> {
+    const LONG: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    Ok(match u.int_in_range(0..=7)? {
+        0 => "",
+        1 => LONG,
+        2 => "é🦀é🦀é🦀é🦀é🦀é🦀é🦀é🦀é🦀é🦀é🦀é🦀",
+        3 => *u.choose(&["k", "a.b", "k2", "code.lineno"])?,
+        _ => u.arbitrary()?,
+    })
+}
+
+fn pipe_trace_state<'a>(u: &mut Unstructured<'a>) -> Result<&'a str> {
+    Ok(if u.ratio(1, 2)? {
+        *u.choose(&["", "a=b", "vendor=x,k=v", "Bad State", "a=b,a=c", "=,="])?
+    } else {
+        pipe_str(u)?
+    })
+}
+
+/// A small number: mostly one of a few (shared sets, instruments), sometimes
+/// any.
+fn pipe_id(u: &mut Unstructured) -> Result<u32> {
+    Ok(if u.ratio(7, 8)? {
+        u.int_in_range(0..=3)?
+    } else {
+        u.arbitrary()?
+    })
+}
+
+/// A byte field with a few valid values: mostly one of them, sometimes any.
+fn pipe_byte(u: &mut Unstructured, valid: u8) -> Result<u8> {
+    Ok(if u.ratio(7, 8)? {
+        u.int_in_range(0..=valid)?
+    } else {
+        u.arbitrary()?
+    })
+}
+
+fn pipe_value<'a>(u: &mut Unstructured<'a>) -> Result<wire::Value<'a>> {
+    Ok(match u.int_in_range(0..=7)? {
+        0 => wire::Value::Str(pipe_str(u)?),
+        1 => wire::Value::Bool(u.arbitrary()?),
+        2 => wire::Value::F64(f64(u)?),
+        3 => wire::Value::I64(u.arbitrary()?),
+        4 => wire::Value::StrArray(list(u, 12, pipe_str)?),
+        5 => wire::Value::BoolArray(list(u, 12, |u| u.arbitrary())?),
+        6 => wire::Value::F64Array(list(u, 12, f64)?),
+        _ => wire::Value::I64Array(list(u, 12, |u| u.arbitrary())?),
+    })
+}
+
+fn pipe_attributes<'a>(u: &mut Unstructured<'a>) -> Result<wire::Attributes<'a>> {
+    list(u, 10, |u| Ok((pipe_str(u)?, pipe_value(u)?)))
+}
+
+fn pipe_shared(u: &mut Unstructured) -> Result<Option<u32>> {
+    Ok(if u.arbitrary()? {
+        Some(pipe_id(u)?)
+    } else {
+        None
+    })
+}
+
+fn pipe_event<'a>(u: &mut Unstructured<'a>) -> Result<wire::Event<'a, wire::Attributes<'a>>> {
+    Ok(wire::Event {
+        span_id: pipe_span_id(u)?,
+        time: pipe_time(u)?,
+        name: pipe_str(u)?,
+        shared: pipe_shared(u)?,
+        attributes: pipe_attributes(u)?,
+    })
+}
+
+/// One record of every kind, with hostile contents.
+fn pipe_record<'a>(u: &mut Unstructured<'a>) -> Result<wire::Decoded<'a>> {
+    use wire::Record;
+    Ok(match u.int_in_range(0..=9)? {
+        0 | 1 => Record::Start(wire::Start {
+            span_id: pipe_span_id(u)?,
+            trace_id: pipe_trace_id(u)?,
+            parent: pipe_span_id(u)?,
+            parent_remote: u.arbitrary()?,
+            flags: u.arbitrary()?,
+            kind: pipe_byte(u, 5)?,
+            time: pipe_time(u)?,
+            name: pipe_str(u)?,
+            trace_state: pipe_trace_state(u)?,
+            shared: pipe_shared(u)?,
+            attributes: pipe_attributes(u)?,
+        }),
+        2 => Record::End(wire::End {
+            span_id: pipe_span_id(u)?,
+            time: pipe_time(u)?,
+            status: pipe_byte(u, 3)?,
+            description: pipe_str(u)?,
+            name: if u.arbitrary()? {
+                Some(pipe_str(u)?)
+            } else {
+                None
+            },
+            attributes: pipe_attributes(u)?,
+        }),
+        3 => Record::Event(pipe_event(u)?),
+        4 => Record::Link(wire::Link {
+            span_id: pipe_span_id(u)?,
+            trace_id: pipe_trace_id(u)?,
+            linked_span_id: pipe_span_id(u)?,
+            flags: u.arbitrary()?,
+            remote: u.arbitrary()?,
+            trace_state: pipe_trace_state(u)?,
+            attributes: pipe_attributes(u)?,
+        }),
+        5 => Record::Reparent(wire::Reparent {
+            span_id: pipe_span_id(u)?,
+            trace_id: pipe_trace_id(u)?,
+            parent: pipe_span_id(u)?,
+            parent_remote: u.arbitrary()?,
+            flags: u.arbitrary()?,
+        }),
+        6 => Record::Log(wire::Log {
+            time: pipe_time(u)?,
+            severity: pipe_byte(u, 25)?,
+            target: pipe_str(u)?,
+            body: if u.arbitrary()? {
+                Some(pipe_str(u)?)
+            } else {
+                None
+            },
+            context: if u.arbitrary()? {
+                Some(wire::LogContext {
+                    trace_id: pipe_trace_id(u)?,
+                    span_id: pipe_span_id(u)?,
+                    flags: u.arbitrary()?,
+                })
+            } else {
+                None
+            },
+            attributes: pipe_attributes(u)?,
+        }),
+        7 => Record::Instrument(wire::Instrument {
+            id: pipe_id(u)?,
+            kind: pipe_byte(u, 4)?,
+            name: if u.ratio(3, 4)? {
+                u.choose(&["requests", "latency", "queue.depth", "a/b", "1bad", ""])?
+            } else {
+                pipe_str(u)?
+            },
+            description: pipe_str(u)?,
+            unit: pipe_str(u)?,
+            boundaries: if u.arbitrary()? {
+                Some(list(u, 20, f64)?)
+            } else {
+                None
+            },
+        }),
+        8 => match u.int_in_range(0..=1)? {
+            0 => Record::Measure(wire::Measure {
+                instrument: pipe_id(u)?,
+                value: if u.arbitrary()? {
+                    wire::Number::I64(u.arbitrary()?)
+                } else {
+                    wire::Number::F64(f64(u)?)
+                },
+                attributes: pipe_attributes(u)?,
+            }),
+            _ => Record::Share(wire::Share {
+                id: pipe_id(u)?,
+                attributes: pipe_attributes(u)?,
+            }),
+        },
+        _ => Record::EventLog(wire::EventLog {
+            event: pipe_event(u)?,
+            trace_id: pipe_trace_id(u)?,
+            flags: u.arbitrary()?,
+            severity: pipe_byte(u, 25)?,
+            target: pipe_str(u)?,
+            body_is_name: u.arbitrary()?,
+            log_attributes: pipe_attributes(u)?,
+        }),
+    })
+}
+
+/// A batch of records, sometimes corrupted: a byte changed, cut short, or
+/// followed by stray bytes.
+fn batch(u: &mut Unstructured) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for record in list(u, 8, pipe_record)? {
+        wire::encode(&record, &mut out);
+    }
+    match u.int_in_range(0..=7)? {
+        0 if !out.is_empty() => {
+            let i = u.choose_index(out.len())?;
+            out[i] ^= u.arbitrary::<u8>()? | 1;
+        }
+        1 => {
+            let n = u.int_in_range(0..=out.len())?;
+            out.truncate(n);
+        }
+        2 => {
+            let n = u.int_in_range(0..=16)?;
+            out.extend_from_slice(u.bytes(n)?);
+        }
+        _ => {}
+    }
+    Ok(out)
 }
 
 /// A recorder batch (16 words): arbitrary words, or slots of few ids (so

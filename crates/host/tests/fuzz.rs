@@ -8,8 +8,23 @@
 
 use proptest::prelude::*;
 
+/// A panic on any thread ends the process, as under libFuzzer: the pipe's
+/// decode thread may decode a batch before the driver does, and a panic
+/// there would otherwise pass unseen.
+fn abort_on_panic() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::abort();
+        }));
+    });
+}
+
 #[test]
 fn the_fuzz_corpus_replays_without_a_panic() {
+    abort_on_panic();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/host_calls");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("the committed corpus") {
@@ -31,6 +46,7 @@ proptest! {
 
     #[test]
     fn arbitrary_guest_calls_never_panic_the_host(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+        abort_on_panic();
         wasi_observe_host::fuzzing::run(&data);
     }
 }

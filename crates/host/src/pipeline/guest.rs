@@ -287,8 +287,9 @@ impl PipeDecoder {
         }
     }
 
-    /// Decodes everything queued.
-    fn drain(&self) {
+    /// Decodes everything queued (the fuzz driver calls it too, so that
+    /// decoding runs on its thread).
+    pub(crate) fn drain(&self) {
         self.scheduled.store(false, Ordering::Release);
         let mut state = self.lock();
         loop {
