@@ -597,6 +597,7 @@ impl WasiObserveLayer {
                     body: message.as_deref(),
                     span: cx.as_ref(),
                     attributes: &[&fields.shared, &fields.log_only],
+                    encoded: None,
                 });
             }
             return;
@@ -662,6 +663,7 @@ impl WasiObserveLayer {
                 body: message.as_deref(),
                 span: Some(&data.cx),
                 attributes: &[&fields.shared, &fields.log_only],
+                encoded: None,
             });
         }
     }

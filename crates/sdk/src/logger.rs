@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::Value;
 
 use crate::layer::implicit_parent;
 use crate::pipe;
@@ -44,7 +44,8 @@ impl log::Log for Logger {
                 &owned
             }
         };
-        let attributes = attributes(record.key_values());
+        let mut pairs = Pairs(None);
+        let _ = record.key_values().visit(&mut pairs);
         let span = implicit_parent();
         pipe::log(pipe::Log {
             time: None,
@@ -52,8 +53,16 @@ impl log::Log for Logger {
             target: record.target(),
             body: (!message.is_empty()).then_some(message),
             span: span.as_ref(),
-            attributes: &[&attributes],
+            attributes: &[],
+            encoded: pairs.0.as_ref(),
         });
+        // A huge record's buffer is not kept.
+        if let Some(pairs) = pairs.0 {
+            let buffer = pairs.into_buffer();
+            if buffer.capacity() <= 4096 {
+                KEY_VALUES.with(|b| b.set(buffer));
+            }
+        }
     }
 
     fn flush(&self) {
@@ -61,69 +70,78 @@ impl log::Log for Logger {
     }
 }
 
-/// A record's key-values as attributes: integers that fit an `i64`, floats,
+crate::local::local! {
+    /// The buffer a record's key-values are encoded into, kept from one
+    /// record to the next.
+    static KEY_VALUES: std::cell::Cell<Vec<u8>> = std::cell::Cell::new(Vec::new());
+}
+
+/// A record's key-values, encoded as attributes as they are visited (no
+/// `KeyValue`, no copy of the text): integers that fit an `i64`, floats,
 /// booleans and strings keep their type; anything else becomes its text.
-fn attributes(kvs: &dyn log::kv::Source) -> Vec<KeyValue> {
-    struct Pairs(Vec<KeyValue>);
-    struct One(Option<Value>);
+/// The buffer is taken at the first pair, so a record without any pays
+/// nothing for it.
+struct Pairs(Option<pipe::Pairs>);
 
-    impl log::kv::VisitValue<'_> for One {
-        fn visit_any(&mut self, value: log::kv::Value<'_>) -> Result<(), log::kv::Error> {
-            self.0 = Some(Value::String(value.to_string().into()));
-            Ok(())
-        }
-        fn visit_bool(&mut self, value: bool) -> Result<(), log::kv::Error> {
-            self.0 = Some(Value::Bool(value));
-            Ok(())
-        }
-        fn visit_str(&mut self, value: &str) -> Result<(), log::kv::Error> {
-            self.0 = Some(Value::String(value.to_string().into()));
-            Ok(())
-        }
-        fn visit_i64(&mut self, value: i64) -> Result<(), log::kv::Error> {
-            self.0 = Some(Value::I64(value));
-            Ok(())
-        }
-        fn visit_u64(&mut self, value: u64) -> Result<(), log::kv::Error> {
-            match i64::try_from(value) {
-                Ok(v) => self.visit_i64(v),
-                Err(_) => self.visit_any(log::kv::Value::from(value)),
-            }
-        }
-        fn visit_i128(&mut self, value: i128) -> Result<(), log::kv::Error> {
-            match i64::try_from(value) {
-                Ok(v) => self.visit_i64(v),
-                Err(_) => self.visit_any(log::kv::Value::from(value)),
-            }
-        }
-        fn visit_u128(&mut self, value: u128) -> Result<(), log::kv::Error> {
-            match i64::try_from(value) {
-                Ok(v) => self.visit_i64(v),
-                Err(_) => self.visit_any(log::kv::Value::from(value)),
-            }
-        }
-        fn visit_f64(&mut self, value: f64) -> Result<(), log::kv::Error> {
-            self.0 = Some(Value::F64(value));
-            Ok(())
+/// One value, under its key.
+struct One<'p, 'k> {
+    pairs: &'p mut pipe::Pairs,
+    key: &'k str,
+}
+
+impl log::kv::VisitValue<'_> for One<'_, '_> {
+    fn visit_any(&mut self, value: log::kv::Value<'_>) -> Result<(), log::kv::Error> {
+        self.pairs.push_str(self.key, &value.to_string());
+        Ok(())
+    }
+    fn visit_bool(&mut self, value: bool) -> Result<(), log::kv::Error> {
+        self.pairs.push(self.key, &Value::Bool(value));
+        Ok(())
+    }
+    fn visit_str(&mut self, value: &str) -> Result<(), log::kv::Error> {
+        self.pairs.push_str(self.key, value);
+        Ok(())
+    }
+    fn visit_i64(&mut self, value: i64) -> Result<(), log::kv::Error> {
+        self.pairs.push(self.key, &Value::I64(value));
+        Ok(())
+    }
+    fn visit_u64(&mut self, value: u64) -> Result<(), log::kv::Error> {
+        match i64::try_from(value) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => self.visit_any(log::kv::Value::from(value)),
         }
     }
-
-    impl<'kvs> log::kv::VisitSource<'kvs> for Pairs {
-        fn visit_pair(
-            &mut self,
-            key: log::kv::Key<'kvs>,
-            value: log::kv::Value<'kvs>,
-        ) -> Result<(), log::kv::Error> {
-            let mut one = One(None);
-            value.visit(&mut one)?;
-            if let Some(v) = one.0 {
-                self.0.push(KeyValue::new(key.as_str().to_string(), v));
-            }
-            Ok(())
+    fn visit_i128(&mut self, value: i128) -> Result<(), log::kv::Error> {
+        match i64::try_from(value) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => self.visit_any(log::kv::Value::from(value)),
         }
     }
+    fn visit_u128(&mut self, value: u128) -> Result<(), log::kv::Error> {
+        match i64::try_from(value) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => self.visit_any(log::kv::Value::from(value)),
+        }
+    }
+    fn visit_f64(&mut self, value: f64) -> Result<(), log::kv::Error> {
+        self.pairs.push(self.key, &Value::F64(value));
+        Ok(())
+    }
+}
 
-    let mut pairs = Pairs(Vec::new());
-    let _ = kvs.visit(&mut pairs);
-    pairs.0
+impl<'kvs> log::kv::VisitSource<'kvs> for Pairs {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let pairs = self
+            .0
+            .get_or_insert_with(|| pipe::Pairs::with_buffer(KEY_VALUES.with(|b| b.take())));
+        value.visit(&mut One {
+            pairs,
+            key: key.as_str(),
+        })
+    }
 }

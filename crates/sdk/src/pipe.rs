@@ -593,6 +593,8 @@ pub(crate) struct Log<'a> {
     pub body: Option<&'a str>,
     pub span: Option<&'a SpanContext>,
     pub attributes: &'a [&'a [KeyValue]],
+    /// Attributes already encoded, after `attributes`.
+    pub encoded: Option<&'a Pairs>,
 }
 
 /// Records a log record.
@@ -620,7 +622,13 @@ pub(crate) fn log(l: Log<'_>) {
                 w.bytes(&cx.span_id().to_bytes());
                 w.byte(cx.trace_flags().to_u8());
             }
-            attributes(w, l.attributes);
+            let listed: usize = l.attributes.iter().map(|a| a.len()).sum();
+            let encoded = l.encoded.map_or(0, |p| p.count);
+            w.varint((listed + encoded) as u64);
+            pairs(w, l.attributes);
+            if let Some(p) = l.encoded {
+                w.raw(&p.bytes);
+            }
         })
     });
 }

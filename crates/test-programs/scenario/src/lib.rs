@@ -33,7 +33,12 @@ impl std::error::Error for PaymentError {
 
 /// Runs every case once.
 pub fn run() {
-    log::info!(target: "scenario::startup", phase = "boot", attempt = 1; "scenario starting");
+    log::info!(
+        target: "scenario::startup",
+        phase = "boot", attempt = 1, ratio = 0.5, cold = true, big = u64::MAX, wide = i128::MIN,
+        shown:% = std::net::Ipv4Addr::LOCALHOST;
+        "scenario starting"
+    );
     let root = info_span!(
         "root",
         otel.kind = "server",
