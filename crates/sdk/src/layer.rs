@@ -313,10 +313,16 @@ impl field::Visit for SpanFields {
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
+        // Formatted into the events' message buffer, then copied: a
+        // `%` or `?` field of a span costs no allocation.
+        use fmt::Write as _;
+        let mut text = MESSAGE.try_with(std::cell::Cell::take).unwrap_or_default();
+        text.clear();
+        let _ = write!(text, "{value:?}");
         if !self.special(field, &text) {
             self.push_str(field, &text);
         }
+        drop(Message(Some(text)));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let message = value.to_string();
@@ -335,9 +341,9 @@ crate::local::local! {
 }
 
 crate::local::local! {
-    /// The buffer events' messages are formatted into, kept from one event
-    /// to the next (see [`Message`]): a new `String` per event was an
-    /// allocation and a free per event.
+    /// The buffer events' messages (and spans' `%` and `?` fields) are
+    /// formatted into, kept from one to the next (see [`Message`]): a new
+    /// `String` each was an allocation and a free.
     static MESSAGE: std::cell::Cell<String> = std::cell::Cell::new(String::new());
 }
 
@@ -354,7 +360,8 @@ pub(crate) fn drop_list(list: Vec<KeyValue>) {
     }
 }
 
-/// An event's message; gives its buffer back for the next event.
+/// An event's message (or a span field's text); gives its buffer back for
+/// the next.
 struct Message(Option<String>);
 
 impl Drop for Message {

@@ -342,6 +342,9 @@ impl Pairs {
     /// [`into_buffer`](Self::into_buffer).
     pub(crate) fn with_buffer(mut buffer: Vec<u8>) -> Pairs {
         buffer.clear();
+        // A fresh instance's first use: one allocation rather than a
+        // reallocation at every doubling from 8 bytes.
+        buffer.reserve(256);
         Pairs {
             bytes: buffer,
             count: 0,
