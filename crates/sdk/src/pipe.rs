@@ -26,6 +26,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
@@ -141,13 +142,17 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
     PIPE.with(|p| {
         let mut p = p.try_borrow_mut().ok()?;
         let pipe = p.get_or_insert_with(|| {
+            // One pipe per thread (one in a component without threads);
+            // each draws its ids from its own stream of the seed.
+            static PIPES: AtomicU64 = AtomicU64::new(0);
             let (high, low) = config().seed;
+            let stream = PIPES.fetch_add(1, Ordering::Relaxed);
             Pipe {
                 // Small: an instance per request sends a few hundred bytes;
                 // the buffer grows to a full batch only where one is made.
                 buf: Vec::with_capacity(1024),
                 open: 0,
-                ids: wire::Ids::new(high, low),
+                ids: wire::Ids::stream(high, low, stream),
                 oldest: None,
                 next_instrument: 0,
                 shared: HashMap::default(),

@@ -451,9 +451,17 @@ pub struct Ids {
 
 impl Ids {
     pub fn new(seed_high: u64, seed_low: u64) -> Ids {
+        Ids::stream(seed_high, seed_low, 0)
+    }
+
+    /// Stream `n` of the seed: an instance with threads draws ids on each
+    /// with its own (stream 0 is [`new`](Self::new)'s), so that no two
+    /// threads make the same ids from the one seed.
+    pub fn stream(seed_high: u64, seed_low: u64, n: u64) -> Ids {
+        let step = n.wrapping_mul(0xD1B5_4A32_D192_ED03);
         Ids {
-            state: seed_low,
-            salt: seed_high | 1,
+            state: seed_low ^ step,
+            salt: (seed_high ^ step.rotate_left(32)) | 1,
         }
     }
 
@@ -684,6 +692,12 @@ mod tests {
         assert_eq!(xs.len(), 1000);
         assert!(!xs.contains(&[0; 8]));
         assert!((0..1000).all(|_| !xs.contains(&b.span_id())));
+        // Streams of one seed neither repeat each other nor stream 0.
+        let mut seen = xs;
+        for n in 1..8 {
+            let mut s = Ids::stream(1, 2, n);
+            assert!((0..1000).all(|_| seen.insert(s.span_id())), "stream {n}");
+        }
     }
 
     #[test]
