@@ -218,10 +218,10 @@ impl Instrument {
 /// One of the host's own histograms and its series.
 type HostEntry = (Histogram<f64>, Arc<Series>);
 
-/// Every instrument of a pipeline, by name and kind, and the host's own.
 /// One name's instrument of each kind.
 type ByKind = [Option<Arc<Instrument>>; KINDS];
 
+/// Every instrument of a pipeline, by name and kind, and the host's own.
 pub(super) struct Instruments {
     max: usize,
     /// Guests' instruments by name: keyed at random, as guests choose the
