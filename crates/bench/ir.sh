@@ -3,7 +3,7 @@
 # stable when the machine is loaded, unlike nanoseconds.
 #
 #   crates/bench/ir.sh --guest MODE [N1 N2]   # raw, tracing, log, counter, ...
-#   crates/bench/ir.sh --native MODE [N1 N2]  # span, tracing, log, counter
+#   crates/bench/ir.sh --native MODE [N1 N2]  # span, tracing, log, log-kv, counter
 #
 # Runs the figure for N1 and N2 operations (default 10 000 and 30 000) and
 # divides the difference by 1.1 x (N2 - N1) (each run does N / 10 warm-up

@@ -207,6 +207,21 @@ fn native_log(n: u64) -> f64 {
     ns
 }
 
+/// A `log` record with two key-values, through the `log` crate and
+/// `opentelemetry-appender-log` (the guest's `log-kv`). Sets the process's
+/// logger: for `--native log-kv` alone.
+fn native_log_kv(n: u64) -> f64 {
+    let provider = native_logger_provider(n);
+    let bridge = opentelemetry_appender_log::OpenTelemetryLogBridge::new(&provider);
+    log::set_boxed_logger(Box::new(bridge)).expect("the process's only logger");
+    log::set_max_level(log::LevelFilter::Info);
+    let ns = time(n, || {
+        log::info!(route = "/hello", attempt = 1; "a log message");
+    });
+    let _ = provider.shutdown();
+    ns
+}
+
 fn native_counter(n: u64) -> f64 {
     let provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(Discard).build())
@@ -528,13 +543,14 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("--native") {
         // One native figure alone, for profiling:
-        // `--native span|tracing|tracing-registry|log|counter N`.
+        // `--native span|tracing|tracing-registry|log|log-kv|counter N`.
         let n = args[2].parse().expect("a count");
         let ns = match args[1].as_str() {
             "span" => native_span(n),
             "tracing" => native_tracing(n),
             "tracing-registry" => native_tracing_registry(n),
             "log" => native_log(n),
+            "log-kv" => native_log_kv(n),
             "counter" => native_counter(n),
             other => panic!("unknown native mode {other}"),
         };

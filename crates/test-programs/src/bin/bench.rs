@@ -2,7 +2,7 @@
 //! (after `n / 10` warm-up rounds) and prints `elapsed_ns <total>`.
 //!
 //! Usage: `bench <mode> <n>`; modes: `floor`, `raw`, `raw5`, `tracing`,
-//! `tracing-lean`, `sdk`, `log-raw`, `log`, `counter`, `spans`, `open`.
+//! `tracing-lean`, `sdk`, `log-raw`, `log`, `log-kv`, `counter`, `spans`, `open`.
 
 use std::time::Instant;
 
@@ -123,6 +123,14 @@ fn main() {
         "log" => {
             wasi_observe::init();
             time(n, || log::info!("a log message"))
+        }
+        // A `log` record with two key-values.
+        "log-kv" => {
+            wasi_observe::init();
+            time(
+                n,
+                || log::info!(route = "/hello", attempt = 1; "a log message"),
+            )
         }
         "counter" => {
             wasi_observe::init();
