@@ -35,6 +35,8 @@ fn the_fuzz_corpus_replays_without_a_panic() {
     assert!(n > 0, "no corpus in {}", dir.display());
     let stats = wasi_observe_host::fuzzing::telemetry().stats();
     eprintln!("replayed {n} inputs: {stats}");
+    // The corpus reaches the pipe's decoder, malformed batches included.
+    assert!(stats.pipe_batches_malformed > 0, "{stats}");
 }
 
 proptest! {

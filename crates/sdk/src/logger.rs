@@ -44,7 +44,7 @@ impl log::Log for Logger {
                 &owned
             }
         };
-        let mut pairs = Pairs(None);
+        let mut pairs = KeyValues(None);
         let _ = record.key_values().visit(&mut pairs);
         let span = implicit_parent();
         pipe::log(pipe::Log {
@@ -81,7 +81,7 @@ crate::local::local! {
 /// booleans and strings keep their type; anything else becomes its text.
 /// The buffer is taken at the first pair, so a record without any pays
 /// nothing for it.
-struct Pairs(Option<pipe::Pairs>);
+struct KeyValues(Option<pipe::Pairs>);
 
 /// One value, under its key.
 struct One<'p, 'k> {
@@ -130,7 +130,7 @@ impl log::kv::VisitValue<'_> for One<'_, '_> {
     }
 }
 
-impl<'kvs> log::kv::VisitSource<'kvs> for Pairs {
+impl<'kvs> log::kv::VisitSource<'kvs> for KeyValues {
     fn visit_pair(
         &mut self,
         key: log::kv::Key<'kvs>,

@@ -142,17 +142,13 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
     PIPE.with(|p| {
         let mut p = p.try_borrow_mut().ok()?;
         let pipe = p.get_or_insert_with(|| {
-            // One pipe per thread (one in a component without threads);
-            // each draws its ids from its own stream of the seed.
-            static PIPES: AtomicU64 = AtomicU64::new(0);
             let (high, low) = config().seed;
-            let stream = PIPES.fetch_add(1, Ordering::Relaxed);
             Pipe {
                 // Small: an instance per request sends a few hundred bytes;
                 // the buffer grows to a full batch only where one is made.
                 buf: Vec::with_capacity(1024),
                 open: 0,
-                ids: wire::Ids::stream(high, low, stream),
+                ids: new_ids(high, low),
                 oldest: None,
                 next_instrument: 0,
                 shared: HashMap::default(),
@@ -164,6 +160,14 @@ fn with_pipe<R>(f: impl FnOnce(&mut Pipe) -> R) -> Option<R> {
         });
         Some(f(pipe))
     })
+}
+
+/// The id generator of a new pipe. There is one pipe per thread (one in a
+/// component without threads), and each draws from its own stream of the
+/// instance's seed, so that no two threads make the same ids.
+fn new_ids(seed_high: u64, seed_low: u64) -> wire::Ids {
+    static PIPES: AtomicU64 = AtomicU64::new(0);
+    wire::Ids::stream(seed_high, seed_low, PIPES.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Pipe {
@@ -844,5 +848,18 @@ fn value(w: &mut Writer<'_>, v: &Value) {
             w.varint(i::STR.into());
             w.str(&other.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Two pipes of one instance (two threads, one seed) draw different
+    /// ids.
+    #[test]
+    fn each_pipe_draws_its_own_ids() {
+        let mut a = super::new_ids(1, 2);
+        let mut b = super::new_ids(1, 2);
+        let first: std::collections::HashSet<_> = (0..1000).map(|_| a.span_id()).collect();
+        assert!((0..1000).all(|_| !first.contains(&b.span_id())));
     }
 }

@@ -2,7 +2,8 @@
 //! (after `n / 10` warm-up rounds) and prints `elapsed_ns <total>`.
 //!
 //! Usage: `bench <mode> <n>`; modes: `floor`, `raw`, `raw5`, `tracing`,
-//! `tracing-lean`, `sdk`, `log-raw`, `log`, `log-kv`, `counter`, `spans`, `open`.
+//! `tracing-registry`, `tracing-lean`, `sdk`, `log-raw`, `log`, `log-kv`,
+//! `counter`, `spans`, `open`.
 
 use std::time::Instant;
 
