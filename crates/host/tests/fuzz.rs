@@ -10,7 +10,9 @@ use proptest::prelude::*;
 
 /// A panic on any thread ends the process, as under libFuzzer: the pipe's
 /// decode thread may decode a batch before the driver does, and a panic
-/// there would otherwise pass unseen.
+/// there would otherwise pass unseen. The hook runs before the decoder's
+/// own `catch_unwind` (which, outside fuzzing, contains such a panic and
+/// counts it), so a panic while decoding still fails the run.
 fn abort_on_panic() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {

@@ -16,8 +16,10 @@
 //! worker keeps draining the queue into a retry buffer of at most
 //! `retry_buffer` items, so the guest sees no difference; when the buffer
 //! overflows, the oldest items are dropped and counted. Permanent failures
-//! (a refused signal, a malformed request) are not retried. At shutdown the
-//! worker retries for at most `exit_retry`, then counts what is left as failed.
+//! (a refused signal, a malformed request) are not retried, and an exporter
+//! that panics is taken to have refused its batch, so one bad batch does not
+//! end the worker. At shutdown the worker retries for at most `exit_retry`,
+//! then counts what is left as failed.
 //!
 //! Items are also bounded in bytes: every queue of a pipeline takes its
 //! items' bytes from one [`SharedBudget`] and gives them back when they leave
@@ -27,6 +29,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -278,6 +281,13 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
     /// Queues an item; returns false if it was dropped.
     pub(crate) fn push(&self, item: T) -> bool {
         let bytes = item.held_bytes();
+        self.push_held(item, bytes)
+    }
+
+    /// [`push`](Self::push) of an item whose [`Held::held_bytes`] the
+    /// caller has already counted (`bytes`), as the pipe's decoder does
+    /// while it builds a span.
+    pub(crate) fn push_held(&self, item: T, bytes: usize) -> bool {
         if !self.budget.take(bytes) {
             Stats::add((self.dropped_budget)(&self.stats), 1);
             return false;
@@ -544,10 +554,20 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
             if p.remaining & (1 << target) == 0 {
                 continue;
             }
-            match self
-                .sink
-                .export(target, &p.items, self.config.export_timeout)
-            {
+            // An exporter that panics (a bug in it, or in a user's own
+            // exporter) refuses the batch: counted, and the thread lives on
+            // to export the next one.
+            let sink = &mut self.sink;
+            let exported = panic::catch_unwind(AssertUnwindSafe(|| {
+                sink.export(target, &p.items, self.config.export_timeout)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Failure {
+                    transient: false,
+                    message: "the exporter panicked".into(),
+                })
+            });
+            match exported {
                 Ok(()) => p.remaining &= !(1 << target),
                 Err(f) if f.transient && self.config.retry_buffer > 0 => {
                     transient = Some(f.message);
@@ -727,6 +747,8 @@ mod tests {
         down: Arc<AtomicBool>,
         /// Exports fail for good.
         refuse: bool,
+        /// The first export panics.
+        panic: Arc<AtomicBool>,
         attempts: Arc<AtomicUsize>,
     }
 
@@ -734,6 +756,9 @@ mod tests {
         fn export(&mut self, _: usize, batch: &[u32], _: Duration) -> Result<(), Failure> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
+            if self.panic.swap(false, Ordering::SeqCst) {
+                panic!("the test's exporter panics");
+            }
             if self.refuse || self.down.load(Ordering::SeqCst) {
                 return Err(Failure {
                     transient: !self.refuse,
@@ -810,6 +835,30 @@ mod tests {
         // Room again.
         assert!(q.push(1));
         assert!(q.shutdown(Duration::from_secs(5)));
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// An exporter's panic fails its batch for good (counted, its bytes
+    /// given back); the worker lives on and exports the next batch.
+    #[test]
+    fn an_exporter_that_panics_loses_one_batch_counted() {
+        let sink = Slow::default();
+        let seen = sink.seen.clone();
+        sink.panic.store(true, Ordering::SeqCst);
+        let out = outcome();
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
+        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
+        for i in 0..8 {
+            assert!(q.push(i));
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        for i in 8..16 {
+            assert!(q.push(i));
+        }
+        assert!(q.shutdown(Duration::from_secs(5)));
+        assert_eq!(*seen.lock().unwrap(), (8..16).collect::<Vec<_>>());
+        let s = stats.snapshot();
+        assert_eq!((s.spans_export_failed, s.spans_exported), (8, 8));
         assert_eq!(budget.used(), 0);
     }
 

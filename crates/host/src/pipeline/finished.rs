@@ -14,12 +14,17 @@ use super::stats::Stats;
 use crate::export::aggregated::GuestMetrics;
 
 impl Telemetry {
-    /// Hands a span the guest ended to the span queue, counted as ended.
-    pub(crate) fn export_finished_span(&self, data: SpanData) {
+    /// Hands a span the guest ended to the span queue, counted as ended;
+    /// `held` is its [`held_bytes`](super::budget::Held::held_bytes) where
+    /// the caller counted them.
+    pub(crate) fn export_finished_span(&self, data: SpanData, held: Option<usize>) {
         let p = &self.inner;
         if let Some(queue) = &p.spans {
             Stats::add(&p.stats.spans_ended, 1);
-            queue.push(data);
+            match held {
+                Some(bytes) => queue.push_held(data, bytes),
+                None => queue.push(data),
+            };
         }
     }
 

@@ -16,10 +16,13 @@
 //! naming spans the decoder does not hold, bad kinds, times OTLP cannot
 //! carry and unknown instruments are ignored or repaired and counted in
 //! `invalid_input`; values are cut to the limits like every other guest
-//! value; open spans are held within the store's byte budget.
+//! value; open spans are held within the store's byte budget. A panic while
+//! decoding (a bug of ours, which the fuzz harness hunts) is caught: it
+//! loses the rest of its batch, counted in `pipe_decode_panics`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,7 +37,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use wasi_observe_wire as wire;
 
 use super::Telemetry;
-use super::budget::{StoreBudget, attrs_bytes, event_bytes, link_bytes};
+use super::budget::{StoreBudget, attrs_bytes, event_bytes, link_bytes, status_bytes};
 use super::instruments::{Description, Instrument, Kind, Number};
 use super::intern;
 use super::limits::Checker;
@@ -312,13 +315,28 @@ impl PipeDecoder {
                 .queued
                 .fetch_sub(bytes, Ordering::AcqRel);
             for item in batches {
-                match item {
+                // A panic here would be a bug of ours; caught, it costs the
+                // rest of one batch (counted, warned about) instead of the
+                // decode thread, or the host when the guest's thread drains.
+                // The state stays usable: every step leaves it consistent
+                // but for the byte budget, which may then count a span's
+                // bytes too long.
+                let decoded = panic::catch_unwind(AssertUnwindSafe(|| match item {
                     Item::Batch(batch, received) => state.decode(&self.telemetry, &batch, received),
                     Item::End {
                         reason,
                         time,
                         stand_ins,
                     } => state.end(&self.telemetry, &reason, time, stand_ins),
+                }));
+                if decoded.is_err() {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
+                    Stats::add(&self.telemetry.counters().pipe_decode_panics, 1);
+                    warn_once(
+                        &WARNED,
+                        "decoding a guest's batch panicked (a bug in wasi-observe: please report \
+                         it); the rest of that batch was dropped (counted as pipe_decode_panics)",
+                    );
                 }
             }
         }
@@ -563,7 +581,7 @@ impl State {
             let mut data = span.data;
             data.status = Status::error(reason.to_string());
             data.end_time = time.max(data.start_time);
-            t.export_finished_span(data);
+            t.export_finished_span(data, None);
         }
     }
 
@@ -573,8 +591,10 @@ impl State {
             match record {
                 Ok(record) => self.apply(t, &check, record, received),
                 Err(_) => {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
                     Stats::add(&t.counters().pipe_batches_malformed, 1);
                     warn_once(
+                        &WARNED,
                         "a guest submitted a malformed batch; its records from the first \
                          malformed one on were dropped (counted as pipe_batches_malformed)",
                     );
@@ -591,37 +611,16 @@ impl State {
         received: u64,
     ) {
         let limits = check.limits;
+        #[cfg(test)]
+        if matches!(&record, wire::Record::Start(s) if s.name == tests::PANIC) {
+            panic!("the test asked the decoder to panic");
+        }
         match record {
             wire::Record::Start(s) => self.start(t, check, s),
             wire::Record::End(e) => {
-                let Some(mut span) = self.open.remove(&e.span_id) else {
-                    check.invalid();
-                    return;
-                };
-                self.budget.sub(span.bytes);
-                let d = &mut span.data;
-                // 0: the time the batch was received (the `close` call).
-                let end = time(check, if e.time == 0 { received } else { e.time });
-                d.end_time = end.max(d.start_time);
-                let dropped = check.merge_attributes(
-                    &mut d.attributes,
-                    key_values(check, e.attributes),
-                    limits.attributes_per_span,
-                );
-                d.dropped_attributes_count = d.dropped_attributes_count.saturating_add(dropped);
-                d.status = match e.status {
-                    wire::status::OK => Status::Ok,
-                    wire::status::ERROR => Status::error(string(check, e.description)),
-                    wire::status::UNSET => Status::Unset,
-                    _ => {
-                        check.invalid();
-                        Status::Unset
-                    }
-                };
-                if let Some(new) = e.name {
-                    d.name = name(check, new);
+                if let Some((data, held)) = self.finish(check, e, received) {
+                    t.export_finished_span(data, Some(held));
                 }
-                t.export_finished_span(span.data);
             }
             wire::Record::Event(e) => self.event(check, e),
             wire::Record::EventLog(e) => {
@@ -758,6 +757,53 @@ impl State {
         }
     }
 
+    /// Ends an open span: the span, and the bytes it holds in the export
+    /// queue ([`Held`](super::budget::Held)`::held_bytes`), counted as it
+    /// was built rather than walked again.
+    fn finish(
+        &mut self,
+        check: &Checker<'_>,
+        e: wire::End<'_, wire::Attributes<'_>>,
+        received: u64,
+    ) -> Option<(SpanData, usize)> {
+        let Some(mut span) = self.open.remove(&e.span_id) else {
+            check.invalid();
+            return None;
+        };
+        self.budget.sub(span.bytes);
+        let mut held = span.bytes.saturating_sub(size_of::<OpenSpan>());
+        let d = &mut span.data;
+        // 0: the time the batch was received (the `close` call).
+        let end = time(check, if e.time == 0 { received } else { e.time });
+        d.end_time = end.max(d.start_time);
+        if !e.attributes.is_empty() {
+            let before = attrs_bytes(&d.attributes);
+            let dropped = check.merge_attributes(
+                &mut d.attributes,
+                key_values(check, e.attributes),
+                check.limits.attributes_per_span,
+            );
+            d.dropped_attributes_count = d.dropped_attributes_count.saturating_add(dropped);
+            held = (held + attrs_bytes(&d.attributes)).saturating_sub(before);
+        }
+        d.status = match e.status {
+            wire::status::OK => Status::Ok,
+            wire::status::ERROR => Status::error(string(check, e.description)),
+            wire::status::UNSET => Status::Unset,
+            _ => {
+                check.invalid();
+                Status::Unset
+            }
+        };
+        held += status_bytes(&d.status);
+        if let Some(new) = e.name {
+            let new = name(check, new);
+            held = (held + new.len()).saturating_sub(d.name.len());
+            d.name = new;
+        }
+        Some((span.data, held))
+    }
+
     fn event(&mut self, check: &Checker<'_>, e: wire::Event<'_, wire::Attributes<'_>>) {
         let limits = check.limits;
         let Some(span) = self.open.get_mut(&e.span_id) else {
@@ -848,10 +894,11 @@ impl State {
             limits.attributes_per_span,
         );
         let name = name(check, s.name);
-        let bytes = std::mem::size_of::<OpenSpan>()
-            + std::mem::size_of::<SpanData>()
+        let bytes = size_of::<OpenSpan>()
+            + size_of::<SpanData>()
             + name.len()
-            + attrs_bytes(&attributes);
+            + attrs_bytes(&attributes)
+            + s.trace_state.len();
         if !self.budget.fits(bytes, limits.store_bytes) {
             Stats::add(&check.stats.spans_dropped_store_budget, 1);
             return;
@@ -878,9 +925,9 @@ impl State {
     }
 }
 
-fn warn_once(message: &str) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
+/// Prints `message` the first time `warned` is seen unset.
+fn warn_once(warned: &AtomicBool, message: &str) {
+    if !warned.swap(true, Ordering::Relaxed) {
         eprintln!("wasi-observe: {message}");
     }
 }
@@ -999,6 +1046,97 @@ mod tests {
         assert_eq!(pairs(&out), [kv("b", 20), kv("d", 4)]);
         assert_eq!(dropped, 0);
         assert_eq!(stats.snapshot().invalid_input, 1, "the unknown set");
+    }
+
+    /// A span name that makes the decoder panic, in test builds only.
+    pub(super) const PANIC: &str = "\0panic";
+
+    /// A panic while decoding loses the rest of its batch, counted; the
+    /// decode thread lives on, records before it in the batch stand, and
+    /// later batches decode as before.
+    #[test]
+    fn a_panic_while_decoding_costs_the_rest_of_its_batch() {
+        let (t, spans) = pipeline(Limits::default());
+        let d = PipeDecoder::new(t.clone());
+        d.submit(
+            batch(&[start(1, 0, "kept"), start(2, 0, PANIC), start(3, 0, "lost")]),
+            5,
+        );
+        assert!(t.decode_thread().flush(Duration::from_secs(10)));
+        d.submit(
+            batch(&[end(1, 3_000), end(3, 3_000), start(4, 0, "later")]),
+            9,
+        );
+        d.submit(batch(&[end(4, 4_000)]), 10);
+        t.force_flush().unwrap();
+        let mut names: Vec<_> = spans
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["kept", "later"]);
+        let stats = t.stats();
+        assert_eq!(stats.pipe_decode_panics, 1);
+        assert_eq!(stats.invalid_input, 1, "the end of span 3, never started");
+        assert!(stats.drops().contains(&("all", "pipe_decode_panic", 1)));
+    }
+
+    /// The bytes an ended span holds in the export queue, counted as the
+    /// decoder builds it, are what `Held` finds walking the span: with a
+    /// shared set, a trace-state, an event, a link, attributes set at the
+    /// end (one replacing a start attribute), an error and a new name.
+    #[test]
+    fn an_ended_span_holds_the_bytes_counted_while_it_was_built() {
+        use crate::pipeline::budget::Held;
+        let (t, _spans) = pipeline(Limits::default());
+        let d = PipeDecoder::new(t.clone());
+        let mut state = d.lock();
+        let check = t.checker();
+        let mut s = match start(1, 0, "first") {
+            wire::Record::Start(s) => s,
+            _ => unreachable!(),
+        };
+        s.trace_state = "k=v";
+        s.shared = Some(3);
+        let records = [
+            wire::Record::Share(wire::Share {
+                id: 3,
+                attributes: vec![("code.lineno", wire::Value::I64(7))],
+            }),
+            wire::Record::Start(s),
+            event_log(1, true),
+            wire::Record::Link(wire::Link {
+                span_id: [1; 8],
+                trace_id: [9; 16],
+                linked_span_id: [9; 8],
+                flags: 1,
+                remote: true,
+                trace_state: "",
+                attributes: vec![("why", wire::Value::Str("retry"))],
+            }),
+        ];
+        for r in records {
+            state.apply(&t, &check, r, 5);
+        }
+        let end = wire::End {
+            span_id: [1; 8],
+            time: 3_000,
+            status: wire::status::ERROR,
+            description: "it broke",
+            name: Some("renamed at the end"),
+            attributes: vec![
+                ("a", wire::Value::Str("now text")),
+                ("c", wire::Value::StrArray(vec!["x", "yz"])),
+            ],
+        };
+        let (data, held) = state.finish(&check, end, 5).unwrap();
+        assert_eq!(data.name, "renamed at the end");
+        assert_eq!(data.attributes.len(), 3);
+        assert_eq!((data.events.len(), data.links.len()), (1, 1));
+        assert_eq!(data.span_context.trace_state().header(), "k=v");
+        assert_eq!(held, data.held_bytes());
     }
 
     #[test]

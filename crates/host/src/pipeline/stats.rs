@@ -109,6 +109,9 @@ stats! {
     pipe_batches_malformed,
     /// Pipe batches dropped whole for exceeding the largest batch size.
     pipe_batches_rejected,
+    /// Pipe batches (or store ends) whose decoding panicked: a bug in
+    /// wasi-observe, contained so that it loses only the rest of that batch.
+    pipe_decode_panics,
     /// Stores that ended while their guest held records (it had called
     /// `hold`, and no batch or `flush` call followed): the guest trapped or
     /// exited, or the embedder did not call [`crate::flush_guest`] after an
@@ -127,7 +130,7 @@ impl Stats {
 impl StatsSnapshot {
     /// Whole items lost, as `(signal, reason, count)`: what the host's
     /// `wasi_observe.dropped` self-metric reports.
-    pub fn drops(&self) -> [(&'static str, &'static str, u64); 15] {
+    pub fn drops(&self) -> [(&'static str, &'static str, u64); 16] {
         [
             ("traces", "queue_full", self.spans_dropped_queue_full),
             (
@@ -156,6 +159,7 @@ impl StatsSnapshot {
             ),
             ("all", "pipe_batch_malformed", self.pipe_batches_malformed),
             ("all", "pipe_batch_too_large", self.pipe_batches_rejected),
+            ("all", "pipe_decode_panic", self.pipe_decode_panics),
         ]
     }
 

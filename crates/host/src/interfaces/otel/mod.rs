@@ -97,7 +97,7 @@ pub(crate) mod pipeline_glue {
     }
 
     pub(crate) fn push_span(t: &Telemetry, data: SpanData) {
-        t.export_finished_span(data);
+        t.export_finished_span(data, None);
     }
 
     pub(crate) fn logger(t: &Telemetry, scope: Option<InstrumentationScope>) -> Option<SdkLogger> {
