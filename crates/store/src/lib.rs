@@ -223,10 +223,11 @@ pub const RECORDED_KEPT: usize = 1000;
 const RECORDED_SEEN: usize = 100_000;
 
 /// The traces a handle wrote.
+/// Ids as numbers: a trace costs no text and no allocation to remember.
 #[derive(Default)]
 struct Recorded {
-    order: Vec<String>,
-    seen: std::collections::HashSet<String>,
+    order: Vec<u128>,
+    seen: std::collections::HashSet<u128>,
     more: usize,
 }
 
@@ -438,7 +439,12 @@ impl Store {
     /// The trace ids written through this handle (and its exporters), in the
     /// order they were first written: the first [`RECORDED_KEPT`] of them.
     pub fn recorded_traces(&self) -> Vec<String> {
-        lock(&self.inner.recorded).order.clone()
+        let recorded = lock(&self.inner.recorded);
+        recorded
+            .order
+            .iter()
+            .map(|id| format!("{id:032x}"))
+            .collect()
     }
 
     /// How many distinct traces were written through this handle.
@@ -511,14 +517,14 @@ impl Store {
         lock(&self.inner.ids).committed(pruned, last, written);
     }
 
-    pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = String>) {
+    pub(crate) fn note_traces(&self, ids: impl IntoIterator<Item = u128>) {
         let mut recorded = lock(&self.inner.recorded);
         for id in ids {
             // Past `RECORDED_SEEN` distinct ids (a long-lived host), stop
             // remembering: later ones are counted, perhaps more than once.
             if recorded.seen.len() >= RECORDED_SEEN {
                 recorded.more += 1;
-            } else if recorded.seen.insert(id.clone()) {
+            } else if recorded.seen.insert(id) {
                 if recorded.order.len() < RECORDED_KEPT {
                     recorded.order.push(id);
                 } else {

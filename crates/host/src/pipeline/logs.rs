@@ -41,7 +41,10 @@ impl Telemetry {
             return;
         };
         let check = self.checker();
-        let mut record = logger.create_log_record();
+        // Made in its box and filled in there: the record is large, and
+        // each move of it is a copy.
+        let mut item = Box::new((logger.create_log_record(), p.scope.clone()));
+        let record = &mut item.0;
         record.set_severity_number(log.severity);
         record.set_severity_text(log.severity_text);
         if let Some(body) = log.body {
@@ -78,7 +81,7 @@ impl Telemetry {
         // reference) and drop the original. The record has its trace
         // context or none: `emit` would look for a current OpenTelemetry
         // context, which the host never sets.
-        queue.push(Box::new((record, p.scope.clone())));
+        queue.push(item);
         Stats::add(&p.stats.logs_emitted, 1);
     }
 }
