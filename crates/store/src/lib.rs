@@ -222,8 +222,8 @@ pub const RECORDED_KEPT: usize = 1000;
 /// How many distinct trace ids a handle remembers, to count them once.
 const RECORDED_SEEN: usize = 100_000;
 
-/// The traces a handle wrote.
-/// Ids as numbers: a trace costs no text and no allocation to remember.
+/// The traces a handle wrote, as numbers: remembering one costs no text
+/// and no allocation.
 #[derive(Default)]
 struct Recorded {
     order: Vec<u128>,

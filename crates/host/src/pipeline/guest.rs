@@ -757,9 +757,9 @@ impl State {
         }
     }
 
-    /// Ends an open span: the span, and the bytes it holds in the export
-    /// queue ([`Held`](super::budget::Held)`::held_bytes`), counted as it
-    /// was built rather than walked again.
+    /// Ends an open span: the span, and the bytes it will hold in the
+    /// export queue (what `Held::held_bytes` would find), counted as it was
+    /// built rather than walked again.
     fn finish(
         &mut self,
         check: &Checker<'_>,
