@@ -982,6 +982,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The traces a handle wrote come back as the store spells their ids
+    /// (leading zeros kept), once each, in the order first written.
+    #[test]
+    fn recorded_traces_are_listed_once_in_order_as_stored() {
+        let dir = std::env::temp_dir().join(format!("wasi-observe-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("t.db"), StoreOptions::default()).unwrap();
+        let (a, b) = (7_u128, 0xfedc_u128 << 112 | 5);
+        export(&store, vec![span(a, 2), span(b, 3)]);
+        export(&store, vec![span(a, 4)]);
+        let ids = [a, b].map(|t| TraceId::from(t).to_string());
+        assert_eq!(store.recorded_traces(), ids);
+        assert_eq!(ids[0], format!("{:0>32}", "7"));
+        assert_eq!(store.recorded_count(), 2);
+        for id in &ids {
+            assert!(store.trace_summary(id).unwrap().is_some(), "{id}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn ages_and_sizes_parse() {
         assert_eq!(parse_age("7d").unwrap(), Some(Duration::from_secs(604_800)));
