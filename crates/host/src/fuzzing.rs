@@ -109,6 +109,11 @@ pub fn run(data: &[u8]) {
     if let Some(pipe) = pipe {
         pipe.drain();
     }
+    // The decoder catches its own panics (counted), so that one bad batch
+    // cannot end a host; here a caught one must still fail the input, with
+    // or without a panic hook that aborts.
+    let panics = telemetry().stats().pipe_decode_panics;
+    assert_eq!(panics, 0, "decoding a batch panicked");
     // Not every input: the metric state grows across inputs (up to the SDK's
     // cardinality limit), and exporting all of it each time would dominate.
     if data.first() == Some(&0) {

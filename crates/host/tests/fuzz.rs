@@ -11,8 +11,8 @@ use proptest::prelude::*;
 /// A panic on any thread ends the process, as under libFuzzer: the pipe's
 /// decode thread may decode a batch before the driver does, and a panic
 /// there would otherwise pass unseen. The hook runs before the decoder's
-/// own `catch_unwind` (which, outside fuzzing, contains such a panic and
-/// counts it), so a panic while decoding still fails the run.
+/// own `catch_unwind` (which contains such a panic and counts it; the
+/// driver also fails an input when that count is not zero).
 fn abort_on_panic() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
