@@ -183,6 +183,19 @@ pub fn attributes(attrs: &serde_json::Value) -> String {
     out
 }
 
+/// A log record's message followed by its attributes (dim), as `tracing`'s
+/// own formatter prints an event's fields: a record made with fields and no
+/// message (`#[instrument(err)]`'s `error = ..`) would otherwise show as an
+/// empty line.
+pub fn message(st: &Style, body: &str, attrs: &serde_json::Value) -> String {
+    let fields = attributes(attrs);
+    match (body.is_empty(), fields.is_empty()) {
+        (_, true) => printable(body),
+        (true, false) => st.dim(&fields),
+        (false, false) => format!("{} {}", printable(body), st.dim(&fields)),
+    }
+}
+
 /// `s` as the terminal may show it: control characters escaped (`\n`,
 /// `\u{1b}`) so that guest text cannot move the cursor or fake lines, and
 /// invisible format characters escaped (`\u{202e}`) so that it cannot
@@ -277,6 +290,24 @@ mod tests {
         assert_eq!(printable("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
         assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
         assert_eq!(cut("abcdef", 4), "abc…");
+    }
+
+    /// A record's fields follow its message; a record of fields alone shows
+    /// them (not an empty line); guest text stays escaped in both.
+    #[test]
+    fn a_log_message_shows_its_fields() {
+        let st = Style::plain();
+        let fields = serde_json::json!({"error": "only 5 left", "n": 9});
+        assert_eq!(
+            message(&st, "reserve failed", &fields),
+            "reserve failed error=\"only 5 left\" n=9"
+        );
+        assert_eq!(message(&st, "", &fields), "error=\"only 5 left\" n=9");
+        assert_eq!(message(&st, "plain", &serde_json::json!({})), "plain");
+        assert_eq!(
+            message(&st, "a\nb", &serde_json::json!({"k\x1b": "v\n"})),
+            "a\\nb k\\u{1b}=\"v\\n\""
+        );
     }
 
     /// Bidi controls, zero-width and other invisible characters come out as

@@ -281,6 +281,37 @@ fn logs_filter_by_level_service_and_trace() {
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
+/// A log record's fields follow its message in `logs` and in `trace`, as
+/// `tracing`'s own formatter prints them.
+#[test]
+fn log_views_show_a_records_fields() {
+    let db = temp_db("fields");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out = output(cli(&db), &["run", SDK_FEATURES_COMPONENT, traceparent]);
+    assert!(out.status.success());
+    let logs = stdout(&db, &["logs"]);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("logged in"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        line.contains("logged in ") && line.contains("user=\"ada\"") && line.contains("retries=2"),
+        "{line}"
+    );
+    let noisy = json(
+        &db,
+        &["logs", "--search", "event with a noisy field", "--json"],
+    );
+    let trace_id = noisy[0]["trace_id"].as_str().expect("a trace id");
+    let text = stdout(&db, &["trace", trace_id]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("◆") && l.contains("event with a noisy field noisy=\"noisy\"")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
 #[test]
 fn metrics_show_the_current_value_of_each_series() {
     let db = temp_db("metrics");

@@ -5,7 +5,7 @@ use wasi_observe_store::LogFilter;
 use wasmtime::Result;
 
 use crate::common::{DbOptions, store_err};
-use crate::view::{OutputOptions, Style, cut, printable, short_id, timestamp};
+use crate::view::{OutputOptions, Style, cut, message, printable, short_id, timestamp};
 
 /// List log records, oldest first (the most recent that match).
 #[derive(Parser)]
@@ -95,7 +95,7 @@ impl LogsCommand {
                 st.severity(l.severity_number, &printable(&l.severity_text)),
                 cut(&printable(&l.service), 16),
                 st.dim(&format!("[{}]", printable(&l.target))),
-                printable(&l.body),
+                message(&st, &l.body, &l.attributes),
                 st.dim(&trace)
             );
         }

@@ -8,7 +8,7 @@ use wasi_observe_store::{Span, Trace};
 use wasmtime::Result;
 
 use crate::common::{DbOptions, store_err};
-use crate::view::{OutputOptions, Style, attributes, cut, duration, printable, timestamp};
+use crate::view::{OutputOptions, Style, attributes, cut, duration, message, printable, timestamp};
 
 /// Show one trace: its spans as a waterfall (nesting, durations as bars,
 /// status), and its log records where they happened.
@@ -269,7 +269,7 @@ impl TraceCommand {
                         st.dim(&format!("+{}", duration(l.time_ns.saturating_sub(t0)))),
                         st.severity(l.severity_number, &printable(&l.severity_text)),
                         st.dim(&format!("[{}]", printable(&l.target))),
-                        printable(&l.body)
+                        message(&st, &l.body, &l.attributes)
                     )?;
                 }
             }
