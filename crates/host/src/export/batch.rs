@@ -207,6 +207,9 @@ pub(crate) struct BatchQueue<T> {
     dropped_budget: fn(&Stats) -> &AtomicU64,
     budget: Arc<SharedBudget>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// The worker's answer to a shutdown asked for and not yet waited for
+    /// ([`begin_shutdown`](Self::begin_shutdown)).
+    shutdown_ack: Mutex<Option<Receiver<()>>>,
     name: &'static str,
 }
 
@@ -274,6 +277,7 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
             dropped_budget,
             budget,
             worker: Mutex::new(Some(handle)),
+            shutdown_ack: Mutex::new(None),
             name,
         }
     }
@@ -364,15 +368,35 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
         Drainer(self.control.clone())
     }
 
-    /// Exports everything queued, shuts the sink down and stops the worker.
-    /// Later calls (and pushes) do nothing.
+    /// Asks the worker to shut down, without waiting: a pipeline asks all
+    /// its queues first, so that they export and retry their last batches
+    /// at the same time, and exit waits for the slowest rather than for the
+    /// sum of them. [`shutdown`](Self::shutdown) waits.
+    pub(crate) fn begin_shutdown(&self) {
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ack = self.shutdown_ack.lock().unwrap_or_else(|e| e.into_inner());
+        if worker.is_some() && ack.is_none() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            // A worker that is gone drops the sender: the wait then ends at
+            // once, unanswered.
+            let _ = self.control.send(Control::Shutdown(tx));
+            *ack = Some(rx);
+        }
+    }
+
+    /// Exports everything queued, shuts the sink down and stops the worker,
+    /// waiting up to `timeout` for it. Later calls (and pushes) do nothing.
     pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
+        self.begin_shutdown();
         let Some(handle) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return true;
         };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let done =
-            self.control.send(Control::Shutdown(tx)).is_ok() && rx.recv_timeout(timeout).is_ok();
+        let ack = self
+            .shutdown_ack
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let done = ack.is_some_and(|rx| rx.recv_timeout(timeout).is_ok());
         if done {
             let _ = handle.join();
         }
@@ -425,6 +449,26 @@ struct Pending<T> {
 struct Episode {
     started: Instant,
     warned_drop: bool,
+    /// Items retried in this episode that an exporter then refused for good
+    /// (or panicked on): not delivered, whatever ends the episode.
+    refused: u64,
+}
+
+impl Episode {
+    /// What to say when the retry buffer is empty again: delivered, unless
+    /// an exporter refused some of it in the end.
+    fn ended(&self, name: &str) -> String {
+        let took = self.started.elapsed();
+        match self.refused {
+            0 => format!(
+                "exporting {name} works again after {took:.1?}; the buffered items were delivered"
+            ),
+            n => format!(
+                "exporting {name} stopped retrying after {took:.1?}: {n} of the buffered items \
+                 were refused for good (counted, reported at exit)"
+            ),
+        }
+    }
 }
 
 struct Worker<T, S> {
@@ -591,11 +635,17 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
                 self.episode = Some(Episode {
                     started: Instant::now(),
                     warned_drop: false,
+                    refused: 0,
                 });
             }
             return Err(p);
         }
         let n = p.items.len() as u64;
+        if p.refused
+            && let Some(e) = &mut self.episode
+        {
+            e.refused += n;
+        }
         let o = &self.outcome;
         let counter = if p.refused { o.failed } else { o.exported };
         counter(&o.stats).fetch_add(n, Ordering::Relaxed);
@@ -671,11 +721,7 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
             }
         }
         if let Some(e) = self.episode.take() {
-            eprintln!(
-                "wasi-observe: exporting {} works again after {:.1?}; the buffered items were delivered",
-                self.name,
-                e.started.elapsed()
-            );
+            eprintln!("wasi-observe: {}", e.ended(self.name));
         }
     }
 
@@ -836,6 +882,45 @@ mod tests {
         assert!(q.push(1));
         assert!(q.shutdown(Duration::from_secs(5)));
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A batch retried after an outage and then refused (here: the exporter
+    /// panics on the retry) is counted failed, and the end of the outage
+    /// does not claim it was delivered.
+    #[test]
+    fn a_retried_batch_then_refused_is_counted_failed_not_delivered() {
+        let sink = Slow::default();
+        let (down, panic) = (sink.down.clone(), sink.panic.clone());
+        down.store(true, Ordering::SeqCst);
+        let out = outcome();
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
+        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
+        for i in 0..8 {
+            assert!(q.push(i));
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        panic.store(true, Ordering::SeqCst);
+        down.store(false, Ordering::SeqCst);
+        assert!(q.shutdown(Duration::from_secs(5)));
+        let s = stats.snapshot();
+        assert_eq!((s.spans_export_failed, s.spans_exported), (8, 0));
+        assert_eq!(budget.used(), 0);
+
+        let mut e = Episode {
+            started: Instant::now(),
+            warned_drop: false,
+            refused: 0,
+        };
+        assert!(
+            e.ended("spans")
+                .contains("the buffered items were delivered")
+        );
+        e.refused = 8;
+        let said = e.ended("spans");
+        assert!(
+            said.contains("8 of the buffered items were refused") && !said.contains("delivered"),
+            "{said}"
+        );
     }
 
     /// An exporter's panic fails its batch for good (counted, its bytes

@@ -248,13 +248,28 @@ impl Inner {
         if !self.pipe.flush(SHUTDOWN_TIMEOUT) {
             failed.push("pipe batches");
         }
+        // Every queue exports and retries its last batches at once (spans
+        // asked first, so that the store gets a trace's spans before its
+        // logs): with a collector down, exit waits for one retry window
+        // (`WASI_OBSERVE_EXIT_RETRY_MS`), not one per signal.
+        if let Some(q) = &self.spans {
+            q.begin_shutdown();
+        }
+        if let Some((_, q)) = &self.logger {
+            q.begin_shutdown();
+        }
+        if let Some(q) = &self.guest_metrics {
+            q.begin_shutdown();
+        }
         if let Some(q) = &self.spans
             && !q.shutdown(SHUTDOWN_TIMEOUT)
         {
             failed.push("traces");
         }
+        // The provider's own `shutdown` waits 5 s, less than a queue's exit
+        // retries and last export may take.
         if let Some(p) = &self.logger_provider
-            && p.shutdown().is_err()
+            && p.shutdown_with_timeout(SHUTDOWN_TIMEOUT).is_err()
         {
             failed.push("logs");
         }
@@ -331,4 +346,106 @@ pub(super) fn self_metric(
             }
         })
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::logs::Severity;
+    use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+    use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+    use opentelemetry_sdk::trace::SpanData;
+
+    use super::*;
+    use crate::export::SpanBatchExporter;
+    use crate::export::batch::BatchConfig;
+    use crate::pipeline::logs::NewLog;
+
+    /// An exporter of spans and logs whose every export fails transiently
+    /// (as a collector that is down), noting each attempt and its shutdown
+    /// in one list shared by both signals.
+    #[derive(Clone, Debug, Default)]
+    struct Down(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Down {
+        fn note(&self, what: &'static str) -> OTelSdkResult {
+            self.0.lock().unwrap().push(what);
+            Err(OTelSdkError::InternalFailure(
+                "HTTP export failed: network error".into(),
+            ))
+        }
+    }
+
+    impl SpanBatchExporter for Down {
+        fn export(&self, _: &[SpanData]) -> OTelSdkResult {
+            self.note("spans export")
+        }
+        fn shutdown(&self, _: Duration) -> OTelSdkResult {
+            self.0.lock().unwrap().push("spans shutdown");
+            Ok(())
+        }
+    }
+
+    impl LogExporter for Down {
+        async fn export(&self, _: LogBatch<'_>) -> OTelSdkResult {
+            self.note("logs export")
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            self.0.lock().unwrap().push("logs shutdown");
+            Ok(())
+        }
+    }
+
+    /// With the collector down at exit, the signals' queues export and retry
+    /// their last batches at the same time (the logs' first attempt comes
+    /// before the spans give up), and `shutdown` returns only once both have
+    /// counted what they gave up, even when that takes longer than the SDK
+    /// logger provider's own `shutdown` waits (5 s).
+    #[test]
+    fn at_exit_the_queues_retry_together_and_count_before_shutdown_returns() {
+        let down = Down::default();
+        // Exported only at shutdown; the spans retry for 0.3 s, the logs
+        // for longer than the logger provider's `shutdown` would wait.
+        let spans = BatchConfig {
+            scheduled_delay: Duration::from_secs(60),
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(100),
+            exit_retry: Duration::from_millis(300),
+            ..BatchConfig::default()
+        };
+        let logs = BatchConfig {
+            exit_retry: Duration::from_millis(5_500),
+            ..spans.clone()
+        };
+        let t = Telemetry::builder()
+            .with_span_batch_config(spans)
+            .with_log_batch_config(logs)
+            .with_span_batch_exporter(down.clone())
+            .with_log_exporter(down.clone())
+            .build()
+            .unwrap();
+        t.start_span("s", opentelemetry::trace::SpanKind::Internal, None, vec![])
+            .end();
+        t.emit_log(NewLog {
+            severity: Severity::Info,
+            severity_text: "INFO",
+            target: "t".into(),
+            body: Some("a record".into()),
+            attributes: Vec::new(),
+            span: None,
+            time: None,
+        });
+        t.shutdown().unwrap();
+        let s = t.stats();
+        assert_eq!((s.spans_export_failed, s.logs_export_failed), (1, 1));
+        let notes = down.0.lock().unwrap().clone();
+        let first = |what| notes.iter().position(|n| *n == what).unwrap();
+        let retries = |what| notes.iter().filter(|n| **n == what).count();
+        assert!(
+            retries("spans export") > 1 && retries("logs export") > 1,
+            "{notes:?}"
+        );
+        assert!(first("logs export") < first("spans shutdown"), "{notes:?}");
+    }
 }
