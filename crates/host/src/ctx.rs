@@ -317,8 +317,8 @@ impl HasData for WasiObserve {
 }
 
 /// Adds `wasi:observe/tracer`, `wasi:observe/metrics`, `wasi:observe/sdk`,
-/// `wasi-observe:pipe/pipe@0.2.1` (also for components built against
-/// `@0.2.0`),
+/// `wasi-observe:pipe/pipe@0.2.2` (also for components built against
+/// `@0.2.0` and `@0.2.1`),
 /// `wasi:logging/logging` (unversioned, as the proposal names it, and
 /// `@0.1.0-draft`, as existing components import it) and
 /// `wasi:otel@0.2.0-rc.2` ([`interfaces::otel`](crate::interfaces::otel))

@@ -615,6 +615,7 @@ impl Driver {
                 }
                 2 => {
                     self.ctx.current_span_context();
+                    PipeHost::frame(&mut self.ctx).expect("frame");
                 }
                 _ => {
                     self.ctx.recorder_flush(&recorder_words(u)?);

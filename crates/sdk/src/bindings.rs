@@ -1,4 +1,4 @@
-//! Guest bindings for the pipe (`wasi-observe:pipe@0.2.1`), generated from
+//! Guest bindings for the pipe (`wasi-observe:pipe@0.2.2`), generated from
 //! `wit/`: the only import the SDK needs, and the `flush` export the host
 //! calls when an invocation returns with records held.
 //!
@@ -12,7 +12,7 @@
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "wasi-observe:pipe/guest@0.2.1",
+    world: "wasi-observe:pipe/guest@0.2.2",
     ownership: Borrowing { duplicate_if_necessary: true },
     // The program may generate bindings for the same world itself; its
     // type section must not collide with ours.

@@ -476,7 +476,9 @@ impl WasiObserveLayer {
     /// span): `None` when there is none, `Some(None)` when that span is not
     /// recorded here. Without one, a contextual span takes the current
     /// OpenTelemetry context's span or the ambient parent, and an explicit
-    /// root starts a trace.
+    /// root starts a trace. In an instrumented component, a contextual span
+    /// started inside a function entered after its parent opened is that
+    /// function's child ([`pipe::adopt_frame`]).
     pub(crate) fn start_span(
         &self,
         attrs: &Attributes<'_>,
@@ -497,11 +499,14 @@ impl WasiObserveLayer {
         attrs.record(&mut fields);
         let pairs = fields.pairs.take().unwrap_or_default();
 
-        let parent = match parent() {
+        let mut parent = match parent() {
             Some(parent) => parent,
             None if attrs.is_contextual() => otel_current_or_ambient(),
             None => None,
         };
+        if attrs.is_contextual() {
+            pipe::adopt_frame(&mut parent);
+        }
         let cx = pipe::new_context(parent.as_ref());
         let name = fields.name.as_deref().unwrap_or(meta.name());
         pipe::start(pipe::Start {

@@ -48,7 +48,7 @@
 //!
 //! Crossing into the host is the main cost of guest telemetry, so the SDK
 //! records into a buffer in the component's memory and hands it over in
-//! batches (the pipe, `wasi-observe:pipe@0.2.1`; docs/pipe.md). Ids and
+//! batches (the pipe, `wasi-observe:pipe@0.2.2`; docs/pipe.md). Ids and
 //! sampling decisions are made here. A span crosses twice on its own, at its
 //! start and end, to tell the host which span is open (so the host's spans
 //! for outgoing requests and import calls nest under it) and to read the

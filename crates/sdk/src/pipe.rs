@@ -1,4 +1,4 @@
-//! The SDK's end of the batched pipe (`wasi-observe:pipe@0.2.1`).
+//! The SDK's end of the batched pipe (`wasi-observe:pipe@0.2.2`).
 //!
 //! Spans, events, links, log records and measurements are encoded
 //! ([`wasi_observe_wire`]) into a buffer in the component's own memory and
@@ -63,6 +63,8 @@ pub(crate) struct Config {
     pub(crate) rust_log: Option<Option<String>>,
     /// The host reads `EventLog` records (an older host does not).
     pub(crate) event_log: bool,
+    /// The component is instrumented: spans ask for the frame they start in.
+    frames: bool,
 }
 
 /// The configuration, asked once per instance.
@@ -95,8 +97,44 @@ pub(crate) fn config() -> &'static Config {
             seed: (c.seed_high, c.seed_low),
             rust_log,
             event_log: c.signals & wire::config::EVENT_LOG != 0,
+            frames: c.signals & wire::config::FRAMES != 0,
         }
     })
+}
+
+/// The parent of a span that takes the current one: in an instrumented
+/// component, the innermost function frame if the host says it was entered
+/// after the guest's current span opened (one host call), so that spans
+/// nest in the functions they start in; else `parent` as it is. Elsewhere
+/// a flag's test: nothing is moved.
+#[inline]
+pub(crate) fn adopt_frame(parent: &mut Option<SpanContext>) {
+    if config().frames {
+        ask_frame(parent);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn ask_frame(parent: &mut Option<SpanContext>) {
+    let Some((frame, state)) = host::frame() else {
+        return;
+    };
+    let state = if state.is_empty() {
+        TraceState::NONE
+    } else {
+        state.parse().unwrap_or_default()
+    };
+    let frame = SpanContext::new(
+        trace_id(frame.trace_id_high, frame.trace_id_low),
+        SpanId::from_bytes(frame.span_id.to_be_bytes()),
+        TraceFlags::new(frame.trace_flags & 1),
+        false,
+        state,
+    );
+    if frame.is_valid() {
+        *parent = Some(frame);
+    }
 }
 
 fn trace_id(high: u64, low: u64) -> TraceId {

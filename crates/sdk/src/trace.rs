@@ -4,10 +4,13 @@
 //!
 //! Parents follow the context the API is given: its span if it has a valid
 //! one (local or remote); otherwise the current `tracing` span, so API spans
-//! nest inside `tracing` spans; otherwise the ambient parent. Like the
-//! `tracing` layer, a span is recorded through the pipe ([`crate::pipe`]):
-//! its start, events, links and end go into the batch; attributes, status
-//! and name changes are kept in the guest until it ends.
+//! nest inside `tracing` spans; otherwise the ambient parent. In an
+//! instrumented component, the function frame the span starts in comes
+//! before the last two, if it was entered after the current span opened.
+//!
+//! Like the `tracing` layer, a span is recorded through the pipe
+//! ([`crate::pipe`]): its start, events, links and end go into the batch;
+//! attributes, status and name changes are kept in the guest until it ends.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -71,8 +74,10 @@ impl opentelemetry::trace::Tracer for Tracer {
         let parent = if parent.is_valid() {
             Some(parent)
         } else {
-            with_current_span(|data| data.map(|d| d.cx.clone()))
-                .or_else(|| pipe::config().ambient.clone())
+            let mut implicit = with_current_span(|data| data.map(|d| d.cx.clone()))
+                .or_else(|| pipe::config().ambient.clone());
+            pipe::adopt_frame(&mut implicit);
+            implicit
         };
         let cx = pipe::new_context(parent.as_ref());
         pipe::start(pipe::Start {

@@ -1,4 +1,4 @@
-//! The records of wasi-observe's batched pipe (`wasi-observe:pipe@0.2.1`),
+//! The records of wasi-observe's batched pipe (`wasi-observe:pipe@0.2.2`),
 //! shared by the guest SDK that writes them and the host that reads them.
 //!
 //! A batch is a sequence of [`Record`]s, each encoded with [postcard]: no
@@ -95,6 +95,10 @@ pub mod config {
     /// The host reads [`EventLog`](super::EventLog) records. A guest sends
     /// an `Event` and a `Log` where it is not set (an older host).
     pub const EVENT_LOG: u8 = 1 << 3;
+    /// The component is instrumented: a span that takes the current one as
+    /// its parent asks the host for the innermost function frame first
+    /// (`frame`, pipe 0.2.2).
+    pub const FRAMES: u8 = 1 << 4;
 }
 
 /// An [`Event`] and the [`Log`] record of the same moment, without what

@@ -438,6 +438,26 @@ impl SpanScope {
             .map(|i| i.cx.clone())
     }
 
+    /// The parent of a span a guest SDK starts now in an instrumented
+    /// component (pipe `frame`): the innermost open frame that is not
+    /// telemetry plumbing or the standard library
+    /// ([`FunctionNames::is_plumbing`]: the SDK's own calls are frames too),
+    /// if it is more recent than the innermost guest span. It is kept as a
+    /// span, however short its call.
+    pub(crate) fn innermost_user_function(&mut self) -> Option<SpanContext> {
+        let frames = &self.functions.frames;
+        let names = &self.functions.names;
+        let index = frames.iter().rposition(|f| !names.is_plumbing(f.id))?;
+        if self.open.len() as u32 > frames[index].guest_depth {
+            return None;
+        }
+        self.ensure_ident(index);
+        self.functions.frames[index]
+            .ident
+            .as_ref()
+            .map(|i| i.cx.clone())
+    }
+
     /// `memory.grow` of `pages` at `t`, recorded on the innermost frame.
     pub(crate) fn function_memory_grow(&mut self, pages: u32, t: u64) {
         let limit = self.telemetry.limits().events_per_span;

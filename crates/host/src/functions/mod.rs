@@ -111,6 +111,40 @@ impl FunctionNames {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+
+    /// Whether `id` is telemetry plumbing or the standard library: a
+    /// function of the guest SDK, `tracing`, `log`, OpenTelemetry, the
+    /// bindings, or `std`/`core`/`alloc` (which the plumbing calls through,
+    /// thread-locals say). A span the SDK starts belongs to the innermost
+    /// function that is none of these: the code that asked for the span.
+    /// Unnamed functions are not plumbing (nothing says they are).
+    pub(crate) fn is_plumbing(&self, id: u32) -> bool {
+        const CRATES: [&str; 13] = [
+            "wasi_observe",
+            "wasi_observe_wire",
+            "tracing",
+            "tracing_core",
+            "tracing_subscriber",
+            "log",
+            "opentelemetry",
+            "opentelemetry_sdk",
+            "wit_bindgen",
+            "wit_bindgen_rt",
+            "std",
+            "core",
+            "alloc",
+        ];
+        let Some(name) = self.by_id.get(&id) else {
+            return false;
+        };
+        // `<T as Trait>::f` is T's; `&`, `mut ` and `dyn ` qualify it.
+        let mut path = name.trim_start_matches(['<', '&', '*']);
+        for prefix in ["mut ", "const ", "dyn "] {
+            path = path.strip_prefix(prefix).unwrap_or(path);
+        }
+        let krate = path.split([':', '<', ' ']).next().unwrap_or_default();
+        CRATES.contains(&krate)
+    }
 }
 
 /// Whether a core module imports the function hooks ([`HOOKS_MODULE`], or
@@ -159,5 +193,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(FunctionNames::from_wasm(&legacy).name(1), "work");
+    }
+
+    /// The SDK's, `tracing`'s and the standard library's functions (trait
+    /// impls and drop glue included) are plumbing; the program's, other
+    /// libraries' and unnamed ones are not.
+    #[test]
+    fn plumbing_is_told_by_the_crate_a_function_belongs_to() {
+        let named = [
+            ("wasi_observe::pipe::ask_frame", true),
+            (
+                "<wasi_observe::subscriber::WasiObserveSubscriber as tracing_core::subscriber::Subscriber>::new_span",
+                true,
+            ),
+            ("tracing::span::Span::new", true),
+            ("core::ptr::drop_in_place<tracing::span::EnteredSpan>", true),
+            ("std::thread::local::LocalKey<T>::try_with", true),
+            (
+                "<&mut opentelemetry::trace::Foo as core::fmt::Debug>::fmt",
+                true,
+            ),
+            ("shop::checkout", false),
+            ("shop::main::{{closure}}", false),
+            ("<shop::Item as core::fmt::Debug>::fmt", false),
+            ("hyper::client::send", false),
+            ("tracingx::helper", false),
+            ("_start", false),
+        ];
+        let names = FunctionNames {
+            by_id: named
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (i as u32, (*n).into()))
+                .collect(),
+            recorder: true,
+        };
+        for (i, (name, plumbing)) in named.iter().enumerate() {
+            assert_eq!(names.is_plumbing(i as u32), *plumbing, "{name}");
+        }
+        assert!(!names.is_plumbing(99), "unnamed");
     }
 }

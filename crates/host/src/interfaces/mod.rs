@@ -7,7 +7,7 @@
 //! - [`metrics`]: `wasi:observe/metrics`, our addition;
 //! - `sdk`: `wasi:observe/sdk`, our addition for guest SDKs (explicit
 //!   parents, fewer crossings; `wit/sdk.wit` says why);
-//! - `pipe`: `wasi-observe:pipe@0.2.1`, our batched pipe for guest SDKs
+//! - `pipe`: `wasi-observe:pipe@0.2.2`, our batched pipe for guest SDKs
 //!   (records encoded in guest memory, decoded off the guest's thread);
 //! - [`otel`]: `wasi:otel@0.2.0-rc.2`, the proposal that grew out of WASI
 //!   Observe, for components built with its guest SDKs.

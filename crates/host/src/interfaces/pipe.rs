@@ -1,4 +1,4 @@
-//! `wasi-observe:pipe@0.2.1` (and `@0.2.0`): batches of records a guest SDK
+//! `wasi-observe:pipe@0.2.2` (and `@0.2.0`, `@0.2.1`): batches of records a guest SDK
 //! encoded in its own memory, handed to the pipeline's decode thread
 //! ([`crate::pipeline::guest`]); and the two calls per span that tell the
 //! store which guest span is open (so host-made spans nest under it), each
@@ -50,10 +50,17 @@ impl Host for WasiObserveCtx {
         } else {
             0
         };
+        // An instrumented component's spans ask for the frame they start in.
+        let frames = if self.scope.has_recorder() {
+            wasi_observe_wire::config::FRAMES
+        } else {
+            0
+        };
         let bits = u8::from(signals.traces)
             | u8::from(signals.logs) << 1
             | u8::from(signals.metrics) << 2
-            | event_log;
+            | event_log
+            | frames;
         let (seed_high, seed_low) = t.random_seed();
         let sampler = match t.guest_sampler() {
             Some(s) => match (s.parent_based, s.ratio) {
@@ -139,6 +146,13 @@ impl Host for WasiObserveCtx {
         Ok(nanos(now))
     }
 
+    fn frame(&mut self) -> wasmtime::Result<Option<(SpanRef, String)>> {
+        Ok(self
+            .scope
+            .innermost_user_function()
+            .map(|cx| (span_ref(&cx), cx.trace_state().header())))
+    }
+
     fn hold(&mut self) -> wasmtime::Result<u64> {
         self.held = true;
         Ok(now())
@@ -178,9 +192,9 @@ impl WasiObserveCtx {
 }
 
 /// The export a guest that calls `hold` provides. Wasmtime finds exports
-/// by semver-compatible name, so this also finds the `@0.2.0` export of a
-/// component built against that version.
-const FLUSH_INTERFACE: &str = "wasi-observe:pipe/flush@0.2.1";
+/// by semver-compatible name, so this also finds the `@0.2.0` and `@0.2.1`
+/// exports of components built against those versions.
+const FLUSH_INTERFACE: &str = "wasi-observe:pipe/flush@0.2.2";
 
 /// The guest's `flush` export, if it has one.
 fn flush_export(mut store: impl AsContextMut, instance: &Instance) -> Option<TypedFunc<(), ()>> {

@@ -114,7 +114,15 @@ fn tree(spans: &[SpanData]) -> Vec<(String, String)> {
 }
 
 /// Spans the guests below start themselves.
-const GUEST_SPANS: [&str; 4] = ["guest-span", "outer", "inner", "done-before-trap"];
+const GUEST_SPANS: [&str; 7] = [
+    "guest-span",
+    "outer",
+    "inner",
+    "done-before-trap",
+    "sdk-outer",
+    "sdk-inner",
+    "api-span",
+];
 
 fn count(edges: &[(String, String)], name: &str, parent: &str) -> usize {
     edges
@@ -642,6 +650,56 @@ fn instrumented_component_tree(wasm: &[u8]) -> (String, Vec<SpanData>) {
     drop(r.store);
     assert!(!p.telemetry.stats().has_losses(), "{}", p.telemetry.stats());
     (r.stdout, p.spans())
+}
+
+/// The guest SDK's spans in an instrumented component nest in the
+/// functions that started them (not in the SDK's own functions, which are
+/// frames too), and those functions in the spans they were called in: one
+/// trace, `main` -> `sdk-outer` -> `outer_work` -> `sdk-inner` -> `api_work`
+/// -> `api-span`, and the log record on `sdk-inner`.
+#[test]
+pub(crate) fn sdk_instrumented() {
+    let original = std::fs::read(test_programs_artifacts::SDK_INSTRUMENTED_COMPONENT).unwrap();
+    let wasm = rewrite(&original);
+    let p = Pipeline::new();
+    let mut ctx = p.ctx();
+    ctx.set_function_names(Arc::new(FunctionNames::from_wasm(&wasm)));
+    // The default minimum: short frames are kept only where spans need them.
+    let mut r = run_bytes(&wasm, ctx, &["sdk_instrumented"]);
+    r.succeeded();
+    assert_eq!(r.stdout, "done\n");
+    assert_eq!(r.end_open_spans("left open"), 0);
+    drop(r.store);
+    let spans = p.spans();
+    let edges = tree(&spans);
+    let parent_of = |name: &str| {
+        edges
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or_else(|| panic!("no span {name:?} in {edges:?}"))
+    };
+    assert_eq!(
+        parent_of("sdk-outer"),
+        "sdk_instrumented::main",
+        "{edges:?}"
+    );
+    assert_eq!(parent_of("sdk_instrumented::outer_work"), "sdk-outer");
+    assert_eq!(parent_of("sdk-inner"), "sdk_instrumented::outer_work");
+    assert_eq!(parent_of("sdk_instrumented::api_work"), "sdk-inner");
+    assert_eq!(parent_of("api-span"), "sdk_instrumented::api_work");
+    let trace = span(&spans, "api-span").span_context.trace_id();
+    assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+    let logs = p.logs();
+    let inner = span(&spans, "sdk-inner");
+    let log = logs
+        .iter()
+        .find(|l| body(l) == "inside sdk-inner")
+        .expect("the log record");
+    assert_eq!(
+        log.trace_context().map(|tc| tc.span_id),
+        Some(inner.span_context.span_id())
+    );
 }
 
 #[test]
