@@ -248,17 +248,16 @@ impl Inner {
         if !self.pipe.flush(SHUTDOWN_TIMEOUT) {
             failed.push("pipe batches");
         }
-        // Every queue exports and retries its last batches at once (spans
-        // asked first, so that the store gets a trace's spans before its
-        // logs): with a collector down, exit waits for one retry window
-        // (`WASI_OBSERVE_EXIT_RETRY_MS`), not one per signal.
+        // The span and log queues export and retry their last batches at
+        // once (spans asked first, so that the store gets a trace's spans
+        // before its logs): with a collector down, exit waits for one retry
+        // window (`WASI_OBSERVE_EXIT_RETRY_MS`), not one per signal. The
+        // queue of `wasi:otel` guests' metrics stops after the meter
+        // provider, whose last collection feeds it.
         if let Some(q) = &self.spans {
             q.begin_shutdown();
         }
         if let Some((_, q)) = &self.logger {
-            q.begin_shutdown();
-        }
-        if let Some(q) = &self.guest_metrics {
             q.begin_shutdown();
         }
         if let Some(q) = &self.spans
