@@ -486,10 +486,17 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Flushes and stops the pipeline, and says what was lost, if anything.
+/// Flushes and stops the pipeline, and says what was lost, if anything. A
+/// SIGINT or SIGTERM meanwhile ends the exporters' retries (a collector that
+/// is down is retried for `WASI_OBSERVE_EXIT_RETRY_MS`): what they still
+/// hold is counted as failed and reported, and the process exits.
 pub fn finish(telemetry: &Telemetry) {
+    let watcher = give_up_on_signal(telemetry);
     if let Err(e) = telemetry.shutdown() {
         eprintln!("wasi-observe: {e}");
+    }
+    if let Some(handle) = watcher {
+        handle.close();
     }
     let stats = telemetry.stats();
     if stats.has_losses() {
@@ -499,6 +506,29 @@ pub fn finish(telemetry: &Telemetry) {
             losses.join(", ")
         );
     }
+}
+
+/// Watches for SIGINT and SIGTERM while the pipeline shuts down; the first
+/// makes it give up its exit retries.
+fn give_up_on_signal(telemetry: &Telemetry) -> Option<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+    let handle = signals.handle();
+    let telemetry = telemetry.clone();
+    std::thread::Builder::new()
+        .name("wasi-observe-exit-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!(
+                    "wasi-observe: {name} at exit: no more export retries; \
+                     what they held is counted as failed"
+                );
+                telemetry.give_up_exit_retries();
+            }
+        })
+        .ok()?;
+    Some(handle)
 }
 
 /// A component's store data, for `run` and `serve` alike.

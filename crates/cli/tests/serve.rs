@@ -580,6 +580,41 @@ fn shutdown_finishes_requests_in_flight_and_flushes() {
     assert_eq!(spans.iter().filter(|s| s.name == "route").count(), 3);
 }
 
+/// A second Ctrl-C while requests are in flight stops them rather than
+/// waiting for them: serve exits at once, and a stopped request's SERVER
+/// span is an error (`cancelled`), exported before the exit.
+#[test]
+fn a_second_signal_stops_the_requests_in_flight() {
+    let receiver = OtlpHttpReceiver::start();
+    let server = Server::start(HTTP_GUEST_COMPONENT, &receiver, &[]);
+    let url = server.url("/sleep");
+    // Never answered: the connection closes when serve has gone.
+    let client = std::thread::spawn(move || client().get(&url).send().map(|r| r.status()));
+    std::thread::sleep(Duration::from_millis(300));
+    let first = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(first.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = server.stop("-INT");
+    assert_eq!(status.code(), Some(130), "{stderr:?}");
+    assert!(client.join().unwrap().is_err(), "no answer");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("SIGINT again; stopping the requests in flight")),
+        "{stderr:?}"
+    );
+    let spans = receiver.spans();
+    let stopped = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server && s.attr_str("url.path") == Some("/sleep"))
+        .unwrap_or_else(|| panic!("the stopped request's span in {spans:#?}"));
+    assert_eq!(stopped.attr_str("error.type"), Some("cancelled"));
+    assert_eq!(stopped.status.code, SpanStatusCode::Error);
+}
+
 /// With every pooled instance slot in use, a request is answered 503 with
 /// an `overloaded` span, and the server serves again once a slot is free.
 #[test]

@@ -396,6 +396,13 @@ async fn serve(
         _ = tokio::time::sleep(shutdown_timeout) => {
             eprintln!("wasi-observe: requests still running after {shutdown_timeout:?}; stopping them");
         }
+        // A second signal: the user will not wait.
+        _ = sigint.recv() => {
+            eprintln!("wasi-observe: SIGINT again; stopping the requests in flight");
+        }
+        _ = sigterm.recv() => {
+            eprintln!("wasi-observe: SIGTERM again; stopping the requests in flight");
+        }
     }
     Ok(signal)
 }

@@ -232,6 +232,61 @@ fn through_an_outage(
     (receiver, stderr)
 }
 
+/// Ctrl-C while exit retries a collector that is down ends the retries
+/// (here they would last a minute): `run` exits, and what it gave up is
+/// counted and reported.
+#[test]
+fn ctrl_c_at_exit_ends_the_export_retries_and_reports_the_loss() {
+    use std::io::BufRead as _;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut child = cli()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("WASI_OBSERVE_EXIT_RETRY_MS", "60000")
+        .args(["run", "--exporter", "otlp", TRACER_FEATURES_COMPONENT])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // The guest is done and exit retries: exporting failed once.
+    let mut seen = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let retrying = line.contains("retrying with backoff");
+        seen.push(line);
+        if retrying {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("retrying")),
+        "{seen:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "run kept retrying");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(stderr.map(Result::unwrap));
+    let text = seen.join("\n");
+    assert!(status.success(), "the guest's own exit code: {text}");
+    assert!(
+        text.contains("SIGINT at exit: no more export retries"),
+        "{text}"
+    );
+    assert!(loss(&text, "spans_export_failed") > 0, "{text}");
+}
+
 #[test]
 fn telemetry_emitted_while_the_collector_is_down_arrives_when_it_is_back() {
     let n = 300;

@@ -199,6 +199,8 @@ pub(crate) struct BatchQueue<T> {
     /// worker once per batch rather than once per item (a wake-up is a
     /// system call).
     wake_pending: Arc<AtomicBool>,
+    /// Set to end the exit retries now ([`give_up_retries`](Self::give_up_retries)).
+    give_up: Arc<AtomicBool>,
     batch_size: usize,
     shedding: AtomicBool,
     max_block: Duration,
@@ -241,11 +243,13 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
         let (control, control_rx) = crossbeam_channel::unbounded();
         let targets = sink.targets().clamp(1, 64);
         let wake_pending = Arc::new(AtomicBool::new(false));
+        let give_up = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             name,
             items: items_rx,
             control: control_rx,
             wake_pending: wake_pending.clone(),
+            give_up: give_up.clone(),
             sink,
             batch_bytes: 0,
             all: if targets == 64 {
@@ -269,6 +273,7 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
             items,
             control,
             wake_pending,
+            give_up,
             batch_size: config.max_export_batch_size,
             shedding: AtomicBool::new(false),
             max_block: config.max_block,
@@ -384,6 +389,14 @@ impl<T: Held + Send + 'static> BatchQueue<T> {
         }
     }
 
+    /// Ends the retries of a shutdown now, rather than after `exit_retry`:
+    /// what still waits for a retry is counted as failed (and reported), and
+    /// the worker stops once an export under way returns. For a user who
+    /// presses Ctrl-C while exit waits for a collector that is down.
+    pub(crate) fn give_up_retries(&self) {
+        self.give_up.store(true, Ordering::SeqCst);
+    }
+
     /// Exports everything queued, shuts the sink down and stops the worker,
     /// waiting up to `timeout` for it. Later calls (and pushes) do nothing.
     pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
@@ -476,6 +489,7 @@ struct Worker<T, S> {
     items: Receiver<(T, usize)>,
     control: Receiver<Control>,
     wake_pending: Arc<AtomicBool>,
+    give_up: Arc<AtomicBool>,
     sink: S,
     /// The bytes of the batch being collected.
     batch_bytes: usize,
@@ -489,6 +503,9 @@ struct Worker<T, S> {
     next_retry: Instant,
     episode: Option<Episode>,
 }
+
+/// How often exit retries look for a request to give up.
+const GIVE_UP_POLL: Duration = Duration::from_millis(20);
 
 /// The bytes a list of items holds.
 fn bytes<T: Held>(items: &[T]) -> usize {
@@ -729,13 +746,17 @@ impl<T: Held + Send + 'static, S: Sink<T>> Worker<T, S> {
     /// failed, and shuts the sink down.
     fn finish(&mut self) {
         let give_up = Instant::now() + self.config.exit_retry;
-        while !self.pending.is_empty() {
+        while !self.pending.is_empty() && !self.give_up.load(Ordering::SeqCst) {
             let now = Instant::now();
             if now >= give_up {
                 break;
             }
-            std::thread::sleep(self.next_retry.min(give_up).saturating_duration_since(now));
-            self.retry();
+            // In short naps, so that a request to give up is seen at once.
+            let wake = self.next_retry.min(give_up).min(now + GIVE_UP_POLL);
+            std::thread::sleep(wake.saturating_duration_since(now));
+            if Instant::now() >= self.next_retry {
+                self.retry();
+            }
         }
         if self.pending_items > 0 {
             let o = &self.outcome;
@@ -1049,6 +1070,36 @@ mod tests {
         let s = stats.snapshot();
         assert_eq!(s.spans_export_failed, 16);
         assert_eq!(s.spans_export_retries, 0);
+    }
+
+    /// Giving up ends the exit retries at once (here they would last a
+    /// minute): what waited is counted as failed, and the worker stops.
+    #[test]
+    fn giving_up_ends_the_exit_retries_and_counts_the_rest() {
+        let sink = Slow::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let out = outcome();
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
+        let q = BatchQueue::new(
+            "test",
+            &BatchConfig {
+                exit_retry: Duration::from_secs(60),
+                ..config(64, 0)
+            },
+            sink,
+            out,
+        );
+        for i in 0..20 {
+            q.push(i);
+        }
+        q.begin_shutdown();
+        std::thread::sleep(Duration::from_millis(100));
+        q.give_up_retries();
+        assert!(q.shutdown(Duration::from_secs(10)), "stopped");
+        let s = stats.snapshot();
+        assert_eq!((s.spans_export_failed, s.spans_exported), (20, 0), "{s}");
+        assert!(s.spans_export_retries > 0, "it was retrying: {s}");
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -192,6 +192,23 @@ impl Telemetry {
         self.inner.shutdown()
     }
 
+    /// Tells a [`shutdown`](Self::shutdown) under way (or to come) not to
+    /// retry failed exports any longer: what waits for a retry is counted as
+    /// failed and reported, and shutdown returns once the exports under way
+    /// do. `wasi-observe` calls it on Ctrl-C at exit.
+    pub fn give_up_exit_retries(&self) {
+        let inner = &self.inner;
+        if let Some(q) = &inner.spans {
+            q.give_up_retries();
+        }
+        if let Some((_, q)) = &inner.logger {
+            q.give_up_retries();
+        }
+        if let Some(q) = &inner.guest_metrics {
+            q.give_up_retries();
+        }
+    }
+
     /// Bounds values on their way in (see [`limits`]).
     pub(crate) fn checker(&self) -> Checker<'_> {
         Checker {
