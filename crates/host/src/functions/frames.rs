@@ -52,6 +52,10 @@ struct Frame {
 
 pub(super) const NO_SPAN: u32 = u32::MAX;
 
+/// Plumbing frames [`SpanScope::innermost_user_function`] looks past at
+/// most (a `tracing` span's start is about ten deep).
+const MAX_PLUMBING_FRAMES: usize = 64;
+
 /// The clock of function frames: the CPU's time-stamp counter where it is
 /// invariant (a read costs about 10 ns here, against 40 ns for
 /// `Instant::now`, and a call needs two), calibrated against the monotonic
@@ -442,12 +446,20 @@ impl SpanScope {
     /// component (pipe `frame`): the innermost open frame that is not
     /// telemetry plumbing or the standard library
     /// ([`FunctionNames::is_plumbing`]: the SDK's own calls are frames too),
-    /// if it is more recent than the innermost guest span. It is kept as a
-    /// span, however short its call.
+    /// if it is more recent than the innermost guest span (`None` past
+    /// [`MAX_PLUMBING_FRAMES`]). It is kept as a span, however short its
+    /// call.
     pub(crate) fn innermost_user_function(&mut self) -> Option<SpanContext> {
         let frames = &self.functions.frames;
         let names = &self.functions.names;
-        let index = frames.iter().rposition(|f| !names.is_plumbing(f.id))?;
+        // Only so far down: the guest names its functions, and a stack of
+        // plumbing names must not make each call a walk of 65 536 frames.
+        let skipped = frames
+            .iter()
+            .rev()
+            .take(MAX_PLUMBING_FRAMES)
+            .position(|f| !names.is_plumbing(f.id))?;
+        let index = frames.len() - 1 - skipped;
         if self.open.len() as u32 > frames[index].guest_depth {
             return None;
         }
@@ -598,9 +610,56 @@ impl SpanScope {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pipeline::Telemetry;
+
     /// The frame pushed per call stays small (the rare parts are boxed).
     #[test]
     fn frames_are_small() {
         assert!(std::mem::size_of::<super::Frame>() <= 40);
+    }
+
+    /// A guest SDK span's frame is the innermost one that is not plumbing,
+    /// looked for no further than [`MAX_PLUMBING_FRAMES`] down; and not one
+    /// entered before the innermost guest span.
+    #[test]
+    fn a_span_belongs_to_the_innermost_function_past_the_plumbing() {
+        let telemetry = Telemetry::builder()
+            .with_span_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+            .build()
+            .unwrap();
+        let mut scope = SpanScope::new(telemetry);
+        let by_id = HashMap::from([
+            (0, Arc::from("app::work")),
+            (1, Arc::from("tracing::span::Span::new")),
+            (2, Arc::from("std::thread::local::LocalKey<T>::with")),
+        ]);
+        let recorder = true;
+        scope.set_function_names(Arc::new(FunctionNames { by_id, recorder }));
+        assert_eq!(scope.innermost_user_function(), None, "no frame");
+        scope.function_enter(0, 1, None);
+        let work = scope.innermost_user_function().expect("app::work");
+        for _ in 0..MAX_PLUMBING_FRAMES - 1 {
+            scope.function_enter(1, 2, None);
+        }
+        assert_eq!(scope.innermost_user_function(), Some(work.clone()));
+        scope.function_enter(2, 3, None);
+        assert_eq!(scope.innermost_user_function(), None, "too deep");
+        scope.function_exit(Some(2), 4);
+        assert_eq!(scope.innermost_user_function(), Some(work));
+        // A guest span opened since: it is the parent, not the function.
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let span = SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(7u64),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        );
+        scope.open_pipe(span, None, SystemTime::now());
+        assert_eq!(scope.innermost_user_function(), None, "the guest span");
     }
 }

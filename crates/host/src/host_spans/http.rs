@@ -508,15 +508,14 @@ impl ServerSpan {
 
 impl Drop for ServerSpan {
     fn drop(&mut self) {
-        // Dropped with no outcome: the request's task was cancelled before
-        // an answer (the client went away, or a second Ctrl-C stopped the
-        // server). An error, so that it is not taken for a success.
+        // Dropped with no outcome: the request was cancelled before its
+        // answer (`serve`: a second Ctrl-C stopped it). An error, so that
+        // it is not taken for a success.
         let x = &mut self.exchange;
         if x.status.is_none() && x.error_type.is_none() {
             x.error(
                 "cancelled",
-                "the request ended before it was answered: the client went away or the server stopped it"
-                    .into(),
+                "the request was cancelled before it was answered".into(),
             );
         }
         self.exchange.finish(&SERVER_DURATION);
