@@ -331,20 +331,64 @@ impl batch::Sink<QueuedLog> for LogSink {
 
 /// Runs a metric exporter's futures on the export runtime: the SDK's periodic
 /// reader polls them on a plain thread, where the tonic and reqwest clients
-/// of the OTLP exporter would find no runtime.
+/// of the OTLP exporter would find no runtime. Says when its exports start
+/// and stop failing: the SDK's reader does not retry, and says nothing.
 #[derive(Debug)]
 pub(crate) struct OnRuntime<E> {
-    pub rt: Handle,
-    pub inner: E,
+    rt: Handle,
+    inner: E,
+    /// When the exports began to fail, while they do.
+    failing: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl<E: PushMetricExporter> OnRuntime<E> {
+    pub(crate) fn new(rt: Handle, inner: E) -> Self {
+        OnRuntime {
+            rt,
+            inner,
+            failing: Default::default(),
+        }
+    }
+
+    /// What to say about an export's `result`, if anything: the first
+    /// failure of an episode, and the first success after it.
+    fn note(&self, result: &OTelSdkResult) -> Option<String> {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, *failing) {
+            (Err(e), None) => {
+                *failing = Some(std::time::Instant::now());
+                let what = match self.inner.temporality() {
+                    Temporality::Cumulative => "the next export that succeeds carries the totals",
+                    _ => "each interval that fails is lost",
+                };
+                Some(format!(
+                    "exporting metrics failed ({e}); {what}, and none is retried"
+                ))
+            }
+            (Ok(()), Some(since)) => {
+                *failing = None;
+                Some(format!(
+                    "exporting metrics works again after {:.1?}",
+                    since.elapsed()
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        if Handle::try_current().is_ok() {
+        let result = if Handle::try_current().is_ok() {
             // Already on a runtime thread (a flush called from async code).
-            return self.inner.export(metrics).await;
+            self.inner.export(metrics).await
+        } else {
+            self.rt.block_on(self.inner.export(metrics))
+        };
+        if let Some(note) = self.note(&result) {
+            eprintln!("wasi-observe: {note}");
         }
-        self.rt.block_on(self.inner.export(metrics))
+        result
     }
     fn force_flush(&self) -> OTelSdkResult {
         self.inner.force_flush()
@@ -404,6 +448,30 @@ mod tests {
             self.seen.lock().unwrap().push(names);
             Ok(())
         }
+    }
+
+    /// A failing metric exporter is reported once per episode, with what
+    /// its temporality makes of the failure, and its recovery once.
+    #[test]
+    fn metric_export_failures_are_reported_once_per_episode() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let exporter = OnRuntime::new(
+            rt.handle().clone(),
+            opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+        );
+        let failed: OTelSdkResult = Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+            "HTTP export failed: network error".into(),
+        ));
+        assert_eq!(exporter.note(&Ok(())), None);
+        let first = exporter.note(&failed).expect("the first failure is told");
+        assert!(
+            first.contains("network error") && first.contains("carries the totals"),
+            "{first}"
+        );
+        assert_eq!(exporter.note(&failed), None, "once per episode");
+        let back = exporter.note(&Ok(())).expect("the recovery is told");
+        assert!(back.contains("works again"), "{back}");
+        assert_eq!(exporter.note(&Ok(())), None);
     }
 
     #[test]

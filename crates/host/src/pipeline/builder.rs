@@ -271,10 +271,7 @@ impl TelemetryBuilder {
     /// Adds a metric exporter, read periodically (`OTEL_METRIC_EXPORT_INTERVAL`)
     /// and at shutdown.
     pub fn with_metric_exporter(mut self, exporter: impl PushMetricExporter) -> Self {
-        let exporter = OnRuntime {
-            rt: self.runtime.handle().clone(),
-            inner: exporter,
-        };
+        let exporter = OnRuntime::new(self.runtime.handle().clone(), exporter);
         self.meter_builder = self
             .meter_builder
             .with_reader(PeriodicReader::builder(exporter).build());

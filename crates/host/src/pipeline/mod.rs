@@ -292,7 +292,10 @@ impl Inner {
         if let Some(p) = &self.meter_provider
             && p.shutdown().is_err()
         {
-            failed.push("metrics");
+            failed.push(
+                "metrics (the last export failed: what changed since the last one \
+                 that succeeded is not delivered)",
+            );
         }
         if let Some(q) = &self.guest_metrics
             && !q.shutdown(SHUTDOWN_TIMEOUT)
