@@ -289,13 +289,13 @@ impl Inner {
         {
             failed.push("logs");
         }
+        let mut note = "";
         if let Some(p) = &self.meter_provider
             && p.shutdown().is_err()
         {
-            failed.push(
-                "metrics (the last export failed: what changed since the last one \
-                 that succeeded is not delivered)",
-            );
+            failed.push("metrics");
+            note = " (the metrics' last export failed: what changed since the last \
+                    one that succeeded is not delivered)";
         }
         if let Some(q) = &self.guest_metrics
             && !q.shutdown(SHUTDOWN_TIMEOUT)
@@ -313,7 +313,7 @@ impl Inner {
         if failed.is_empty() {
             Ok(())
         } else {
-            wasmtime::bail!("shutting down {} did not complete", failed.join(", "))
+            wasmtime::bail!("shutting down {} did not complete{note}", failed.join(", "))
         }
     }
 }
