@@ -905,6 +905,19 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
+    /// A queue into `sink` that took items 0 to 7 and was flushed, with its
+    /// counters and byte budget.
+    fn eight_flushed(sink: Slow) -> (BatchQueue<u32>, Arc<Stats>, Arc<SharedBudget>) {
+        let out = outcome();
+        let (stats, budget) = (out.stats.clone(), out.budget.clone());
+        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
+        for i in 0..8 {
+            assert!(q.push(i));
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        (q, stats, budget)
+    }
+
     /// A batch retried after an outage and then refused (here: the exporter
     /// panics on the retry) is counted failed, and the end of the outage
     /// does not claim it was delivered.
@@ -913,13 +926,7 @@ mod tests {
         let sink = Slow::default();
         let (down, panic) = (sink.down.clone(), sink.panic.clone());
         down.store(true, Ordering::SeqCst);
-        let out = outcome();
-        let (stats, budget) = (out.stats.clone(), out.budget.clone());
-        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
-        for i in 0..8 {
-            assert!(q.push(i));
-        }
-        assert!(q.flush(Duration::from_secs(5)));
+        let (q, stats, budget) = eight_flushed(sink);
         panic.store(true, Ordering::SeqCst);
         down.store(false, Ordering::SeqCst);
         assert!(q.shutdown(Duration::from_secs(5)));
@@ -951,13 +958,7 @@ mod tests {
         let sink = Slow::default();
         let seen = sink.seen.clone();
         sink.panic.store(true, Ordering::SeqCst);
-        let out = outcome();
-        let (stats, budget) = (out.stats.clone(), out.budget.clone());
-        let q = BatchQueue::new("test", &config(16, 2000), sink, out);
-        for i in 0..8 {
-            assert!(q.push(i));
-        }
-        assert!(q.flush(Duration::from_secs(5)));
+        let (q, stats, budget) = eight_flushed(sink);
         for i in 8..16 {
             assert!(q.push(i));
         }

@@ -432,11 +432,18 @@ impl SpanScope {
     /// guest starts now, if it is more recent than the innermost guest span.
     pub(crate) fn innermost_function(&mut self) -> Option<SpanContext> {
         let top = self.functions.frames.len().checked_sub(1)?;
-        if self.open.len() as u32 > self.functions.frames[top].guest_depth {
+        self.frame_as_parent(top)
+    }
+
+    /// Frame `index` as the parent of something a guest starts now, if no
+    /// guest span was opened since it was entered; it is then kept as a
+    /// span, however short its call.
+    fn frame_as_parent(&mut self, index: usize) -> Option<SpanContext> {
+        if self.open.len() as u32 > self.functions.frames[index].guest_depth {
             return None;
         }
-        self.ensure_ident(top);
-        self.functions.frames[top]
+        self.ensure_ident(index);
+        self.functions.frames[index]
             .ident
             .as_ref()
             .map(|i| i.cx.clone())
@@ -460,14 +467,7 @@ impl SpanScope {
             .take(MAX_PLUMBING_FRAMES)
             .position(|f| !names.is_plumbing(f.id))?;
         let index = frames.len() - 1 - skipped;
-        if self.open.len() as u32 > frames[index].guest_depth {
-            return None;
-        }
-        self.ensure_ident(index);
-        self.functions.frames[index]
-            .ident
-            .as_ref()
-            .map(|i| i.cx.clone())
+        self.frame_as_parent(index)
     }
 
     /// `memory.grow` of `pages` at `t`, recorded on the innermost frame.
