@@ -307,5 +307,36 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
         .unwrap();
     screenshot(&tab, &shots, "05-metrics.png");
 
+    // A log record's fields follow its message in the waterfall and in the
+    // span's details (the SDK guest's `event with a noisy field`).
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out = cli(&db)
+        .args(["run", SDK_FEATURES_COMPONENT, traceparent])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let found = cli(&db)
+        .args(["logs", "--search", "event with a noisy field", "--json"])
+        .output()
+        .unwrap();
+    let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    let noisy_trace = found[0]["trace_id"]
+        .as_str()
+        .expect("its trace")
+        .to_string();
+    // The page routes by its hash: no navigation, a hash change.
+    tab.evaluate(&format!("location.hash = '#/trace/{noisy_trace}'"), false)
+        .unwrap();
+    tab.wait_for_xpath(&format!(
+        "//span[@id='trace-id' and text()='{noisy_trace}']"
+    ))
+    .unwrap();
+    let waterfall = text_of(&tab, "#waterfall");
+    assert!(
+        waterfall.contains("event with a noisy field noisy=\"noisy\""),
+        "{waterfall}"
+    );
+    screenshot(&tab, &shots, "06-log-fields.png");
+
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -56,6 +56,23 @@ function fmtValue(v) {
   return typeof v === 'string' ? v : JSON.stringify(v);
 }
 
+// `n word`, or `n words` but for one.
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+// A log record's attributes as `key=value` (text quoted), shown after its
+// message as `tracing`'s formatter prints an event's fields: a record of
+// fields alone (`#[instrument(err)]`'s `error`) is then not a blank row.
+function logFields(l) {
+  return Object.entries(l.attributes || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
+}
+
+function logMessage(l) {
+  const fields = logFields(l);
+  return [l.body, fields ? h('span', { class: 'muted log-fields' }, `${l.body ? ' ' : ''}${fields}`) : null];
+}
+
 function kv(obj) {
   const entries = Object.entries(obj || {});
   if (!entries.length) return h('p', { class: 'muted' }, 'none');
@@ -195,7 +212,7 @@ function spanDetail(trace, span) {
     h('h4', {}, `Logs (${logs.length})`),
     h('div', { id: 'detail-logs' }, logs.length ? logs.map((l) => h('div', { class: 'log' },
       h('span', { class: `sev-${l.severity_text}` }, l.severity_text || '-'), ' ',
-      h('span', { class: 'muted' }, `+${fmtDur(l.time_ns - span.start_ns)} [${l.target}] `), l.body)) : h('p', { class: 'muted' }, 'none')),
+      h('span', { class: 'muted' }, `+${fmtDur(l.time_ns - span.start_ns)} [${l.target}] `), ...logMessage(l))) : h('p', { class: 'muted' }, 'none')),
     h('h4', {}, 'Resource'), kv(span.resource),
   ];
 }
@@ -213,9 +230,10 @@ async function renderTrace(id) {
   const rows = all.slice(0, MAX_ROWS).map((r) => {
     if (r.log !== undefined) {
       const l = trace.logs[r.log];
-      return h('div', { class: 'log-row', 'data-log-id': l.id },
+      const fields = logFields(l);
+      return h('div', { class: 'log-row', 'data-log-id': l.id, title: fields ? `${l.body} ${fields}` : l.body },
         h('div', { class: 'span-name', style: `padding-left:${8 + r.depth * 16}px` },
-          h('span', { class: `sev-${l.severity_text}` }, l.severity_text || '-'), ` ${l.body}`),
+          h('span', { class: `sev-${l.severity_text}` }, l.severity_text || '-'), ' ', ...logMessage(l)),
         h('div', { class: 'span-track' }, h('div', { class: 'span-bar', style: `left:${(100 * (l.time_ns - t0)) / total}%;width:2px;background:#999` })),
         h('div', { class: 'span-dur' }, `+${fmtDur(l.time_ns - t0)}`));
     }
@@ -240,9 +258,9 @@ async function renderTrace(id) {
       h('p', {}, h('a', { href: '#/traces', id: 'back' }, '← all traces')),
       h('h2', { id: 'trace-title' }, trace.root_name),
       h('p', { class: 'muted' },
-        h('span', { class: 'mono', id: 'trace-id' }, trace.trace_id), ` · ${trace.service} · ${fmtTime(trace.start_ns)} UTC · ${fmtDur(trace.duration_ns)} · ${trace.span_count} spans`,
-        trace.error_count ? h('span', { class: 'err' }, ` · ${trace.error_count} errors`) : null,
-        ` · ${trace.logs.length} logs`)),
+        h('span', { class: 'mono', id: 'trace-id' }, trace.trace_id), ` · ${trace.service} · ${fmtTime(trace.start_ns)} UTC · ${fmtDur(trace.duration_ns)} · ${plural(trace.span_count, 'span')}`,
+        trace.error_count ? h('span', { class: 'err' }, ` · ${plural(trace.error_count, 'error')}`) : null,
+        ` · ${plural(trace.logs.length, 'log')}`)),
     h('div', { class: 'layout' }, h('div', { id: 'waterfall' }, rows,
       all.length > MAX_ROWS ? h('p', { class: 'muted', style: 'padding:8px' },
         `Showing the first ${MAX_ROWS} of ${all.length} rows; \`wasi-observe trace ${trace.trace_id}\` shows them all.`) : null), detail));
@@ -354,7 +372,7 @@ async function route() {
 
 api('/api/stats').then((s) => {
   document.getElementById('store-info').textContent =
-    `${s.counts.traces} traces · ${s.counts.spans} spans · ${s.counts.logs} logs · ${s.path}`;
+    `${plural(s.counts.traces, 'trace')} · ${plural(s.counts.spans, 'span')} · ${plural(s.counts.logs, 'log')} · ${s.path}`;
 }).catch(() => {});
 window.addEventListener('hashchange', route);
 route();
