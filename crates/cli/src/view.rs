@@ -183,6 +183,15 @@ pub fn attributes(attrs: &serde_json::Value) -> String {
     out
 }
 
+/// `n word`, or `n words` but for one.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// A log record's message followed by its attributes (dim), as `tracing`'s
 /// own formatter prints an event's fields: a record made with fields and no
 /// message (`#[instrument(err)]`'s `error = ..`) would otherwise show as an
@@ -290,6 +299,9 @@ mod tests {
         assert_eq!(printable("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
         assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
         assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(plural(1, "span"), "1 span");
+        assert_eq!(plural(0, "span"), "0 spans");
+        assert_eq!(plural(2, "trace"), "2 traces");
     }
 
     /// A record's fields follow its message; a record of fields alone shows

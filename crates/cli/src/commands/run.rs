@@ -23,7 +23,7 @@ use crate::common::{
     CallOptions, DbOptions, ExportOptions, Host, InstanceLimits, LimitOptions, Loaded, engine,
     finish, load, parse_dir, parse_duration, parse_env, trap_summary,
 };
-use crate::view::{printable, short_id};
+use crate::view::{plural, printable, short_id};
 use wasi_observe_store::{Store as TelemetryStore, TraceSummary};
 
 /// Run a command component (`wasi:cli/command`) and export its telemetry.
@@ -431,10 +431,10 @@ fn recorded_line(
 ) -> String {
     let name = |id: &str| match summary(id) {
         Some(t) => format!(
-            "{} (\"{}\", {} spans)",
+            "{} (\"{}\", {})",
             printable(id),
             printable(&t.root_name),
-            t.span_count
+            plural(usize::try_from(t.span_count).unwrap_or(0), "span")
         ),
         None => printable(id),
     };
@@ -560,6 +560,11 @@ mod tests {
             recorded_line(&["abc".into()], 1, "", summary),
             "recorded trace abc (\"invoice\\u{202e}fdp.exe\\u{200b}\", 2 spans); \
              see it with: wasi-observe trace abc"
+        );
+        let one_span = |id: &str| summary(id).map(|t| TraceSummary { span_count: 1, ..t });
+        assert!(
+            recorded_line(&["abc".into()], 1, "", one_span)
+                .contains("fdp.exe\\u{200b}\", 1 span);")
         );
         let cut_inside = "0123456789aé-and-more".to_string();
         assert_eq!(

@@ -6,7 +6,7 @@ use wasmtime::Result;
 
 use crate::common::{DbOptions, store_err};
 use crate::view::{
-    OutputOptions, Style, cut, duration, parse_duration, printable, short_id, timestamp,
+    OutputOptions, Style, cut, duration, parse_duration, plural, printable, short_id, timestamp,
 };
 
 /// List recent traces: root span, service, start, duration, spans, errors.
@@ -98,8 +98,8 @@ impl TracesCommand {
         println!(
             "{}",
             st.dim(&format!(
-                "{} traces; details: wasi-observe trace <TRACE>{}",
-                traces.len(),
+                "{}; details: wasi-observe trace <TRACE>{}",
+                plural(traces.len(), "trace"),
                 self.db.flag()
             ))
         );
