@@ -336,6 +336,17 @@ fn browse_traces_spans_logs_and_metrics_in_chromium() {
         waterfall.contains("event with a noisy field noisy=\"noisy\""),
         "{waterfall}"
     );
+    tab.wait_for_xpath("//div[contains(@class,'span-row') and @title='with_noisy_field']")
+        .unwrap()
+        .click()
+        .unwrap();
+    tab.wait_for_xpath("//h3[@id='detail-name' and text()='with_noisy_field']")
+        .unwrap();
+    let logs = text_of(&tab, "#detail-logs");
+    assert!(
+        logs.contains("event with a noisy field noisy=\"noisy\""),
+        "{logs}"
+    );
     screenshot(&tab, &shots, "06-log-fields.png");
 
     let _ = std::fs::remove_dir_all(&work);

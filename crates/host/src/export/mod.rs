@@ -450,19 +450,52 @@ mod tests {
         }
     }
 
+    /// A metric exporter that fails while `down` is set.
+    #[derive(Debug, Default)]
+    struct DownMetrics {
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl PushMetricExporter for DownMetrics {
+        async fn export(&self, _: &ResourceMetrics) -> OTelSdkResult {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "HTTP export failed: network error".into(),
+                ));
+            }
+            Ok(())
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+        fn temporality(&self) -> Temporality {
+            Temporality::Cumulative
+        }
+    }
+
     /// A failing metric exporter is reported once per episode, with what
-    /// its temporality makes of the failure, and its recovery once.
+    /// its temporality makes of the failure, and its recovery once: the
+    /// exports themselves keep the episode (the wrapper's `export` notes
+    /// each result), and the notes say it.
     #[test]
     fn metric_export_failures_are_reported_once_per_episode() {
+        use std::sync::atomic::Ordering::SeqCst;
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let exporter = OnRuntime::new(
-            rt.handle().clone(),
-            opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
-        );
+        let exporter = OnRuntime::new(rt.handle().clone(), DownMetrics::default());
+        let export = || futures::executor::block_on(exporter.export(&ResourceMetrics::default()));
+        let failing = || exporter.failing.lock().unwrap().is_some();
+        assert!(export().is_ok() && !failing());
+        exporter.inner.down.store(true, SeqCst);
+        assert!(export().is_err() && failing(), "an episode begins");
+        exporter.inner.down.store(false, SeqCst);
+        assert!(export().is_ok() && !failing(), "and ends");
+
         let failed: OTelSdkResult = Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
             "HTTP export failed: network error".into(),
         ));
-        assert_eq!(exporter.note(&Ok(())), None);
         let first = exporter.note(&failed).expect("the first failure is told");
         assert!(
             first.contains("network error") && first.contains("carries the totals"),

@@ -610,7 +610,6 @@ impl SpanScope {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     use super::*;
@@ -632,13 +631,12 @@ mod tests {
             .build()
             .unwrap();
         let mut scope = SpanScope::new(telemetry);
-        let by_id = HashMap::from([
-            (0, Arc::from("app::work")),
-            (1, Arc::from("tracing::span::Span::new")),
-            (2, Arc::from("std::thread::local::LocalKey<T>::with")),
-        ]);
-        let recorder = true;
-        scope.set_function_names(Arc::new(FunctionNames { by_id, recorder }));
+        let names = [
+            (0, "app::work".to_string()),
+            (1, "tracing::span::Span::new".to_string()),
+            (2, "std::thread::local::LocalKey<T>::with".to_string()),
+        ];
+        scope.set_function_names(Arc::new(FunctionNames::new(names, true)));
         assert_eq!(scope.innermost_user_function(), None, "no frame");
         scope.function_enter(0, 1, None);
         let work = scope.innermost_user_function().expect("app::work");

@@ -56,7 +56,9 @@ pub const DEFAULT_MIN_DURATION: Duration = Duration::from_micros(100);
 /// component and shared by its stores.
 #[derive(Clone, Debug, Default)]
 pub struct FunctionNames {
-    by_id: HashMap<u32, Arc<str>>,
+    /// Each id's name, and whether it is plumbing ([`Self::is_plumbing`]),
+    /// told once here rather than at every span that asks.
+    by_id: HashMap<u32, (Arc<str>, bool)>,
     /// Named from a component: its events come through the recorder.
     recorder: bool,
 }
@@ -69,28 +71,38 @@ impl FunctionNames {
     /// them all would only slow its start).
     pub fn from_wasm(wasm: &[u8]) -> Self {
         let recorder = wasmparser::Parser::is_component(wasm);
-        let by_id = if recorder {
+        let names: Vec<(u32, String)> = if recorder {
             wasi_observe_instrument::names::component_function_names(wasm)
                 .into_iter()
                 .enumerate()
-                .map(|(i, n)| (i as u32, Arc::from(n)))
+                .map(|(i, n)| (i as u32, n))
                 .collect()
         } else if imports_hooks(wasm) {
             wasi_observe_instrument::names::module_function_names(wasm)
                 .into_iter()
-                .map(|(i, n)| (i, Arc::from(n)))
                 .collect()
         } else {
-            HashMap::new()
+            Vec::new()
         };
-        let recorder = recorder && !by_id.is_empty();
+        let recorder = recorder && !names.is_empty();
+        FunctionNames::new(names, recorder)
+    }
+
+    fn new(names: impl IntoIterator<Item = (u32, String)>, recorder: bool) -> Self {
+        let by_id = names
+            .into_iter()
+            .map(|(id, name)| {
+                let plumbing = is_plumbing_name(&name);
+                (id, (Arc::from(name), plumbing))
+            })
+            .collect();
         FunctionNames { by_id, recorder }
     }
 
     /// The name of `id` (wasmtime's `wasm-function[N]` form if it has none).
     pub fn name(&self, id: u32) -> String {
         match self.by_id.get(&id) {
-            Some(n) => n.to_string(),
+            Some((n, _)) => n.to_string(),
             None => wasi_observe_instrument::names::unnamed(id),
         }
     }
@@ -119,32 +131,35 @@ impl FunctionNames {
     /// function that is none of these: the code that asked for the span.
     /// Unnamed functions are not plumbing (nothing says they are).
     pub(crate) fn is_plumbing(&self, id: u32) -> bool {
-        const CRATES: [&str; 13] = [
-            "wasi_observe",
-            "wasi_observe_wire",
-            "tracing",
-            "tracing_core",
-            "tracing_subscriber",
-            "log",
-            "opentelemetry",
-            "opentelemetry_sdk",
-            "wit_bindgen",
-            "wit_bindgen_rt",
-            "std",
-            "core",
-            "alloc",
-        ];
-        let Some(name) = self.by_id.get(&id) else {
-            return false;
-        };
-        // `<T as Trait>::f` is T's; `&`, `mut ` and `dyn ` qualify it.
-        let mut path = name.trim_start_matches(['<', '&', '*']);
-        for prefix in ["mut ", "const ", "dyn "] {
-            path = path.strip_prefix(prefix).unwrap_or(path);
-        }
-        let krate = path.split([':', '<', ' ']).next().unwrap_or_default();
-        CRATES.contains(&krate)
+        self.by_id.get(&id).is_some_and(|&(_, plumbing)| plumbing)
     }
+}
+
+/// Whether a demangled function name belongs to one of the crates
+/// [`FunctionNames::is_plumbing`] looks past, by its first path segment.
+fn is_plumbing_name(name: &str) -> bool {
+    const CRATES: [&str; 13] = [
+        "wasi_observe",
+        "wasi_observe_wire",
+        "tracing",
+        "tracing_core",
+        "tracing_subscriber",
+        "log",
+        "opentelemetry",
+        "opentelemetry_sdk",
+        "wit_bindgen",
+        "wit_bindgen_rt",
+        "std",
+        "core",
+        "alloc",
+    ];
+    // `<T as Trait>::f` is T's; `&`, `mut ` and `dyn ` qualify it.
+    let mut path = name.trim_start_matches(['<', '&', '*']);
+    for prefix in ["mut ", "const ", "dyn "] {
+        path = path.strip_prefix(prefix).unwrap_or(path);
+    }
+    let krate = path.split([':', '<', ' ']).next().unwrap_or_default();
+    CRATES.contains(&krate)
 }
 
 /// Whether a core module imports the function hooks ([`HOOKS_MODULE`], or
@@ -220,14 +235,13 @@ mod tests {
             ("tracingx::helper", false),
             ("_start", false),
         ];
-        let names = FunctionNames {
-            by_id: named
+        let names = FunctionNames::new(
+            named
                 .iter()
                 .enumerate()
-                .map(|(i, (n, _))| (i as u32, (*n).into()))
-                .collect(),
-            recorder: true,
-        };
+                .map(|(i, (n, _))| (i as u32, (*n).to_string())),
+            true,
+        );
         for (i, (name, plumbing)) in named.iter().enumerate() {
             assert_eq!(names.is_plumbing(i as u32), *plumbing, "{name}");
         }
